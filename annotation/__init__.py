@@ -1,0 +1,1 @@
+"""Label Studio as the annotators' desk: the only package that imports label_studio_sdk."""

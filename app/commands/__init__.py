@@ -1,0 +1,1 @@
+"""Subcommands of the ``juicer`` command line (see :mod:`app.cli`)."""

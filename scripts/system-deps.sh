@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages juicer needs on the machine itself: the Fashion-MNIST demo data and Chromium for the
+# browser test. Installs only what is missing, so a second run costs a dpkg query.
+set -euo pipefail
+need=()
+for pkg in dataset-fashion-mnist chromium; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "Installing Debian packages: ${need[*]}"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
