@@ -78,8 +78,10 @@ class _TensorRef:
                     f"tensor view (offset {self.offset}, size {self.size}, stride {self.stride}) lies outside its "
                     f"storage of {base.size} elements: the weights file is corrupt"
                 )
-        elif self.offset >= base.size:
-            raise BackboneError("scalar tensor lies outside its storage: the weights file is corrupt")
+        else:
+            if not 0 <= self.offset < base.size:
+                raise BackboneError("scalar tensor lies outside its storage: the weights file is corrupt")
+            return np.array(base[self.offset], dtype=base.dtype)  # a 0-d array, as torch has it
         view = np.lib.stride_tricks.as_strided(
             base[self.offset:],
             shape=self.size,
