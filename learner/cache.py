@@ -62,6 +62,11 @@ class Embedder(Protocol):
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
+def embedding_cache_dir(data_dir: Path) -> Path:
+    """Where juicer keeps embedding caches under its data folder (one pair of files per backbone)."""
+    return Path(data_dir) / "embeddings"
+
+
 class EmbeddingCache:
     """Persistent ``content hash -> float32 vector`` store for one backbone (see the module docstring)."""
 

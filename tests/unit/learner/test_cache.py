@@ -286,3 +286,9 @@ def test_lookup_marks_what_is_missing(tmp_path: Path) -> None:
 
     assert found.tolist() == [True, False, True, True]
     np.testing.assert_array_equal(vectors, [[3, 4], [0, 0], [1, 2], [3, 4]])
+
+
+def test_caches_live_under_the_data_folder() -> None:
+    from learner.cache import embedding_cache_dir
+
+    assert embedding_cache_dir(Path("/srv/juicer")) == Path("/srv/juicer/embeddings")
