@@ -140,6 +140,13 @@ def test_features_are_deterministic_and_do_not_depend_on_the_batch(lite0) -> Non
     assert lite0.embed(pixels[:0]).shape == (0, 1280)
 
 
+def test_batches_of_any_length_reuse_one_compiled_graph(lite0) -> None:
+    pixels = np.random.default_rng(2).random((9, 224, 224, 3), dtype=np.float32)
+    for count in (1, 3, 4, 9):
+        lite0.embed(pixels[:count])
+    assert lite0._function.experimental_get_tracing_count() == 1
+
+
 def test_embed_rejects_pixels_of_the_wrong_size(lite0) -> None:
     with pytest.raises(ValueError, match=r"\(n, 224, 224, 3\)"):
         lite0.embed(np.zeros((1, 100, 100, 3), np.float32))
@@ -188,7 +195,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub_server(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def hub_server(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_HubHandler]]]:
     """A TF-Hub-like server on 127.0.0.1 with the built lite0 as a compressed SavedModel; TF-Hub's cache in tmp."""
     _, data_dir, _ = built
     folder = backbone_dir("efficientnet-lite0", data_dir)
@@ -202,16 +209,16 @@ def hub_server(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     thread.start()
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub-cache"))
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/models/efficientnet-lite0/1"
+        yield f"http://127.0.0.1:{server.server_address[1]}/models/efficientnet-lite0/1", handler
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
-    server.RequestHandlerClass.requests  # noqa: B018 - kept for debugging on failure
 
 
-def test_hub_keras_layer_loads_the_backbone_from_an_http_url(hub_server: str, lite0, tmp_path: Path) -> None:
-    spec = resolve_backbone(hub_server, tmp_path)  # no input size given: read from the sidecar in the archive
+def test_hub_keras_layer_loads_the_backbone_from_an_http_url(hub_server, lite0, tmp_path: Path) -> None:
+    url, handler = hub_server
+    spec = resolve_backbone(url, tmp_path)  # no input size given: read from the sidecar in the archive
     remote = load_backbone(spec, batch_size=4)
     pixels = np.stack([photo("chelsea", 224), photo("coffee", 224)])
 
@@ -219,7 +226,9 @@ def test_hub_keras_layer_loads_the_backbone_from_an_http_url(hub_server: str, li
 
     assert spec.input_size == (224, 224) and spec.is_remote and remote.dim == 1280
     np.testing.assert_allclose(features, lite0.embed(pixels), atol=1e-5)
-    assert (tmp_path / "tfhub-cache").is_dir() and any((tmp_path / "tfhub-cache").iterdir())
+    # one download, asked for the way TF-Hub asks (?tf-hub-format=compressed); the load reused TF-Hub's cache
+    assert handler.requests == ["/models/efficientnet-lite0/1?tf-hub-format=compressed"]
+    assert any((tmp_path / "tfhub-cache").iterdir())
 
 
 def test_an_unreachable_url_without_an_input_size_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
