@@ -108,6 +108,29 @@ def test_16_bit_grey_png_keeps_its_range():
     np.testing.assert_array_equal(pixels[..., 0], pixels[..., 2])
 
 
+def sixteen_bit_png(array: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit-per-channel PNG written by hand (Pillow cannot write 48/64-bit colour)."""
+    height, width = array.shape[:2]
+    big_endian = array.astype(">u2")
+    raw = b"".join(b"\x00" + big_endian[row].tobytes() for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    )
+
+
+def test_16_bit_colour_png_with_and_without_alpha():
+    rgb = np.zeros((4, 6, 3), np.uint16)
+    rgb[...] = (65535, 32768, 0)
+    assert_colour(decode_image(sixteen_bit_png(rgb, 2), (4, 6))[1, 1], (255, 128, 0), tol=0.01)
+    rgba = np.zeros((4, 6, 4), np.uint16)
+    rgba[:, :3] = (0, 0, 65535, 65535)  # opaque blue on the left
+    rgba[:, 3:] = (0, 0, 0, 0)  # transparent black on the right
+    pixels = decode_image(sixteen_bit_png(rgba, 6), (4, 6))
+    assert_colour(pixels[1, 0], BLUE, tol=0.01)
+    assert_colour(pixels[1, 5], (255, 255, 255), tol=0.01)
+
+
 def test_cmyk_jpeg_becomes_rgb():
     pixels = decode_image(encode(solid((0, 255, 255, 0), mode="CMYK"), "JPEG", quality=95), (8, 8))
     assert_colour(pixels[4, 4], RED, tol=0.05)
