@@ -42,7 +42,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
 
 _WHITE = (255, 255, 255, 255)
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 # EXIF orientation tag values -> the transposition that makes the image upright (EXIF 2.3, tag 0x0112).
 _ORIENTATION_TAG = 0x0112
@@ -182,11 +181,61 @@ def _check_pixels(width: int, height: int, max_pixels: int, source: str) -> None
         )
 
 
+def _png_is_complete(data: bytes) -> bool:
+    """Walk the PNG chunks: True when an IEND chunk is reached inside ``data``."""
+    offset = 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        offset += 12 + length  # length, type, body, CRC
+        if kind == b"IEND":
+            return offset <= len(data)
+    return False
+
+
+def _gif_is_complete(data: bytes) -> bool:
+    """Walk the GIF blocks (GIF89a spec): True when the trailer (0x3B) is reached inside ``data``."""
+    if len(data) < 13:
+        return False
+    flags = data[10]
+    offset = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # header, screen descriptor, global colours
+    while offset < len(data):
+        block = data[offset]
+        if block == 0x3B:  # trailer
+            return True
+        if block == 0x21:  # extension: label, then data sub-blocks
+            offset += 2
+        elif block == 0x2C:  # image: descriptor, local colours, LZW code size, then data sub-blocks
+            if offset + 10 > len(data):
+                return False
+            local = data[offset + 9]
+            offset += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:
+            return False
+        while offset < len(data) and data[offset] != 0:  # sub-blocks, ended by a zero-length one
+            offset += data[offset] + 1
+        offset += 1
+    return False
+
+
+def _webp_is_complete(data: bytes) -> bool:
+    """True when the RIFF container holds as many bytes as its header says."""
+    return len(data) >= 12 and len(data) >= 8 + struct.unpack("<I", data[4:8])[0]
+
+
+_COMPLETENESS_CHECKS = {"PNG": _png_is_complete, "GIF": _gif_is_complete, "WEBP": _webp_is_complete}
+
+
 def _check_complete(data: bytes, image_format: str, source: str) -> None:
-    """Reject files whose end is missing even where Pillow would decode the pixels that are there."""
-    # Pillow returns a PNG whose IEND chunk is cut off as if nothing were wrong.
-    if image_format == "PNG" and _PNG_IEND not in data[-4096:]:
-        raise ImageDecodeError("the PNG file is truncated (no IEND chunk); re-download or re-export it", source)
+    """Reject truncated PNG, GIF and WebP files even where Pillow would decode the pixels that are there.
+
+    (Pillow returns a PNG without its IEND chunk, or a GIF cut after its first frame, as if nothing were wrong.
+    A truncated JPEG makes Pillow's decoder fail by itself.)
+    """
+    check = _COMPLETENESS_CHECKS.get(image_format)
+    if check is not None and not check(data):
+        raise ImageDecodeError(
+            f"the {image_format} file is truncated (its end is missing); re-download or re-export it", source
+        )
 
 
 def image_info(data: bytes, *, source: str = "<bytes>") -> ImageInfo:

@@ -263,11 +263,20 @@ def test_truncated_png_is_rejected_even_when_only_the_end_chunk_is_missing(cut_b
         decode_image(data[:-cut_bytes], (8, 8), source="photo.png")
 
 
+@pytest.mark.parametrize("cut_bytes", [1, 2, 100, 2000])
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
-def test_truncated_gif_and_webp_are_rejected(fmt):
-    data = encode(noisy(), fmt)
-    with pytest.raises(ImageDecodeError):
-        decode_image(data[: len(data) // 2], (8, 8))
+def test_truncated_gif_and_webp_are_rejected(fmt, cut_bytes):
+    frames = [noisy(), noisy((64, 48)).transpose(Image.Transpose.ROTATE_180)]
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
+    # Cutting into the second frame (or only the GIF trailer) leaves a decodable first frame: still refused.
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_image(data[:-cut_bytes], (8, 8))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "JPEG"])
+def test_bytes_after_a_complete_image_are_tolerated(fmt):
+    data = encode(solid(RED), fmt) + b"\x00" * 5000 + b"trailing junk some tools append"
+    assert_colour(decode_image(data, (4, 4))[2, 2], RED, tol=0.02)
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
