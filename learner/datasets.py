@@ -95,12 +95,45 @@ class Dataset:
             item_ids=[self.item_ids[i] for i in index],
         )
 
+    def limit_per_class(self, per_class_limit: int, seed: int = 0) -> "Dataset":
+        """At most ``per_class_limit`` items per class, chosen at random with ``seed``, in their original order."""
+        return self.subset(per_class_indices(self.labels, self.n_classes, per_class_limit, seed))
+
     def describe(self) -> str:
         """A few lines for people: name, size and per-class counts."""
         lines = [f"{self.name}: {len(self)} images, {self.n_classes} classes"]
         width = max((len(n) for n in self.class_names), default=0)
         lines += [f"  {name:<{width}}  {count:>6}" for name, count in self.class_counts().items()]
         return "\n".join(lines)
+
+
+def per_class_indices(labels: np.ndarray, n_classes: int, per_class_limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``per_class_limit`` items per class, drawn without replacement with ``seed``."""
+    if per_class_limit < 1:
+        raise DatasetError(f"per_class_limit must be at least 1, got {per_class_limit}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in range(n_classes):
+        members = np.flatnonzero(labels == label)
+        if len(members) > per_class_limit:
+            members = rng.choice(members, size=per_class_limit, replace=False)
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+
+
+def load_dataset(
+    spec: str | Path,
+    *,
+    fashion_mnist_dir: str | Path,
+    per_class_limit: int | None = None,
+    seed: int = 0,
+    max_pixels: int | None = None,
+) -> Dataset:
+    """``"fashion-mnist"`` (from ``fashion_mnist_dir``) or a ``<class>/<image>`` folder, optionally limited per class."""
+    if str(spec) == "fashion-mnist":
+        return load_fashion_mnist(fashion_mnist_dir, per_class_limit=per_class_limit, seed=seed)
+    dataset = load_folder(spec, max_pixels=max_pixels)
+    return dataset if per_class_limit is None else dataset.limit_per_class(per_class_limit, seed)
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -211,14 +244,7 @@ def load_fashion_mnist(idx_dir: str | Path, *, per_class_limit: int | None = Non
     all_labels = np.concatenate(labels_parts).astype(np.int64)
     keep = np.arange(len(all_labels))
     if per_class_limit is not None:
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for label in range(len(FASHION_MNIST_CLASSES)):
-            members = np.flatnonzero(all_labels == label)
-            if len(members) > per_class_limit:
-                members = rng.choice(members, size=per_class_limit, replace=False)
-            chosen.append(members)
-        keep = np.sort(np.concatenate(chosen))
+        keep = per_class_indices(all_labels, len(FASHION_MNIST_CLASSES), per_class_limit, seed)
     sources: list[ImageSource] = [ArrayImage(all_images[i], ids[i]) for i in keep]
     return Dataset(
         name="fashion-mnist",

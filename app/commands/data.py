@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from learner.datasets import Dataset, download_flowers, load_fashion_mnist, load_folder
+from learner.datasets import download_flowers, load_dataset, load_folder
 from learner.errors import DatasetError
 
 NAME = "data"
@@ -28,13 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("dataset", help="'fashion-mnist' or a folder laid out as <class>/<image>")
 
 
-def load_dataset(spec: str, settings) -> Dataset:
-    """``fashion-mnist`` or a folder path -> Dataset (shared by commands that take ``--dataset``)."""
-    if spec == "fashion-mnist":
-        return load_fashion_mnist(settings.fashion_mnist_dir)
-    return load_folder(Path(spec), max_pixels=settings.learner.max_image_pixels)
-
-
 def run(args: argparse.Namespace, settings) -> int:
     """Run ``juicer data flowers`` or ``juicer data info``."""
     try:
@@ -45,7 +38,10 @@ def run(args: argparse.Namespace, settings) -> int:
             print(f"flowers are in {folder}")
             print(load_folder(folder, name="flowers").describe())
             return 0
-        print(load_dataset(args.dataset, settings).describe())
+        dataset = load_dataset(
+            args.dataset, fashion_mnist_dir=settings.fashion_mnist_dir, max_pixels=settings.learner.max_image_pixels
+        )
+        print(dataset.describe())
         return 0
     except DatasetError as exc:
         print(f"juicer data: {exc}", file=sys.stderr)

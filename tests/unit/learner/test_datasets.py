@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from learner.datasets import FASHION_MNIST_CLASSES, Dataset, load_fashion_mnist, load_folder
+from learner.datasets import FASHION_MNIST_CLASSES, Dataset, load_dataset, load_fashion_mnist, load_folder
 from learner.errors import DatasetError
 from learner.images import ArrayImage, FileImage
 
@@ -166,3 +166,22 @@ def test_fashion_mnist_rejects_bad_idx_files(small_idx):
 def test_fashion_mnist_missing_files_say_how_to_get_them(tmp_path):
     with pytest.raises(DatasetError, match="dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path)
+
+
+def test_limit_per_class_is_seeded_and_keeps_order():
+    dataset = make_dataset([0, 1, 0, 2, 0, 1, 0, 1])
+    limited = dataset.limit_per_class(2, seed=5)
+    assert limited.class_counts() == {"a": 2, "b": 2, "c": 1}
+    assert limited.item_ids == dataset.limit_per_class(2, seed=5).item_ids
+    assert limited.item_ids == sorted(limited.item_ids, key=lambda i: int(i[4:]))
+    assert len({tuple(dataset.limit_per_class(1, seed=s).item_ids) for s in range(20)}) > 1  # seeds matter
+    with pytest.raises(DatasetError):
+        dataset.limit_per_class(0)
+
+
+def test_load_dataset_dispatches_on_the_name(flowers_like, small_idx):
+    assert load_dataset("fashion-mnist", fashion_mnist_dir=small_idx, per_class_limit=1).class_counts() == {
+        name: 1 for name in FASHION_MNIST_CLASSES
+    }
+    folder = load_dataset(flowers_like, fashion_mnist_dir=small_idx, per_class_limit=1, seed=0)
+    assert folder.class_counts() == {"daisy": 1, "tulips": 1}
