@@ -8,6 +8,7 @@ safely unpacks the public TF flowers archive; the URL is the caller's (``setting
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import os
 import struct
@@ -41,7 +42,7 @@ FLOWERS_FOLDER = "flower_photos"
 _DOWNLOAD_CHUNK = 1 << 20
 
 
-@dataclass
+@dataclass(eq=False)
 class Dataset:
     """Images with integer labels: ``labels[i]`` indexes ``class_names`` for ``sources[i]`` / ``item_ids[i]``."""
 
@@ -309,8 +310,8 @@ def _download(url: str, handle, *, progress: bool, timeout: float) -> None:
         raise DatasetError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; check the URL (flowers_url)") from exc
     except urllib.error.URLError as exc:
         raise DatasetError(f"cannot reach {url}: {exc.reason}; check the URL and your network") from exc
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"download of {url} failed: {exc}") from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise DatasetError(f"download of {url} failed ({type(exc).__name__}: {exc}); try again") from exc
     if total is not None and received != total:
         raise DatasetError(f"download of {url} is incomplete: {received} of {total} bytes; try again")
 
