@@ -318,10 +318,8 @@ def decode_image(
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger than needed.
             wanted = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
             image.draft(image.mode if image.mode != "CMYK" else None, wanted)
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
         try:
-            image.load()
+            image.load()  # an animation opens at its first frame: that is the one decoded
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"the image is too large to decode safely ({exc})", source) from exc
         except _DECODER_ERRORS as exc:
