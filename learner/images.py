@@ -55,6 +55,9 @@ _TRANSPOSE_FOR_ORIENTATION = {
     8: (Image.Transpose.ROTATE_90,),
 }
 
+# uint8 -> float32 in [0, 1] by table lookup: one pass, several times faster than astype() then divide.
+_UINT8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
 # What Pillow raises from inside its decoders on malformed input.
 _DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, zlib.error)
 
@@ -272,7 +275,7 @@ def _to_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
         image = image.convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    return _UINT8_TO_UNIT[np.asarray(image)]
 
 
 def resize_float(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -458,17 +461,15 @@ class ArrayImage:
         return self._hash
 
     def pixels(self, size: tuple[int, int]) -> np.ndarray:
-        """RGB float32 at ``size=(h, w)``; grey is resized once and then repeated into 3 channels (fast)."""
+        """RGB float32 at ``size=(h, w)`` (timings: benchmarks/bench_images.py)."""
         height, width = _check_size(size)
-        array = np.ascontiguousarray(self._array)
-        if array.ndim == 2:
-            if array.shape != (height, width):
-                array = np.asarray(Image.fromarray(array, mode="L").resize((width, height), Image.Resampling.BILINEAR))
-            grey = array.astype(np.float32) / np.float32(255.0)
-            return np.repeat(grey[:, :, None], 3, axis=2)
-        if array.shape[:2] != (height, width):
-            array = np.asarray(Image.fromarray(array, mode="RGB").resize((width, height), Image.Resampling.BILINEAR))
-        return array.astype(np.float32) / np.float32(255.0)
+        mode = "L" if self._array.ndim == 2 else "RGB"
+        image = Image.fromarray(np.ascontiguousarray(self._array), mode=mode)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)  # grey resized once, not per channel
+        if mode == "L":
+            image = image.convert("RGB")
+        return _UINT8_TO_UNIT[np.asarray(image)]
 
     def __repr__(self) -> str:
         return f"ArrayImage(source={self._source!r}, shape={self._array.shape})"
