@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import logging
 import os
 import sys
@@ -21,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,28 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from config import load_settings  # noqa: E402
 from learner.backbones import load_backbone, resolve_backbone  # noqa: E402
 from learner.cache import EmbeddingCache, embed_sources  # noqa: E402
+from learner.images import ArrayImage  # noqa: E402
 
 
-class GreySource:
-    """A 28x28 grey Fashion-MNIST image as an ImageSource (content hash of its bytes; PIL bilinear upscale)."""
-
-    def __init__(self, array: np.ndarray, index: int) -> None:
-        self.array = array
-        self.source = f"fashion-mnist/t10k/{index:05d}"
-
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(b"u1(28,28)" + self.array.tobytes()).hexdigest()
-
-    def pixels(self, size: tuple[int, int]) -> np.ndarray:
-        image = Image.fromarray(self.array).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(image, dtype=np.float32) / 255.0
-
-
-def fashion_mnist(idx_dir: Path, count: int) -> list[GreySource]:
+def fashion_mnist(idx_dir: Path, count: int) -> list[ArrayImage]:
+    """The first ``count`` Fashion-MNIST test images as ArrayImage sources (28x28 grey, upscaled when decoded)."""
     with gzip.open(idx_dir / "t10k-images-idx3-ubyte.gz", "rb") as handle:
         raw = np.frombuffer(handle.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    return [GreySource(raw[i], i) for i in range(count)]
+    return [ArrayImage(raw[i], f"fashion-mnist/t10k/{i:05d}") for i in range(count)]
 
 
 def main() -> int:

@@ -6,7 +6,6 @@ loopback http.server that plays TF-Hub's part.
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import io
 import tarfile
@@ -24,6 +23,7 @@ from learner.backbones import backbone_dir, load_backbone, resolve_backbone
 from learner.cache import EmbeddingCache, embed_sources
 from learner.efficientnet_lite import SIDECAR_NAME, VARIANTS, build_model, load_weights, read_sidecar
 from learner.errors import BackboneError
+from learner.images import FileImage
 
 pytestmark = pytest.mark.integration
 
@@ -35,22 +35,6 @@ def photo(name: str, size: int) -> np.ndarray:
     """A scikit-image sample photo as float32 RGB [0, 1], resized (bilinear, no crop) to size x size."""
     image = Image.fromarray(getattr(skimage_data, name)()).resize((size, size), Image.BILINEAR)
     return np.asarray(image, dtype=np.float32) / 255.0
-
-
-class PhotoSource:
-    """An ImageSource over a scikit-image sample photo (the cache's real-image input)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = f"skimage/{name}"
-
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(getattr(skimage_data, self.name)().tobytes()).hexdigest()
-
-    def pixels(self, size: tuple[int, int]) -> np.ndarray:
-        assert size[0] == size[1]
-        return photo(self.name, size[0])
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +137,17 @@ def test_embed_rejects_pixels_of_the_wrong_size(lite0) -> None:
 
 
 def test_the_cache_runs_the_real_backbone_once_per_image(lite0, tmp_path: Path) -> None:
-    sources = [PhotoSource("chelsea"), PhotoSource("coffee"), PhotoSource("chelsea")]
+    Image.fromarray(skimage_data.chelsea()).save(tmp_path / "chelsea.png")
+    Image.fromarray(skimage_data.coffee()).save(tmp_path / "coffee.jpg", quality=95)
+    (tmp_path / "copy-of-chelsea.png").write_bytes((tmp_path / "chelsea.png").read_bytes())
+    sources = [FileImage(tmp_path / name) for name in ("chelsea.png", "coffee.jpg", "copy-of-chelsea.png")]
     calls_before = lite0.calls
 
-    first = embed_sources(lite0, EmbeddingCache(tmp_path, lite0.id), sources, progress=False)
+    first = embed_sources(lite0, EmbeddingCache(tmp_path / "cache", lite0.id), sources, progress=False)
     calls_first = lite0.calls - calls_before
-    second = embed_sources(lite0, EmbeddingCache(tmp_path, lite0.id), sources, progress=False)
+    second = embed_sources(lite0, EmbeddingCache(tmp_path / "cache", lite0.id), sources, progress=False)
 
-    assert calls_first == 1 and lite0.calls - calls_before == 1
+    assert calls_first == 1 and lite0.calls - calls_before == 1  # two distinct images: one batch, then none
     np.testing.assert_array_equal(first, second)
     top1 = classify_with_features(first)
     assert int(top1[0]) in CAT_CLASSES and int(top1[1]) == ESPRESSO and top1[2] == top1[0]
