@@ -21,7 +21,7 @@ from skimage import data as skimage_data
 from app.cli import main as juicer
 from learner.backbones import backbone_dir, load_backbone, resolve_backbone
 from learner.cache import EmbeddingCache, embed_sources
-from learner.efficientnet_lite import SIDECAR_NAME, VARIANTS, build_model, load_weights, read_sidecar
+from learner.efficientnet_lite import SIDECAR_NAME, VARIANTS, build_model, build_saved_model, load_weights, read_sidecar
 from learner.errors import BackboneError
 from learner.images import FileImage
 
@@ -229,3 +229,17 @@ def test_an_unreachable_url_fails_to_load_with_a_clear_error(tmp_path: Path, mon
     spec = resolve_backbone("http://127.0.0.1:9/models/net/1", tmp_path, input_size=224)
     with pytest.raises(BackboneError, match="check the URL and the network"):
         load_backbone(spec)
+
+
+def test_build_refuses_to_overwrite_a_folder_that_holds_something(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "keep.txt").write_text("mine")
+    with pytest.raises(BackboneError, match="not empty"):
+        build_saved_model("efficientnet-lite0", tmp_path / "net")
+    assert (tmp_path / "net" / "keep.txt").read_text() == "mine"
+
+
+def test_build_into_an_unwritable_place_is_a_backbone_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BackboneError, match="cannot write the backbone"):
+        build_saved_model("efficientnet-lite0", tmp_path / "a-file" / "net")
