@@ -80,9 +80,29 @@ def test_build_writes_a_saved_model_with_a_sidecar_and_is_idempotent(built, caps
 
 def test_info_describes_the_built_backbone(built, capsys) -> None:
     config, _, _ = built
-    assert juicer(["--config", str(config), "backbone", "info", "efficientnet-lite0"]) == 0
+    assert juicer(["--config", str(config), "backbone", "info", "efficientnet-lite0", "--load"]) == 0
     out = capsys.readouterr().out
     assert "224x224" in out and "efficientnet-lite0:w57934424" in out
+    assert "features:      1280" in out and "device:" in out
+
+
+def test_info_on_something_that_is_no_backbone_fails_with_a_message(built, tmp_path: Path, capsys) -> None:
+    config, _, _ = built
+    assert juicer(["--config", str(config), "backbone", "info", str(tmp_path / "nothing")]) == 1
+    assert "neither a known name" in capsys.readouterr().err
+
+
+def test_mixed_precision_without_a_gpu_computes_in_float32(built, caplog) -> None:
+    import logging
+
+    _, data_dir, _ = built
+    with caplog.at_level(logging.INFO, logger="learner.backbones"):
+        backbone = load_backbone(resolve_backbone("efficientnet-lite0", data_dir), batch_size=2, mixed_precision=True)
+    features = backbone.embed(np.stack([photo("coffee", 224)]))
+    assert features.dtype == np.float32 and int(classify_with_features(features)[0]) == ESPRESSO
+    if backbone.device.startswith("CPU"):
+        assert "sees no GPU; computing in float32" in caplog.text
+    assert "running on" in caplog.text
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
