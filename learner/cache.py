@@ -268,7 +268,11 @@ def embed_sources(
     progress: bool = True,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Features (len(sources), dim) float32 of ``sources``, embedding only the hashes ``cache`` lacks."""
+    """Features (len(sources), dim) float32 of ``sources``, embedding only the hashes ``cache`` lacks.
+
+    Rows follow ``sources``; identical images (same content hash) are embedded once. An ``ImageError`` from a
+    source propagates, naming it; the batches embedded before it stay cached, so a rerun resumes there.
+    """
     if cache.backbone_id != backbone.id:
         raise ValueError(f"cache is for backbone {cache.backbone_id!r} but the backbone is {backbone.id!r}")
     batch_size = batch_size or backbone.batch_size
