@@ -40,6 +40,7 @@ from annotation.webhooks import (
     is_completed,
     parse_time,
 )
+from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -559,3 +560,12 @@ class LabelStudioDesk:
                 status=signup.status_code,
             )
         return str(token.json()["token"])
+
+
+def desk_from_settings(settings: Settings) -> LabelStudioDesk:
+    """The desk for ``settings.label_studio``: its ``url`` if set, else the server juicer runs (its real port)."""
+    from annotation.server import server_from_settings  # the server module is only needed for its URL here
+
+    ls = settings.label_studio
+    url = ls.url or server_from_settings(settings).url
+    return LabelStudioDesk(url, ls.token, files_root=ls.files_root or settings.data_dir / "images", timeout_s=ls.timeout_s)

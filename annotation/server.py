@@ -21,10 +21,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
 from annotation.errors import LabelStudioUnavailable
+from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class LabelStudioServer:
         self.token = token
         self.log_path = Path(log_path) if log_path else self.data_dir / "label-studio.log"
         self._actual_port: int | None = None
+        self._progress: Callable[[float], None] | None = None
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -132,12 +135,13 @@ class LabelStudioServer:
         )
         return env
 
-    def start(self, wait: bool = True, timeout_s: float = 120) -> str:
+    def start(self, wait: bool = True, timeout_s: float = 120, progress: Callable[[float], None] | None = None) -> str:
         """Start the server (or adopt the one already running on this data folder); return its URL.
 
         With ``wait``, block until ``/health`` is UP or raise :class:`LabelStudioUnavailable` (with the log's
-        tail) when the process dies or ``timeout_s`` passes.
+        tail) when the process dies or ``timeout_s`` passes. ``progress`` is called with the seconds waited so far.
         """
+        self._progress = progress
         if self.running:
             logger.info("Label Studio already running (pid %s) at %s", self.pid, self.url)
             if wait:
@@ -168,7 +172,10 @@ class LabelStudioServer:
         return self.url
 
     def _wait_healthy(self, deadline: float, process: subprocess.Popen | None, log_offset: int) -> None:
+        started = time.monotonic()
         while time.monotonic() < deadline:
+            if self._progress is not None:
+                self._progress(time.monotonic() - started)
             if process is not None and process.poll() is not None:
                 raise LabelStudioUnavailable(
                     f"Label Studio exited with code {process.returncode} while starting; its log ends:\n{self._log_tail()}"
@@ -251,3 +258,17 @@ def _is_label_studio(pid: int) -> bool:
         return b"label-studio" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def server_from_settings(settings: Settings) -> LabelStudioServer:
+    """The server ``juicer labelstudio`` and ``make serve`` run, from ``settings.label_studio``."""
+    ls = settings.label_studio
+    return LabelStudioServer(
+        venv=ls.venv,
+        data_dir=ls.data_dir or settings.data_dir / "label-studio",
+        files_root=ls.files_root or settings.data_dir / "images",
+        port=ls.port,
+        username=ls.username,
+        password=ls.password,
+        token=ls.token,
+    )
