@@ -123,12 +123,23 @@ class LabelStudioDesk:
     does); needed only for :class:`ReviewRequest` images given as relative paths.
     """
 
-    def __init__(self, url: str, token: str, *, files_root: Path | None = None, timeout_s: float = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        files_root: Path | None = None,
+        timeout_s: float = 10,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
         self.url = url.rstrip("/")
         self.files_root = Path(files_root).resolve() if files_root is not None else None
         self.timeout_s = timeout_s
         self._token = token
-        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s), follow_redirects=False)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(timeout_s), follow_redirects=False, transport=transport
+        )
         self._ls = LabelStudio(base_url=self.url, api_key=token, httpx_client=self._http, timeout=timeout_s)
         # No SDK retries with sleeps: fail fast, the caller decides (AnnotationError.retryable).
         self._opts: dict[str, Any] = {"max_retries": 0, "timeout_in_seconds": timeout_s}

@@ -116,5 +116,5 @@ class PullCursor:
             raw = json.loads(text)
             seen = {int(k): SeenAnnotation(str(v[0]), int(v[1]), str(v[2]), str(v[3]), str(v[4])) for k, v in raw["seen"].items()}
             return cls(project_id=int(raw["project_id"]), seen=seen)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"not a pull cursor stored by PullCursor.to_json: {exc}") from exc
