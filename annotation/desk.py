@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import string
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,16 @@ from config import Settings
 logger = logging.getLogger(__name__)
 
 SAMPLING = "Uncertainty sampling"  # Label Studio serves the lowest prediction score first
+# The editor's "Label All Tasks" goes through the Data Manager tab, which ignores the project's sampling and
+# walks the tab's own order: so the first tab of a juicer project is ordered by prediction score, lowest first.
+QUEUE_VIEW_TITLE = "juicer: least certain first"
+QUEUE_VIEW_DATA = {
+    "title": QUEUE_VIEW_TITLE,
+    "type": "list",
+    "target": "tasks",
+    "ordering": ["tasks:predictions_score"],
+    "filters": {"conjunction": "and", "items": []},
+}
 IMPORT_CHUNK = 250  # tasks per bulk-import request: keeps each request well inside the timeout
 PAGE_SIZE = 500
 _ANNOTATED = json.dumps(
@@ -144,6 +155,7 @@ class LabelStudioDesk:
         # No SDK retries with sleeps: fail fast, the caller decides (AnnotationError.retryable).
         self._opts: dict[str, Any] = {"max_retries": 0, "timeout_in_seconds": timeout_s}
         self._storages: set[int] = set()  # projects whose local-files storage is known to exist
+        self._views: set[int] = set()  # projects whose least-certain-first tab is known to exist
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -219,6 +231,7 @@ class LabelStudioDesk:
                 )
             logger.info("created Label Studio project %s %r with %d classes", created.id, title, len(wanted))
             project = Project(int(created.id), title, wanted, self.project_url(int(created.id)))
+            self._ensure_queue_view(project.id)
             self._ensure_storage(project.id)
             return project
         if len(found) > 1:
@@ -251,6 +264,7 @@ class LabelStudioDesk:
                         ) from exc
                     raise
             logger.info("updated project %s: classes %s -> %s", existing.id, list(current), list(merged))
+        self._ensure_queue_view(int(existing.id))
         self._ensure_storage(int(existing.id))
         return Project(int(existing.id), title, merged, self.project_url(int(existing.id)))
 
@@ -278,6 +292,16 @@ class LabelStudioDesk:
                     project=project_id, path=path, use_blob_urls=True, title="juicer images", request_options=self._opts
                 )
         self._storages.add(project_id)
+
+    def _ensure_queue_view(self, project_id: int) -> None:
+        """Give the project its least-certain-first Data Manager tab (what the editor's queue follows)."""
+        if project_id in self._views:
+            return
+        with self._errors(f"listing the task tabs of project {project_id}"):
+            views = self._ls.views.list(project=project_id, request_options=self._opts)
+            if not any(v.project == project_id and (v.data or {}).get("title") == QUEUE_VIEW_TITLE for v in views):
+                self._ls.views.create(project=project_id, data=dict(QUEUE_VIEW_DATA), request_options=self._opts)
+        self._views.add(project_id)
 
     def _label_counts(self, project_id: int) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -524,6 +548,7 @@ class LabelStudioDesk:
             "parent_annotation": None,
             "started_at": started_at or _now_iso(),
             "project": str(project_id),
+            "unique_id": str(uuid.uuid4()),
         }
         if label is None:
             body["was_cancelled"] = True

@@ -92,7 +92,7 @@ def test_submit_posts_the_editor_body():
     body = json.loads(request.content)
     assert request.url.path == "/api/tasks/7/annotations" and request.url.params["project"] == "3"
     assert request.headers["Authorization"] == "Token tok"
-    assert set(body) == {"lead_time", "result", "draft_id", "parent_prediction", "parent_annotation", "started_at", "project"}
+    assert set(body) == {"lead_time", "result", "draft_id", "parent_prediction", "parent_annotation", "started_at", "project", "unique_id"}
     assert body["parent_prediction"] == 12 and body["project"] == "3"
     [region] = body["result"]
     assert region["value"] == {"choices": ["cat"]} and (region["from_name"], region["to_name"]) == ("label", "image")
