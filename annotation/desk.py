@@ -57,16 +57,8 @@ QUEUE_VIEW_DATA = {
     "filters": {"conjunction": "and", "items": []},
 }
 IMPORT_CHUNK = 250  # tasks per bulk-import request: keeps each request well inside the timeout
-PAGE_SIZE = 500
-_ANNOTATED = json.dumps(
-    {
-        "filters": {
-            "conjunction": "and",
-            # tasks.list(only_annotated=True) is ignored by this server: filter explicitly.
-            "items": [{"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}],
-        }
-    }
-)
+PAGE_SIZE = 1000
+SCAN_TIMEOUT_FACTOR = 6  # a whole-project export may take longer than one ordinary call
 
 
 def label_config(classes: Sequence[str]) -> str:
@@ -331,16 +323,30 @@ class LabelStudioDesk:
             ]
         return {"model_version": request.model_version, "score": float(request.score), "result": result}
 
+    def _list_tasks(self, project_id: int, include: str) -> Iterator[dict[str, Any]]:
+        """The project's tasks as plain dicts with only the ``include``d fields, a page at a time.
+
+        Raw rather than the SDK's ``tasks.list``: asking for two fields instead of all of them and skipping the
+        SDK's models makes a 1,000-task listing several times faster.
+        """
+        page, listed = 1, 0
+        while True:
+            params: dict[str, Any] = {"project": project_id, "fields": "all", "include": include, "page": page, "page_size": PAGE_SIZE}
+            body = self._request("GET", "/api/tasks/", f"listing tasks of project {project_id}", params=params).json()
+            tasks = body.get("tasks") or []
+            yield from tasks
+            listed += len(tasks)
+            if len(tasks) < PAGE_SIZE or listed >= int(body.get("total", listed)):
+                return
+            page += 1
+
     def _task_index(self, project_id: int) -> dict[str, int]:
         """item id -> task id for every task juicer created in the project."""
         index: dict[str, int] = {}
-        with self._errors(f"listing tasks of project {project_id}"):
-            for task in self._ls.tasks.list(
-                project=project_id, fields="task_only", page_size=PAGE_SIZE, request_options=self._opts
-            ):
-                item_id = (task.data or {}).get("item_id")
-                if item_id is not None:
-                    index.setdefault(str(item_id), int(task.id))
+        for task in self._list_tasks(project_id, "id,data"):
+            item_id = (task.get("data") or {}).get("item_id")
+            if item_id is not None:
+                index.setdefault(str(item_id), int(task["id"]))
         return index
 
     def send_for_review(self, project: Project, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
@@ -372,9 +378,9 @@ class LabelStudioDesk:
             ]
             with self._errors(f"importing {len(chunk)} review tasks into project {project.id}"):
                 self._ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=self._opts)
-        for request in latest.values():
-            if request.item_id in index:
-                self._replace_prediction(index[request.item_id], request)
+        resent = [r for r in latest.values() if r.item_id in index]
+        for start in range(0, len(resent), IMPORT_CHUNK):
+            self._replace_predictions(project.id, [(index[r.item_id], r) for r in resent[start : start + IMPORT_CHUNK]])
         if new:
             index = self._task_index(project.id)
         self._follow_model_version(project.id, list(latest.values())[-1].model_version)
@@ -385,17 +391,21 @@ class LabelStudioDesk:
         logger.info("sent %d items for review (%d new) to project %s", len(latest), len(new), project.id)
         return [ReviewTask(item, index[item], item in created_ids) for item in latest]
 
-    def _replace_prediction(self, task_id: int, request: ReviewRequest) -> None:
-        prediction = self._prediction(request)
-        with self._errors(f"updating the prediction of task {task_id}"):
-            existing = list(self._ls.predictions.list(task=task_id, request_options=self._opts))
-            if existing:
-                keep, *extra = sorted(existing, key=lambda p: p.id)
-                self._ls.predictions.update(id=keep.id, request_options=self._opts, **prediction)
-                for stale in extra:
-                    self._ls.predictions.delete(id=stale.id, request_options=self._opts)
-            else:
-                self._ls.predictions.create(task=task_id, request_options=self._opts, **prediction)
+    def _replace_predictions(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]]) -> None:
+        """Swap the predictions of existing tasks for new ones: two bulk calls, whatever the count.
+
+        If the second call fails the tasks are left without a prediction until the (retryable) send is retried.
+        """
+        task_ids = [task_id for task_id, _ in tasks]
+        with self._errors(f"replacing the predictions of {len(tasks)} tasks in project {project_id}"):
+            self._ls.actions.create(
+                id="delete_tasks_predictions", project=project_id,
+                selected_items={"all": False, "included": task_ids}, request_options=self._opts,
+            )  # fmt: skip
+            self._ls.projects.import_predictions(
+                id=project_id, request=[{"task": task_id, **self._prediction(r)} for task_id, r in tasks],
+                request_options=self._opts,
+            )  # fmt: skip
 
     def _follow_model_version(self, project_id: int, model_version: str) -> None:
         # Uncertainty sampling only orders by predictions of the project's model_version (else random).
@@ -412,24 +422,26 @@ class LabelStudioDesk:
     def _scan_annotations(self, project_id: int) -> dict[int, SeenAnnotation]:
         """Every completed (not skipped, not empty) annotation on juicer's tasks, by annotation id."""
         current: dict[int, SeenAnnotation] = {}
-        with self._errors(f"listing annotated tasks of project {project_id}"):
-            for task in self._ls.tasks.list(
-                project=project_id, fields="all", query=_ANNOTATED, page_size=PAGE_SIZE, request_options=self._opts
-            ):
-                item_id = (task.data or {}).get("item_id")
-                if item_id is None:
+        # The JSON export of annotated tasks: full annotations of every annotator, and on a 1,000-label project
+        # about twice as fast as /api/tasks with all fields (which is the only task listing that has them).
+        response = self._request(
+            "GET", f"/api/projects/{project_id}/export", f"exporting the labels of project {project_id}",
+            params={"exportType": "JSON", "download_all_tasks": "false"}, timeout=self.timeout_s * SCAN_TIMEOUT_FACTOR,
+        )  # fmt: skip
+        for task in response.json():
+            item_id = (task.get("data") or {}).get("item_id")
+            if item_id is None:
+                continue
+            for annotation in task.get("annotations") or []:
+                if not is_completed(annotation):
                     continue
-                for annotation in task.annotations or []:
-                    annotation = annotation if isinstance(annotation, Mapping) else annotation.dict()
-                    if not is_completed(annotation):
-                        continue
-                    current[int(annotation["id"])] = SeenAnnotation(
-                        item_id=str(item_id),
-                        task_id=int(task.id),
-                        label=str(annotation_label(annotation.get("result"))),
-                        annotator=str(annotation.get("completed_by")),
-                        updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
-                    )
+                current[int(annotation["id"])] = SeenAnnotation(
+                    item_id=str(item_id),
+                    task_id=int(task["id"]),
+                    label=str(annotation_label(annotation.get("result"))),
+                    annotator=str(annotation.get("completed_by")),
+                    updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
+                )
         return current
 
     def pull_labels(self, project: Project, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
