@@ -52,3 +52,51 @@ def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
     assert server.data_dir == (tmp_path / "label-studio").resolve()
     assert server.files_root == (tmp_path / "images").resolve()
     assert server.port == 9123 and server.username == settings.label_studio.username
+
+
+FAKE_LABEL_STUDIO = '''#!{python}
+# Stands in for label-studio: like the real one, it takes another port when asked for a busy one, says so in
+# its log line, and answers /health.
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1]) + 1
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"status": "UP"}}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+server = HTTPServer(("127.0.0.1", port), Health)
+print(f"Starting development server at http://127.0.0.1:{{port}}/", flush=True)
+server.serve_forever()
+'''
+
+
+def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
+    import socket
+    import sys
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "label-studio"
+    fake.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
+    fake.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        asked = probe.getsockname()[1]
+    server = LabelStudioServer(
+        venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test",
+        password="password1", token="tok12345",
+    )  # fmt: skip
+    try:
+        url = server.start(wait=True, timeout_s=20)
+        assert url == f"http://127.0.0.1:{asked + 1}" and server.running and server.healthy()
+        again = LabelStudioServer(venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test", password="password1", token="tok12345")
+        assert again.running and again.url == url  # another process finds it through the data folder
+    finally:
+        assert server.stop() is True
+    assert not server.running and not server.pidfile.exists()
