@@ -59,7 +59,7 @@ class LabelStudioServer:
         token: str,
         log_path: Path | None = None,
     ) -> None:
-        self.venv = Path(venv)
+        self.venv = Path(venv).absolute()  # the process runs in data_dir: a relative path would miss
         self.data_dir = Path(data_dir).resolve()
         self.files_root = Path(files_root).resolve()
         self.port = port

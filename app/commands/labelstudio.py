@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from tqdm import tqdm
 
@@ -42,7 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"running, pid {server.pid}, {state}\n{_login(settings, server.url)}")
         return 0
     first = not (server.data_dir / "label_studio.sqlite3").exists()
-    bar = tqdm(total=round(args.timeout), unit="s", desc="starting Label Studio" + (" (first start ~40 s)" if first else ""))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per /health poll
+    bar = tqdm(
+        total=round(args.timeout),
+        desc="starting Label Studio" + (" (first start: about a minute)" if first else ""),
+        bar_format="{desc}: {n_fmt} s waited (timeout {total_fmt} s)",
+    )
 
     def tick(elapsed: float) -> None:
         bar.update(max(0, int(elapsed) - bar.n))
