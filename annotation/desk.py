@@ -58,7 +58,7 @@ QUEUE_VIEW_DATA = {
 }
 IMPORT_CHUNK = 250  # tasks per bulk-import request: keeps each request well inside the timeout
 PAGE_SIZE = 1000
-SCAN_TIMEOUT_FACTOR = 6  # a whole-project export may take longer than one ordinary call
+BULK_TIMEOUT_FACTOR = 6  # bulk calls (import, prediction swap, whole-project export) get 6x the ordinary timeout
 
 
 def label_config(classes: Sequence[str]) -> str:
@@ -146,6 +146,7 @@ class LabelStudioDesk:
         self._ls = LabelStudio(base_url=self.url, api_key=token, httpx_client=self._http, timeout=timeout_s)
         # No SDK retries with sleeps: fail fast, the caller decides (AnnotationError.retryable).
         self._opts: dict[str, Any] = {"max_retries": 0, "timeout_in_seconds": timeout_s}
+        self._bulk_opts: dict[str, Any] = {"max_retries": 0, "timeout_in_seconds": timeout_s * BULK_TIMEOUT_FACTOR}
         self._storages: set[int] = set()  # projects whose local-files storage is known to exist
         self._views: set[int] = set()  # projects whose least-certain-first tab is known to exist
 
@@ -377,7 +378,9 @@ class LabelStudioDesk:
                 for r in chunk
             ]
             with self._errors(f"importing {len(chunk)} review tasks into project {project.id}"):
-                self._ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=self._opts)
+                self._ls.projects.import_tasks(
+                    id=project.id, request=payload, return_task_ids=True, request_options=self._bulk_opts
+                )
         resent = [r for r in latest.values() if r.item_id in index]
         for start in range(0, len(resent), IMPORT_CHUNK):
             self._replace_predictions(project.id, [(index[r.item_id], r) for r in resent[start : start + IMPORT_CHUNK]])
@@ -392,7 +395,10 @@ class LabelStudioDesk:
         return [ReviewTask(item, index[item], item in created_ids) for item in latest]
 
     def _replace_predictions(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]]) -> None:
-        """Swap the predictions of existing tasks for new ones: two bulk calls, whatever the count.
+        """Swap the predictions of existing tasks for new ones: two bulk calls a chunk.
+
+        Old predictions must go: the Data Manager's score column averages every prediction of a task. Label
+        Studio's bulk delete recounts each task synchronously (no Redis), about 30 ms a task here.
 
         If the second call fails the tasks are left without a prediction until the (retryable) send is retried.
         """
@@ -400,11 +406,11 @@ class LabelStudioDesk:
         with self._errors(f"replacing the predictions of {len(tasks)} tasks in project {project_id}"):
             self._ls.actions.create(
                 id="delete_tasks_predictions", project=project_id,
-                selected_items={"all": False, "included": task_ids}, request_options=self._opts,
+                selected_items={"all": False, "included": task_ids}, request_options=self._bulk_opts,
             )  # fmt: skip
             self._ls.projects.import_predictions(
                 id=project_id, request=[{"task": task_id, **self._prediction(r)} for task_id, r in tasks],
-                request_options=self._opts,
+                request_options=self._bulk_opts,
             )  # fmt: skip
 
     def _follow_model_version(self, project_id: int, model_version: str) -> None:
@@ -426,7 +432,7 @@ class LabelStudioDesk:
         # about twice as fast as /api/tasks with all fields (which is the only task listing that has them).
         response = self._request(
             "GET", f"/api/projects/{project_id}/export", f"exporting the labels of project {project_id}",
-            params={"exportType": "JSON", "download_all_tasks": "false"}, timeout=self.timeout_s * SCAN_TIMEOUT_FACTOR,
+            params={"exportType": "JSON", "download_all_tasks": "false"}, timeout=self.timeout_s * BULK_TIMEOUT_FACTOR,
         )  # fmt: skip
         for task in response.json():
             item_id = (task.get("data") or {}).get("item_id")
