@@ -353,9 +353,11 @@ class LabelStudioDesk:
     def send_for_review(self, project: Project, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
         """Put items in front of annotators with the model's guess pre-selected; one item, one task.
 
-        New items are bulk-imported with their prediction; an item sent again gets its prediction updated
-        in place. The project's model_version then follows the newest predictions, so "Uncertainty sampling"
-        serves the lowest score first. Returns one :class:`ReviewTask` per distinct item, in request order.
+        New items are bulk-imported with their prediction; an item sent again keeps its task (and its labels)
+        and gets the new prediction instead of the old one. The project's model_version then follows the newest
+        predictions, so "Uncertainty sampling" serves the lowest score first. ``score`` is the model's confidence
+        (e.g. its top probability): lower means less certain. Returns one :class:`ReviewTask` per distinct item
+        (the last request wins for repeated item ids), in request order.
         """
         latest: dict[str, ReviewRequest] = {}
         for request in requests:

@@ -53,7 +53,7 @@ class LabelEvent:
     ``annotation_id`` said. ``annotator`` is the Label Studio user id as a string, identical in pulls and
     webhooks (:meth:`annotation.desk.LabelStudioDesk.annotator_emails` names them). ``item_id`` and ``task_id``
     are None only in withdrawals parsed from an ``ANNOTATIONS_DELETED`` webhook, which carries the annotation id
-    alone: match those on ``annotation_id``.
+    alone (and ``annotator`` ""): match those on ``annotation_id``.
     """
 
     item_id: str | None
