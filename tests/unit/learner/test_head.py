@@ -99,7 +99,7 @@ def test_without_warm_start_a_refit_forgets():
     assert head.predict_proba(X).shape == (len(X), 2)
 
 
-@pytest.mark.parametrize("params", [{"max_iter": 0}, {"alpha": -1.0}, {"learning_rate": 0.0}])
+@pytest.mark.parametrize("params", [{"max_iter": 0}, {"alpha": -1.0}, {"learning_rate": 0.0}, {"power": 0.0}])
 def test_bad_parameters_are_refused_at_fit(params):
     X, y = _blobs()
     with pytest.raises(ValueError, match=next(iter(params))):
