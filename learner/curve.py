@@ -318,7 +318,9 @@ def _params(estimator: Any) -> dict[str, Any]:
     get_params = getattr(estimator, "get_params", None)
     if get_params is None:
         return {}
-    return {k: v for k, v in get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
+    # random_state differs per seed and the seeds are listed on their own.
+    return {k: v for k, v in get_params().items()
+            if k != "random_state" and isinstance(v, (int, float, str, bool, type(None)))}
 
 
 def _full_proba(head: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
