@@ -89,3 +89,15 @@ def test_curve_reports_a_missing_folder_without_a_traceback(data_dir, tmp_path, 
     rc = juicer(["curve", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--seeds", "0"], "--seeds"), (["--per-class-limit", "1"], "--per-class-limit"),
+     (["--augment", "-1"], "--augment"), (["--holdout", "1.5"], "--holdout")],
+)
+def test_curve_refuses_bad_arguments_before_any_work(extra, message, tmp_path, capsys):
+    rc = juicer(["curve", "--out", str(tmp_path / "out"), *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
