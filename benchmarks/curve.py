@@ -157,6 +157,8 @@ def _report(document: dict, wall_s: float, comparison: list[dict], many_seeds: d
           f"({document['n_images'] / max(timing['embed_s'], 1e-9):.0f} images/s)")
     print(f"  {n_fits} head fits:                       {timing['train_s']:6.1f} s   limit {LIMIT_TRAIN_S:.0f} s "
           f"{'ok' if timing['train_s'] <= LIMIT_TRAIN_S else 'OVER'}")
+    print(f"    (CPU time of those fits, both cores together: {timing.get('train_cpu_s', float('nan')):.1f} s; "
+          f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print(f"  the rest (imports, data, backbone load, scoring, files): "
           f"{wall_s - timing['embed_s'] - timing['train_s']:.1f} s")
     print(f"  device: {document.get('device', '?')}")

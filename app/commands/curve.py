@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     result.timing = {
         "embed_s": round(embed_s, 3),
         "train_s": round(result.timing["train_s"], 3),
+        "train_cpu_s": round(result.timing["train_cpu_s"], 3),
         "curve_s": round(result.timing["curve_s"], 3),
         "total_s": 0.0,
     }
