@@ -203,7 +203,7 @@ class NewPrediction:
 class LabelChange:
     """A label event from Label Studio, as :meth:`Store.apply_label_events` needs it."""
 
-    item_id: str
+    item_id: str | None  # None in a deletion that names the annotation only
     annotation_id: str
     label: str | None
     annotator: str | None
@@ -416,7 +416,9 @@ class Store:
         now = utcnow()
         with self._label_lock, self.engine.begin() as conn:
             for change in changes:
-                if conn.execute(sa.select(items.c.id).where(items.c.id == change.item_id)).first() is None:
+                if change.item_id is None and change.action != "withdrawn":
+                    continue
+                if change.item_id is not None and conn.execute(sa.select(items.c.id).where(items.c.id == change.item_id)).first() is None:
                     logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
                     continue
                 active = conn.execute(
@@ -471,6 +473,12 @@ class Store:
         query = query.where(items.c.split == "holdout") if holdout else query.where(items.c.split != "holdout")
         with self.engine.connect() as conn:
             return [LabelledItem(*row) for row in conn.execute(query)]
+
+    def label_counts_by_source(self) -> dict[str, int]:
+        """Active labels per source (seed, api, label-studio, dataset)."""
+        query = sa.select(labels.c.source, sa.func.count()).where(labels.c.withdrawn_at.is_(None)).group_by(labels.c.source)
+        with self.engine.connect() as conn:
+            return {source: count for source, count in conn.execute(query)}
 
     def max_label_id(self) -> int:
         """The id of the newest label row (0 when there is none)."""

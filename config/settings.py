@@ -38,25 +38,22 @@ class ServiceSettings(BaseModel):
     classes: list[str] | None = Field(
         None, description="Class names, in order; unset: taken from the demo dataset or the store's first run"
     )
-    decision_rule: Literal["argmax", "max_probability", "margin", "entropy"] = Field(
-        "max_probability", description="How a prediction is decided accept or review"
+    decision_rule: Literal["argmax", "threshold", "margin", "entropy"] = Field(
+        "threshold", description="How a prediction is decided accept or review (learner.rules)"
     )
     decision_threshold: float = Field(
-        0.8, gt=0, description="max_probability/margin: accept at or above it; entropy: accept at or below it (nats)"
+        0.8, gt=0, description="threshold: max probability >= it; margin: top-1 minus top-2 >= it; entropy: <= it (nats)"
     )
     report_thresholds: list[float] = Field(
         default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
     )
     review_batch_size: int = Field(20, ge=1, le=10_000, description="Pool items sent to annotators per refresh")
-    query_strategy: Literal["uncertainty", "margin", "entropy", "random"] = Field(
-        "uncertainty", description="How pool items are chosen for annotators (modAL strategies or random)"
+    query_strategy: Literal["least_confidence", "margin", "entropy", "random"] = Field(
+        "least_confidence", description="How pool items are chosen for annotators (modAL strategies or random)"
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     retrain_interval_s: float = Field(0, ge=0, description="Also retrain on this schedule when labels changed (0: off)")
     api_token: SecretStr | None = Field(None, description="Bearer token required for /v1/* (unset: no token needed)")
-    webhook_secret: SecretStr | None = Field(
-        None, description="Shared secret Label Studio sends with webhooks (unset: generated and kept in the store)"
-    )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Uploaded images decoding past this are rejected")
@@ -98,7 +95,7 @@ class ServiceSettings(BaseModel):
 
     @model_validator(mode="after")
     def _rule_threshold(self) -> "ServiceSettings":
-        if self.decision_rule in ("max_probability", "margin") and not self.decision_threshold <= 1:
+        if self.decision_rule in ("threshold", "margin") and not self.decision_threshold <= 1:
             raise ValueError(
                 f"decision_threshold must be in (0, 1] for rule {self.decision_rule}, got {self.decision_threshold}"
             )
