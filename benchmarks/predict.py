@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--backbone", default="efficientnet-lite0")
     args = parser.parse_args()
 
+    import logging
+
     import httpx
     import numpy as np
     from werkzeug.serving import make_server
@@ -114,6 +116,7 @@ def main() -> int:
             proba = model.proba(backbone.embed(pixels))
             decide(proba, settings.service.decision_rule, **params)
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in the table
         app = create_app(services=services)
         http = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=http.serve_forever, daemon=True).start()

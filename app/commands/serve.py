@@ -98,7 +98,11 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str)
     if sources:
         _say(f"embedding {len(sources)} images once (cached under {data_dir / 'embeddings'}) ...")
         services.embeddings.embed(sources, progress=True)
-    if services.models.current is None:
+    current = services.models.current
+    if current is not None:
+        accuracy = "n/a" if current.holdout_accuracy is None else f"{current.holdout_accuracy:.1%}"
+        _say(f"serving the last good model {current.version}: {current.n_labels} labels, holdout accuracy {accuracy}")
+    else:
         result = services.trainer.retrain(reason="first model", progress=False)
         if result.version:
             accuracy = "n/a" if result.holdout_accuracy is None else f"{result.holdout_accuracy:.1%}"
@@ -147,11 +151,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             + "Ctrl-C stops everything."
         )
         if args.setup_only:
+            http.server_close()
             return 0
-        stop = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:
-            stop.set()
             threading.Thread(target=http.shutdown, daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -159,6 +162,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             http.serve_forever()
         except KeyboardInterrupt:
             pass
+        finally:
+            http.server_close()
         return 0
     except AnnotationError as exc:
         print(f"juicer: Label Studio refused or failed: {exc}", file=sys.stderr)

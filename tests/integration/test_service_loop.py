@@ -181,3 +181,29 @@ def test_label_studio_down_during_routing_loses_nothing(juicer, label_studio):
             f"{label_studio.url}/api/tasks/{review['ls_task_id']}", headers={"Authorization": f"Token {label_studio.token}"}, timeout=10
         ).json()
         assert task["data"]["item_id"] == item_id
+
+
+def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(juicer, label_studio, capsys):
+    """`juicer serve` on the same data folder: no second demo, the newest model reloaded, webhook registered."""
+    import argparse
+
+    from app.commands import serve
+    from config import load_settings
+
+    services, _, _ = juicer
+    settings = load_settings(
+        environ={},
+        data_dir=services.data_dir,
+        learner={"backbone": str(REPO / "data" / "backbones" / "efficientnet-lite0")},
+        service={"port": _free_port()},
+        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
+                      "project_title": services.settings.label_studio.project_title},
+    )
+    args = argparse.Namespace(no_demo=False, demo_pool=None, holdout=None, host=None, port=None,
+                              keep_label_studio=False, setup_only=True)
+    assert serve.run(args, settings) == 0
+    out = capsys.readouterr().out
+    assert "not seeding the demo again" in out
+    assert "serving the last good model v0002" in out
+    assert f"http://127.0.0.1:{settings.service.port}/report" in out
+    assert label_studio.username in out or settings.label_studio.username in out
