@@ -160,6 +160,8 @@ def add_items() -> tuple[Response, int]:
     svc = services()
     limits = svc.settings.service
     uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
+    svc.embeddings.embed([upload.image for upload in uploads])
     known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
     new_items: dict[str, NewItem] = {}
     answer = []

@@ -71,12 +71,12 @@ def deliver_outbox(services: Services) -> int:
             services.store.mark_delivery_failed([row["item_id"] for row in due], str(exc), utcnow() + timedelta(seconds=delay))
             logger.warning("delivering %d review tasks failed (%s); retrying in %.0f s", len(due), exc, delay)
             return delivered
-        services.store.mark_delivered(
+        marked = services.store.mark_delivered(
             {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
         )
-        delivered += len(tasks)
+        delivered += marked
         logger.info("delivered %d review tasks to Label Studio", len(tasks))
-        if len(due) < settings.deliver_batch_size:
+        if len(due) < settings.deliver_batch_size or marked == 0:
             return delivered
 
 

@@ -137,8 +137,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         services.desk.register_webhook(services.project, webhook_url, services.webhook_secret)
         app = create_app(services=services)
         http = make_server(host, port, app, threaded=True)
-        jobs = Jobs(services)
-        jobs.start()
+        if not args.setup_only:
+            jobs = Jobs(services)
+            jobs.start()
         ls = settings.label_studio
         _say(
             "\njuicer is running\n"

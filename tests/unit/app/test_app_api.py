@@ -213,3 +213,11 @@ def test_retrain_without_a_scheduler_is_refused_and_jobs_can_be_polled(client, t
 
 def test_health_needs_no_token(client):
     assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200
+
+
+def test_a_truncated_pool_image_is_refused_before_anything_is_stored(client, services):
+    good = png(COLOURS["red"], seed=4)
+    response = client.post("/v1/items", json={"images": [b64(good), b64(good[: len(good) - 20])]})
+    assert_problem(response, 422)
+    assert services.store.count_items() == {}
+    assert not (services.data_dir / "images").exists() or not any((services.data_dir / "images").iterdir())
