@@ -93,15 +93,18 @@ def main() -> int:
                     time.sleep(0.01)
                 done = time.perf_counter() - trigger
                 job = services.store.get_job(job_id)["result"]
-                rows.append((size, job["version"], serving, done - serving, job["holdout_accuracy"], job["queued_for_review"]))
+                rows.append((size, job["version"], serving, done - serving, job["holdout_accuracy"], job["timings"]))
         finally:
             jobs.shutdown()
             store.close()
 
     print()
-    print(f"{'labels':>7} {'version':>8} {'trigger->serving s':>19} {'re-score pool s':>16} {'holdout acc':>12}")
-    for size, version, serving, rescore, accuracy, _ in rows:
-        print(f"{size:>7} {version:>8} {serving:>19.2f} {rescore:>16.2f} {accuracy:>12.1%}")
+    phases = ("labels", "embeddings", "fit", "holdout", "record_and_swap")
+    print(f"{'labels':>7} {'version':>8} {'trigger->serving s':>19} {'re-score pool s':>16} {'holdout acc':>12}   "
+          + " ".join(f"{p:>9}" for p in phases))  # fmt: skip
+    for size, version, serving, rescore, accuracy, timings in rows:
+        print(f"{size:>7} {version:>8} {serving:>19.2f} {rescore:>16.2f} {accuracy:>12.1%}   "
+              + " ".join(f"{timings.get(p, 0):>9.2f}" for p in phases))  # fmt: skip
     last = rows[-1]
     print(f"\nat {last[0]} labels: {last[2]:.2f} s trigger-to-serving (target <= 2 s: {'met' if last[2] <= 2 else 'NOT met'})")
     return 0

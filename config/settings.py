@@ -52,6 +52,9 @@ class ServiceSettings(BaseModel):
         "least_confidence", description="How pool items are chosen for annotators (modAL strategies or random)"
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
+    warm_start_max_iter: int = Field(
+        100, ge=1, le=100_000, description="Training steps of a warm-started retrain (the first fit uses the head's own)"
+    )
     retrain_interval_s: float = Field(0, ge=0, description="Also retrain on this schedule when labels changed (0: off)")
     api_token: SecretStr | None = Field(None, description="Bearer token required for /v1/* (unset: no token needed)")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
