@@ -121,6 +121,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from app import create_app
     from app.jobs import Jobs
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # One line per Label Studio call or job run drowns what matters; -v brings them back.
+        for name in ("httpx", "apscheduler.executors.default", "apscheduler.scheduler"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     service = settings.service
     host = args.host or service.host
     port = args.port or service.port
