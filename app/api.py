@@ -284,24 +284,17 @@ def add_labels() -> tuple[Response, int]:
 
 
 def _uploads_from_entries(image_entries: list[tuple[int, dict[str, Any], str]], max_pixels: int) -> list[Any]:
-    from app.uploads import EXTENSIONS, Upload, _decode_base64
-    from learner.errors import ImageTooLargeError
-    from learner.images import BytesImage
+    from app.uploads import check_upload, decode_base64
 
-    uploads = []
-    for index, entry, _ in image_entries:
-        data = _decode_base64(entry["image"], f"labels[{index}].image")
-        image = BytesImage(data, source=str(entry.get("filename") or f"labels[{index}]"), max_pixels=max_pixels)
-        info = image.info()
-        if info.n_pixels > max_pixels:
-            raise ImageTooLargeError(f"{info.width}x{info.height} pixels is over the limit of {max_pixels}", image.source)
-        uploads.append(Upload(image, EXTENSIONS.get(info.format, "img")))
-    return uploads
+    return [
+        check_upload(decode_base64(entry["image"], f"labels[{index}].image"), str(entry.get("filename") or f"labels[{index}]"), max_pixels)
+        for index, entry, _ in image_entries
+    ]
 
 
 def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: str | None, new_items: dict, new_labels: list) -> None:
-    for index, (upload, label) in enumerate(pairs):
-        label = _check_label(label, upload.image.source or f"file {index}")
+    for upload, label in pairs:
+        _check_label(label, upload.image.source)
     # Decode every image before anything is stored: a truncated file fails the whole request.
     svc.embeddings.embed([upload.image for upload, _ in pairs])
     known = svc.store.item_ids_by_hash([upload.content_hash for upload, _ in pairs])

@@ -59,7 +59,7 @@ def upload_item_id(content_hash: str) -> str:
     return f"img-{content_hash[:24]}"
 
 
-def _decode_base64(value: Any, where: str) -> bytes:
+def decode_base64(value: Any, where: str) -> bytes:
     if not isinstance(value, str) or not value:
         raise Problem(400, "Bad image field", f"{where} must be a non-empty base64 string", type="bad-request")
     if value.startswith("data:") and "," in value:  # a data: URL
@@ -89,11 +89,11 @@ def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
         if isinstance(entry, dict):
             if "data" not in entry:
                 raise Problem(400, "Missing image data", f"{where} has no 'data' member", type="missing-field", field=f"{where}.data")
-            data = _decode_base64(entry["data"], f"{where}.data")
+            data = decode_base64(entry["data"], f"{where}.data")
             name = str(entry.get("filename") or where)
             entries.append((data, name, {k: v for k, v in entry.items() if k not in ("data", "filename")}))
         else:
-            entries.append((_decode_base64(entry, where), where, {}))
+            entries.append((decode_base64(entry, where), where, {}))
     return entries
 
 
@@ -128,14 +128,16 @@ def read_uploads(request: Request, *, max_images: int, max_pixels: int, required
             type="too-many-images",
             max_images=max_images,
         )
-    uploads = []
-    for data, name, extra in entries:
-        image = BytesImage(data, source=name, max_pixels=max_pixels)
-        info = image.info()  # raises ImageDecodeError naming the upload for what is not an image
-        if info.n_pixels > max_pixels:
-            raise ImageTooLargeError(f"{info.width}x{info.height} pixels is over the limit of {max_pixels}", name)
-        uploads.append(Upload(image, EXTENSIONS.get(info.format, "img"), extra))
-    return uploads
+    return [check_upload(data, name, max_pixels, extra) for data, name, extra in entries]
+
+
+def check_upload(data: bytes, name: str, max_pixels: int, fields: dict[str, Any] | None = None) -> Upload:
+    """An :class:`Upload` once its header says it is an image within ``max_pixels`` (else an ImageError)."""
+    image = BytesImage(data, source=name, max_pixels=max_pixels)
+    info = image.info()  # raises ImageDecodeError naming the upload for what is not an image
+    if info.n_pixels > max_pixels:
+        raise ImageTooLargeError(f"{info.width}x{info.height} pixels is over the limit of {max_pixels}", name)
+    return Upload(image, EXTENSIONS.get(info.format, "img"), dict(fields or {}))
 
 
 def store_image(data_dir: Path, upload: Upload) -> str:
