@@ -20,16 +20,6 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
 
 
-class LearnerSettings(BaseModel):
-    """How images are embedded and the head is trained."""
-
-    backbone: str = Field("efficientnet-lite0", description="A known backbone name, a TF-Hub URL, or a SavedModel folder")
-    input_size: int | None = Field(None, ge=32, le=1024, description="Override the backbone's input size (pixels)")
-    batch_size: int = Field(32, ge=1, le=4096, description="Images per backbone call")
-    mixed_precision: bool = Field(False, description="float16 compute on a GPU (ignored on the CPU)")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded images larger than this are rejected")
-
-
 class ServiceSettings(BaseModel):
     """The HTTP service, its decision rule, review routing, retraining and upload limits (``service:``)."""
 
@@ -105,6 +95,16 @@ class ServiceSettings(BaseModel):
         return self
 
 
+class LearnerSettings(BaseModel):
+    """How images are embedded and the head is trained."""
+
+    backbone: str = Field("efficientnet-lite0", description="A known backbone name, a TF-Hub URL, or a SavedModel folder")
+    input_size: int | None = Field(None, ge=32, le=1024, description="Override the backbone's input size (pixels)")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per backbone call")
+    mixed_precision: bool = Field(False, description="float16 compute on a GPU (ignored on the CPU)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded images larger than this are rejected")
+
+
 class Settings(BaseSettings):
     """Everything juicer can be configured with."""
 
@@ -118,8 +118,8 @@ class Settings(BaseSettings):
         "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
         description="The public TF flowers archive (`juicer data flowers`)",
     )
-    learner: LearnerSettings = Field(default_factory=LearnerSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    learner: LearnerSettings = Field(default_factory=LearnerSettings)
 
     @classmethod
     def settings_customise_sources(
