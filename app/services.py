@@ -80,7 +80,7 @@ def resolve_classes(settings: Settings, store: Store) -> tuple[str, ...]:
 
 def build_services(settings: Settings, *, store: Store | None = None, backbone: Any = None, desk: Any = None) -> Services:
     """Wire the real parts: store, backbone + embedding cache, the last good model, trainer, Label Studio desk."""
-    from learner.cache import EmbeddingCache
+    from learner.cache import EmbeddingCache, embedding_cache_dir
 
     data_dir = Path(settings.data_dir)
     store = store or Store.open(data_dir)
@@ -90,7 +90,7 @@ def build_services(settings: Settings, *, store: Store | None = None, backbone: 
 
         spec = resolve_backbone(settings.learner.backbone, data_dir, settings.learner.input_size)
         backbone = load_backbone(spec, settings.learner.batch_size, settings.learner.mixed_precision)
-    cache = EmbeddingCache(data_dir / "embeddings", backbone.id)
+    cache = EmbeddingCache(embedding_cache_dir(data_dir), backbone.id)
     embeddings = Embeddings(backbone, cache)
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
