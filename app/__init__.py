@@ -1,1 +1,51 @@
-"""juicer's shell: the HTTP service, the scheduler, the command line, and the wiring between them."""
+"""juicer's shell: the HTTP service, the scheduler, the command line, and the wiring between them.
+
+``create_app(settings=None, services=None)`` builds the Flask app (Flask's application-factory pattern). It
+wires the real parts from ``settings`` unless ``services`` are handed in (tests pass fakes), and it never
+starts a scheduler: ``juicer serve`` starts the one scheduler of the process (see :mod:`app.jobs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(settings: Any = None, services: Any = None) -> Flask:
+    """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
+    from app.api import api, web
+    from app.metrics import Metrics, install_metrics
+    from app.problems import register_error_handlers
+    from app.services import build_services
+
+    if services is None:
+        if settings is None:
+            from config import load_settings
+
+            settings = load_settings()
+        services = build_services(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.service.max_request_bytes
+    app.json.sort_keys = False
+    app.extensions["juicer"] = services
+    register_error_handlers(app)
+    metrics = services.extras.get("metrics") or Metrics()
+    services.extras["metrics"] = metrics
+    install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+    return app
+
+
+def _refresh_metrics(services: Any, metrics: Any) -> None:
+    """Copy the store's state into the gauges at scrape time."""
+    counts = services.store.review_counts()
+    metrics.set_review_queue_length(counts.get("pending", 0) + counts.get("sent", 0))
+    metrics.set_labels(services.store.label_counts_by_source())
+    model = services.models.current
+    if model is None:
+        metrics.set_model(None, None, None)
+    else:
+        metrics.set_model(model.version, model.holdout_accuracy, model.n_labels)
+

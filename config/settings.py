@@ -9,15 +9,90 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+class ServiceSettings(BaseModel):
+    """The HTTP service, its decision rule, review routing, retraining and upload limits (``service:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] | None = Field(
+        None, description="Class names, in order; unset: taken from the demo dataset or the store's first run"
+    )
+    decision_rule: Literal["argmax", "threshold", "margin", "entropy"] = Field(
+        "threshold", description="How a prediction is decided accept or review (learner.rules)"
+    )
+    decision_threshold: float = Field(
+        0.8, gt=0, description="threshold: max probability >= it; margin: top-1 minus top-2 >= it; entropy: <= it (nats)"
+    )
+    report_thresholds: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
+    )
+    review_batch_size: int = Field(20, ge=1, le=10_000, description="Pool items sent to annotators per refresh")
+    query_strategy: Literal["least_confidence", "margin", "entropy", "random"] = Field(
+        "least_confidence", description="How pool items are chosen for annotators (modAL strategies or random)"
+    )
+    retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
+    warm_start_max_iter: int = Field(
+        100, ge=1, le=100_000, description="Training steps of a warm-started retrain (the first fit uses the head's own)"
+    )
+    retrain_interval_s: float = Field(0, ge=0, description="Also retrain on this schedule when labels changed (0: off)")
+    api_token: SecretStr | None = Field(None, description="Bearer token required for /v1/* (unset: no token needed)")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
+    max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Uploaded images decoding past this are rejected")
+    host: str = Field("127.0.0.1", description="Address the service binds to")
+    port: int = Field(8000, ge=1, le=65535, description="Port the service binds to")
+    public_url: str | None = Field(
+        None, description="URL Label Studio uses to reach the service's webhook (default http://host:port)"
+    )
+    pull_interval_s: float = Field(60, gt=0, description="Pull labels from Label Studio this often (webhook safety net)")
+    deliver_interval_s: float = Field(5, gt=0, description="Deliver queued review tasks this often")
+    deliver_batch_size: int = Field(100, ge=1, le=10_000, description="Review tasks sent to Label Studio per call")
+    retry_backoff_s: float = Field(2, gt=0, description="First retry delay of a failed delivery; doubles each try")
+    retry_backoff_max_s: float = Field(300, gt=0, description="Longest delay between delivery retries")
+    demo_pool: int = Field(1000, ge=0, description="`juicer serve` demo: unlabelled Fashion-MNIST pool size")
+    demo_holdout: int = Field(1000, ge=10, description="`juicer serve` demo: holdout size")
+    demo_seed: int = Field(0, description="`juicer serve` demo: which images are picked")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        names = [str(name).strip() for name in value]
+        if len(names) < 2:
+            raise ValueError("needs at least two class names")
+        if any(not name for name in names):
+            raise ValueError("class names must not be empty")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")
+        return names
+
+    @field_validator("report_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < t < 1 for t in value):
+            raise ValueError("thresholds must be a non-empty list of numbers strictly between 0 and 1")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _rule_threshold(self) -> "ServiceSettings":
+        if self.decision_rule in ("threshold", "margin") and not self.decision_threshold <= 1:
+            raise ValueError(
+                f"decision_threshold must be in (0, 1] for rule {self.decision_rule}, got {self.decision_threshold}"
+            )
+        return self
 
 
 class LearnerSettings(BaseModel):
@@ -67,6 +142,7 @@ class Settings(BaseSettings):
         "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
         description="The public TF flowers archive (`juicer data flowers`)",
     )
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
 

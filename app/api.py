@@ -1,0 +1,459 @@
+"""The HTTP endpoints. Views parse, call the services, and answer JSON; errors are raised as problems.
+
+``/v1/*`` needs ``Authorization: Bearer <service.api_token>`` when a token is configured, except the
+Label Studio webhook, which is checked by its shared secret instead. Health, readiness, metrics and the
+report pages are open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from app.problems import Problem, unauthorized
+from app.services import Services
+from app.store import NewItem, NewLabel, NewPrediction, StoreError
+from app.uploads import read_uploads, store_image
+
+logger = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/v1")
+web = Blueprint("web", __name__)
+
+WEBHOOK_ENDPOINT = "api.label_studio_webhook"
+
+
+def services() -> Services:
+    """The services of the app handling this request."""
+    return current_app.extensions["juicer"]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _plain(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {key: (_plain(value) if isinstance(value, dict) else _iso(value)) for key, value in row.items()}
+
+
+@api.before_request
+def _require_token() -> None:
+    token = services().settings.service.api_token
+    if token is None or request.endpoint == WEBHOOK_ENDPOINT:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise unauthorized("this endpoint needs 'Authorization: Bearer <token>' (service.api_token)")
+    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+        raise unauthorized("the API token is wrong; use the one in service.api_token")
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise Problem(415, "JSON expected", "send Content-Type: application/json with a JSON object", type="unsupported-media-type")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad JSON body", "the body must be a JSON object", type="bad-request")
+    return body
+
+
+def _serving_model() -> Any:
+    model = services().models.current
+    if model is None:
+        raise Problem(
+            503,
+            "No model yet",
+            "no model has been trained yet: add labels of at least two classes (POST /v1/labels) and retrain",
+            type="no-model",
+            headers={"Retry-After": "30"},
+        )
+    return model
+
+
+def _check_label(label: Any, where: str) -> str:
+    classes = services().classes
+    if not isinstance(label, str) or not label:
+        raise Problem(400, "Missing label", f"{where}: 'label' must be a class name", type="missing-field", field="label")
+    if label not in classes:
+        raise Problem(
+            422,
+            "Unknown label",
+            f"{where}: {label!r} is not one of the classes: {', '.join(classes)}",
+            type="unknown-label",
+            label=label,
+            classes=list(classes),
+        )
+    return label
+
+
+# -- predictions ------------------------------------------------------------------------------------
+@api.post("/predict")
+def predict() -> Response:
+    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
+    from learner.rules import decide
+
+    from app.training import rule_params
+
+    svc = services()
+    limits = svc.settings.service
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    model = _serving_model()
+    X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
+    proba = model.proba(X)
+    decisions = decide(proba, limits.decision_rule, **rule_params(limits))
+    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    new_items: dict[str, NewItem] = {}
+    records = []
+    results = []
+    for upload, row, decision in zip(uploads, proba, decisions):
+        item_id = known.get(upload.content_hash)
+        if item_id is None:
+            item_id = upload.item_id
+            if item_id not in new_items:
+                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "served", store_image(svc.data_dir, upload))
+        best = int(np.argmax(row))
+        probabilities = {name: float(p) for name, p in zip(model.classes, row)}
+        record = NewPrediction(
+            item_id=item_id,
+            model_version=model.version,
+            label=model.classes[best],
+            score=float(row[best]),
+            probabilities=probabilities,
+            decision=decision.decision,
+            rule=decision.rule,
+            reason=decision.reason,
+        )
+        records.append(record)
+        results.append(
+            {
+                "item_id": item_id,
+                "label": record.label,
+                "score": record.score,
+                "probabilities": probabilities,
+                "decision": record.decision,
+                "rule": record.rule,
+                "reason": record.reason,
+                "model_version": model.version,
+            }
+        )
+    svc.store.record_predictions(records, list(new_items.values()))
+    metrics = current_app.extensions.get("juicer_metrics")
+    if metrics is not None:
+        metrics.observe_predictions(record.decision for record in records)
+    if any(record.review for record in records):
+        svc.wake("deliver-outbox")
+    return jsonify({"model_version": model.version, "predictions": results})
+
+
+# -- items ------------------------------------------------------------------------------------------
+@api.post("/items")
+def add_items() -> tuple[Response, int]:
+    """Add unlabelled images to the pool; the query strategy decides which ones annotators see."""
+    svc = services()
+    limits = svc.settings.service
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
+    svc.embeddings.embed([upload.image for upload in uploads])
+    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    new_items: dict[str, NewItem] = {}
+    answer = []
+    for upload in uploads:
+        item_id = known.get(upload.content_hash)
+        created = item_id is None and upload.item_id not in new_items
+        if item_id is None:
+            item_id = upload.item_id
+            if created:
+                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "pool", store_image(svc.data_dir, upload))
+        answer.append({"item_id": item_id, "created": created})
+    svc.store.add_items(list(new_items.values()))
+    if new_items:
+        svc.wake("refresh-queue")
+    return jsonify({"items": answer}), 201
+
+
+@api.get("/items")
+def list_items() -> Response:
+    """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``."""
+    from app.store import SPLITS
+
+    split = request.args.get("split")
+    if split is not None and split not in SPLITS:
+        raise Problem(400, "Bad split", f"split must be one of {', '.join(SPLITS)}", type="bad-parameter", parameter="split")
+    limit = _int_arg("limit", 100, 1, 1000)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    svc = services()
+    rows = svc.store.list_items(split=split, limit=limit, offset=offset)
+    return jsonify({"items": [_plain(row) for row in rows], "counts": svc.store.count_items(), "limit": limit, "offset": offset})
+
+
+@api.get("/items/<path:item_id>")
+def get_item(item_id: str) -> Response:
+    """One item with its current label, latest prediction and review status."""
+    item = services().store.get_item(item_id)
+    if item is None:
+        raise Problem(404, "Unknown item", f"no item {item_id!r}", type="unknown-item", item_id=item_id)
+    return jsonify(_plain(item))
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(400, "Bad parameter", f"{name} must be an integer, not {raw!r}", type="bad-parameter", parameter=name) from None
+    if not low <= value <= high:
+        raise Problem(400, "Bad parameter", f"{name} must be between {low} and {high}", type="bad-parameter", parameter=name)
+    return value
+
+
+# -- labels -----------------------------------------------------------------------------------------
+@api.post("/labels")
+def add_labels() -> tuple[Response, int]:
+    """Add labels: for known items (JSON ``{"labels": [{"item_id", "label"}]}``) or with new images (seed labels)."""
+    svc = services()
+    limits = svc.settings.service
+    new_items: dict[str, NewItem] = {}
+    new_labels: list[NewLabel] = []
+    if request.mimetype == "multipart/form-data":
+        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+        given = request.form.getlist("label")
+        if not given:
+            raise Problem(400, "Missing label", "send a 'label' form field (one, or one per file)", type="missing-field", field="label")
+        if len(given) not in (1, len(uploads)):
+            raise Problem(400, "Labels do not match files", f"{len(given)} labels for {len(uploads)} files", type="bad-request")
+        pairs = [(upload, given[0] if len(given) == 1 else given[i]) for i, upload in enumerate(uploads)]
+        annotator = request.form.get("annotator")
+        _labels_for_uploads(svc, pairs, annotator, new_items, new_labels)
+    else:
+        body = _json_body()
+        entries = body.get("labels", [body] if "label" in body else None)
+        if not isinstance(entries, list) or not entries:
+            raise Problem(
+                400, "Missing labels", "send {\"labels\": [{\"item_id\": ..., \"label\": ...}]}", type="missing-field", field="labels"
+            )
+        if len(entries) > 10_000:
+            raise Problem(413, "Too many labels", "at most 10000 labels per request", type="too-many-labels")
+        image_entries = []
+        for index, entry in enumerate(entries):
+            where = f"labels[{index}]"
+            if not isinstance(entry, dict):
+                raise Problem(400, "Bad label", f"{where} must be an object", type="bad-request")
+            label = _check_label(entry.get("label"), where)
+            annotator = entry.get("annotator")
+            if "image" in entry:
+                image_entries.append((index, entry, label))
+            elif isinstance(entry.get("item_id"), str) and entry["item_id"]:
+                new_labels.append(NewLabel(entry["item_id"], label, "api", str(annotator) if annotator else None))
+            else:
+                raise Problem(
+                    400, "Missing item", f"{where} needs 'item_id' (a known item) or 'image' (base64)", type="missing-field", field="item_id"
+                )
+        if image_entries:
+            if len(image_entries) > limits.max_images_per_request:
+                raise Problem(413, "Too many images", f"at most {limits.max_images_per_request} images per request", type="too-many-images")
+            uploads = _uploads_from_entries(image_entries, limits.max_image_pixels)
+            pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
+            _labels_for_uploads(svc, pairs, None, new_items, new_labels)
+    if new_items:
+        svc.store.add_items(list(new_items.values()))
+    try:
+        ids = svc.store.add_labels(new_labels)
+    except StoreError as exc:
+        raise Problem(404, "Unknown item", str(exc), type="unknown-item") from exc
+    svc.wake("retrain-check")
+    return (
+        jsonify(
+            {
+                "labels": [{"label_id": i, "item_id": label.item_id, "label": label.label} for i, label in zip(ids, new_labels)],
+                "new_labels_since_model": svc.trainer.new_labels(),
+                "retrain_after_labels": limits.retrain_after_labels,
+            }
+        ),
+        201,
+    )
+
+
+def _uploads_from_entries(image_entries: list[tuple[int, dict[str, Any], str]], max_pixels: int) -> list[Any]:
+    from app.uploads import check_upload, decode_base64
+
+    return [
+        check_upload(decode_base64(entry["image"], f"labels[{index}].image"), str(entry.get("filename") or f"labels[{index}]"), max_pixels)
+        for index, entry, _ in image_entries
+    ]
+
+
+def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: str | None, new_items: dict, new_labels: list) -> None:
+    for upload, label in pairs:
+        _check_label(label, upload.image.source)
+    # Decode every image before anything is stored: a truncated file fails the whole request.
+    svc.embeddings.embed([upload.image for upload, _ in pairs])
+    known = svc.store.item_ids_by_hash([upload.content_hash for upload, _ in pairs])
+    for upload, label in pairs:
+        item_id = known.get(upload.content_hash)
+        if item_id is None:
+            item_id = upload.item_id
+            if item_id not in new_items:
+                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "seed", store_image(svc.data_dir, upload))
+        new_labels.append(NewLabel(item_id, label, "api", annotator))
+
+
+# -- Label Studio webhook ---------------------------------------------------------------------------
+@api.post("/webhooks/label-studio")
+def label_studio_webhook() -> Response:
+    """Check the shared secret, record the event, answer at once; a job turns it into labels."""
+    from annotation.webhooks import SECRET_HEADER, check_secret
+
+    svc = services()
+    if not check_secret(request.headers, svc.webhook_secret):
+        raise Problem(
+            401, "Bad webhook secret", f"the {SECRET_HEADER} header is missing or wrong", type="bad-webhook-secret",
+            headers={"WWW-Authenticate": f'{SECRET_HEADER} realm="juicer"'},
+        )  # fmt: skip
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise Problem(400, "Bad webhook body", "a Label Studio webhook body is a JSON object", type="bad-request")
+    event_id = svc.store.record_event(payload)
+    svc.wake("process-webhooks")
+    return jsonify({"recorded": event_id})
+
+
+# -- retraining and models --------------------------------------------------------------------------
+@api.post("/retrain")
+def retrain() -> tuple[Response, int, dict[str, str]]:
+    """Queue a retrain; 202 with the job id and where to poll it."""
+    svc = services()
+    if svc.jobs is None or not svc.jobs.running:
+        raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
+    job_id = svc.jobs.submit_retrain()
+    location = url_for("api.get_job", job_id=job_id)
+    return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}
+
+
+@api.get("/jobs/<int:job_id>")
+def get_job(job_id: int) -> Response:
+    """A background job's status (queued, running, done, failed) and result."""
+    job = services().store.get_job(job_id)
+    if job is None:
+        raise Problem(404, "Unknown job", f"no job {job_id}", type="unknown-job")
+    return jsonify(_plain(job))
+
+
+def _model_json(row: dict[str, Any], current_version: str | None) -> dict[str, Any]:
+    metrics = row.get("metrics") or {}
+    return {
+        "model_version": row["version"],
+        "created": _iso(row["created_at"]),
+        "backbone": row["backbone_id"],
+        "classes": row["classes"],
+        "n_labels": row["n_labels"],
+        "labels_per_class": row["labels_per_class"],
+        "holdout_accuracy": metrics.get("accuracy"),
+        "holdout": metrics or None,
+        "train_seconds": row.get("train_seconds"),
+        "serving": row["version"] == current_version,
+    }
+
+
+@api.get("/models")
+def list_models() -> Response:
+    """Every model version, oldest first."""
+    svc = services()
+    current = svc.models.current.version if svc.models.current else None
+    return jsonify({"models": [_model_json(row, current) for row in svc.store.list_models()], "current": current})
+
+
+@api.get("/models/current")
+def current_model() -> Response:
+    """The version serving now."""
+    svc = services()
+    model = _serving_model()
+    row = svc.store.get_model(model.version)
+    return jsonify(_model_json(row, model.version))
+
+
+# -- reports ----------------------------------------------------------------------------------------
+def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report point per model version (see ``GET /v1/report``)."""
+    points = []
+    for row in rows:
+        metrics = row.get("metrics") or {}
+        thresholds = metrics.get("thresholds") or []
+        points.append(
+            {
+                "model_version": row["version"],
+                "n_labels": row["n_labels"],
+                "labels_per_class": row["labels_per_class"],
+                "holdout_accuracy": metrics.get("accuracy"),
+                "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
+                "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
+                "created": _iso(row["created_at"]),
+            }
+        )
+    return points
+
+
+@api.get("/report")
+def report_json() -> Response:
+    """Accuracy against labels: one point per model version."""
+    return jsonify({"points": report_points(services().store.list_models())})
+
+
+@web.get("/report")
+def report_page() -> Response:
+    """The report as an HTML page (plot and table)."""
+    from app.reports import report_html
+
+    return Response(report_html(report_points(services().store.list_models())), mimetype="text/html")
+
+
+@web.get("/report.png")
+def report_plot() -> Response:
+    """The report's plot."""
+    from app.reports import report_png
+
+    return Response(report_png(report_points(services().store.list_models())), mimetype="image/png")
+
+
+# -- health -----------------------------------------------------------------------------------------
+@web.get("/healthz")
+def healthz() -> Response:
+    """The process answers."""
+    return jsonify({"status": "ok"})
+
+
+@web.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready when a model is loaded, the store answers and Label Studio is reachable."""
+    svc = services()
+    model = svc.models.current
+    checks = {
+        "model": model is not None,
+        "store": svc.store.ping(),
+        "label_studio": _label_studio_up(svc),
+    }
+    body = {"status": "ready" if all(checks.values()) else "not ready", "checks": checks, "model_version": model.version if model else None}
+    if all(checks.values()):
+        return jsonify(body), 200
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    problem = Problem(503, "Not ready", f"failing checks: {failing}", type="not-ready", checks=checks)
+    return problem.to_response(request.path), 503
+
+
+def _label_studio_up(svc: Services) -> bool:
+    if svc.desk is None:
+        return False
+    try:
+        return bool(svc.desk.health())
+    except Exception:  # health must answer whatever the desk does
+        logger.exception("Label Studio health check failed")
+        return False

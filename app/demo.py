@@ -1,0 +1,101 @@
+"""The demo `juicer serve` seeds: Fashion-MNIST split into 1 labelled image per class, a pool and a holdout.
+
+Images are written as PNG files under ``<data_dir>/images/<sha256>.png`` (Label Studio serves them from
+there) and recorded with their Fashion-MNIST item ids (``fashion-mnist/train/00123``), so a simulator can
+look up the ground truth of any pool item in the dataset itself.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from app.store import NewItem, NewLabel, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoCounts:
+    """How many items each split got."""
+
+    seed: int
+    pool: int
+    holdout: int
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 grey (h, w) or RGB (h, w, 3) array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def split_indices(labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """Seeded, class-stratified row numbers: 1 per class for the seed, then ``n_holdout`` and ``n_pool`` more."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    seed_rows: list[int] = []
+    taken = np.zeros(len(labels), dtype=bool)
+    for label in range(n_classes):
+        members = order[labels[order] == label]
+        if len(members):
+            seed_rows.append(int(members[0]))
+            taken[members[0]] = True
+    rest = order[~taken[order]]
+    # Interleave classes so any prefix of the rest is close to stratified.
+    by_class = [list(rest[labels[rest] == label]) for label in range(n_classes)]
+    interleaved = [int(row) for group in zip(*by_class) for row in group] if by_class else []
+    holdout = interleaved[:n_holdout]
+    pool = interleaved[n_holdout : n_holdout + n_pool]
+    return seed_rows, pool, holdout
+
+
+def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
+    relative = f"images/{content_hash}.png"
+    path = data_dir / relative
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    return relative
+
+
+def seed_demo(store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False) -> DemoCounts:
+    """Record the demo items and labels (seed and holdout labelled, the pool not) from ``dataset``.
+
+    ``dataset`` is a :class:`learner.datasets.Dataset` whose sources hold arrays (``ArrayImage``).
+    """
+    from learner.images import content_hash
+
+    from tqdm import tqdm
+
+    labels = np.asarray(dataset.labels)
+    seed_rows, pool_rows, holdout_rows = split_indices(labels, len(dataset.class_names), n_pool, n_holdout, seed)
+    new_items: list[NewItem] = []
+    new_labels: list[NewLabel] = []
+    plan: Sequence[tuple[str, list[int]]] = (("seed", seed_rows), ("holdout", holdout_rows), ("pool", pool_rows))
+    total = sum(len(rows) for _, rows in plan)
+    with tqdm(total=total, unit="img", desc="writing demo images", disable=not progress) as bar:
+        for split, rows in plan:
+            for row in rows:
+                data = encode_png(dataset.sources[row].array)
+                digest = content_hash(data)
+                item_id = dataset.item_ids[row]
+                new_items.append(NewItem(item_id, digest, item_id, split, _write(Path(data_dir), data, digest)))
+                if split != "pool":
+                    source = "seed" if split == "seed" else "dataset"
+                    new_labels.append(NewLabel(item_id, dataset.class_names[labels[row]], source, annotator=source))
+                bar.update(1)
+    store.add_items(new_items)
+    store.add_labels(new_labels)
+    logger.info("demo seeded: %d seed, %d pool, %d holdout", len(seed_rows), len(pool_rows), len(holdout_rows))
+    return DemoCounts(len(seed_rows), len(pool_rows), len(holdout_rows))

@@ -1,0 +1,252 @@
+"""Background work: ONE APScheduler ``BackgroundScheduler`` per process, started by ``juicer serve``.
+
+Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
+
+    deliver-outbox     send pending review tasks to Label Studio; failures back off (doubling) and retry
+    process-webhooks   turn recorded webhook events into labels (the webhook view only records them)
+    pull-labels        ask Label Studio for every completed annotation since the cursor (missed webhooks)
+    retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
+    retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
+    refresh-queue      re-score the pool and top up the review queue (after new pool items)
+    retrain-request-N  a retrain asked for through ``POST /v1/retrain`` (job N in the store)
+
+Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
+``create_app`` never starts a scheduler: gunicorn workers or test apps would each run one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from app.services import Services
+from app.store import LabelChange, utcnow
+
+logger = logging.getLogger(__name__)
+
+PULL_CURSOR = "label-studio-pull"
+
+
+def _annotation_error() -> type[Exception]:
+    from annotation.errors import AnnotationError
+
+    return AnnotationError
+
+
+# -- the jobs ---------------------------------------------------------------------------------------
+def deliver_outbox(services: Services) -> int:
+    """Send due review tasks to Label Studio in batches; returns how many were delivered."""
+    from annotation.models import ReviewRequest
+
+    if services.desk is None or services.project is None:
+        return 0
+    settings = services.settings.service
+    delivered = 0
+    while True:
+        due = services.store.due_reviews(settings.deliver_batch_size)
+        if not due:
+            return delivered
+        requests = [
+            ReviewRequest(
+                item_id=row["item_id"],
+                image=str(PurePosixPath(row["image_path"]).relative_to("images")),
+                label=row["label"],
+                score=float(row["score"]),
+                model_version=row["model_version"],
+            )
+            for row in due
+        ]
+        try:
+            tasks = services.desk.send_for_review(services.project, requests)
+        except _annotation_error() as exc:
+            attempts = max(int(row["attempts"]) for row in due)
+            delay = min(settings.retry_backoff_s * (2**attempts), settings.retry_backoff_max_s)
+            if not getattr(exc, "retryable", False):
+                delay = settings.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
+            services.store.mark_delivery_failed([row["item_id"] for row in due], str(exc), utcnow() + timedelta(seconds=delay))
+            logger.warning("delivering %d review tasks failed (%s); retrying in %.0f s", len(due), exc, delay)
+            return delivered
+        marked = services.store.mark_delivered(
+            {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
+        )
+        delivered += marked
+        logger.info("delivered %d review tasks to Label Studio", len(tasks))
+        if len(due) < settings.deliver_batch_size or marked == 0:
+            return delivered
+
+
+def _changes(services: Services, events: list[Any]) -> list[LabelChange]:
+    changes = []
+    for event in events:
+        if event.action == "set" and event.label not in services.classes:
+            logger.warning("label %r for item %s is not one of the classes: ignored", event.label, event.item_id)
+            continue
+        changes.append(
+            LabelChange(
+                item_id=event.item_id,
+                annotation_id=str(event.annotation_id),
+                label=event.label,
+                annotator=event.annotator,
+                at=event.at,
+                action=event.action,
+            )
+        )
+    return changes
+
+
+def process_webhook_events(services: Services) -> int:
+    """Apply recorded webhook events as labels; returns how many labels changed."""
+    from annotation.errors import AnnotationError
+    from annotation.webhooks import parse_webhook
+
+    changed = 0
+    for event in services.store.pending_events():
+        try:
+            label_events = parse_webhook(event["payload"])
+        except AnnotationError as exc:  # a payload we cannot use: keep it, marked, for a person to look at
+            logger.warning("webhook event %s unusable: %s", event["id"], exc)
+            services.store.mark_event(event["id"], error=str(exc))
+            continue
+        changed += services.store.apply_label_events(_changes(services, label_events))
+        services.store.mark_event(event["id"])
+    if changed:
+        services.wake("retrain-check")
+    return changed
+
+
+def pull_labels(services: Services) -> int:
+    """Pull completed annotations since the saved cursor (the safety net for missed webhooks)."""
+    from annotation.models import PullCursor
+
+    if services.desk is None or services.project is None:
+        return 0
+    saved = services.store.get_cursor(PULL_CURSOR)
+    cursor = None
+    if saved:
+        try:
+            cursor = PullCursor.from_json(saved)
+        except ValueError:
+            logger.warning("stored pull cursor unreadable; pulling from the beginning")
+        if cursor is not None and cursor.project_id != services.project.id:
+            cursor = None
+    events, cursor = services.desk.pull_labels(services.project, cursor)
+    changed = services.store.apply_label_events(_changes(services, events))
+    services.store.set_cursor(PULL_CURSOR, cursor.to_json())
+    if changed:
+        logger.info("pull found %d label changes the webhooks had not brought", changed)
+        services.wake("retrain-check")
+    return changed
+
+
+def retrain_if_due(services: Services) -> dict[str, Any] | None:
+    """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet)."""
+    new = services.trainer.new_labels()
+    if services.models.current is not None and new < services.settings.service.retrain_after_labels:
+        return None
+    if new == 0:
+        return None
+    return services.trainer.retrain(reason=f"{new} new labels").to_dict()
+
+
+def retrain_on_schedule(services: Services) -> dict[str, Any] | None:
+    """The scheduled retrain: only when labels changed since the serving model."""
+    if services.trainer.new_labels() == 0:
+        return None
+    return services.trainer.retrain(reason="schedule").to_dict()
+
+
+def run_retrain_request(services: Services, job_id: int) -> None:
+    """Run the retrain a client asked for, recording its progress in the store's job ``job_id``."""
+    services.store.update_job(job_id, "running")
+    try:
+        result = services.trainer.retrain(reason=f"request {job_id}", force=True)
+    except Exception as exc:  # the job row must say it failed; the serving model is untouched
+        logger.exception("retrain job %s failed", job_id)
+        services.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    services.store.update_job(job_id, "done", result=result.to_dict())
+
+
+def refresh_queue(services: Services) -> int:
+    """Top up the review queue from the pool under the serving model."""
+    return services.trainer.refresh_review_queue()
+
+
+# -- the scheduler ----------------------------------------------------------------------------------
+class Jobs:
+    """The process's scheduler and its jobs; :meth:`start` once, :meth:`shutdown` at exit."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.scheduler = BackgroundScheduler(
+            timezone=timezone.utc,
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 60},
+        )
+        services.jobs = self
+
+    def _add(self, job_id: str, func: Any, seconds: float, **kwargs: Any) -> None:
+        self.scheduler.add_job(
+            _logged(job_id, func), "interval", seconds=seconds, id=job_id, name=job_id,
+            args=[self.services], replace_existing=True, **kwargs,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Add the recurring jobs and start the scheduler thread."""
+        service = self.services.settings.service
+        now = datetime.now(timezone.utc)
+        self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
+        self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)
+        self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
+        self._add("retrain-check", retrain_if_due, 30.0)
+        self._add("refresh-queue", refresh_queue, 3600.0)
+        if service.retrain_interval_s > 0:
+            self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
+        self.scheduler.start()
+        logger.info("scheduler started with jobs: %s", ", ".join(job.id for job in self.scheduler.get_jobs()))
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the scheduler (waiting for running jobs with ``wait``)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread runs."""
+        return bool(self.scheduler.running)
+
+    def wake(self, job_id: str) -> None:
+        """Run a recurring job as soon as possible (coalesced with a run already due)."""
+        if not self.scheduler.running:
+            return
+        try:
+            self.scheduler.modify_job(job_id, next_run_time=datetime.now(timezone.utc))
+        except JobLookupError:
+            logger.debug("no job %s to wake", job_id)
+
+    def submit_retrain(self) -> int:
+        """Queue a retrain now; returns the store's job id to poll."""
+        job_id = self.services.store.create_job("retrain")
+        self.scheduler.add_job(
+            _logged(f"retrain-request-{job_id}", run_retrain_request), "date", run_date=datetime.now(timezone.utc),
+            id=f"retrain-request-{job_id}", args=[self.services, job_id],
+        )  # fmt: skip
+        return job_id
+
+
+def _logged(job_id: str, func: Any) -> Any:
+    """Wrap a job so that a failure is logged with its id (the scheduler keeps running it on schedule)."""
+
+    def run(*args: Any) -> Any:
+        try:
+            return func(*args)
+        except Exception:
+            logger.exception("job %s failed; it will run again on schedule", job_id)
+            return None
+
+    run.__name__ = func.__name__
+    return run

@@ -1,0 +1,226 @@
+"""The serving model (backbone + head + classes + version), swapped atomically, and the embedding memo.
+
+A retrain builds a new :class:`ServingModel` aside and hands it to :meth:`ModelHolder.swap`; a request
+takes :attr:`ModelHolder.current` once and uses that object to the end, so it sees the old model or the
+new one, never half of each. Heads are pickled to ``<data_dir>/models/<version>.pkl`` (written to a
+temporary name, then renamed) before their version is recorded, so the store never names a missing file;
+at start :func:`load_last_good` walks back from the newest version to the first one that loads.
+
+There is one backbone per process: :class:`Embeddings` wraps it with the persistent
+:class:`learner.cache.EmbeddingCache` (each image embedded once, ever) and an in-memory memo (a retrain over
+thousands of labels reads vectors from a dict, not from disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class BackboneLike(Protocol):
+    """What the service needs of :class:`learner.backbones.Backbone`."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    batch_size: int
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class ModelLoadError(Exception):
+    """A stored head cannot be read back (missing or corrupt file, other backbone)."""
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """One immutable model version: its head over the backbone's embeddings, and the service's classes."""
+
+    version: str
+    classes: tuple[str, ...]
+    head: Any  # a fitted scikit-learn classifier over embeddings (learner.head.SoftmaxHead)
+    backbone_id: str
+    n_labels: int
+    max_label_id: int
+    created_at: datetime | None = None
+    holdout_accuracy: float | None = None
+
+    def proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Probabilities (n, len(classes)) in the service's class order; classes the head never saw get 0."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        out = np.zeros((embeddings.shape[0], len(self.classes)), dtype=np.float64)
+        if embeddings.shape[0] == 0:
+            return out
+        head_proba = np.asarray(self.head.predict_proba(embeddings), dtype=np.float64)
+        index = {name: j for j, name in enumerate(self.classes)}
+        columns = [index[str(name)] for name in self.head.classes_]
+        out[:, columns] = head_proba
+        return out
+
+
+class ModelHolder:
+    """The current :class:`ServingModel`; reads are lock-free snapshots, swaps are serialised."""
+
+    def __init__(self, model: ServingModel | None = None) -> None:
+        self._lock = threading.Lock()
+        self._current = model
+
+    @property
+    def current(self) -> ServingModel | None:
+        """The model serving now (None before the first one)."""
+        return self._current
+
+    def swap(self, model: ServingModel) -> ServingModel | None:
+        """Make ``model`` the serving one in a single reference assignment; returns the one it replaced."""
+        with self._lock:
+            previous, self._current = self._current, model
+        logger.info("model %s now serving (was %s)", model.version, previous.version if previous else "none")
+        return previous
+
+
+def head_path(data_dir: Path, version: str) -> Path:
+    """Where a version's head is kept: ``<data_dir>/models/<version>.pkl``."""
+    return Path(data_dir) / "models" / f"{version}.pkl"
+
+
+def save_head(data_dir: Path, version: str, head: Any) -> Path:
+    """Pickle ``head`` atomically (temporary file, then rename); returns its path."""
+    path = head_path(data_dir, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{version}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            pickle.dump(head, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_head(path: Path) -> Any:
+    """Read back a head written by :func:`save_head`; :class:`ModelLoadError` if it cannot be."""
+    try:
+        with open(path, "rb") as file:
+            head = pickle.load(file)  # our own file under the data folder, written by save_head
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ModelLoadError(f"cannot load the head {path}: {exc}") from exc
+    if not hasattr(head, "predict_proba") or not hasattr(head, "classes_"):
+        raise ModelLoadError(f"{path} does not hold a fitted classifier")
+    return head
+
+
+def model_from_row(row: dict[str, Any], head: Any) -> ServingModel:
+    """A :class:`ServingModel` from a ``model_versions`` row and its loaded head."""
+    metrics = row.get("metrics") or {}
+    return ServingModel(
+        version=row["version"],
+        classes=tuple(row["classes"]),
+        head=head,
+        backbone_id=row["backbone_id"],
+        n_labels=int(row["n_labels"]),
+        max_label_id=int(row["max_label_id"]),
+        created_at=row.get("created_at"),
+        holdout_accuracy=metrics.get("accuracy"),
+    )
+
+
+def load_last_good(rows: Sequence[dict[str, Any]], data_dir: Path, backbone_id: str) -> ServingModel | None:
+    """The newest recorded version (``rows`` oldest first) whose head loads and matches the backbone."""
+    for row in reversed(list(rows)):
+        if row["backbone_id"] != backbone_id:
+            logger.warning("model %s was trained on backbone %s, not %s: skipped", row["version"], row["backbone_id"], backbone_id)
+            continue
+        try:
+            head = load_head(Path(data_dir) / row["head_path"])
+        except ModelLoadError as exc:
+            logger.error("%s; trying the version before", exc)
+            continue
+        return model_from_row(row, head)
+    return None
+
+
+class Embeddings:
+    """The process's one backbone behind the persistent cache and an in-memory memo (content hash -> vector)."""
+
+    def __init__(self, backbone: BackboneLike, cache: Any) -> None:
+        self.backbone = backbone
+        self.cache = cache
+        self._memo: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def backbone_id(self) -> str:
+        """The backbone's cache key."""
+        return self.backbone.id
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the backbone wants."""
+        return tuple(self.backbone.input_size)
+
+    def embed(self, sources: Sequence[Any], progress: bool = False) -> np.ndarray:
+        """Embeddings (n, dim) of ``sources`` (:class:`learner.images.ImageSource`), each image embedded once ever.
+
+        Raises :class:`learner.errors.ImageError` naming the source of an image that cannot be decoded.
+        """
+        from learner.cache import embed_sources
+
+        hashes = [source.content_hash for source in sources]
+        memo = self._memo
+        missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in memo]
+        if missing:
+            vectors = embed_sources(self.backbone, self.cache, missing, progress=progress)
+            with self._lock:
+                for source, vector in zip(missing, vectors):
+                    memo[source.content_hash] = vector
+        if not hashes:
+            return np.zeros((0, int(getattr(self.backbone, "dim", 0))), dtype=np.float32)
+        return np.stack([memo[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)
+
+
+class StoredImage:
+    """An image file juicer stored, with its content hash already known (an :class:`ImageSource`)."""
+
+    __slots__ = ("_path", "_hash", "_source", "_max_pixels")
+
+    def __init__(self, path: Path, content_hash: str, source: str, max_pixels: int) -> None:
+        self._path = Path(path)
+        self._hash = content_hash
+        self._source = source
+        self._max_pixels = max_pixels
+
+    @property
+    def content_hash(self) -> str:
+        """The hash recorded for the item (of the file's bytes)."""
+        return self._hash
+
+    @property
+    def source(self) -> str:
+        """The item's original name, for errors."""
+        return self._source
+
+    def pixels(self, size: tuple[int, int]) -> np.ndarray:
+        """The file decoded to RGB float32 at ``size``."""
+        from learner.errors import ImageDecodeError
+        from learner.images import decode_image
+
+        try:
+            data = self._path.read_bytes()
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read the stored image {self._path}: {exc.strerror}", self._source) from exc
+        return decode_image(data, size, source=self._source, max_pixels=self._max_pixels)

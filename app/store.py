@@ -1,0 +1,740 @@
+"""juicer's state: SQLAlchemy Core over SQLite (``<data_dir>/juicer.db``, WAL), portable to PostgreSQL.
+
+Tables (one row each): ``items`` (an image: content hash, source, split, file under ``<data_dir>/images/``),
+``labels`` (who said which class, when; withdrawn rows are kept), ``predictions`` (model version,
+probabilities, decision, rule), ``review_tasks`` (the outbox to Label Studio, one row per item),
+``model_versions`` (created, labels used, holdout metrics), ``webhook_events`` (raw payloads awaiting a job),
+``cursors`` and ``meta`` (small named values), ``jobs`` (background work a client can poll).
+
+Only portable SQL is used (``JSON`` columns, timezone-aware timestamps, ON CONFLICT upserts that both
+SQLite and PostgreSQL dialects provide), so an engine URL is the only thing to change later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("seed", "pool", "holdout", "served")
+REVIEW_STATUSES = ("pending", "sent", "failed", "labelled")
+
+metadata = sa.MetaData()
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("split", sa.String(16), nullable=False, index=True),
+    sa.Column("image_path", sa.Text, nullable=True),  # relative to the data folder
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint(f"split IN {SPLITS}", name="items_split"),
+)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # seed | api | label-studio | dataset
+    sa.Column("annotator", sa.Text, nullable=True),
+    sa.Column("external_id", sa.String(64), nullable=True),  # Label Studio annotation id
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("labels_external", "source", "external_id"),
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("probabilities", sa.JSON, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("rule", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+review_tasks = sa.Table(
+    "review_tasks",
+    metadata,
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("ls_task_id", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint(f"status IN {REVIEW_STATUSES}", name="review_tasks_status"),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("backbone_id", sa.Text, nullable=False),
+    sa.Column("classes", sa.JSON, nullable=False),
+    sa.Column("n_labels", sa.Integer, nullable=False),
+    sa.Column("labels_per_class", sa.JSON, nullable=False),
+    sa.Column("max_label_id", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=True),  # holdout evaluation
+    sa.Column("head_path", sa.Text, nullable=False),  # relative to the data folder
+    sa.Column("train_seconds", sa.Float, nullable=True),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+cursors = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | done | failed
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column holds)."""
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: Any) -> Any:
+    # SQLite hands timestamps back naive; they were written as UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _row(row: sa.Row | None) -> dict[str, Any] | None:
+    return None if row is None else {key: _aware(value) for key, value in row._mapping.items()}
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An image to record; ``image_path`` is relative to the data folder."""
+
+    id: str
+    content_hash: str
+    source: str
+    split: str
+    image_path: str | None = None
+
+
+@dataclass(frozen=True)
+class NewLabel:
+    """A label to record for an existing item."""
+
+    item_id: str
+    label: str
+    source: str
+    annotator: str | None = None
+    external_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewPrediction:
+    """One prediction; ``review`` queues the item for annotators in the same transaction."""
+
+    item_id: str
+    model_version: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    decision: str
+    rule: str
+    reason: str | None = None
+
+    @property
+    def review(self) -> bool:
+        """Whether the decision sends the item to annotators."""
+        return self.decision == "review"
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """A label event from Label Studio, as :meth:`Store.apply_label_events` needs it."""
+
+    item_id: str | None  # None in a deletion that names the annotation only
+    annotation_id: str
+    label: str | None
+    annotator: str | None
+    at: datetime | None
+    action: str  # "set" | "withdrawn"
+
+
+@dataclass
+class LabelledItem:
+    """An item with its current label (the newest label not withdrawn)."""
+
+    item_id: str
+    label: str
+    content_hash: str
+    source: str
+    image_path: str | None
+    label_id: int
+    split: str = field(default="seed")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or a write broke a rule (unknown item, bad split)."""
+
+
+def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Store:
+    """All reads and writes of juicer's state; thread-safe (one engine, short transactions)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._label_lock = threading.Lock()  # label events come from the webhook job and the pull job
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> "Store":
+        """Open (creating if needed) ``<data_dir>/juicer.db`` in WAL mode with every table."""
+        path = Path(data_dir) / "juicer.db"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data folder {path.parent}: {exc.strerror}") from exc
+        return cls.from_url(f"sqlite:///{path}")
+
+    @classmethod
+    def from_url(cls, url: str) -> "Store":
+        """Open a store at a SQLAlchemy URL (``sqlite:///...``; PostgreSQL later) and create missing tables."""
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+            sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        try:
+            metadata.create_all(engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store at {url}: {exc}") from exc
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """Whether the store answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            logger.exception("store ping failed")
+            return False
+
+    # -- small named values -------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A value stored under ``key`` (JSON), or ``default``."""
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+        return default if value is None else value
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``."""
+        with self.engine.begin() as conn:
+            _upsert(conn, meta, {"key": key, "value": value}, ["key"], ["value"])
+
+    def get_cursor(self, name: str) -> str | None:
+        """The saved position of a reader (e.g. the Label Studio label pull)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(cursors.c.value).where(cursors.c.name == name)).scalar_one_or_none()
+
+    def set_cursor(self, name: str, value: str) -> None:
+        """Save a reader's position."""
+        with self.engine.begin() as conn:
+            _upsert(conn, cursors, {"name": name, "value": value}, ["name"], ["value"])
+
+    # -- items --------------------------------------------------------------------------------------
+    def add_items(self, new_items: Iterable[NewItem], conn: Connection | None = None) -> int:
+        """Insert items whose id is new (others are left as they are); returns how many were inserted."""
+        rows = []
+        now = utcnow()
+        for item in new_items:
+            if item.split not in SPLITS:
+                raise StoreError(f"item {item.id}: split must be one of {', '.join(SPLITS)}, not {item.split!r}")
+            rows.append({**item.__dict__, "created_at": now})
+        if not rows:
+            return 0
+        if conn is None:
+            with self.engine.begin() as conn:
+                return _insert_ignore(conn, items, rows, ["id"])
+        return _insert_ignore(conn, items, rows, ["id"])
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        """One item with its current label, latest prediction and review status, or None."""
+        with self.engine.connect() as conn:
+            item = _row(conn.execute(sa.select(items).where(items.c.id == item_id)).first())
+            if item is None:
+                return None
+            label = _row(
+                conn.execute(
+                    sa.select(labels.c.label, labels.c.source, labels.c.annotator, labels.c.created_at)
+                    .where(labels.c.item_id == item_id, labels.c.withdrawn_at.is_(None))
+                    .order_by(labels.c.id.desc())
+                    .limit(1)
+                ).first()
+            )
+            prediction = _row(
+                conn.execute(
+                    sa.select(predictions).where(predictions.c.item_id == item_id).order_by(predictions.c.id.desc()).limit(1)
+                ).first()
+            )
+            review = _row(conn.execute(sa.select(review_tasks).where(review_tasks.c.item_id == item_id)).first())
+        item["label"] = label
+        item["prediction"] = prediction
+        item["review"] = review
+        return item
+
+    def item_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
+        """content hash -> the first item id holding it, for the hashes already stored."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = list(hashes[start : start + 500])
+                rows = conn.execute(
+                    sa.select(items.c.content_hash, items.c.id).where(items.c.content_hash.in_(chunk)).order_by(items.c.id)
+                )
+                for content_hash, item_id in rows:
+                    found.setdefault(content_hash, item_id)
+        return found
+
+    def list_items(self, split: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Items (newest first), optionally of one split."""
+        query = sa.select(items).order_by(items.c.created_at.desc(), items.c.id).limit(limit).offset(offset)
+        if split is not None:
+            query = query.where(items.c.split == split)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def count_items(self) -> dict[str, int]:
+        """Number of items per split."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(items.c.split, sa.func.count()).group_by(items.c.split))
+            return {split: count for split, count in rows}
+
+    def items_of_split(self, split: str) -> list[dict[str, Any]]:
+        """Every item of one split, in id order."""
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(sa.select(items).where(items.c.split == split).order_by(items.c.id))]
+
+    # -- labels -------------------------------------------------------------------------------------
+    def add_labels(self, new_labels: Sequence[NewLabel]) -> list[int]:
+        """Record labels for existing items; raises :class:`StoreError` naming an unknown item."""
+        now = utcnow()
+        ids: list[int] = []
+        with self._label_lock, self.engine.begin() as conn:
+            wanted = {label.item_id for label in new_labels}
+            known = set()
+            for chunk in _chunks(sorted(wanted), 500):
+                known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
+            missing = sorted(wanted - known)
+            if missing:
+                raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            for label in new_labels:
+                result = conn.execute(
+                    labels.insert().values(
+                        item_id=label.item_id,
+                        label=label.label,
+                        source=label.source,
+                        annotator=label.annotator,
+                        external_id=label.external_id,
+                        created_at=label.created_at or now,
+                    )
+                )
+                ids.append(int(result.inserted_primary_key[0]))
+            _mark_reviews_labelled(conn, wanted)
+        return ids
+
+    def apply_label_events(self, changes: Sequence[LabelChange]) -> int:
+        """Apply Label Studio annotation events idempotently; returns how many labels changed.
+
+        A ``set`` for an annotation already recorded with the same label changes nothing; with another label
+        the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
+        the annotation's rows withdrawn. Events for items juicer does not know are skipped with a warning.
+        """
+        changed = 0
+        now = utcnow()
+        with self._label_lock, self.engine.begin() as conn:
+            for change in changes:
+                if change.item_id is None and change.action != "withdrawn":
+                    continue
+                if change.item_id is not None and conn.execute(sa.select(items.c.id).where(items.c.id == change.item_id)).first() is None:
+                    logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
+                    continue
+                active = conn.execute(
+                    sa.select(labels.c.id, labels.c.label).where(
+                        labels.c.source == "label-studio",
+                        labels.c.external_id == change.annotation_id,
+                        labels.c.withdrawn_at.is_(None),
+                    )
+                ).all()
+                if change.action == "withdrawn":
+                    if active:
+                        conn.execute(
+                            labels.update().where(labels.c.id.in_([row.id for row in active])).values(withdrawn_at=now)
+                        )
+                        changed += 1
+                    continue
+                if change.label is None:
+                    continue
+                if len(active) == 1 and active[0].label == change.label:
+                    continue
+                if active:
+                    conn.execute(labels.update().where(labels.c.id.in_([row.id for row in active])).values(withdrawn_at=now))
+                conn.execute(
+                    labels.insert().values(
+                        item_id=change.item_id,
+                        label=change.label,
+                        source="label-studio",
+                        annotator=change.annotator,
+                        external_id=change.annotation_id,
+                        created_at=change.at or now,
+                    )
+                )
+                _mark_reviews_labelled(conn, {change.item_id})
+                changed += 1
+        return changed
+
+    def current_labels(self, holdout: bool = False) -> list[LabelledItem]:
+        """Every item's newest active label: training items (not holdout) or, with ``holdout``, the holdout."""
+        newest = (
+            sa.select(labels.c.item_id, sa.func.max(labels.c.id).label("label_id"))
+            .where(labels.c.withdrawn_at.is_(None))
+            .group_by(labels.c.item_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                items.c.id, labels.c.label, items.c.content_hash, items.c.source, items.c.image_path, labels.c.id, items.c.split
+            )
+            .select_from(newest.join(labels, labels.c.id == newest.c.label_id).join(items, items.c.id == newest.c.item_id))
+            .order_by(labels.c.id)
+        )
+        query = query.where(items.c.split == "holdout") if holdout else query.where(items.c.split != "holdout")
+        with self.engine.connect() as conn:
+            return [LabelledItem(*row) for row in conn.execute(query)]
+
+    def label_counts_by_source(self) -> dict[str, int]:
+        """Active labels per source (seed, api, label-studio, dataset)."""
+        query = sa.select(labels.c.source, sa.func.count()).where(labels.c.withdrawn_at.is_(None)).group_by(labels.c.source)
+        with self.engine.connect() as conn:
+            return {source: count for source, count in conn.execute(query)}
+
+    def max_label_id(self) -> int:
+        """The id of the newest label row (0 when there is none)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(labels.c.id), 0))).scalar_one())
+
+    def count_new_labels(self, since_label_id: int) -> int:
+        """Active training labels recorded after ``since_label_id``."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(labels.join(items, items.c.id == labels.c.item_id))
+            .where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None), items.c.split != "holdout")
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def unlabelled_pool(self) -> list[dict[str, Any]]:
+        """Pool items with no active label, with their review status (None when never queued)."""
+        labelled = sa.select(labels.c.item_id).where(labels.c.withdrawn_at.is_(None))
+        query = (
+            sa.select(items.c.id, items.c.content_hash, items.c.source, items.c.image_path, review_tasks.c.status)
+            .select_from(items.outerjoin(review_tasks, review_tasks.c.item_id == items.c.id))
+            .where(items.c.split == "pool", items.c.id.not_in(labelled))
+            .order_by(items.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -- predictions and the review outbox ----------------------------------------------------------
+    def record_predictions(
+        self, new_predictions: Sequence[NewPrediction], new_items: Sequence[NewItem] = (), review_only: bool = False
+    ) -> None:
+        """In ONE transaction: insert new items, the predictions, and queue every ``review`` one (the outbox).
+
+        With ``review_only`` only the predictions that go to review are stored (re-scoring a large pool).
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if new_items:
+                self.add_items(new_items, conn=conn)
+            rows = [
+                {**prediction.__dict__, "created_at": now}
+                for prediction in new_predictions
+                if not review_only or prediction.review
+            ]
+            if rows:
+                conn.execute(predictions.insert(), rows)
+            queued = [prediction for prediction in new_predictions if prediction.review]
+            if queued:
+                _queue_reviews(conn, queued, now)
+
+    def queue_reviews(self, queued: Sequence[NewPrediction]) -> None:
+        """Queue items for annotators (or refresh the prediction on their queued task)."""
+        with self.engine.begin() as conn:
+            _queue_reviews(conn, queued, utcnow())
+
+    def due_reviews(self, limit: int, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Pending review tasks whose next attempt is due, oldest first, with their image path."""
+        now = now or utcnow()
+        query = (
+            sa.select(review_tasks, items.c.image_path, items.c.source)
+            .select_from(review_tasks.join(items, items.c.id == review_tasks.c.item_id))
+            .where(review_tasks.c.status == "pending", review_tasks.c.next_attempt_at <= now)
+            .order_by(review_tasks.c.next_attempt_at, review_tasks.c.item_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def mark_delivered(self, delivered: dict[str, int], versions: dict[str, str]) -> int:
+        """Mark review tasks sent with their Label Studio task ids; a row re-queued meanwhile stays pending."""
+        now = utcnow()
+        count = 0
+        with self.engine.begin() as conn:
+            for item_id, task_id in delivered.items():
+                result = conn.execute(
+                    review_tasks.update()
+                    .where(
+                        review_tasks.c.item_id == item_id,
+                        review_tasks.c.status == "pending",
+                        review_tasks.c.model_version == versions[item_id],
+                    )
+                    .values(status="sent", ls_task_id=task_id, last_error=None, updated_at=now)
+                )
+                if result.rowcount == 0:
+                    # Re-queued with a newer prediction while we sent: keep it pending, remember the task id.
+                    conn.execute(
+                        review_tasks.update().where(review_tasks.c.item_id == item_id).values(ls_task_id=task_id)
+                    )
+                count += result.rowcount
+        return count
+
+    def mark_delivery_failed(self, item_ids: Sequence[str], error: str, retry_at: datetime | None) -> None:
+        """Count a failed attempt; ``retry_at`` None gives up (status ``failed``), else retry then."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {"attempts": review_tasks.c.attempts + 1, "last_error": error[:2000], "updated_at": now}
+            if retry_at is None:
+                values["status"] = "failed"
+            else:
+                values["next_attempt_at"] = retry_at
+            conn.execute(
+                review_tasks.update().where(review_tasks.c.item_id.in_(list(item_ids)), review_tasks.c.status == "pending").values(**values)
+            )
+
+    def review_counts(self) -> dict[str, int]:
+        """Review tasks per status (every status present, zero when none)."""
+        counts = {status: 0 for status in REVIEW_STATUSES}
+        with self.engine.connect() as conn:
+            for status, count in conn.execute(sa.select(review_tasks.c.status, sa.func.count()).group_by(review_tasks.c.status)):
+                counts[status] = count
+        return counts
+
+    def prediction_counts(self) -> dict[str, int]:
+        """Predictions recorded per decision."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(predictions.c.decision, sa.func.count()).group_by(predictions.c.decision))
+            return {decision: count for decision, count in rows}
+
+    # -- model versions -----------------------------------------------------------------------------
+    def next_model_seq(self) -> int:
+        """The sequence number the next model version will get."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(model_versions.c.seq), 0))).scalar_one()) + 1
+
+    def record_model(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Record a trained model version (``created_at`` filled in when missing); returns the row."""
+        row = {"created_at": utcnow(), **row}
+        with self.engine.begin() as conn:
+            conn.execute(model_versions.insert().values(**row))
+        return row
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model version, oldest first."""
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(sa.select(model_versions).order_by(model_versions.c.seq))]
+
+    def latest_model(self) -> dict[str, Any] | None:
+        """The newest recorded model version, or None."""
+        with self.engine.connect() as conn:
+            return _row(conn.execute(sa.select(model_versions).order_by(model_versions.c.seq.desc()).limit(1)).first())
+
+    def get_model(self, version: str) -> dict[str, Any] | None:
+        """One model version, or None."""
+        with self.engine.connect() as conn:
+            return _row(conn.execute(sa.select(model_versions).where(model_versions.c.version == version)).first())
+
+    # -- webhook events -----------------------------------------------------------------------------
+    def record_event(self, payload: Any) -> int:
+        """Keep a webhook payload for the processing job; returns its id. One short insert."""
+        with self.engine.begin() as conn:
+            result = conn.execute(webhook_events.insert().values(received_at=utcnow(), payload=payload))
+            return int(result.inserted_primary_key[0])
+
+    def pending_events(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Webhook events not processed yet, oldest first."""
+        query = sa.select(webhook_events).where(webhook_events.c.processed_at.is_(None)).order_by(webhook_events.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def mark_event(self, event_id: int, error: str | None = None) -> None:
+        """Mark a webhook event processed (with the error that made it unusable, if any)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                webhook_events.update().where(webhook_events.c.id == event_id).values(processed_at=utcnow(), error=error)
+            )
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def create_job(self, kind: str) -> int:
+        """A queued background job a client can poll; returns its id."""
+        with self.engine.begin() as conn:
+            result = conn.execute(jobs.insert().values(kind=kind, status="queued", created_at=utcnow()))
+            return int(result.inserted_primary_key[0])
+
+    def update_job(self, job_id: int, status: str, result: Any = None, error: str | None = None) -> None:
+        """Move a job to ``running``, ``done`` or ``failed``."""
+        values: dict[str, Any] = {"status": status}
+        if status == "running":
+            values["started_at"] = utcnow()
+        else:
+            values.update(finished_at=utcnow(), result=result, error=error)
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+
+    def get_job(self, job_id: int) -> dict[str, Any] | None:
+        """One job, or None."""
+        with self.engine.connect() as conn:
+            return _row(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first())
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> int:
+    inserted = 0
+    for chunk in _chunks(rows, 500):
+        result = conn.execute(_dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys), list(chunk))
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[str], update: list[str]) -> None:
+    statement = _dialect_insert(conn, table).values(**row)
+    statement = statement.on_conflict_do_update(index_elements=keys, set_={name: statement.excluded[name] for name in update})
+    conn.execute(statement)
+
+
+def _queue_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datetime) -> None:
+    """Upsert outbox rows: new -> pending; already queued and not labelled -> pending with the new prediction."""
+    for chunk in _chunks(list(queued), 500):
+        statement = _dialect_insert(conn, review_tasks).values(
+            [
+                {
+                    "item_id": prediction.item_id,
+                    "status": "pending",
+                    "label": prediction.label,
+                    "score": float(prediction.score),
+                    "model_version": prediction.model_version,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for prediction in chunk
+            ]
+        )
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["item_id"],
+            set_={
+                "status": "pending",
+                "label": excluded.label,
+                "score": excluded.score,
+                "model_version": excluded.model_version,
+                "attempts": 0,
+                "next_attempt_at": excluded.next_attempt_at,
+                "updated_at": excluded.updated_at,
+            },
+            where=review_tasks.c.status != "labelled",
+        )
+        conn.execute(statement)
+
+
+def _mark_reviews_labelled(conn: Connection, item_ids: Iterable[str]) -> None:
+    ids = list(item_ids)
+    for chunk in _chunks(ids, 500):
+        conn.execute(
+            review_tasks.update().where(review_tasks.c.item_id.in_(list(chunk))).values(status="labelled", updated_at=utcnow())
+        )

@@ -1,0 +1,236 @@
+"""Retraining and the review queue: labels -> cached embeddings -> a head fitted aside -> holdout -> swap.
+
+:meth:`Trainer.retrain` never touches the serving model until the new one is complete: it fits a copy of
+the current head (warm start), evaluates it on the holdout, pickles it, records the version and only then
+swaps it in. An exception anywhere before the swap leaves the last good model serving (and the store
+without a row for the failed version). :meth:`Trainer.refresh_review_queue` then re-scores the unlabelled
+pool under the new version and queues what the query strategy says teaches the model most.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from app.model import Embeddings, ModelHolder, ServingModel, StoredImage, save_head
+from app.store import NewPrediction, Store
+from config.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+#: Parameter name of each decision rule's threshold in :func:`learner.rules.decide`.
+RULE_PARAMETER = {"threshold": "threshold", "margin": "min_margin", "entropy": "max_entropy"}
+
+
+def rule_params(service: ServiceSettings) -> dict[str, float]:
+    """The keyword arguments :func:`learner.rules.decide` takes for the configured rule."""
+    name = RULE_PARAMETER.get(service.decision_rule)
+    return {name: service.decision_threshold} if name else {}
+
+
+def default_head_factory(previous: Any | None, warm_start_max_iter: int | None = None) -> Any:
+    """A copy of ``previous`` set to warm-start (at most ``warm_start_max_iter`` steps), or a fresh seeded head.
+
+    A warm start begins next to the previous optimum, so far fewer full-batch steps reach the same holdout
+    accuracy (measured in benchmarks/retrain.py); capping them keeps a retrain on thousands of labels short.
+    """
+    if previous is not None:
+        head = copy.deepcopy(previous)
+        head.set_params(warm_start=True)
+        if warm_start_max_iter is not None:
+            head.set_params(max_iter=warm_start_max_iter)
+        return head
+    from learner.head import SoftmaxHead
+
+    return SoftmaxHead(random_state=0, warm_start=True)
+
+
+@dataclass
+class RetrainResult:
+    """What a retrain did: a new version, or why it was skipped."""
+
+    version: str | None
+    n_labels: int = 0
+    labels_per_class: dict[str, int] = field(default_factory=dict)
+    holdout_accuracy: float | None = None
+    seconds: float = 0.0
+    skipped: str | None = None
+    queued_for_review: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Retrains the head from the store's labels and keeps the review queue fed; one retrain at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        embeddings: Embeddings,
+        models: ModelHolder,
+        service: ServiceSettings,
+        data_dir: Path,
+        classes: Sequence[str],
+        max_image_pixels: int,
+        head_factory: Callable[[Any | None], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.embeddings = embeddings
+        self.models = models
+        self.service = service
+        self.data_dir = Path(data_dir)
+        self.classes = tuple(classes)
+        self.max_image_pixels = max_image_pixels
+        self.head_factory = head_factory or functools.partial(
+            default_head_factory, warm_start_max_iter=service.warm_start_max_iter
+        )
+        self._lock = threading.Lock()
+
+    # -- sources ------------------------------------------------------------------------------------
+    def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> StoredImage:
+        """The stored file of an item as an image source keyed by its recorded hash."""
+        if image_path is None:
+            raise ValueError(f"item {item_id} has no stored image")
+        return StoredImage(self.data_dir / image_path, content_hash, source, self.max_image_pixels)
+
+    # -- retrain ------------------------------------------------------------------------------------
+    def new_labels(self) -> int:
+        """Training labels recorded since the serving model was fitted (all of them before the first model)."""
+        current = self.models.current
+        return self.store.count_new_labels(current.max_label_id if current else 0)
+
+    def retrain(self, reason: str = "manual", force: bool = False, refresh_queue: bool = True, progress: bool = False) -> RetrainResult:
+        """Fit a new version aside, evaluate, record and swap it in; skip when nothing changed unless ``force``."""
+        with self._lock:
+            started = time.perf_counter()
+            current = self.models.current
+            max_label_id = self.store.max_label_id()
+            if current is not None and not force and self.store.count_new_labels(current.max_label_id) == 0:
+                return RetrainResult(None, skipped="no new labels since the serving model")
+            labelled = [row for row in self.store.current_labels() if row.label in self.classes]
+            timings = {"labels": time.perf_counter() - started}
+            y = np.array([row.label for row in labelled], dtype=object)
+            distinct = sorted(set(y.tolist()))
+            if len(distinct) < 2:
+                return RetrainResult(
+                    None, n_labels=len(labelled), skipped=f"need labels of at least two classes, have {len(distinct)}"
+                )
+            sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled]
+            X = self.embeddings.embed(sources, progress=progress)
+            timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
+            head = self.head_factory(current.head if current is not None else None)
+            head.fit(X, y.astype(str))
+            timings["fit"] = time.perf_counter() - started - sum(timings.values())
+            labels_per_class = {name: 0 for name in self.classes}
+            labels_per_class.update(Counter(y.tolist()))
+            seq = self.store.next_model_seq()
+            version = f"v{seq:04d}"
+            candidate = ServingModel(
+                version=version,
+                classes=self.classes,
+                head=head,
+                backbone_id=self.embeddings.backbone_id,
+                n_labels=len(labelled),
+                max_label_id=max_label_id,
+            )
+            metrics = self.evaluate(candidate, progress=progress)
+            timings["holdout"] = time.perf_counter() - started - sum(timings.values())
+            path = save_head(self.data_dir, version, head)
+            train_seconds = time.perf_counter() - started
+            row = self.store.record_model(
+                dict(
+                    version=version,
+                    seq=seq,
+                    backbone_id=candidate.backbone_id,
+                    classes=list(self.classes),
+                    n_labels=len(labelled),
+                    labels_per_class=labels_per_class,
+                    max_label_id=max_label_id,
+                    metrics=metrics,
+                    head_path=str(path.relative_to(self.data_dir)),
+                    train_seconds=train_seconds,
+                )
+            )
+            accuracy = metrics.get("accuracy") if metrics else None
+            serving = dataclasses.replace(candidate, created_at=row["created_at"], holdout_accuracy=accuracy)
+            self.models.swap(serving)
+            seconds = time.perf_counter() - started
+            timings["record_and_swap"] = seconds - sum(timings.values())
+            logger.info(
+                "retrained (%s): %s on %d labels, holdout accuracy %s, %.2f s",
+                reason, version, len(labelled), "n/a" if accuracy is None else f"{accuracy:.3f}", seconds,
+            )
+            result = RetrainResult(version, len(labelled), labels_per_class, accuracy, seconds, timings=timings)
+        if refresh_queue:
+            result.queued_for_review = self.refresh_review_queue(progress=progress)
+        return result
+
+    def evaluate(self, model: ServingModel, progress: bool = False) -> dict[str, Any] | None:
+        """Holdout figures of ``model`` (:func:`learner.metrics.evaluate`), None without a labelled holdout."""
+        from learner.metrics import evaluate
+
+        holdout = [row for row in self.store.current_labels(holdout=True) if row.label in self.classes]
+        if not holdout:
+            return None
+        sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout]
+        proba = model.proba(self.embeddings.embed(sources, progress=progress))
+        y_true = [row.label for row in holdout]
+        return evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
+
+    # -- the review queue ---------------------------------------------------------------------------
+    def refresh_review_queue(self, progress: bool = False) -> int:
+        """Re-score the unlabelled pool and queue the next batch for annotators; returns how many were queued.
+
+        Items already queued get the new version's prediction (their Label Studio task is updated, so the
+        project's uncertainty ordering follows the newest model); ``review_batch_size`` more are chosen
+        among the rest with the configured query strategy.
+        """
+        from learner.query import query
+
+        model = self.models.current
+        if model is None:
+            return 0
+        pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
+        if not pool:
+            return 0
+        sources = [self.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool]
+        X = self.embeddings.embed(sources, progress=progress)
+        proba = model.proba(X)
+        queued = np.array([row["status"] in ("pending", "sent", "failed") for row in pool], dtype=bool)
+        fresh = np.flatnonzero(~queued)
+        strategy = self.service.query_strategy
+        chosen = fresh[
+            query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels).indices
+        ] if len(fresh) else np.zeros(0, dtype=np.int64)
+        rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
+        predictions = []
+        for index in rows.tolist():
+            best = int(np.argmax(proba[index]))
+            predictions.append(
+                NewPrediction(
+                    item_id=pool[index]["id"],
+                    model_version=model.version,
+                    label=self.classes[best],
+                    score=float(proba[index, best]),
+                    probabilities={name: float(p) for name, p in zip(self.classes, proba[index])},
+                    decision="review",
+                    rule=f"query:{strategy}",
+                    reason=f"chosen for annotation by {strategy} sampling",
+                )
+            )
+        self.store.record_predictions(predictions)
+        logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
+        return len(chosen)

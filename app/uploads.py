@@ -1,0 +1,157 @@
+"""Images in requests: multipart files or JSON base64, checked against the upload limits, stored by hash.
+
+Accepted shapes (``/v1/predict``, ``/v1/items``, ``/v1/labels``):
+
+- ``multipart/form-data``: one or more file parts under any field name (``image``, ``images``, ``file``);
+  other form fields (``label``, ``annotator``) are read by the view.
+- JSON: ``{"images": ["<base64>", ...]}`` or ``{"images": [{"data": "<base64>", "filename": "a.png",
+  ...other fields}]}``, or one image as ``{"image": "<base64>"}``.
+
+Every rejection is a :class:`app.problems.Problem` (4xx) or a :class:`learner.errors.ImageError` that the
+error handlers turn into a problem body; nothing is stored before all images of a request passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Request
+
+from app.problems import Problem
+from learner.errors import ImageTooLargeError
+from learner.images import BytesImage
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "MPO": "jpg"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request, with the JSON members or form fields that came with it."""
+
+    image: BytesImage
+    extension: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the encoded bytes."""
+        return self.image.content_hash
+
+    @property
+    def item_id(self) -> str:
+        """The item id an upload gets: derived from its content, so the same image is the same item."""
+        return upload_item_id(self.image.content_hash)
+
+    @property
+    def relative_path(self) -> str:
+        """Where it is stored, relative to the data folder."""
+        return f"images/{self.image.content_hash}.{self.extension}"
+
+
+def upload_item_id(content_hash: str) -> str:
+    """``img-`` and the first 24 hex digits of the content hash."""
+    return f"img-{content_hash[:24]}"
+
+
+def decode_base64(value: Any, where: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise Problem(400, "Bad image field", f"{where} must be a non-empty base64 string", type="bad-request")
+    if value.startswith("data:") and "," in value:  # a data: URL
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Problem(400, "Bad base64", f"{where} is not valid base64 ({exc})", type="bad-base64") from exc
+
+
+def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad JSON body", "the JSON body must be an object with an 'images' list", type="bad-request")
+    if "images" in body:
+        raw = body["images"]
+        if not isinstance(raw, list):
+            raise Problem(400, "Bad JSON body", "'images' must be a list of base64 strings or objects", type="bad-request")
+    elif "image" in body:
+        raw = [{k: v for k, v in body.items() if k != "image"} | {"data": body["image"]}]
+    else:
+        raise Problem(
+            400, "Missing images", "send 'images' (a list) or 'image' (base64) in the JSON body", type="missing-field", field="images"
+        )
+    entries = []
+    for index, entry in enumerate(raw):
+        where = f"images[{index}]"
+        if isinstance(entry, dict):
+            if "data" not in entry:
+                raise Problem(400, "Missing image data", f"{where} has no 'data' member", type="missing-field", field=f"{where}.data")
+            data = decode_base64(entry["data"], f"{where}.data")
+            name = str(entry.get("filename") or where)
+            entries.append((data, name, {k: v for k, v in entry.items() if k not in ("data", "filename")}))
+        else:
+            entries.append((decode_base64(entry, where), where, {}))
+    return entries
+
+
+def read_uploads(request: Request, *, max_images: int, max_pixels: int, required: bool = True) -> list[Upload]:
+    """The request's images, each checked: a known format by its header, within the pixel limit."""
+    if request.mimetype == "multipart/form-data":
+        entries = []
+        for field_name, storage in request.files.items(multi=True):
+            data = storage.read()
+            entries.append((data, storage.filename or field_name, {}))
+    elif request.is_json:
+        entries = _json_entries(request.get_json(silent=False))
+    elif not required:
+        return []
+    else:
+        raise Problem(
+            415 if request.content_length else 400,
+            "Missing images",
+            "send images as multipart/form-data file parts or as JSON {\"images\": [\"<base64>\", ...]}",
+            type="missing-field",
+            field="images",
+        )
+    if not entries:
+        if not required:
+            return []
+        raise Problem(400, "Missing images", "the request holds no image", type="missing-field", field="images")
+    if len(entries) > max_images:
+        raise Problem(
+            413,
+            "Too many images",
+            f"{len(entries)} images in one request; the limit is {max_images}: split the request",
+            type="too-many-images",
+            max_images=max_images,
+        )
+    return [check_upload(data, name, max_pixels, extra) for data, name, extra in entries]
+
+
+def check_upload(data: bytes, name: str, max_pixels: int, fields: dict[str, Any] | None = None) -> Upload:
+    """An :class:`Upload` once its header says it is an image within ``max_pixels`` (else an ImageError)."""
+    image = BytesImage(data, source=name, max_pixels=max_pixels)
+    info = image.info()  # raises ImageDecodeError naming the upload for what is not an image
+    if info.n_pixels > max_pixels:
+        raise ImageTooLargeError(f"{info.width}x{info.height} pixels is over the limit of {max_pixels}", name)
+    return Upload(image, EXTENSIONS.get(info.format, "img"), dict(fields or {}))
+
+
+def store_image(data_dir: Path, upload: Upload) -> str:
+    """Write the upload to ``<data_dir>/images/<hash>.<ext>`` once (atomically); returns the relative path."""
+    path = Path(data_dir) / upload.relative_path
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(upload.image.data)
+            os.chmod(temporary, 0o644)  # Label Studio serves it to browsers
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    return upload.relative_path

@@ -1,0 +1,212 @@
+"""The whole loop through the real Label Studio, the real backbone and real Fashion-MNIST images.
+
+One juicer instance for the module (its images live under the session Label Studio's files root): seed 1
+labelled image per class, predictions, review tasks in Label Studio, annotations posted as the editor posts
+them, webhooks into the running service, a retrain through ``POST /v1/retrain``; then Label Studio is
+stopped while review tasks are routed, and they are delivered once it is back.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll(condition, timeout_s: float, what: str):
+    """Call ``condition`` until it returns something truthy or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from learner.backbones import load_backbone, resolve_backbone
+
+    spec = resolve_backbone("efficientnet-lite0", REPO / "data")
+    return load_backbone(spec, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def dataset(backbone):
+    from learner.datasets import load_fashion_mnist
+
+    return load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def juicer(label_studio, backbone, dataset):
+    """A running juicer: services, its HTTP server on a free port (for Label Studio's webhooks), a test client."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from app.demo import seed_demo
+    from app.services import build_services
+    from app.store import Store
+    from config import load_settings
+
+    data_dir = label_studio.files_root.parent  # Label Studio serves <data_dir>/images
+    port = _free_port()
+    settings = load_settings(
+        environ={},
+        data_dir=data_dir,
+        service={"retrain_after_labels": 1000, "review_batch_size": 30, "port": port, "pull_interval_s": 3600,
+                 "deliver_interval_s": 3600, "retry_backoff_s": 0.2, "retry_backoff_max_s": 1},
+        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
+                      "project_title": label_studio.project_title("juicer loop")},
+    )
+    store = Store.open(data_dir)
+    store.set_meta("classes", list(dataset.class_names))
+    seed_demo(store, data_dir, dataset, n_pool=120, n_holdout=200, seed=5)
+    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
+    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
+    app = create_app(services=services)
+    http = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
+    truth = dict(zip(dataset.item_ids, dataset.label_names))
+    try:
+        yield services, app.test_client(), truth
+    finally:
+        if services.jobs is not None:
+            services.jobs.shutdown()
+        http.shutdown()
+        store.close()
+
+
+def _png_of(services, item_id: str) -> bytes:
+    return (services.data_dir / services.store.get_item(item_id)["image_path"]).read_bytes()
+
+
+def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
+    from app.jobs import Jobs, deliver_outbox, process_webhook_events, pull_labels
+
+    services, client, truth = juicer
+    first = services.trainer.retrain(reason="first model")
+    assert first.version == "v0001" and first.n_labels == 10
+    assert services.store.review_counts()["pending"] == 30  # the query strategy chose a batch from the pool
+
+    pool_ids = [row["id"] for row in services.store.items_of_split("pool")][:4]
+    images = [base64.b64encode(_png_of(services, item_id)).decode() for item_id in pool_ids]
+    response = client.post("/v1/predict", json={"images": images})
+    assert response.status_code == 200, response.json
+    predictions = response.json["predictions"]
+    assert [p["item_id"] for p in predictions] == pool_ids  # the same bytes are the same item
+    assert all(p["model_version"] == "v0001" and set(p["probabilities"]) == set(services.classes) for p in predictions)
+
+    delivered = deliver_outbox(services)
+    assert delivered >= 30
+    assert services.store.review_counts()["pending"] == 0
+
+    # An annotator works through the queue (least certain first) and answers with the ground truth.
+    annotated = 0
+    while annotated < 40:
+        task = services.desk.next_task(services.project)
+        if task is None:
+            break
+        assert task.predicted_label in services.classes and task.model_version == "v0001"
+        services.desk.submit_annotation(task.task_id, truth[task.item_id])
+        annotated += 1
+    assert annotated >= 30
+
+    # Label Studio posted a webhook per annotation into the running service; a job turns them into labels.
+    poll(lambda: len(services.store.pending_events()) >= annotated, 30, f"{annotated} webhook events")
+    assert process_webhook_events(services) == annotated
+    assert pull_labels(services) == 0  # the safety net finds nothing the webhooks missed
+    assert services.trainer.new_labels() == annotated
+
+    jobs = Jobs(services)
+    jobs.start()
+    response = client.post("/v1/retrain")
+    assert response.status_code == 202
+    status_url = response.json["status_url"]
+    job = poll(lambda: (j := client.get(status_url).json)["status"] in ("done", "failed") and j, 120, "the retrain job")
+    assert job["status"] == "done", job
+    jobs.shutdown()
+
+    points = client.get("/v1/report").json["points"]
+    assert [p["model_version"] for p in points] == ["v0001", "v0002"]
+    before, after = points
+    assert after["n_labels"] == before["n_labels"] + annotated
+    assert after["holdout_accuracy"] > before["holdout_accuracy"]
+    assert client.get("/v1/models/current").json["model_version"] == "v0002"
+    assert client.get("/readyz").status_code == 200
+
+
+def test_label_studio_down_during_routing_loses_nothing(juicer, label_studio):
+    from app.jobs import deliver_outbox
+
+    services, client, truth = juicer
+    services.settings.service.decision_threshold = 1.0  # all but certain predictions go to review
+    pool = [row["id"] for row in services.store.unlabelled_pool() if row["status"] is None][:5]
+    assert len(pool) == 5
+    label_studio.server.stop()
+    try:
+        images = [base64.b64encode(_png_of(services, item_id)).decode() for item_id in pool]
+        response = client.post("/v1/predict", json={"images": images})
+        assert response.status_code == 200  # predictions do not need Label Studio
+        reviewed = {p["item_id"] for p in response.json["predictions"] if p["decision"] == "review"}
+        assert services.trainer.refresh_review_queue() > 0  # the query strategy routes more pool items
+        routed = [row["item_id"] for row in services.store.due_reviews(1000)]
+        assert reviewed <= set(routed) and len(routed) >= 5
+        assert deliver_outbox(services) == 0
+        rows = [services.store.get_item(item_id)["review"] for item_id in routed]
+        assert all(row["status"] == "pending" and row["attempts"] >= 1 and row["last_error"] for row in rows)
+        assert client.get("/readyz").status_code == 503
+    finally:
+        label_studio.server.start(wait=True, timeout_s=180)
+    poll(lambda: deliver_outbox(services) >= 0 and services.store.review_counts()["pending"] == 0, 30, "delivery after restart")
+    for item_id in routed:
+        review = services.store.get_item(item_id)["review"]
+        assert review["status"] == "sent" and review["ls_task_id"]
+        task = httpx.get(
+            f"{label_studio.url}/api/tasks/{review['ls_task_id']}", headers={"Authorization": f"Token {label_studio.token}"}, timeout=10
+        ).json()
+        assert task["data"]["item_id"] == item_id
+
+
+def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(juicer, label_studio, capsys):
+    """`juicer serve` on the same data folder: no second demo, the newest model reloaded, webhook registered."""
+    import argparse
+
+    from app.commands import serve
+    from config import load_settings
+
+    services, _, _ = juicer
+    settings = load_settings(
+        environ={},
+        data_dir=services.data_dir,
+        learner={"backbone": str(REPO / "data" / "backbones" / "efficientnet-lite0")},
+        service={"port": _free_port()},
+        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
+                      "project_title": services.settings.label_studio.project_title},
+    )
+    args = argparse.Namespace(no_demo=False, demo_pool=None, holdout=None, host=None, port=None,
+                              keep_label_studio=False, setup_only=True)
+    assert serve.run(args, settings) == 0
+    out = capsys.readouterr().out
+    assert "not seeding the demo again" in out
+    assert "serving the last good model v0002" in out
+    assert f"http://127.0.0.1:{settings.service.port}/report" in out
+    assert label_studio.username in out or settings.label_studio.username in out

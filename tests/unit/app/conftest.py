@@ -1,0 +1,144 @@
+"""Fakes at the service's own seams: a tiny backbone, a scikit-learn head, an in-memory Label Studio desk."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+
+from annotation.errors import AnnotationError
+from annotation.models import LabelEvent, PullCursor, ReviewTask
+from app.model import Embeddings, ModelHolder
+from app.services import Services
+from app.store import Store
+from app.training import Trainer
+from config import load_settings
+from learner.cache import EmbeddingCache
+
+CLASSES = ("red", "green", "blue")
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
+
+
+class FakeBackbone:
+    """8x8 pixels flattened: colour is all a linear head needs to tell these images apart."""
+
+    id = "fake-8x8"
+    input_size = (8, 8)
+    batch_size = 4
+    dim = 192
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.asarray(pixels, dtype=np.float32).reshape(len(pixels), -1)
+
+
+class FakeDesk:
+    """Label Studio as the jobs see it; ``down`` makes every call fail as an unreachable server does."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.events: list[LabelEvent] = []
+        self._ids = itertools.count(1)
+
+    def _check(self) -> None:
+        if self.down:
+            raise AnnotationError("Label Studio at http://127.0.0.1:1 refused the connection", retryable=True)
+
+    def health(self) -> bool:
+        return not self.down
+
+    def send_for_review(self, project: Any, requests: list[Any]) -> list[ReviewTask]:
+        self._check()
+        out = []
+        for request in requests:
+            created = request.item_id not in self.tasks
+            task_id = next(self._ids) if created else self.tasks[request.item_id]["task_id"]
+            self.tasks[request.item_id] = {"task_id": task_id, "request": request}
+            out.append(ReviewTask(request.item_id, task_id, created))
+        return out
+
+    def pull_labels(self, project: Any, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
+        self._check()
+        return list(self.events), PullCursor(project.id)
+
+
+class FakeProject:
+    id = 1
+    title = "test"
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:
+    """A PNG of one colour with a little noise (so every seed gives distinct bytes)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-15, 16, (*size, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def logistic_head(previous: Any) -> Any:
+    return LogisticRegression(max_iter=500)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(
+        environ={},
+        data_dir=tmp_path,
+        service={"classes": list(CLASSES), "retrain_after_labels": 3, "review_batch_size": 2, "max_request_bytes": 200_000,
+                 "max_images_per_request": 4, "max_image_pixels": 1_000_000, "api_token": "s3cret"},
+        label_studio={"webhook_secret": "hook-secret-123"},
+    )
+
+
+@pytest.fixture
+def services(settings, tmp_path):
+    store = Store.open(tmp_path)
+    store.set_meta("classes", list(CLASSES))
+    embeddings = Embeddings(FakeBackbone(), EmbeddingCache(tmp_path / "embeddings", FakeBackbone.id))
+    models = ModelHolder()
+    trainer = Trainer(store, embeddings, models, settings.service, tmp_path, CLASSES, 1_000_000, head_factory=logistic_head)
+    svc = Services(settings, store, CLASSES, embeddings, models, trainer, desk=FakeDesk(), project=FakeProject())
+    yield svc
+    store.close()
+
+
+@pytest.fixture
+def app(services):
+    from app import create_app
+
+    return create_app(services=services)
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret"
+    return client
+
+
+@pytest.fixture
+def trained(client, services):
+    """Two seed images per class through POST /v1/labels, then a first model."""
+    import base64
+
+    entries = [
+        {"image": base64.b64encode(png(COLOURS[name], seed=10 * k + i)).decode(), "label": name}
+        for k, name in enumerate(CLASSES)
+        for i in range(2)
+    ]
+    for batch in (entries[:3], entries[3:]):
+        response = client.post("/v1/labels", json={"labels": batch})
+        assert response.status_code == 201, response.json
+    result = services.trainer.retrain(reason="test")
+    assert result.version == "v0001"
+    return services

@@ -1,0 +1,129 @@
+"""The store: items, labels, the review outbox, model versions, events, jobs (SQLite in a temp folder)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app.store import LabelChange, NewItem, NewLabel, NewPrediction, Store, StoreError, utcnow
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path)
+    yield store
+    store.close()
+
+
+def _item(n: int, split: str = "pool") -> NewItem:
+    return NewItem(id=f"item-{n}", content_hash=f"{n:064x}", source=f"test/{n}", split=split, image_path=f"images/{n}.png")
+
+
+def _prediction(item_id: str, decision: str = "review", version: str = "v1", score: float = 0.4) -> NewPrediction:
+    return NewPrediction(item_id, version, "cat", score, {"cat": score, "dog": 1 - score}, decision, "max_probability")
+
+
+def test_open_uses_wal_and_reopens_with_data(tmp_path):
+    store = Store.open(tmp_path)
+    store.add_items([_item(1)])
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
+    again = Store.open(tmp_path)
+    assert again.get_item("item-1")["content_hash"] == f"{1:064x}"
+    again.close()
+
+
+def test_add_items_ignores_known_ids_and_rejects_bad_split(store):
+    assert store.add_items([_item(1), _item(2)]) == 2
+    assert store.add_items([_item(2), _item(3)]) == 1
+    assert store.count_items() == {"pool": 3}
+    with pytest.raises(StoreError, match="split"):
+        store.add_items([NewItem("x", "h", "s", "nowhere")])
+
+
+def test_current_label_is_newest_active_and_holdout_is_kept_apart(store):
+    store.add_items([_item(1), _item(2, "holdout")])
+    store.add_labels([NewLabel("item-1", "cat", "api"), NewLabel("item-1", "dog", "api"), NewLabel("item-2", "cat", "dataset")])
+    training = store.current_labels()
+    assert [(row.item_id, row.label) for row in training] == [("item-1", "dog")]
+    assert [(row.item_id, row.label) for row in store.current_labels(holdout=True)] == [("item-2", "cat")]
+    assert store.count_new_labels(0) == 2  # holdout labels never count towards a retrain
+
+
+def test_labels_for_unknown_items_are_refused(store):
+    with pytest.raises(StoreError, match="unknown item"):
+        store.add_labels([NewLabel("nope", "cat", "api")])
+
+
+def test_label_events_are_idempotent_and_updates_and_deletes_apply(store):
+    store.add_items([_item(1)])
+    created = LabelChange("item-1", "101", "cat", "ann@x", None, "set")
+    assert store.apply_label_events([created, created]) == 1
+    assert store.apply_label_events([created]) == 0
+    assert [row.label for row in store.current_labels()] == ["cat"]
+    assert store.apply_label_events([LabelChange("item-1", "101", "dog", "ann@x", None, "set")]) == 1
+    assert [row.label for row in store.current_labels()] == ["dog"]
+    assert store.apply_label_events([LabelChange("item-1", "101", None, None, None, "withdrawn")]) == 1
+    assert store.current_labels() == []
+    assert store.apply_label_events([LabelChange("ghost", "7", "cat", None, None, "set")]) == 0
+
+
+def test_prediction_and_review_queue_commit_together(store):
+    store.record_predictions([_prediction("item-1"), _prediction("item-2", "accept", score=0.9)], [_item(1, "served"), _item(2, "served")])
+    assert store.prediction_counts() == {"review": 1, "accept": 1}
+    due = store.due_reviews(10)
+    assert [row["item_id"] for row in due] == ["item-1"]
+    assert due[0]["image_path"] == "images/1.png"
+
+
+def test_prediction_for_unknown_item_rolls_back_the_whole_batch(store):
+    with pytest.raises(Exception):
+        store.record_predictions([_prediction("missing")])
+    assert store.prediction_counts() == {}
+    assert store.review_counts()["pending"] == 0
+
+
+def test_outbox_retry_backoff_delivery_and_requeue(store):
+    store.record_predictions([_prediction("item-1")], [_item(1)])
+    store.mark_delivery_failed(["item-1"], "server down", utcnow() + timedelta(seconds=60))
+    assert store.due_reviews(10) == []
+    assert [row["item_id"] for row in store.due_reviews(10, now=utcnow() + timedelta(seconds=61))] == ["item-1"]
+    store.mark_delivered({"item-1": 55}, {"item-1": "v1"})
+    assert store.review_counts()["sent"] == 1
+    assert store.get_item("item-1")["review"]["ls_task_id"] == 55
+    # A newer model's prediction puts the same task back in the queue (one item, one task).
+    store.queue_reviews([_prediction("item-1", version="v2", score=0.3)])
+    row = store.due_reviews(10)[0]
+    assert (row["model_version"], row["status"], row["ls_task_id"]) == ("v2", "pending", 55)
+
+
+def test_labelled_items_leave_the_queue(store):
+    store.record_predictions([_prediction("item-1")], [_item(1)])
+    store.add_labels([NewLabel("item-1", "cat", "api")])
+    assert store.review_counts()["labelled"] == 1
+    store.queue_reviews([_prediction("item-1", version="v2")])
+    assert store.due_reviews(10) == []
+    assert store.unlabelled_pool() == []
+
+
+def test_model_versions_events_cursors_jobs(store):
+    assert store.latest_model() is None
+    store.record_model(
+        dict(version="v0001", seq=1, backbone_id="b", classes=["cat", "dog"], n_labels=2,
+             labels_per_class={"cat": 1, "dog": 1}, max_label_id=2, metrics={"accuracy": 0.5}, head_path="models/v0001.pkl")
+    )
+    assert store.latest_model()["metrics"] == {"accuracy": 0.5}
+    assert store.next_model_seq() == 2
+    event_id = store.record_event({"action": "ANNOTATION_CREATED"})
+    assert [event["id"] for event in store.pending_events()] == [event_id]
+    store.mark_event(event_id)
+    assert store.pending_events() == []
+    store.set_cursor("pull", "abc")
+    assert store.get_cursor("pull") == "abc"
+    store.set_meta("classes", ["a", "b"])
+    assert store.get_meta("classes") == ["a", "b"]
+    job = store.create_job("retrain")
+    store.update_job(job, "done", result={"version": "v0001"})
+    assert store.get_job(job)["result"] == {"version": "v0001"}
