@@ -158,14 +158,17 @@ def test_compose_reserves_a_gpu_for_juicer(compose):
 
 
 def test_compose_secrets_are_required_not_defaulted(compose):
-    for name in ("JUICER_SERVICE__API_TOKEN", "JUICER_LABEL_STUDIO__TOKEN", "JUICER_LABEL_STUDIO__WEBHOOK_SECRET"):
+    for name in ("JUICER_SERVICE__API_TOKEN", "JUICER_LABEL_STUDIO__TOKEN", "JUICER_LABEL_STUDIO__WEBHOOK_SECRET", "JUICER_SERVICE__CLASSES"):
         assert re.fullmatch(r"\$\{\w+:\?.*\}", env(compose["services"]["juicer"])[name]), f"{name} must be required"
+
+
+STAND_INS = {"JUICER_CLASSES": '["daisy","dandelion","roses"]'}
 
 
 def _substituted(value: str) -> str:
     """Compose's ``${VAR:?msg}`` / ``${VAR:-default}`` with stand-in values."""
     value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
-    return re.sub(r"\$\{\w+:\?[^}]*\}", "compose-secret-0123456789", value)
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: STAND_INS.get(m.group(1), "compose-secret-0123456789"), value)
 
 
 def test_every_juicer_variable_names_a_real_setting(compose):
@@ -181,6 +184,7 @@ def test_every_juicer_variable_names_a_real_setting(compose):
     settings = load_settings(environ=variables)
     assert settings.data_dir == Path("/data")
     assert settings.label_studio.url == "http://label-studio:8080"
+    assert settings.service.classes == ["daisy", "dandelion", "roses"]
 
 
 def test_the_commands_the_image_runs_parse():
