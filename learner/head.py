@@ -1,0 +1,245 @@
+"""The softmax head: a scikit-learn classifier trained in TensorFlow on (cached) embeddings.
+
+The backbone never runs here: ``fit`` and ``predict_proba`` take embedding arrays, so a retrain costs
+milliseconds to seconds, never a pass over the images.
+
+Training is multinomial logistic regression (a single softmax layer) with an L2 penalty on the weights,
+optimised full-batch with Adam. The whole optimisation loop runs inside one compiled ``tf.function``
+(a ``tf.while_loop``), traced once per process for any number of rows, features and classes, so a fit is
+a few hundred fused matrix products rather than thousands of Python-level Keras steps. The gradient of
+the cross-entropy is written out (``X^T (softmax(XW + b) - Y) / n``) so no tape is kept.
+
+By default each embedding is L2-normalised and scaled to norm ``sqrt(n_features)``: the head then needs no
+statistics of the training set (which would be noise with one image per class and would change under a
+warm start), and the penalty ``alpha`` means the same thing for every backbone width.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+logger = logging.getLogger(__name__)
+
+_INIT_SCALE = 0.01  # standard deviation of the initial weights; small so the start is near uniform
+
+
+@tf.function(
+    input_signature=[
+        tf.TensorSpec([None, None], tf.float32),  # X (n, d)
+        tf.TensorSpec([None, None], tf.float32),  # Y one-hot (n, k)
+        tf.TensorSpec([None, None], tf.float32),  # W0 (d, k)
+        tf.TensorSpec([None], tf.float32),  # b0 (k,)
+        tf.TensorSpec([], tf.float32),  # alpha
+        tf.TensorSpec([], tf.float32),  # learning rate
+        tf.TensorSpec([], tf.int32),  # max_iter
+        tf.TensorSpec([], tf.float32),  # tol on the largest gradient entry
+    ],
+    reduce_retracing=True,
+)
+def _train(X, Y, W0, b0, alpha, learning_rate, max_iter, tol):  # pragma: no cover - runs as a graph
+    """Full-batch Adam on mean cross-entropy + alpha/2 |W|^2; returns (W, b, iterations, final loss)."""
+    n = tf.cast(tf.shape(X)[0], tf.float32)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def loss_and_grads(W, b):
+        logits = tf.matmul(X, W) + b
+        log_p = tf.nn.log_softmax(logits)
+        loss = -tf.reduce_sum(Y * log_p) / n + 0.5 * alpha * tf.reduce_sum(W * W)
+        residual = (tf.exp(log_p) - Y) / n
+        grad_W = tf.matmul(X, residual, transpose_a=True) + alpha * W
+        grad_b = tf.reduce_sum(residual, axis=0)
+        return loss, grad_W, grad_b
+
+    def cond(i, W, b, mW, vW, mb, vb, grad_max, loss):
+        return tf.logical_and(i < max_iter, grad_max > tol)
+
+    def body(i, W, b, mW, vW, mb, vb, grad_max, loss):
+        loss, gW, gb = loss_and_grads(W, b)
+        t = tf.cast(i + 1, tf.float32)
+        mW = beta1 * mW + (1 - beta1) * gW
+        vW = beta2 * vW + (1 - beta2) * gW * gW
+        mb = beta1 * mb + (1 - beta1) * gb
+        vb = beta2 * vb + (1 - beta2) * gb * gb
+        step = learning_rate * tf.sqrt(1 - beta2**t) / (1 - beta1**t)
+        W = W - step * mW / (tf.sqrt(vW) + eps)
+        b = b - step * mb / (tf.sqrt(vb) + eps)
+        grad_max = tf.maximum(tf.reduce_max(tf.abs(gW)), tf.reduce_max(tf.abs(gb)))
+        return i + 1, W, b, mW, vW, mb, vb, grad_max, loss
+
+    start = (
+        tf.constant(0),
+        W0,
+        b0,
+        tf.zeros_like(W0),
+        tf.zeros_like(W0),
+        tf.zeros_like(b0),
+        tf.zeros_like(b0),
+        tf.constant(np.inf, tf.float32),
+        tf.constant(np.inf, tf.float32),
+    )
+    i, W, b, _, _, _, _, _, loss = tf.while_loop(cond, body, start)
+    return W, b, i, loss
+
+
+@tf.function(
+    input_signature=[
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None], tf.float32),
+    ],
+    reduce_retracing=True,
+)
+def _proba(X, W, b):  # pragma: no cover - runs as a graph
+    return tf.nn.softmax(tf.matmul(X, W) + b)
+
+
+class SoftmaxHead(ClassifierMixin, BaseEstimator):
+    """A softmax layer on embeddings, trained in TensorFlow; a scikit-learn classifier.
+
+    Parameters
+    ----------
+    alpha : float
+        L2 penalty on the weights (not the biases), per the mean cross-entropy.
+    max_iter : int
+        Full-batch Adam steps at most.
+    learning_rate : float
+        Adam's step size.
+    tol : float
+        Stop early once no gradient entry exceeds this.
+    normalize : bool
+        Scale every row to Euclidean norm ``sqrt(n_features)`` before the layer (see the module docstring).
+    warm_start : bool
+        Start from the previous fit's weights: classes seen before keep their rows, new classes get fresh
+        ones, classes no longer in ``y`` are dropped. For incremental retraining as labels arrive.
+    random_state : int, numpy.random.RandomState or None
+        Seeds the initial weights of classes that have no previous row.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1e-3,
+        max_iter: int = 300,
+        learning_rate: float = 0.05,
+        tol: float = 1e-4,
+        normalize: bool = True,
+        warm_start: bool = False,
+        random_state: Any = None,
+    ) -> None:
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.normalize = normalize
+        self.warm_start = warm_start
+        self.random_state = random_state
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if self.normalize:
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            # An all-zero row stays zero rather than becoming NaN.
+            X = X * (math.sqrt(X.shape[1]) / np.maximum(norms, 1e-12))
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def fit(self, X: Any, y: Any) -> "SoftmaxHead":
+        """Train on embeddings ``X`` (n, d) with labels ``y`` (n,); returns self."""
+        self._check_params()
+        previous = self._previous_weights()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        rng = check_random_state(self.random_state)
+        n_features, n_classes = X.shape[1], len(classes)
+
+        W0 = (rng.standard_normal((n_features, n_classes)) * _INIT_SCALE).astype(np.float32)
+        b0 = np.zeros(n_classes, dtype=np.float32)
+        if previous is not None:
+            old_classes, old_W, old_b = previous
+            if old_W.shape[0] != n_features:
+                raise ValueError(
+                    f"warm_start: X has {n_features} features but the previous fit had {old_W.shape[0]}; "
+                    "refit with warm_start=False for a different backbone"
+                )
+            old_index = {label: j for j, label in enumerate(old_classes.tolist())}
+            for j, label in enumerate(classes.tolist()):
+                if label in old_index:
+                    W0[:, j] = old_W[:, old_index[label]]
+                    b0[j] = old_b[old_index[label]]
+
+        Y = np.zeros((X.shape[0], n_classes), dtype=np.float32)
+        Y[np.arange(X.shape[0]), y_index] = 1.0
+        W, b, n_iter, loss = _train(
+            tf.constant(self._transform(X)),
+            tf.constant(Y),
+            tf.constant(W0),
+            tf.constant(b0),
+            tf.constant(self.alpha, tf.float32),
+            tf.constant(self.learning_rate, tf.float32),
+            tf.constant(self.max_iter, tf.int32),
+            tf.constant(self.tol, tf.float32),
+        )
+        self.classes_ = classes
+        self.coef_ = W.numpy().T.copy()  # (k, d), as scikit-learn's linear models store it
+        self.intercept_ = b.numpy().copy()
+        self.n_iter_ = int(n_iter.numpy())
+        self.loss_ = float(loss.numpy())
+        logger.debug("fitted %d rows x %d features, %d classes, %d steps, loss %.4f",
+                     X.shape[0], n_features, n_classes, self.n_iter_, self.loss_)
+        return self
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        for name in ("alpha", "tol"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not float(self.learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+    def _previous_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if not self.warm_start or not hasattr(self, "coef_"):
+            return None
+        return self.classes_, self.coef_.T.astype(np.float32), self.intercept_.astype(np.float32)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        proba = _proba(
+            tf.constant(self._transform(X)),
+            tf.constant(self.coef_.T.astype(np.float32)),
+            tf.constant(self.intercept_.astype(np.float32)),
+        ).numpy()
+        return proba.astype(np.float64)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Natural log of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The logits (n, n_classes); for two classes, the logit difference (n,) as scikit-learn expects."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        scores = self._transform(X).astype(np.float64) @ self.coef_.T + self.intercept_
+        if len(self.classes_) == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each row."""
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is looked up
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,66 @@
+"""The data-size curve as a picture: holdout accuracy against labels per class (log x), with the origin
+study's reported points overlaid. Uses matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+logger = logging.getLogger(__name__)
+
+
+def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw ``curve`` (a ``curve.json`` document) into a PNG at ``path``; returns the path."""
+    path = Path(path)
+    # Sorted by labels: on a small dataset "5%" can be fewer labels than "3/class".
+    budgets = sorted(curve["budgets"], key=lambda b: b["labels_per_class"])
+    x = [b["labels_per_class"] for b in budgets]
+    mean = [100 * b["accuracy_mean"] for b in budgets]
+    low = [100 * b["accuracy_min"] for b in budgets]
+    high = [100 * b["accuracy_max"] for b in budgets]
+    n_seeds = len(curve.get("seeds", [])) or 1
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    try:
+        label = f"juicer: {curve.get('backbone', '?')} + softmax head (mean of {n_seeds} seed(s))"
+        ax.plot(x, mean, "o-", color="tab:blue", label=label)
+        if n_seeds > 1:
+            ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
+        for b, xi, yi in zip(budgets, x, mean):
+            ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
+                        fontsize=7, color="tab:blue")
+
+        study = curve.get("study") or []
+        if study:
+            sx = [p["labels_per_class"] for p in study]
+            sy = [100 * (p["accuracy_low"] + p["accuracy_high"]) / 2 for p in study]
+            err_low = [y - 100 * p["accuracy_low"] for y, p in zip(sy, study)]
+            err_high = [100 * p["accuracy_high"] - y for y, p in zip(sy, study)]
+            ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
+                        label="origin study (InceptionV3, TF flowers, 5 classes)")
+            for p, xi, yi in zip(study, sx, sy):
+                ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(0, 8), ha="center",
+                            fontsize=7, color="tab:orange")
+
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled images per class (log scale)")
+        ax.set_ylabel("holdout accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"Accuracy vs labels: {curve.get('dataset', '?')}, {curve.get('n_images', '?')} images")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.text(0.01, 0.01, "Study points: k/class at k; p% at p/100 x 3,670 x 0.9 / 5 labels per class "
+                 "(its share of the non-holdout images).", fontsize=6, color="grey")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    logger.debug("wrote %s", path)
+    return path

@@ -1,0 +1,113 @@
+"""SoftmaxHead as a scikit-learn estimator, on small random embeddings (no backbone)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from learner.head import SoftmaxHead
+
+# Every check of scikit-learn's suite applies and passes: none is listed as an expected failure. (The one
+# skip is the array-API check, which scikit-learn itself skips unless SCIPY_ARRAY_API is set.)
+@parametrize_with_checks([SoftmaxHead(random_state=0)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _blobs(n_per_class: int = 30, n_classes: int = 3, dim: int = 16, seed: int = 0, labels=None):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_classes, dim)) * 3
+    y_index = np.repeat(np.arange(n_classes), n_per_class)
+    X = (centers[y_index] + rng.standard_normal((len(y_index), dim))).astype(np.float32)
+    names = np.asarray(labels if labels is not None else np.arange(n_classes))
+    return X, names[y_index]
+
+
+def test_learns_separable_classes_with_string_labels():
+    X, y = _blobs(labels=["coat", "bag", "shirt"])
+    head = SoftmaxHead(random_state=0).fit(X, y)
+    assert list(head.classes_) == ["bag", "coat", "shirt"]
+    assert (head.predict(X) == y).mean() > 0.95
+    proba = head.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    # columns follow classes_: the column of each row's predicted class is its largest
+    assert np.array_equal(head.classes_[proba.argmax(axis=1)], head.predict(X))
+
+
+def test_same_random_state_gives_identical_weights():
+    X, y = _blobs()
+    first = SoftmaxHead(random_state=7, max_iter=50, tol=0).fit(X, y)
+    second = SoftmaxHead(random_state=7, max_iter=50, tol=0).fit(X, y)
+    assert np.array_equal(first.coef_, second.coef_)
+    assert np.array_equal(first.intercept_, second.intercept_)
+    other = SoftmaxHead(random_state=8, max_iter=50, tol=0).fit(X, y)
+    assert not np.array_equal(first.coef_, other.coef_)
+
+
+def test_not_fitted_raises():
+    X, _ = _blobs()
+    with pytest.raises(NotFittedError):
+        SoftmaxHead().predict_proba(X)
+    with pytest.raises(NotFittedError):
+        SoftmaxHead().predict(X)
+
+
+def test_warm_start_continues_from_previous_weights():
+    X, y = _blobs()
+    cold = SoftmaxHead(random_state=0, max_iter=400, tol=0).fit(X, y)
+    warm = SoftmaxHead(random_state=0, max_iter=400, tol=0, warm_start=True).fit(X, y)
+    loss_after_one_fit = warm.loss_
+    # One more step from the previous optimum: starts near it, so its loss is already about the converged loss.
+    warm.set_params(max_iter=1)
+    warm.fit(X, y)
+    assert warm.loss_ <= loss_after_one_fit * 1.05
+    fresh = SoftmaxHead(random_state=0, max_iter=1).fit(X, y)
+    assert fresh.loss_ > 2 * warm.loss_
+    np.testing.assert_allclose(cold.coef_, SoftmaxHead(random_state=0, max_iter=400, tol=0).fit(X, y).coef_)
+
+
+def test_warm_start_keeps_known_classes_and_adds_new_ones():
+    X, y = _blobs(n_classes=3)
+    head = SoftmaxHead(random_state=0, warm_start=True).fit(X[y < 2], y[y < 2])
+    before = head.coef_.copy()
+    assert list(head.classes_) == [0, 1]
+    head.set_params(max_iter=1)
+    head.fit(X, y)  # class 2 arrives
+    assert list(head.classes_) == [0, 1, 2]
+    # Rows of the known classes moved one small step from where they were; the new row starts fresh.
+    assert np.abs(head.coef_[:2] - before).max() < 0.1
+    head.set_params(max_iter=300)
+    head.fit(X, y)
+    assert (head.predict(X) == y).mean() > 0.95
+
+
+def test_warm_start_refuses_a_different_embedding_width():
+    X, y = _blobs(dim=16)
+    head = SoftmaxHead(warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        head.fit(np.hstack([X, X]), y)
+
+
+def test_without_warm_start_a_refit_forgets():
+    X, y = _blobs(n_classes=3)
+    head = SoftmaxHead(random_state=0).fit(X, y)
+    head.fit(X[y < 2], y[y < 2])
+    assert list(head.classes_) == [0, 1]
+    assert head.predict_proba(X).shape == (len(X), 2)
+
+
+@pytest.mark.parametrize("params", [{"max_iter": 0}, {"alpha": -1.0}, {"learning_rate": 0.0}])
+def test_bad_parameters_are_refused_at_fit(params):
+    X, y = _blobs()
+    with pytest.raises(ValueError, match=next(iter(params))):
+        SoftmaxHead(**params).fit(X, y)
+
+
+def test_zero_rows_do_not_produce_nan():
+    X, y = _blobs()
+    X[0] = 0.0
+    proba = SoftmaxHead(random_state=0).fit(X, y).predict_proba(X)
+    assert np.all(np.isfinite(proba))
