@@ -79,8 +79,8 @@ class DatasetTruth:
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> "DatasetTruth":
-        """From a ``learner.datasets.Dataset`` (its ``item_ids`` and ``label_names()``)."""
-        return cls(dict(zip(dataset.item_ids, dataset.label_names())))
+        """From a ``learner.datasets.Dataset`` (its ``item_ids`` and ``label_names``)."""
+        return cls(dict(zip(dataset.item_ids, dataset.label_names)))
 
     def label_of(self, item_id: str) -> str | None:
         """The item's true class, or None when the dataset lacks the item."""

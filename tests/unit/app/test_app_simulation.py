@@ -1,6 +1,5 @@
 """The simulation loop against a fake Label Studio desk and a fake service behind httpx.MockTransport."""
 
-import json
 import re
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -265,7 +264,15 @@ def test_service_url_from_settings():
 
 
 def test_truth_from_a_dataset():
-    dataset = SimpleNamespace(item_ids=["x/1", "x/2"], label_names=lambda: ["shirt", "bag"])
+    import numpy as np
+
+    from learner.datasets import Dataset
+    from learner.images import ArrayImage
+
+    pixels = np.zeros((4, 4), dtype=np.uint8)
+    dataset = Dataset(
+        name="tiny", class_names=["shirt", "bag"], sources=[ArrayImage(pixels, "x/1"), ArrayImage(pixels, "x/2")],
+        labels=np.array([1, 0]), item_ids=["x/1", "x/2"],
+    )  # fmt: skip
     truth = DatasetTruth.from_dataset(dataset)
-    assert truth.label_of("x/2") == "bag" and truth.label_of("x/3") is None
-    json.dumps(dict(truth.labels))
+    assert truth.label_of("x/1") == "bag" and truth.label_of("x/2") == "shirt" and truth.label_of("x/3") is None
