@@ -60,6 +60,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     from annotation.errors import AnnotationError
     from tqdm import tqdm
 
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the version lines
     if args.labels < 1 or args.retrain_every < 1:
         print("juicer simulate: --labels and --retrain-every must be at least 1", file=sys.stderr)
         return 2
