@@ -260,6 +260,7 @@ class Simulation:
         self.clock = clock or Clock()
         self._printed: set[str] = set()
         self._skipped: set[int] = set()  # tasks this run skipped (unknown to the ground truth)
+        self._open: list[Task] = []  # --order random: open tasks listed this round, not yet taken
 
     # -- what a person does ----------------------------------------------------------------------------
 
@@ -267,8 +268,11 @@ class Simulation:
         if self.order == "uncertainty":
             task = self.desk.next_task(self.project)
             return None if task is None or task.task_id in self._skipped else task
-        tasks = [t for t in self.desk.open_tasks(self.project) if t.task_id not in self._skipped]
-        return self.rng.choice(tasks) if tasks else None
+        # One listing per round (it is the heaviest call here): a person scanning the task list picks from it
+        # until it is used up or a retrain refreshes the queue.
+        if not self._open:
+            self._open = [t for t in self.desk.open_tasks(self.project) if t.task_id not in self._skipped]
+        return self._open.pop(self.rng.randrange(len(self._open))) if self._open else None
 
     def _wait_for_task(self) -> Task | None:
         try:
@@ -366,6 +370,7 @@ class Simulation:
         if last is not None:
             self._wait_for_label(*last)
         outcome = self._retrain()
+        self._open = []  # the retrain re-scored the pool and refreshed the queue: list it again
         self._print_new_versions(result)
         if outcome.get("version"):
             self._wait_for_queue(str(outcome["version"]))

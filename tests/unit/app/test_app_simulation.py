@@ -103,12 +103,17 @@ class FakeDesk:
         self.service = service
         self.tasks = {t.task_id: t for t in tasks}
         self.submitted = []  # (task id, label)
+        self.listings = 0
 
     def next_task(self, project):
-        open_ = self.open_tasks(project)
+        open_ = self._open()
         return min(open_, key=lambda t: t.score) if open_ else None
 
     def open_tasks(self, project):
+        self.listings += 1
+        return self._open()
+
+    def _open(self):
         done = {task_id for task_id, _ in self.submitted}
         return [t for t in self.tasks.values() if t.task_id not in done]
 
@@ -162,6 +167,7 @@ def test_random_order_picks_open_tasks_at_random_reproducibly():
     by_score = sorted(desk_a.tasks.values(), key=lambda t: t.score)
     assert order_a != [t.task_id for t in by_score[:10]]
     assert len(set(order_a)) == 10
+    assert desk_a.listings == 2  # listed once per round (retrain every 5), not once per label
 
 
 def test_waits_for_the_webhook_before_retraining():
