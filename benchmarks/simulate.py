@@ -8,7 +8,7 @@ against it, stops it, and keeps the report. It ends with one table: holdout accu
 
 The service's own label-count trigger is turned off (``service.retrain_after_labels`` huge), so every version
 comes from the simulation's retrains at the same label counts in both runs; the service's query strategy follows
-the order (``uncertainty`` or ``random``), so the random run sends a random sample of the pool to Label Studio.
+the order (``least_confidence`` for uncertainty, ``random``), so the random run sends a random sample of the pool to Label Studio.
 Takes several minutes (two Label Studio first starts, embedding the demo images, 2 x N annotations).
 """
 
@@ -68,9 +68,12 @@ def run_order(order: str, args: argparse.Namespace, workdir: Path) -> dict:
         "JUICER_DATA_DIR": str(data),
         "JUICER_SERVICE__PORT": str(service_port),
         "JUICER_LABEL_STUDIO__PORT": str(studio_port),
-        "JUICER_SERVICE__QUERY_STRATEGY": order,
+        "JUICER_SERVICE__QUERY_STRATEGY": args.uncertainty_strategy if order == "uncertainty" else "random",
         "JUICER_SERVICE__RETRAIN_AFTER_LABELS": "1000000",
         "JUICER_SERVICE__REVIEW_BATCH_SIZE": str(args.review_batch),
+        "JUICER_SERVICE__DEMO_POOL": str(args.pool),
+        "JUICER_SERVICE__DEMO_HOLDOUT": str(args.holdout),
+        "JUICER_LABEL_STUDIO__VENV": str(ROOT / ".venv-ls"),
     }
     log = workdir / f"serve-{order}.log"
     started = time.monotonic()
@@ -96,7 +99,8 @@ def run_order(order: str, args: argparse.Namespace, workdir: Path) -> dict:
         report = json.loads(simulate.stdout[simulate.stdout.index("{") :])
         return {"order": order, "report": report, "ready_s": ready_s, "simulate_s": sim_s}
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)  # juicer serve and the Label Studio it started
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)  # juicer serve stops its scheduler and the Label Studio it started
         try:
             serve.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -125,6 +129,11 @@ def main() -> int:
     parser.add_argument("--retrain-every", type=int, default=20)
     parser.add_argument("--review-batch", type=int, default=40, help="service.review_batch_size for both runs")
     parser.add_argument("--orders", default="uncertainty,random")
+    parser.add_argument(
+        "--uncertainty-strategy", default="least_confidence", help="service.query_strategy of the uncertainty run"
+    )
+    parser.add_argument("--pool", type=int, default=1000, help="demo pool size (service.demo_pool)")
+    parser.add_argument("--holdout", type=int, default=1000, help="demo holdout size (service.demo_holdout)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start-timeout", type=float, default=900)
     parser.add_argument("--keep", type=Path, help="keep data folders and logs here (default: a temporary folder)")
@@ -133,10 +142,15 @@ def main() -> int:
     runs = []
     try:
         for order in args.orders.split(","):
-            runs.append(run_order(order, args, workdir))
+            try:
+                runs.append(run_order(order, args, workdir))
+            except RuntimeError as exc:  # report it and still measure the other order
+                print(f"[{order}] failed: {exc}", file=sys.stderr)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    if not runs:
+        return 1
     print()
     print(f"holdout accuracy against labels (Fashion-MNIST demo, retrain every {args.retrain_every} labels)")
     print(table(runs))
