@@ -98,3 +98,21 @@ def test_simulate_uncertainty_order_improves_the_model(served):
     assert len(version_lines) == len(points)
     assert all(sum(p["labels_per_class"].values()) == p["n_labels"] for p in points)
     assert points[-1]["holdout_accuracy"] > points[0]["holdout_accuracy"]
+
+
+def test_simulate_random_order_takes_open_tasks(served):
+    from annotation.desk import LabelStudioDesk
+
+    if not callable(getattr(LabelStudioDesk, "open_tasks", None)):
+        pytest.skip("annotation's LabelStudioDesk has no open_tasks yet (needed by --order random)")
+    url, env = served
+    before = json.loads(urllib.request.urlopen(f"{url}/v1/report", timeout=10).read())["points"]
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "simulate", "--labels", "10", "--order", "random",
+         "--retrain-every", "10", "--service", url, "--wait", "180", "--seed", "7"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads(result.stdout[result.stdout.index("{") :])["points"]
+    assert len(after) == len(before) + 1
+    assert after[-1]["n_labels"] == before[-1]["n_labels"] + 10
