@@ -1,8 +1,14 @@
 """The embedding cache: each image is embedded once per backbone, then read back from disk.
 
-``EmbeddingCache(root, backbone_id)`` is one SQLite file per backbone under ``root`` (WAL journal, so any
-number of readers, in threads or processes, can read while one writes), keyed by the image's content hash.
-Vectors are stored as raw little-endian float32 blobs.
+``EmbeddingCache(root, backbone_id)`` keeps two files per backbone under ``root``:
+
+- ``<name>.sqlite``: the index, ``content hash -> row`` (SQLite, WAL journal: any number of readers, in
+  threads or processes, read while one writer writes; writers queue on SQLite's write lock);
+- ``<name>.f32``: the vectors, row after row of little-endian float32, read through a memory map.
+
+A writer holds SQLite's write lock while it writes new rows into the vector file, flushes them to disk, and
+only then commits their index entries, so a reader never finds a hash whose vector is not there yet. Looking
+up 70,000 hashes reads the small index, not the vectors (see ``benchmarks/embedding_cache.py``).
 
 ``embed_sources(backbone, cache, sources)`` returns the features of every source, running the backbone only
 on the hashes the cache lacks: it streams them in fixed-size batches (the next batch is decoded on a thread
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -33,9 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _QUERY_CHUNK = 500  # hashes per SELECT ... IN (...), well under SQLite's variable limit
+_FULL_SCAN_RATIO = 0.25  # asking for more than this share of the index: read it whole instead
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS embeddings (hash TEXT PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (hash TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -54,6 +62,11 @@ class Embedder(Protocol):
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
+def embedding_cache_dir(data_dir: Path) -> Path:
+    """Where juicer keeps embedding caches under its data folder (one pair of files per backbone)."""
+    return Path(data_dir) / "embeddings"
+
+
 class EmbeddingCache:
     """Persistent ``content hash -> float32 vector`` store for one backbone (see the module docstring)."""
 
@@ -61,11 +74,11 @@ class EmbeddingCache:
         self.root = Path(root)
         self.backbone_id = backbone_id
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone_id)[:60].strip("_") or "backbone"
-        digest = hashlib.sha256(backbone_id.encode()).hexdigest()[:12]
-        self.path = self.root / f"{slug}-{digest}.sqlite"
+        stem = f"{slug}-{hashlib.sha256(backbone_id.encode()).hexdigest()[:12]}"
+        self.path = self.root / f"{stem}.sqlite"
+        self.vectors_path = self.root / f"{stem}.f32"
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
-        self._dim: int | None = None
 
     # -- connection ---------------------------------------------------------------------------------------
 
@@ -86,8 +99,6 @@ class EmbeddingCache:
                     f"embedding cache {self.path} belongs to backbone {row[0]!r}, not {self.backbone_id!r}; "
                     "delete the file"
                 )
-            dim = connection.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-            self._dim = int(dim[0]) if dim else None
         except sqlite3.Error as exc:
             raise LearnerError(
                 f"cannot open the embedding cache {self.path}: {exc}; delete the file to start afresh"
@@ -110,58 +121,94 @@ class EmbeddingCache:
 
     # -- reads --------------------------------------------------------------------------------------------
 
+    def _meta_int(self, connection: sqlite3.Connection, key: str) -> int | None:
+        row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
     @property
     def dim(self) -> int | None:
         """Length of the stored vectors, or None while the cache is empty."""
         with self._lock:
-            connection = self._connect()
-            if self._dim is None:
-                row = connection.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-                self._dim = int(row[0]) if row else None
-            return self._dim
+            return self._meta_int(self._connect(), "dim")
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._connect().execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+            return self._meta_int(self._connect(), "rows") or 0
 
     def __contains__(self, content_hash: object) -> bool:
         with self._lock:
-            row = self._connect().execute("SELECT 1 FROM embeddings WHERE hash = ?", (content_hash,)).fetchone()
+            row = self._connect().execute("SELECT 1 FROM rows WHERE hash = ?", (content_hash,)).fetchone()
             return row is not None
+
+    def _rows_of(self, connection: sqlite3.Connection, wanted: list[str]) -> dict[str, int]:
+        """``hash -> row`` for the cached ones among ``wanted`` (distinct hashes)."""
+        total = self._meta_int(connection, "rows") or 0
+        if not total or not wanted:
+            return {}
+        if len(wanted) > _FULL_SCAN_RATIO * total:
+            every = dict(connection.execute("SELECT hash, row FROM rows"))
+            return {h: every[h] for h in wanted if h in every}
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), _QUERY_CHUNK):
+            chunk = wanted[start:start + _QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(connection.execute(f"SELECT hash, row FROM rows WHERE hash IN ({marks})", chunk))
+        return found
+
+    def lookup(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors (len(hashes), dim) float32, found (len(hashes),) bool); rows not found are zero."""
+        with self._lock:
+            connection = self._connect()
+            try:
+                connection.execute("BEGIN")  # one snapshot for the index and the dimension
+                try:
+                    rows_of = self._rows_of(connection, list(dict.fromkeys(hashes)))
+                    dim = self._meta_int(connection, "dim") or 0
+                finally:
+                    connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LearnerError(f"cannot read the embedding cache {self.path}: {exc}") from exc
+        rows = np.array([rows_of.get(h, -1) for h in hashes], dtype=np.int64)
+        found = rows >= 0
+        if found.all() and len(hashes):
+            return self._read_rows(rows, dim), found  # the common case: one gather, no extra copy
+        vectors = np.zeros((len(hashes), dim), dtype=np.float32)
+        if found.any():
+            hits = np.flatnonzero(found)
+            vectors[hits] = self._read_rows(rows[hits], dim)
+        return vectors, found
+
+    def _read_rows(self, rows: np.ndarray, dim: int) -> np.ndarray:
+        try:
+            stored = np.memmap(self.vectors_path, dtype="<f4", mode="r")
+        except (OSError, ValueError) as exc:
+            raise LearnerError(
+                f"cannot read the embedding vectors {self.vectors_path}: {exc}; delete it and {self.path} to start afresh"
+            ) from exc
+        if stored.size < (int(rows.max()) + 1) * dim:
+            raise LearnerError(
+                f"{self.vectors_path} is shorter than its index {self.path} says; delete both to start afresh"
+            )
+        matrix = stored[: stored.size // dim * dim].reshape(-1, dim)
+        return np.asarray(matrix[rows], dtype=np.float32)
 
     def get_many(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored vectors of those ``hashes`` that are cached (missing ones are simply absent)."""
         wanted = list(dict.fromkeys(hashes))
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            connection = self._connect()
-            try:
-                for start in range(0, len(wanted), _QUERY_CHUNK):
-                    chunk = wanted[start:start + _QUERY_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = connection.execute(f"SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", chunk)
-                    for content_hash, blob in rows:
-                        found[content_hash] = np.frombuffer(blob, dtype="<f4")
-            except sqlite3.Error as exc:
-                raise LearnerError(f"cannot read the embedding cache {self.path}: {exc}") from exc
-        return found
+        vectors, found = self.lookup(wanted)
+        return {h: vectors[i] for i, h in enumerate(wanted) if found[i]}
 
     def missing(self, hashes: Iterable[str]) -> list[str]:
         """The distinct ``hashes`` not cached yet, in first-seen order."""
         wanted = list(dict.fromkeys(hashes))
-        present: set[str] = set()
         with self._lock:
-            connection = self._connect()
-            for start in range(0, len(wanted), _QUERY_CHUNK):
-                chunk = wanted[start:start + _QUERY_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                present.update(h for (h,) in connection.execute(f"SELECT hash FROM embeddings WHERE hash IN ({marks})", chunk))
+            present = self._rows_of(self._connect(), wanted)
         return [h for h in wanted if h not in present]
 
     # -- writes -------------------------------------------------------------------------------------------
 
     def put_many(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
-        """Store ``vectors[i]`` under ``hashes[i]`` in one transaction (an existing entry is kept)."""
+        """Store ``vectors[i]`` under ``hashes[i]`` (hashes already cached keep their vector)."""
         vectors = np.asarray(vectors, dtype="<f4")
         if vectors.ndim != 2 or vectors.shape[0] != len(hashes):
             raise ValueError(f"put_many wants (len(hashes), dim) vectors, got {vectors.shape} for {len(hashes)} hashes")
@@ -171,23 +218,42 @@ class EmbeddingCache:
         with self._lock:
             connection = self._connect()
             try:
-                connection.execute("BEGIN IMMEDIATE")
-                row = connection.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
-                if row is None:
-                    connection.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
-                elif int(row[0]) != dim:
+                connection.execute("BEGIN IMMEDIATE")  # the write lock also guards the vector file
+                try:
+                    self._append(connection, list(hashes), vectors, dim)
+                except BaseException:
                     connection.execute("ROLLBACK")
-                    raise ValueError(f"cache {self.path} holds {row[0]}-dim vectors; refusing {dim}-dim ones")
-                connection.executemany(
-                    "INSERT OR IGNORE INTO embeddings (hash, vector) VALUES (?, ?)",
-                    ((h, np.ascontiguousarray(v).tobytes()) for h, v in zip(hashes, vectors)),
-                )
+                    raise
                 connection.execute("COMMIT")
             except sqlite3.Error as exc:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
                 raise LearnerError(f"cannot write to the embedding cache {self.path}: {exc}") from exc
-            self._dim = dim
+
+    def _append(self, connection: sqlite3.Connection, hashes: list[str], vectors: np.ndarray, dim: int) -> None:
+        stored_dim = self._meta_int(connection, "dim")
+        if stored_dim is not None and stored_dim != dim:
+            raise ValueError(f"cache {self.path} holds {stored_dim}-dim vectors; refusing {dim}-dim ones")
+        present = self._rows_of(connection, list(dict.fromkeys(hashes)))
+        new: dict[str, int] = {}
+        for index, content_hash in enumerate(hashes):
+            if content_hash not in present and content_hash not in new:
+                new[content_hash] = index
+        if not new:
+            return
+        first_row = self._meta_int(connection, "rows") or 0
+        block = np.ascontiguousarray(vectors[list(new.values())])
+        # Rows past the committed count may hold a crashed writer's leftovers: overwrite them in place.
+        descriptor = os.open(self.vectors_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(descriptor, block.tobytes(), first_row * dim * 4)
+            os.fdatasync(descriptor)  # the vectors reach the disk before the index that points at them
+        finally:
+            os.close(descriptor)
+        connection.executemany(
+            "INSERT INTO rows (hash, row) VALUES (?, ?)",
+            ((content_hash, first_row + offset) for offset, content_hash in enumerate(new)),
+        )
+        connection.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (str(first_row + len(new)),))
+        connection.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
 
 
 def _load_batch(sources: Sequence["ImageSource"], size: tuple[int, int]) -> np.ndarray:
@@ -202,7 +268,11 @@ def embed_sources(
     progress: bool = True,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Features (len(sources), dim) float32 of ``sources``, embedding only the hashes ``cache`` lacks."""
+    """Features (len(sources), dim) float32 of ``sources``, embedding only the hashes ``cache`` lacks.
+
+    Rows follow ``sources``; identical images (same content hash) are embedded once. An ``ImageError`` from a
+    source propagates, naming it; the batches embedded before it stay cached, so a rerun resumes there.
+    """
     if cache.backbone_id != backbone.id:
         raise ValueError(f"cache is for backbone {cache.backbone_id!r} but the backbone is {backbone.id!r}")
     batch_size = batch_size or backbone.batch_size
@@ -210,44 +280,47 @@ def embed_sources(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     started = time.perf_counter()
     hashes = [source.content_hash for source in sources]
-    vectors = cache.get_many(hashes)
+    dim = backbone.dim
+    out, found = cache.lookup(hashes)
+    if found.any() and out.shape[1] != dim:
+        raise LearnerError(
+            f"cached vectors are {out.shape[1]}-dim but {backbone.id} gives {dim}; delete {cache.path}"
+        )
+    if out.shape[1] != dim:
+        out = np.zeros((len(sources), dim), dtype=np.float32)
     first_source: dict[str, "ImageSource"] = {}
-    for content_hash, source in zip(hashes, sources):
-        if content_hash not in vectors:
+    positions: dict[str, list[int]] = {}
+    for position, (content_hash, source, hit) in enumerate(zip(hashes, sources, found)):
+        if not hit:
             first_source.setdefault(content_hash, source)
+            positions.setdefault(content_hash, []).append(position)
     todo = list(first_source.items())
     logger.info(
-        "embedding %d images with %s: %d distinct, %d cached, %d to embed",
-        len(sources), backbone.id, len(set(hashes)), len(vectors), len(todo),
+        "embedding %d images with %s: %d cached, %d distinct to embed",
+        len(sources), backbone.id, int(found.sum()), len(todo),
     )
-    if todo:
-        batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-        size = tuple(backbone.input_size)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juicer-decode") as pool, tqdm(
-            total=len(todo), unit="img", desc=f"embedding ({backbone.id.split(':')[0]})", disable=not progress
-        ) as bar:
-            # Decode batch i+1 while the backbone runs batch i; at most two batches of pixels exist at once.
-            pending: Future = pool.submit(_load_batch, [source for _, source in batches[0]], size)
-            for index, batch in enumerate(batches):
-                pixels = pending.result()
-                if index + 1 < len(batches):
-                    pending = pool.submit(_load_batch, [source for _, source in batches[index + 1]], size)
-                features = np.asarray(backbone.embed(pixels), dtype=np.float32)
-                del pixels
-                batch_hashes = [content_hash for content_hash, _ in batch]
-                cache.put_many(batch_hashes, features)
-                vectors.update(zip(batch_hashes, features))
-                bar.update(len(batch))
-        elapsed = time.perf_counter() - started
-        logger.info("embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
-    dim = backbone.dim
-    out = np.empty((len(sources), dim), dtype=np.float32)
-    for row, content_hash in enumerate(hashes):
-        vector = vectors[content_hash]
-        if vector.shape != (dim,):
-            raise LearnerError(
-                f"cached vector for {content_hash[:12]} has shape {vector.shape}, the backbone gives ({dim},); "
-                f"delete {cache.path}"
-            )
-        out[row] = vector
+    if not todo:
+        return out
+    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    size = tuple(backbone.input_size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juicer-decode") as pool, tqdm(
+        total=len(todo), unit="img", desc=f"embedding ({backbone.id.split(':')[0]})", disable=not progress
+    ) as bar:
+        # Decode batch i+1 while the backbone runs batch i: at most two batches of pixels exist at once.
+        pending: Future = pool.submit(_load_batch, [source for _, source in batches[0]], size)
+        for index, batch in enumerate(batches):
+            pixels = pending.result()
+            if index + 1 < len(batches):
+                pending = pool.submit(_load_batch, [source for _, source in batches[index + 1]], size)
+            features = np.asarray(backbone.embed(pixels), dtype=np.float32)
+            del pixels
+            if features.shape != (len(batch), dim):
+                raise LearnerError(f"{backbone.id} returned {features.shape} for {len(batch)} images, not (n, {dim})")
+            batch_hashes = [content_hash for content_hash, _ in batch]
+            cache.put_many(batch_hashes, features)
+            for content_hash, vector in zip(batch_hashes, features):
+                out[positions[content_hash]] = vector
+            bar.update(len(batch))
+    elapsed = time.perf_counter() - started
+    logger.info("embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
     return out

@@ -274,8 +274,11 @@ def build_saved_model(variant: str, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BackboneError(f"{out_dir} exists and is not empty; remove it to rebuild {variant}")
     model = build_model(variant)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    except OSError as exc:
+        raise BackboneError(f"cannot write the backbone under {out_dir.parent}: {exc}; check data_dir") from exc
     try:
         model.save(str(staging), save_format="tf", include_optimizer=False)
         sidecar = {
@@ -290,9 +293,19 @@ def build_saved_model(variant: str, out_dir: str | Path) -> Path:
         }
         (staging / SIDECAR_NAME).write_text(json.dumps(sidecar, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it private; the data folder is shared
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
+        try:
+            if out_dir.exists():
+                out_dir.rmdir()
+            os.replace(staging, out_dir)
+        except OSError:
+            if (out_dir / SIDECAR_NAME).is_file():  # another process built it meanwhile: theirs is as good
+                shutil.rmtree(staging, ignore_errors=True)
+                logger.info("%s was built by another process meanwhile; using it", out_dir)
+                return out_dir
+            raise
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BackboneError(f"cannot write the backbone into {out_dir}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

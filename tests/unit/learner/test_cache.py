@@ -222,8 +222,73 @@ def test_readers_see_a_consistent_cache_while_a_writer_writes(tmp_path: Path) ->
     assert len(EmbeddingCache(tmp_path, "fake:v1")) == 201
 
 
-def test_the_cache_file_uses_wal_so_readers_do_not_block(tmp_path: Path) -> None:
+def test_the_index_uses_wal_so_readers_do_not_block(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path, "fake:v1")
     cache.put_many(["a"], np.zeros((1, 2), np.float32))
     with sqlite3.connect(cache.path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _write_range(root: str, start: int, stop: int) -> None:
+    cache = EmbeddingCache(Path(root), "fake:v1")
+    for first in range(start, stop, 7):
+        ids = range(first, min(first + 7, stop))
+        cache.put_many([f"h{i}" for i in ids], np.array([[i, -i, i * 0.5] for i in ids], np.float32))
+    cache.close()
+
+
+def test_writers_in_two_processes_never_mix_up_vectors(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_range, args=(str(tmp_path), a, b)) for a, b in ((0, 150), (100, 250))]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    vectors, found = cache.lookup([f"h{i}" for i in range(250)])
+
+    assert found.all() and len(cache) == 250  # the 50 shared hashes were stored once
+    expected = np.array([[i, -i, i * 0.5] for i in range(250)], np.float32)
+    np.testing.assert_array_equal(vectors, expected)
+
+
+def test_leftovers_of_a_crashed_writer_are_overwritten(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    cache.put_many(["a"], np.ones((1, 2), np.float32))
+    with open(cache.vectors_path, "ab") as handle:  # a writer died after writing, before committing
+        handle.write(np.full((3, 2), 9, np.float32).tobytes())
+
+    cache.put_many(["b"], np.full((1, 2), 2, np.float32))
+
+    vectors, found = cache.lookup(["a", "b"])
+    assert found.all()
+    np.testing.assert_array_equal(vectors, [[1, 1], [2, 2]])
+
+
+def test_a_vector_file_shorter_than_its_index_is_reported(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    cache.put_many(["a", "b"], np.ones((2, 4), np.float32))
+    with open(cache.vectors_path, "r+b") as handle:
+        handle.truncate(16)
+    with pytest.raises(LearnerError, match="shorter than its index"):
+        cache.get_many(["a", "b"])
+
+
+def test_lookup_marks_what_is_missing(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    cache.put_many(["a", "b"], np.array([[1, 2], [3, 4]], np.float32))
+
+    vectors, found = cache.lookup(["b", "zz", "a", "b"])
+
+    assert found.tolist() == [True, False, True, True]
+    np.testing.assert_array_equal(vectors, [[3, 4], [0, 0], [1, 2], [3, 4]])
+
+
+def test_caches_live_under_the_data_folder() -> None:
+    from learner.cache import embedding_cache_dir
+
+    assert embedding_cache_dir(Path("/srv/juicer")) == Path("/srv/juicer/embeddings")
