@@ -335,8 +335,8 @@ class Simulation:
         while result.n_labels < n_labels:
             task = self._take_task() or (None if since_retrain else self._wait_for_task())
             if task is None and since_retrain:
-                last = self._cycle(result, last)
-                since_retrain = 0
+                self._cycle(result, last)
+                last, since_retrain = None, 0
                 task = self._wait_for_task()
             if task is None:
                 self.say(
@@ -358,8 +358,8 @@ class Simulation:
             if progress is not None:
                 progress(1)
             if since_retrain >= self.retrain_every:
-                last = self._cycle(result, last)
-                since_retrain = 0
+                self._cycle(result, last)
+                last, since_retrain = None, 0
         if since_retrain:
             self._cycle(result, last)
         result.report = self.service.report()
@@ -376,4 +376,3 @@ class Simulation:
             self._wait_for_queue(str(outcome["version"]))
         elif outcome.get("skipped"):
             self.say(f"retrain skipped: {outcome['skipped']}")
-        return None
