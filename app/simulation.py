@@ -234,6 +234,7 @@ class Simulation:
         label_wait_s: float = 60.0,
         retrain_wait_s: float = 300.0,
         queue_wait_s: float = 60.0,
+        desk_retries: int = 5,
         say: Callable[[str], None] = print,
         clock: Clock | None = None,
     ) -> None:
@@ -256,6 +257,7 @@ class Simulation:
         self.label_wait_s = label_wait_s
         self.retrain_wait_s = retrain_wait_s
         self.queue_wait_s = queue_wait_s
+        self.desk_retries = desk_retries
         self.say = say
         self.clock = clock or Clock()
         self._printed: set[str] = set()
@@ -264,14 +266,31 @@ class Simulation:
 
     # -- what a person does ----------------------------------------------------------------------------
 
+    def _desk(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """A desk call, tried again (with backoff) on errors marked ``retryable``, as a person reloads the page.
+
+        Label Studio times out under load, and answers 500 when an annotation's parent prediction was replaced
+        (the service re-scoring the queue) between reading the task and posting; both pass on a retry.
+        """
+        for attempt in range(1, self.desk_retries + 2):
+            try:
+                return call(*args)
+            except Exception as exc:  # annotation.errors.AnnotationError carries `retryable`; others propagate
+                if not getattr(exc, "retryable", False) or attempt > self.desk_retries:
+                    raise
+                logger.warning("%s failed (%s); retry %d of %d", what, exc, attempt, self.desk_retries)
+                self.clock.sleep(min(2.0**attempt, 30.0))
+        raise AssertionError("unreachable")
+
     def _take_task(self) -> Task | None:
         if self.order == "uncertainty":
-            task = self.desk.next_task(self.project)
+            task = self._desk("taking the next task", self.desk.next_task, self.project)
             return None if task is None or task.task_id in self._skipped else task
         # One listing per round (it is the heaviest call here): a person scanning the task list picks from it
         # until it is used up or a retrain refreshes the queue.
         if not self._open:
-            self._open = [t for t in self.desk.open_tasks(self.project) if t.task_id not in self._skipped]
+            listed = self._desk("listing open tasks", self.desk.open_tasks, self.project)
+            self._open = [t for t in listed if t.task_id not in self._skipped]
         return self._open.pop(self.rng.randrange(len(self._open))) if self._open else None
 
     def _wait_for_task(self) -> Task | None:
@@ -304,11 +323,22 @@ class Simulation:
 
     def _wait_for_queue(self, version: str) -> None:
         """Until Label Studio's queue serves predictions of ``version`` (the service re-scored the pool)."""
-        if self.order != "uncertainty":
+        if self.order == "random":
+
+            def relisted() -> list[Task] | None:
+                listed = list(self._desk("listing open tasks", self.desk.open_tasks, self.project))
+                return listed if not listed or any(t.model_version == version for t in listed) else None
+
+            try:
+                listed = poll(relisted, deadline_s=self.queue_wait_s, what=f"open tasks scored by {version}", clock=self.clock)
+            except SimulationError as exc:
+                logger.warning("%s; going on with the older predictions", exc)
+                return
+            self._open = [t for t in listed if t.task_id not in self._skipped]
             return
 
         def refreshed() -> bool | None:
-            task = self.desk.next_task(self.project)
+            task = self._desk("taking the next task", self.desk.next_task, self.project)
             return True if task is None or task.model_version == version else None
 
         try:
@@ -347,32 +377,35 @@ class Simulation:
             label = self.truth.label_of(task.item_id)
             if label is None:
                 logger.warning("item %s is not in the ground truth; skipping its task %s", task.item_id, task.task_id)
-                self.desk.submit_annotation(task.task_id, None)
+                self._desk(f"skipping task {task.task_id}", self.desk.submit_annotation, task.task_id, None)
                 self._skipped.add(task.task_id)
                 result.n_skipped += 1
                 continue
-            self.desk.submit_annotation(task.task_id, label)
+            self._desk(f"annotating task {task.task_id}", self.desk.submit_annotation, task.task_id, label)
             result.n_labels += 1
             since_retrain += 1
             last = (task.item_id, label)
             if progress is not None:
                 progress(1)
             if since_retrain >= self.retrain_every:
-                self._cycle(result, last)
+                self._cycle(result, last, more_to_come=result.n_labels < n_labels)
                 last, since_retrain = None, 0
         if since_retrain:
-            self._cycle(result, last)
+            self._cycle(result, last, more_to_come=False)
         result.report = self.service.report()
         return result
 
-    def _cycle(self, result: SimulationResult, last: tuple[str, str] | None) -> None:
-        """Wait for the last label to be stored, retrain, print the new versions, wait for the refreshed queue."""
+    def _cycle(self, result: SimulationResult, last: tuple[str, str] | None, more_to_come: bool = True) -> None:
+        """Wait for the last label to be stored, retrain, print the new versions, wait for the refreshed queue.
+
+        ``more_to_come`` False (the run's last retrain) skips waiting for the queue nobody will take from.
+        """
         if last is not None:
             self._wait_for_label(*last)
         outcome = self._retrain()
         self._open = []  # the retrain re-scored the pool and refreshed the queue: list it again
         self._print_new_versions(result)
-        if outcome.get("version"):
+        if outcome.get("version") and more_to_come:
             self._wait_for_queue(str(outcome["version"]))
         elif outcome.get("skipped"):
             self.say(f"retrain skipped: {outcome['skipped']}")

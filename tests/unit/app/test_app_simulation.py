@@ -104,6 +104,7 @@ class FakeDesk:
         self.tasks = {t.task_id: t for t in tasks}
         self.submitted = []  # (task id, label)
         self.listings = 0
+        self.failures = []  # exceptions the next submissions raise, in order
 
     def next_task(self, project):
         open_ = self._open()
@@ -118,6 +119,8 @@ class FakeDesk:
         return [t for t in self.tasks.values() if t.task_id not in done]
 
     def submit_annotation(self, task_id, label):
+        if self.failures:
+            raise self.failures.pop(0)
         self.submitted.append((task_id, label))
         if label is not None:
             self.service.deliver(self.tasks[task_id].item_id, label)
@@ -217,6 +220,35 @@ def test_random_order_needs_a_desk_that_lists_open_tasks():
     client = ServiceClient("http://juicer.test", transport=httpx.MockTransport(FakeService().handler))
     with pytest.raises(SimulationError, match="open_tasks"):
         Simulation(service=client, desk=QueueOnlyDesk(), project=None, truth=DatasetTruth({}), order="random")
+
+
+class FlakyError(Exception):
+    """Like annotation.errors.AnnotationError: says whether a retry can help."""
+
+    def __init__(self, message, retryable):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def test_retryable_desk_errors_are_retried_like_a_person_reloading():
+    simulation, _, desk, _ = make(retrain_every=10)
+    desk.failures = [FlakyError("500: FOREIGN KEY constraint failed", True), FlakyError("timed out", True)]
+    result = simulation.run(3)
+    assert result.n_labels == 3 and len(desk.submitted) == 3 and desk.failures == []
+
+
+def test_errors_that_a_retry_cannot_fix_stop_the_run():
+    simulation, _, desk, _ = make(retrain_every=10)
+    desk.failures = [FlakyError("401: token is wrong", False)]
+    with pytest.raises(FlakyError, match="token"):
+        simulation.run(3)
+
+
+def test_retries_give_up_after_the_limit():
+    simulation, _, desk, _ = make(retrain_every=10, desk_retries=2)
+    desk.failures = [FlakyError("timed out", True)] * 3
+    with pytest.raises(FlakyError):
+        simulation.run(1)
 
 
 def test_rejects_bad_arguments():
