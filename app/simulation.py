@@ -269,14 +269,17 @@ class Simulation:
     def _desk(self, what: str, call: Callable[..., T], *args: Any) -> T:
         """A desk call, tried again (with backoff) on errors marked ``retryable``, as a person reloads the page.
 
-        Label Studio times out under load, and answers 500 when an annotation's parent prediction was replaced
-        (the service re-scoring the queue) between reading the task and posting; both pass on a retry.
+        Label Studio times out under load. And when the service re-scores the queue it replaces the predictions
+        of open tasks (delete, then create): an annotation posted in between names a parent prediction that is
+        gone, and Label Studio answers 500 (foreign key) or 400 ("parent_prediction ... does not exist"). A
+        person sees an error and reloads the task; so does this, since the desk re-reads the task each time.
         """
         for attempt in range(1, self.desk_retries + 2):
             try:
                 return call(*args)
             except Exception as exc:  # annotation.errors.AnnotationError carries `retryable`; others propagate
-                if not getattr(exc, "retryable", False) or attempt > self.desk_retries:
+                stale = getattr(exc, "status", None) == 400 and "parent_prediction" in str(exc)
+                if not (getattr(exc, "retryable", False) or stale) or attempt > self.desk_retries:
                     raise
                 logger.warning("%s failed (%s); retry %d of %d", what, exc, attempt, self.desk_retries)
                 self.clock.sleep(min(2.0**attempt, 30.0))

@@ -223,11 +223,12 @@ def test_random_order_needs_a_desk_that_lists_open_tasks():
 
 
 class FlakyError(Exception):
-    """Like annotation.errors.AnnotationError: says whether a retry can help."""
+    """Like annotation.errors.AnnotationError: says whether a retry can help, and the HTTP status."""
 
-    def __init__(self, message, retryable):
+    def __init__(self, message, retryable, status=None):
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
 
 
 def test_retryable_desk_errors_are_retried_like_a_person_reloading():
@@ -235,6 +236,12 @@ def test_retryable_desk_errors_are_retried_like_a_person_reloading():
     desk.failures = [FlakyError("500: FOREIGN KEY constraint failed", True), FlakyError("timed out", True)]
     result = simulation.run(3)
     assert result.n_labels == 3 and len(desk.submitted) == 3 and desk.failures == []
+
+
+def test_a_parent_prediction_replaced_mid_submit_is_retried():
+    simulation, _, desk, _ = make(retrain_every=10)
+    desk.failures = [FlakyError('400: Validation error {"parent_prediction": ["Invalid pk \\"365\\""]}', False, status=400)]
+    assert simulation.run(2).n_labels == 2 and desk.failures == []
 
 
 def test_errors_that_a_retry_cannot_fix_stop_the_run():
