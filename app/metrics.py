@@ -1,0 +1,140 @@
+"""Prometheus metrics for one app instance, and the hooks that feed them.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` (never prometheus_client's global one), so two apps
+in one process, as in tests, do not clash. Request metrics are recorded by hooks that
+:func:`install_metrics` adds; state that lives in the store (queue length, labels, the current model) is
+read at scrape time by a ``refresh`` callback, so ``/metrics`` is right even after a restart or when
+another process changed the store.
+
+Exposed (prefix ``juicer_``)::
+
+    http_requests_total{endpoint, method, status}    counter    endpoint = the URL rule, "<unmatched>" for 404s
+    http_request_duration_seconds{endpoint, method}  histogram
+    predictions_total{decision}                      counter    accept / review
+    review_queue_length                              gauge      review tasks open in Label Studio
+    labels{source}                                   gauge      labels in the store by source
+    model_holdout_accuracy                           gauge      argmax accuracy of the serving model
+    model_labels                                     gauge      labels the serving model was trained on
+    model_info{model_version}                        gauge = 1  which version serves
+
+With several gunicorn workers each worker has its own registry; run the service with one worker process
+(threads for concurrency), as ``juicer serve`` does, for figures that add up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable, Mapping
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+logger = logging.getLogger(__name__)
+
+UNMATCHED = "<unmatched>"
+# Latency buckets from 5 ms (a cached health check) to 30 s (a large batch on the CPU).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The service's metrics, registered in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "juicer") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        common = {"namespace": namespace, "registry": self.registry}
+        self.requests = Counter(
+            "http_requests", "HTTP requests answered, by URL rule, method and status", ["endpoint", "method", "status"], **common
+        )
+        self.request_latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by URL rule and method",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS,
+            **common,
+        )
+        self.predictions = Counter("predictions", "Images predicted, by decision (accept or review)", ["decision"], **common)
+        self.review_queue_length = Gauge("review_queue_length", "Review tasks waiting for annotators", **common)
+        self.labels = Gauge("labels", "Labels in the store, by source", ["source"], **common)
+        self.holdout_accuracy = Gauge("model_holdout_accuracy", "Holdout accuracy (argmax) of the serving model", **common)
+        self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **common)
+        self.model_info = Gauge("model_info", "The model version that serves (value 1)", ["model_version"], **common)
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one answered request and, when known, its latency."""
+        self.requests.labels(endpoint, method, str(status)).inc()
+        if seconds is not None:
+            self.request_latency.labels(endpoint, method).observe(seconds)
+
+    def observe_predictions(self, decisions: Iterable[str]) -> None:
+        """Count predictions by decision (``"accept"``, ``"review"``)."""
+        for decision in decisions:
+            self.predictions.labels(decision).inc()
+
+    def set_review_queue_length(self, n_open: int) -> None:
+        """The number of review tasks waiting for annotators."""
+        self.review_queue_length.set(n_open)
+
+    def set_labels(self, counts_by_source: Mapping[str, int]) -> None:
+        """Labels in the store by source; sources not given are dropped."""
+        self.labels.clear()
+        for source, count in counts_by_source.items():
+            self.labels.labels(source).set(count)
+
+    def set_model(self, model_version: str | None, holdout_accuracy: float | None, n_labels: int | None) -> None:
+        """The serving model: its version, holdout accuracy and the labels it used (None: no model yet)."""
+        self.model_info.clear()
+        if model_version is None:
+            self.holdout_accuracy.set(float("nan"))
+            self.model_labels.set(0)
+            return
+        self.model_info.labels(model_version).set(1)
+        self.holdout_accuracy.set(float("nan") if holdout_accuracy is None else holdout_accuracy)
+        self.model_labels.set(n_labels or 0)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
+        return generate_latest(self.registry)
+
+
+_START_KEY = "_juicer_metrics_started"
+
+
+def install_metrics(
+    app: Flask,
+    metrics: Metrics,
+    *,
+    refresh: Callable[[Metrics], None] | None = None,
+    path: str = "/metrics",
+) -> None:
+    """Record every request of ``app`` in ``metrics`` and serve them at ``path``.
+
+    ``refresh(metrics)`` runs at each scrape to copy store state into the gauges; if it fails the scrape
+    still answers (with the previous values) and the error is logged.
+    """
+
+    def start_timer() -> None:
+        setattr(g, _START_KEY, time.perf_counter())
+
+    def record(response: Response) -> Response:
+        started = getattr(g, _START_KEY, None)
+        seconds = None if started is None else time.perf_counter() - started
+        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        metrics.observe_request(rule, request.method, response.status_code, seconds)
+        return response
+
+    # First among the before-request hooks, so that a request refused by an earlier hook (auth) is timed too.
+    app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
+    app.after_request(record)
+
+    def scrape() -> Response:
+        if refresh is not None:
+            try:
+                refresh(metrics)
+            except Exception:  # a broken store must not take monitoring down with it
+                logger.exception("refreshing metrics from the store failed; serving the previous values")
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule(path, endpoint="metrics", view_func=scrape, methods=["GET"])
+    app.extensions["juicer_metrics"] = metrics
