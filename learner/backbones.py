@@ -7,8 +7,8 @@ SavedModel folder) and the input size it expects. Known names:
   PyPI, converted once by :func:`ensure_backbone` into ``<data_dir>/backbones/<name>/`` and loaded from there.
 - ``inception-v3``: the origin study's TF-Hub ImageNet feature vector at 299x299 (needs the internet).
 
-:func:`load_backbone` wraps the handle in a :class:`Backbone` whose ``embed`` runs batches of a fixed shape
-through one compiled ``tf.function``. TensorFlow places it on a GPU whenever it sees one; mixed precision (a
+:func:`load_backbone` wraps the handle in a :class:`Backbone` whose ``embed`` runs batches of up to
+``batch_size`` images through one compiled ``tf.function`` (traced once, batch dimension open). TensorFlow places it on a GPU whenever it sees one; mixed precision (a
 float16 graph rewrite of the loaded SavedModel) applies only there.
 
 TensorFlow is imported only when a backbone is built or loaded, so resolving names stays cheap.
@@ -186,7 +186,7 @@ def describe_devices() -> str:
 
 
 class Backbone:
-    """A loaded backbone: ``embed(pixels (n, h, w, 3) float32) -> (n, dim) float32``, in fixed-size batches."""
+    """A loaded backbone: ``embed(pixels (n, h, w, 3) float32) -> (n, dim) float32``, ``batch_size`` at a time."""
 
     def __init__(self, spec: BackboneSpec, layer: Any, batch_size: int, dim: int, device: str) -> None:
         self.spec = spec
@@ -212,7 +212,9 @@ class Backbone:
 
         height, width = self.spec.input_size
         layer = self._layer
-        signature = [tf.TensorSpec((self.batch_size, height, width, 3), tf.float32)]
+        # The batch dimension is left open: one trace serves every batch length, and a single image (the
+        # prediction endpoint's common case) costs one image's compute, not a padded batch's.
+        signature = [tf.TensorSpec((None, height, width, 3), tf.float32)]
 
         @tf.function(input_signature=signature, jit_compile=False, reduce_retracing=False)
         def features(images: Any) -> Any:
@@ -221,7 +223,7 @@ class Backbone:
         return features
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """Features of ``pixels`` (n, h, w, 3) float32 RGB [0, 1] at ``input_size``; the last batch is padded."""
+        """Features of ``pixels`` (n, h, w, 3) float32 RGB [0, 1] at ``input_size``, ``batch_size`` at a time."""
         pixels = np.asarray(pixels, dtype=np.float32)
         height, width = self.spec.input_size
         if pixels.ndim != 4 or pixels.shape[1:] != (height, width, 3):
@@ -230,16 +232,13 @@ class Backbone:
         out = np.empty((count, self.dim), dtype=np.float32)
         for start in range(0, count, self.batch_size):
             batch = pixels[start:start + self.batch_size]
-            real = batch.shape[0]
-            if real < self.batch_size:
-                batch = np.concatenate([batch, np.zeros((self.batch_size - real, height, width, 3), np.float32)])
-            out[start:start + real] = self._function(batch).numpy()[:real]
+            out[start:start + batch.shape[0]] = self._function(batch).numpy()
             self.calls += 1
         return out
 
 
 def load_backbone(spec: BackboneSpec, batch_size: int = 32, mixed_precision: bool = False) -> Backbone:
-    """Load ``spec.handle`` with ``hub.KerasLayer`` and compile its fixed-batch ``embed`` function."""
+    """Load ``spec.handle`` with ``hub.KerasLayer`` and compile its ``embed`` function."""
     import tensorflow as tf
     import tensorflow_hub as hub
 

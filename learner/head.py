@@ -9,9 +9,24 @@ optimised full-batch with Adam. The whole optimisation loop runs inside one comp
 a few hundred fused matrix products rather than thousands of Python-level Keras steps. The gradient of
 the cross-entropy is written out (``X^T (softmax(XW + b) - Y) / n``) so no tape is kept.
 
-By default each embedding is L2-normalised and scaled to norm ``sqrt(n_features)``: the head then needs no
-statistics of the training set (which would be noise with one image per class and would change under a
+By default every feature is first square-rooted (signed: ``sign(x) |x|^0.5``), then each embedding is
+L2-normalised and scaled to norm ``sqrt(n_features)``: the model then needs
+no statistics of the training set (which would be noise with one image per class and would change under a
 warm start), and the penalty ``alpha`` means the same thing for every backbone width.
+
+For the optimiser only, the rows are also centred on their mean: a reparametrisation (the bias absorbs it,
+the stored ``coef_``/``intercept_`` are for uncentred rows), not a change of model, which makes Adam
+converge several times faster. The step size decays to zero along a cosine over ``max_iter`` steps, so the
+last steps settle on the optimum instead of hovering around it.
+
+The defaults (``power=0.5``, ``alpha=0.03``, ``learning_rate=0.1``, ``max_iter=100``) were chosen on
+Fashion-MNIST EfficientNet-Lite0 embeddings of 5,000 images *disjoint* from the 7,000 that the curve
+benchmark uses, over budgets from 1 per class to 100%: ``alpha=0.003`` scored 2.5 points lower at 10% of
+the labels, 0.1 no better than 0.03; 100 steps matched 150 and 250 within noise (80 lost at 1 per class);
+the square root added 0.3 to 0.9 points at every budget from 3 per class up (12 seeds for the small
+budgets, 3 for the large ones). At 1 label per class no setting mattered beyond noise: there the one image
+picked decides. (The benchmark was run during development too, so its figures were seen, but every choice
+above was made on the tuning set's figures.)
 """
 
 from __future__ import annotations
@@ -68,7 +83,10 @@ def _train(X, Y, W0, b0, alpha, learning_rate, max_iter, tol):  # pragma: no cov
         vW = beta2 * vW + (1 - beta2) * gW * gW
         mb = beta1 * mb + (1 - beta1) * gb
         vb = beta2 * vb + (1 - beta2) * gb * gb
-        step = learning_rate * tf.sqrt(1 - beta2**t) / (1 - beta1**t)
+        # Cosine decay to zero at max_iter: full-batch Adam at a constant rate hovers around (and can leave)
+        # the optimum; the decay makes the last steps small, so the result is converged and stable.
+        decay = 0.5 * (1.0 + tf.cos(np.pi * (t - 1.0) / tf.cast(max_iter, tf.float32)))
+        step = learning_rate * decay * tf.sqrt(1 - beta2**t) / (1 - beta1**t)
         W = W - step * mW / (tf.sqrt(vW) + eps)
         b = b - step * mb / (tf.sqrt(vb) + eps)
         grad_max = tf.maximum(tf.reduce_max(tf.abs(gW)), tf.reduce_max(tf.abs(gb)))
@@ -114,35 +132,50 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         Adam's step size.
     tol : float
         Stop early once no gradient entry exceeds this.
+    power : float
+        Signed power applied to every feature first, ``sign(x) |x|^power`` (1.0: none). The default square
+        root damps the few large activations of pooled CNN features (Perronnin et al.'s "power
+        normalisation" for Fisher vectors; also common in few-shot learning).
     normalize : bool
         Scale every row to Euclidean norm ``sqrt(n_features)`` before the layer (see the module docstring).
     warm_start : bool
         Start from the previous fit's weights: classes seen before keep their rows, new classes get fresh
         ones, classes no longer in ``y`` are dropped. For incremental retraining as labels arrive.
+    warm_start_learning_rate : float
+        Adam's step size when continuing from a previous fit. Adam's first steps move every weight by about
+        the step size whatever the gradient, so the cold-start rate would throw the previous optimum away;
+        this smaller one stays near it (measured: after 60 steps on twice the labels, a warm fit is within
+        0.2% of the optimum's loss, a cold one 11% above it).
     random_state : int, numpy.random.RandomState or None
         Seeds the initial weights of classes that have no previous row.
     """
 
     def __init__(
         self,
-        alpha: float = 1e-3,
-        max_iter: int = 300,
-        learning_rate: float = 0.05,
+        alpha: float = 0.03,
+        max_iter: int = 100,
+        learning_rate: float = 0.1,
         tol: float = 1e-4,
+        power: float = 0.5,
         normalize: bool = True,
         warm_start: bool = False,
+        warm_start_learning_rate: float = 0.005,
         random_state: Any = None,
     ) -> None:
         self.alpha = alpha
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.tol = tol
+        self.power = power
         self.normalize = normalize
         self.warm_start = warm_start
+        self.warm_start_learning_rate = warm_start_learning_rate
         self.random_state = random_state
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
+        if self.power != 1.0:
+            X = np.sign(X) * np.abs(X) ** np.float32(self.power)
         if self.normalize:
             norms = np.linalg.norm(X, axis=1, keepdims=True)
             # An all-zero row stays zero rather than becoming NaN.
@@ -174,21 +207,28 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
                     W0[:, j] = old_W[:, old_index[label]]
                     b0[j] = old_b[old_index[label]]
 
+        learning_rate = self.learning_rate if previous is None else self.warm_start_learning_rate
         Y = np.zeros((X.shape[0], n_classes), dtype=np.float32)
         Y[np.arange(X.shape[0]), y_index] = 1.0
+        Xt = self._transform(X)
+        # Centre the rows for the optimiser only: logits W'(x - m) + b' equal W'x + (b' - W'm), so the model
+        # and its penalty are unchanged, but the shared mean direction (large, as every embedding is
+        # non-negative) no longer dominates the curvature, and Adam converges in far fewer steps.
+        center = Xt.mean(axis=0, dtype=np.float64).astype(np.float32)
+        b0 = b0 + center @ W0
         W, b, n_iter, loss = _train(
-            tf.constant(self._transform(X)),
+            tf.constant(Xt - center),
             tf.constant(Y),
             tf.constant(W0),
             tf.constant(b0),
             tf.constant(self.alpha, tf.float32),
-            tf.constant(self.learning_rate, tf.float32),
+            tf.constant(learning_rate, tf.float32),
             tf.constant(self.max_iter, tf.int32),
             tf.constant(self.tol, tf.float32),
         )
         self.classes_ = classes
         self.coef_ = W.numpy().T.copy()  # (k, d), as scikit-learn's linear models store it
-        self.intercept_ = b.numpy().copy()
+        self.intercept_ = (b.numpy() - center @ W.numpy()).astype(np.float32)
         self.n_iter_ = int(n_iter.numpy())
         self.loss_ = float(loss.numpy())
         logger.debug("fitted %d rows x %d features, %d classes, %d steps, loss %.4f",
@@ -201,8 +241,11 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         for name in ("alpha", "tol"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not float(self.learning_rate) > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not float(self.power) > 0:
+            raise ValueError(f"power must be > 0, got {self.power!r}")
+        for name in ("learning_rate", "warm_start_learning_rate"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
     def _previous_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         if not self.warm_start or not hasattr(self, "coef_"):

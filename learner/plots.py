@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 logger = logging.getLogger(__name__)
 
+_LABELLED = {"1/class", "3/class", "5%", "10%", "50%", "100%"}  # budgets named on the plot (as the study's)
+
 
 def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
     """Draw ``curve`` (a ``curve.json`` document) into a PNG at ``path``; returns the path."""
@@ -33,8 +35,9 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
         if n_seeds > 1:
             ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
         for b, xi, yi in zip(budgets, x, mean):
-            ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(0, -14), ha="center",
-                        fontsize=7, color="tab:blue")
+            if b["budget"] in _LABELLED:  # the dense 20%..90% run would overprint itself
+                ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
+                            fontsize=7, color="tab:blue")
 
         study = curve.get("study") or []
         if study:
@@ -45,7 +48,7 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
             ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
                         label="origin study (InceptionV3, TF flowers, 5 classes)")
             for p, xi, yi in zip(study, sx, sy):
-                ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(0, 8), ha="center",
+                ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(-5, 7), ha="right",
                             fontsize=7, color="tab:orange")
 
         ax.set_xscale("log")

@@ -137,7 +137,7 @@ def test_features_are_deterministic_and_do_not_depend_on_the_batch(lite0) -> Non
 
     first = lite0.embed(pixels)
     again = lite0.embed(pixels)
-    alone = lite0.embed(pixels[5:6])  # padded to a batch of 4 with zeros
+    alone = lite0.embed(pixels[5:6])  # a batch of one, where the others ran in batches of 4
 
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(alone[0], first[5], atol=1e-4)

@@ -1,0 +1,120 @@
+"""juicer's own records for the annotators' desk; the SDK's objects never leave :mod:`annotation`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Mapping
+
+LabelAction = Literal["set", "withdrawn"]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Label Studio project whose labelling config is one image ``Choices`` over ``classes``."""
+
+    id: int
+    title: str
+    classes: tuple[str, ...]
+    url: str  # where a person opens it in the browser
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    """One item to put in front of annotators, with the model's guess as the pre-annotation.
+
+    ``image`` is a path relative to the desk's ``files_root`` (served through Label Studio's local-files
+    storage) or an ``http(s)://`` URL. ``label`` None sends the item without a pre-selected choice.
+    """
+
+    item_id: str
+    image: str
+    label: str | None
+    score: float
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ReviewTask:
+    """The Label Studio task that holds an item; ``created`` False when an existing task was updated."""
+
+    item_id: str
+    task_id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """A person's answer for an item, or its withdrawal.
+
+    ``action`` "set": ``label`` is the annotator's current answer (an update replaces the earlier one with the
+    same ``annotation_id``). "withdrawn": the annotation was deleted (or emptied/skipped); forget what
+    ``annotation_id`` said. ``annotator`` is the Label Studio user id as a string, identical in pulls and
+    webhooks (:meth:`annotation.desk.LabelStudioDesk.annotator_emails` names them). ``item_id`` and ``task_id``
+    are None only in withdrawals parsed from an ``ANNOTATIONS_DELETED`` webhook, which carries the annotation id
+    alone (and ``annotator`` ""): match those on ``annotation_id``.
+    """
+
+    item_id: str | None
+    task_id: int | None
+    annotation_id: int
+    label: str | None
+    annotator: str
+    at: datetime
+    action: LabelAction
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """The task Label Studio's queue hands a person next, with the model's pre-annotation."""
+
+    item_id: str
+    task_id: int
+    image: str  # as stored in the task (a /data/local-files/ URL or an http URL)
+    predicted_label: str | None
+    score: float | None
+    model_version: str | None
+    prediction_id: int | None
+
+
+@dataclass(frozen=True)
+class SeenAnnotation:
+    """What the last pull reported for one annotation (kept in the cursor to detect updates and deletions)."""
+
+    item_id: str
+    task_id: int
+    label: str
+    annotator: str
+    updated_at: str  # Label Studio's ISO timestamp, compared as given
+
+
+@dataclass(frozen=True)
+class PullCursor:
+    """Where :meth:`LabelStudioDesk.pull_labels` stopped: the completed annotations it has reported.
+
+    Store it with :meth:`to_json` and restore it with :meth:`from_json`; None means "from the beginning".
+    """
+
+    project_id: int
+    seen: Mapping[int, SeenAnnotation] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """A JSON string that :meth:`from_json` turns back into an equal cursor."""
+        return json.dumps(
+            {
+                "project_id": self.project_id,
+                "seen": {str(k): [v.item_id, v.task_id, v.label, v.annotator, v.updated_at] for k, v in self.seen.items()},
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "PullCursor":
+        """Rebuild a cursor stored by :meth:`to_json`; ValueError if ``text`` is not one."""
+        try:
+            raw = json.loads(text)
+            seen = {int(k): SeenAnnotation(str(v[0]), int(v[1]), str(v[2]), str(v[3]), str(v[4])) for k, v in raw["seen"].items()}
+            return cls(project_id=int(raw["project_id"]), seen=seen)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"not a pull cursor stored by PullCursor.to_json: {exc}") from exc

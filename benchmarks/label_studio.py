@@ -1,0 +1,141 @@
+"""Label Studio figures: start (fresh, restart), memory, sending 1,000 items, pulling 1,000 labels, webhooks.
+
+Starts its own Label Studio (from .venv-ls) on a free 127.0.0.1 port with a temporary data folder and stops it
+at the end. Run from the repository root: ``.venv/bin/python benchmarks/label_studio.py [--items 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from annotation.desk import LabelStudioDesk  # noqa: E402
+from annotation.models import ReviewRequest  # noqa: E402
+from annotation.server import LabelStudioServer  # noqa: E402
+from annotation.webhooks import SECRET_HEADER, check_secret, parse_webhook  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PAYLOAD = REPO / "tests" / "unit" / "annotation" / "payloads" / "annotation_created.json"
+CLASSES = ["cat", "cup", "person"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of ``pid`` in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def timed(call):
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def write_images(files_root: Path) -> list[str]:
+    from PIL import Image
+    from skimage import data
+
+    files_root.mkdir(parents=True, exist_ok=True)
+    for name in ("chelsea", "coffee", "astronaut"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(files_root / f"{name}.jpg")
+    return ["chelsea.jpg", "coffee.jpg", "astronaut.jpg"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=1000)
+    args = parser.parse_args()
+    rows: list[tuple[str, str]] = []
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory(prefix="juicer-ls-bench-") as tmp:
+        root = Path(tmp)
+        images = write_images(root / "files" / "images")
+        token = "bench-token-" + "0" * 20
+        server = LabelStudioServer(
+            REPO / ".venv-ls", root / "data", root / "files" / "images", port=free_port(),
+            username="bench@juicer.test", password="bench-password", token=token,
+        )  # fmt: skip
+        try:
+            seconds, _ = timed(lambda: server.start(wait=True, timeout_s=300))
+            rows.append(("start, fresh data folder (to /health UP)", f"{seconds:.1f} s"))
+            rows.append(("RSS after start", f"{rss_mb(server.pid)[0]:.0f} MB"))
+            seconds, _ = timed(server.stop)
+            rows.append(("stop (SIGTERM)", f"{seconds:.1f} s"))
+            seconds, _ = timed(lambda: server.start(wait=True, timeout_s=300))
+            rows.append(("start, restart on the same data", f"{seconds:.1f} s"))
+
+            desk = LabelStudioDesk(server.url, token, files_root=server.files_root, timeout_s=60)
+            project = desk.ensure_project(CLASSES, "bench send")
+            requests = [
+                ReviewRequest(f"item-{i:05d}", images[i % 3], rng.choice(CLASSES), rng.random(), "v1")
+                for i in range(args.items)
+            ]
+            seconds, tasks = timed(lambda: desk.send_for_review(project, requests))
+            assert len(tasks) == args.items and all(t.created for t in tasks)
+            rows.append((f"send {args.items} new items with predictions", f"{seconds:.1f} s ({args.items / seconds:.0f}/s)"))
+            again = [ReviewRequest(r.item_id, r.image, r.label, rng.random(), "v2") for r in requests]
+            seconds, tasks = timed(lambda: desk.send_for_review(project, again))
+            assert not any(t.created for t in tasks)
+            rows.append((f"re-send the {args.items} items (predictions replaced)", f"{seconds:.1f} s"))
+            seconds, _ = timed(lambda: desk.next_task(project))
+            rows.append((f"GET /next (uncertainty sampling, {args.items} tasks)", f"{seconds * 1000:.0f} ms"))
+
+            labelled = desk.ensure_project(CLASSES, "bench pull")
+            result = lambda label: [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
+            for start in range(0, args.items, 250):  # tasks with completed annotations, bulk-imported
+                chunk = [
+                    {"data": {"image": desk.image_url(images[i % 3]), "item_id": f"lab-{i:05d}"},
+                     "annotations": [{"result": result(rng.choice(CLASSES))}]}
+                    for i in range(start, min(start + 250, args.items))
+                ]  # fmt: skip
+                desk._ls.projects.import_tasks(id=labelled.id, request=chunk)
+            seconds, (events, cursor) = timed(lambda: desk.pull_labels(labelled))
+            assert len(events) == args.items, len(events)
+            rows.append((f"pull {args.items} labels (first pull)", f"{seconds:.2f} s"))
+            seconds, (events, _) = timed(lambda: desk.pull_labels(labelled, cursor))
+            assert events == []
+            rows.append((f"pull again, nothing new ({args.items} labelled)", f"{seconds:.2f} s"))
+            rows.append(("cursor size (JSON)", f"{len(cursor.to_json()) / 1024:.0f} KiB"))
+
+            task = desk.next_task(project)
+            seconds, _ = timed(lambda: desk.submit_annotation(task.task_id, "cat"))
+            rows.append(("submit one annotation as the editor does", f"{seconds * 1000:.0f} ms"))
+            rows.append(("RSS now / peak", "{:.0f} MB / {:.0f} MB".format(*rss_mb(server.pid))))
+            desk.close()
+        finally:
+            server.stop()
+
+    payload = json.loads(PAYLOAD.read_text())
+    headers = {"Content-Type": "application/json", SECRET_HEADER: "a-shared-secret-value"}
+    n = 20_000
+    started = time.perf_counter()
+    for _ in range(n):
+        assert check_secret(headers, "a-shared-secret-value")
+        parse_webhook(payload)
+    per_call = (time.perf_counter() - started) / n
+    rows.append(("webhook on our side (check_secret + parse_webhook)", f"{per_call * 1e6:.0f} µs"))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"{'Label Studio 1.23.2 on 127.0.0.1':<{width}}  figure")
+    print("-" * (width + 22))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

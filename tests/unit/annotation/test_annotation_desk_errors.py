@@ -1,0 +1,137 @@
+"""LabelStudioDesk's error mapping and request shapes, with httpx.MockTransport under the real SDK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+
+from annotation.desk import LabelStudioDesk, label_config
+from annotation.errors import (
+    AnnotationError,
+    LabelStudioAuthError,
+    LabelStudioRejected,
+    LabelStudioUnavailable,
+    ProjectConfigError,
+)
+from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, SeenAnnotation
+
+URL = "http://ls.test"
+
+
+def desk_answering(handler, **kwargs) -> LabelStudioDesk:
+    return LabelStudioDesk(URL, "tok", transport=httpx.MockTransport(handler), **kwargs)
+
+
+def answer(status: int, body) -> callable:
+    return lambda request: httpx.Response(status, json=body)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [(400, LabelStudioRejected, False), (401, LabelStudioAuthError, False), (403, LabelStudioAuthError, False),
+     (404, LabelStudioRejected, False), (429, LabelStudioUnavailable, True), (500, LabelStudioUnavailable, True),
+     (503, LabelStudioUnavailable, True)],
+)  # fmt: skip
+def test_http_errors_map_to_annotation_errors(status, kind, retryable):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(status, json={"detail": "the reason Label Studio gave"})
+
+    with desk_answering(handler) as desk, pytest.raises(kind) as caught:
+        desk.ensure_project(["a", "b"], "some project")
+    assert caught.value.retryable is retryable and caught.value.status == status
+    assert "the reason Label Studio gave" in str(caught.value) and "headers" not in str(caught.value)
+    assert caught.value.__cause__ is not None
+    assert len(calls) == 1  # no hidden SDK retries with sleeps
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
+def test_transport_failures_are_retryable(error):
+    def handler(request):
+        raise error
+
+    with desk_answering(handler) as desk, pytest.raises(LabelStudioUnavailable) as caught:
+        desk.pull_labels(Project(1, "p", ("a",), URL))
+    assert caught.value.retryable and caught.value.__cause__ is error
+    assert isinstance(caught.value, AnnotationError)
+
+
+def test_health_is_false_instead_of_raising():
+    def handler(request):
+        raise httpx.ConnectError("refused")
+
+    with desk_answering(handler) as desk:
+        assert desk.health() is False
+    with desk_answering(answer(200, {"status": "UP"})) as desk:
+        assert desk.health() is True
+
+
+def test_next_task_is_none_when_the_queue_is_empty():
+    with desk_answering(answer(404, {"detail": "There are still some tasks to complete for the user"})) as desk:
+        assert desk.next_task(Project(1, "p", ("a",), URL)) is None
+
+
+def test_submit_posts_the_editor_body():
+    posted = []
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": 7, "project": 3, "predictions": [{"id": 11}, {"id": 12}]})
+        posted.append(request)
+        return httpx.Response(201, json={"id": 99})
+
+    with desk_answering(handler) as desk:
+        assert desk.submit_annotation(7, "cat") == 99
+    [request] = posted
+    body = json.loads(request.content)
+    assert request.url.path == "/api/tasks/7/annotations" and request.url.params["project"] == "3"
+    assert request.headers["Authorization"] == "Token tok"
+    assert set(body) == {"lead_time", "result", "draft_id", "parent_prediction", "parent_annotation", "started_at", "project", "unique_id"}
+    assert body["parent_prediction"] == 12 and body["project"] == "3"
+    [region] = body["result"]
+    assert region["value"] == {"choices": ["cat"]} and (region["from_name"], region["to_name"]) == ("label", "image")
+    assert len(region["id"]) == 10 and region["origin"] == "manual"
+
+
+def test_predicted_label_outside_the_classes_is_refused_before_any_call():
+    def handler(request):
+        raise AssertionError("no request expected")
+
+    with desk_answering(handler) as desk, pytest.raises(ProjectConfigError, match="dog"):
+        desk.send_for_review(Project(1, "p", ("cat",), URL), [ReviewRequest("i", "x.jpg", "dog", 0.5, "v1")])
+
+
+def test_image_paths_become_local_files_urls(tmp_path):
+    desk = LabelStudioDesk(URL, "tok", files_root=tmp_path / "images")
+    assert desk.image_url("sub dir/a.jpg") == "/data/local-files/?d=images/sub%20dir/a.jpg"
+    assert desk.image_url("https://example.org/a.jpg") == "https://example.org/a.jpg"
+    for bad in ("/etc/passwd", "../secret.jpg"):
+        with pytest.raises(ValueError):
+            desk.image_url(bad)
+    with pytest.raises(ValueError, match="files_root"):
+        LabelStudioDesk(URL, "tok").image_url("a.jpg")
+
+
+def test_label_config_escapes_class_names():
+    names = ["T-shirt/top", 'say "hi" & <bye>', "it's"]
+    root = ElementTree.fromstring(label_config(names))
+    assert [c.get("value") for c in root.iter("Choice")] == names
+    assert root.find("Choices").get("toName") == root.find("Image").get("name")
+
+
+def test_cursor_round_trips_through_json():
+    cursor = PullCursor(4, {12: SeenAnnotation("item-1", 3, "cat", "1", "2026-11-28T21:16:54.645778Z")})
+    assert PullCursor.from_json(cursor.to_json()) == cursor
+    with pytest.raises(ValueError):
+        PullCursor.from_json('{"seen": 1}')
+
+
+def test_cursor_from_another_project_is_refused():
+    with desk_answering(answer(500, {})) as desk, pytest.raises(ValueError, match="project"):
+        desk.pull_labels(Project(1, "p", ("a",), URL), PullCursor(2))

@@ -1,0 +1,102 @@
+"""LabelStudioServer's command line and environment (the real start is in the integration tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotation.server import LabelStudioServer, document_root, server_from_settings
+from config import load_settings
+
+
+def make_server(tmp_path: Path) -> LabelStudioServer:
+    return LabelStudioServer(
+        tmp_path / "venv", tmp_path / "data", tmp_path / "files" / "images",
+        port=18080, username="a@b.test", password="password1", token="tok12345",
+    )  # fmt: skip
+
+
+def test_environment_drops_the_names_label_studio_misreads(tmp_path, monkeypatch):
+    for name in ("HOST", "USERNAME", "PASSWORD", "PORT"):
+        monkeypatch.setenv(name, "wrong")
+    env = make_server(tmp_path).environment()
+    assert not {"HOST", "USERNAME", "PASSWORD", "PORT"} & set(env)
+    assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str((tmp_path / "files").resolve())
+    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
+
+
+def test_command_binds_loopback_with_a_legacy_token(tmp_path):
+    command = make_server(tmp_path).command()
+    assert command[:2] == [str(tmp_path / "venv" / "bin" / "label-studio"), "start"]
+    assert command[command.index("--internal-host") + 1] == "127.0.0.1"
+    assert command[command.index("--user-token") + 1] == "tok12345"
+    assert "--enable-legacy-api-token" in command and "--no-browser" in command
+
+
+def test_a_data_folder_without_a_server_is_not_running(tmp_path):
+    server = make_server(tmp_path)
+    (tmp_path / "data").mkdir()
+    server.pidfile.write_text("999999999\n")  # no such process
+    assert not server.running and server.pid is None
+    assert server.stop() is False
+    assert server.url == "http://127.0.0.1:18080"
+
+
+def test_document_root_is_the_parent_of_files_root(tmp_path):
+    assert document_root(tmp_path / "images") == tmp_path.resolve()
+
+
+def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
+    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    server = server_from_settings(settings)
+    assert server.data_dir == (tmp_path / "label-studio").resolve()
+    assert server.files_root == (tmp_path / "images").resolve()
+    assert server.port == 9123 and server.username == settings.label_studio.username
+
+
+FAKE_LABEL_STUDIO = '''#!{python}
+# Stands in for label-studio: like the real one, it takes another port when asked for a busy one, says so in
+# its log line, and answers /health.
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1]) + 1
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"status": "UP"}}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+server = HTTPServer(("127.0.0.1", port), Health)
+print(f"Starting development server at http://127.0.0.1:{{port}}/", flush=True)
+server.serve_forever()
+'''
+
+
+def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
+    import socket
+    import sys
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "label-studio"
+    fake.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
+    fake.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        asked = probe.getsockname()[1]
+    server = LabelStudioServer(
+        venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test",
+        password="password1", token="tok12345",
+    )  # fmt: skip
+    try:
+        url = server.start(wait=True, timeout_s=20)
+        assert url == f"http://127.0.0.1:{asked + 1}" and server.running and server.healthy()
+        again = LabelStudioServer(venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test", password="password1", token="tok12345")
+        assert again.running and again.url == url  # another process finds it through the data folder
+    finally:
+        assert server.stop() is True
+    assert not server.running and not server.pidfile.exists()
