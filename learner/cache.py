@@ -260,6 +260,24 @@ def _load_batch(sources: Sequence["ImageSource"], size: tuple[int, int]) -> np.n
     return np.stack([np.asarray(source.pixels(size), dtype=np.float32) for source in sources])
 
 
+def _embed_batch(
+    backbone: Embedder,
+    cache: EmbeddingCache,
+    batch: list[tuple[str, "ImageSource"]],
+    pixels: np.ndarray,
+    out: np.ndarray,
+    positions: dict[str, list[int]],
+) -> None:
+    """Run one decoded batch through the backbone, store it in the cache, and fill its rows of ``out``."""
+    features = np.asarray(backbone.embed(pixels), dtype=np.float32)
+    if features.shape != (len(batch), backbone.dim):
+        raise LearnerError(f"{backbone.id} returned {features.shape} for {len(batch)} images, not (n, {backbone.dim})")
+    batch_hashes = [content_hash for content_hash, _ in batch]
+    cache.put_many(batch_hashes, features)
+    for content_hash, vector in zip(batch_hashes, features):
+        out[positions[content_hash]] = vector
+
+
 def embed_sources(
     backbone: Embedder,
     cache: EmbeddingCache,
@@ -303,6 +321,11 @@ def embed_sources(
         return out
     batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
     size = tuple(backbone.input_size)
+    if len(batches) == 1 and not progress:
+        # One batch (the prediction endpoint's case): nothing to overlap, so no decode thread to start.
+        _embed_batch(backbone, cache, batches[0], _load_batch([source for _, source in batches[0]], size), out,
+                     positions)
+        return out
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juicer-decode") as pool, tqdm(
         total=len(todo), unit="img", desc=f"embedding ({backbone.id.split(':')[0]})", disable=not progress
     ) as bar:
@@ -312,14 +335,8 @@ def embed_sources(
             pixels = pending.result()
             if index + 1 < len(batches):
                 pending = pool.submit(_load_batch, [source for _, source in batches[index + 1]], size)
-            features = np.asarray(backbone.embed(pixels), dtype=np.float32)
+            _embed_batch(backbone, cache, batch, pixels, out, positions)
             del pixels
-            if features.shape != (len(batch), dim):
-                raise LearnerError(f"{backbone.id} returned {features.shape} for {len(batch)} images, not (n, {dim})")
-            batch_hashes = [content_hash for content_hash, _ in batch]
-            cache.put_many(batch_hashes, features)
-            for content_hash, vector in zip(batch_hashes, features):
-                out[positions[content_hash]] = vector
             bar.update(len(batch))
     elapsed = time.perf_counter() - started
     logger.info("embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
