@@ -362,8 +362,9 @@ class LabelStudioDesk:
         """Put items in front of annotators with the model's guess pre-selected; one item, one task.
 
         New items are bulk-imported with their prediction; an item sent again keeps its task (and its labels)
-        and gets the new prediction instead of the old one. The project's model_version then follows the newest
-        predictions, so "Uncertainty sampling" serves the lowest score first. ``score`` is the model's confidence
+        and has its prediction updated in place (an annotator who opened it keeps a valid parent prediction). The
+        project's model_version then follows the newest predictions, so "Uncertainty sampling" serves the lowest
+        score first. ``score`` is the model's confidence
         (e.g. its top probability): lower means less certain. Returns one :class:`ReviewTask` per distinct item
         (the last request wins for repeated item ids), in request order.
         """
@@ -418,14 +419,27 @@ class LabelStudioDesk:
             predictions.sort(key=lambda p: int(p["id"]))
         return by_task
 
+    @classmethod
+    def _same_prediction(cls, current: Mapping[str, Any], request: ReviewRequest) -> bool:
+        """Whether the stored prediction already says what ``request`` would write."""
+        wanted = cls._prediction(request)
+        score = current.get("score")
+        return (
+            current.get("model_version") == wanted["model_version"]
+            and score is not None
+            and abs(float(score) - wanted["score"]) < 1e-9
+            and annotation_label(current.get("result")) == request.label
+        )
+
     def _update_predictions(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]]) -> None:
         """Give existing tasks the new predictions, keeping each task's prediction (its id) in place.
 
         An annotation names the prediction it started from (``parent_prediction``): deleting a task's
         prediction while a person has the task open makes their submit fail. So the newest prediction of each
-        task is updated in place (PATCH, a few at a time); only a task without any gets one created (one bulk
-        call), and older duplicates are deleted, since the Data Manager's score column averages every
-        prediction of a task.
+        task is updated in place (PATCH, a few at a time; Label Studio 1.23.2 has no bulk update, so this costs
+        one request per item) unless it already says the same; only a task without any gets one created (bulk),
+        and older duplicates are deleted, since the Data Manager's score column averages every prediction of a
+        task.
         """
         if not tasks:
             return
@@ -439,7 +453,8 @@ class LabelStudioDesk:
                 create.append((task_id, request))
                 continue
             *older, newest = predictions
-            update.append((int(newest["id"]), task_id, request))
+            if not self._same_prediction(newest, request):  # e.g. a retried send: nothing to change
+                update.append((int(newest["id"]), task_id, request))
             surplus.extend(int(p["id"]) for p in older)
         for start in range(0, len(create), IMPORT_CHUNK):
             chunk = create[start : start + IMPORT_CHUNK]

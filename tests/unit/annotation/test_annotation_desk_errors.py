@@ -101,8 +101,10 @@ def test_submit_posts_the_editor_body():
 
 def test_resending_updates_predictions_in_place_and_deletes_only_duplicates():
     calls = []
-    tasks = [{"id": 1, "data": {"item_id": "a"}}, {"id": 2, "data": {"item_id": "b"}}, {"id": 3, "data": {"item_id": "c"}}]
-    predictions = [{"id": 6, "task": 1}, {"id": 5, "task": 1}, {"id": 7, "task": 2}]  # task 3 has none
+    tasks = [{"id": n, "data": {"item_id": item}} for n, item in enumerate("abcd", start=1)]
+    cat = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]
+    already = {"id": 8, "task": 4, "model_version": "v2", "score": 0.4, "result": cat}  # says what "d" would: kept
+    predictions = [{"id": 6, "task": 1}, {"id": 5, "task": 1}, {"id": 7, "task": 2}, already]  # task 3 has none
 
     def handler(request):
         calls.append((request.method, request.url.path.rstrip("/"), json.loads(request.content) if request.content else None))
@@ -117,10 +119,10 @@ def test_resending_updates_predictions_in_place_and_deletes_only_duplicates():
             return httpx.Response(204)
         return httpx.Response(200, json={"id": 4, "created": 1})
 
-    requests = [ReviewRequest(i, f"http://img/{i}.jpg", "cat", 0.1 * n, "v2") for n, i in enumerate("abc", start=1)]
+    requests = [ReviewRequest(i, f"http://img/{i}.jpg", "cat", 0.1 * n, "v2") for n, i in enumerate("abcd", start=1)]
     with desk_answering(handler) as desk:
         sent = desk.send_for_review(Project(4, "p", ("cat",), URL), requests)
-    assert [(t.item_id, t.task_id, t.created) for t in sent] == [("a", 1, False), ("b", 2, False), ("c", 3, False)]
+    assert [(t.item_id, t.task_id, t.created) for t in sent] == [("a", 1, False), ("b", 2, False), ("c", 3, False), ("d", 4, False)]
     patched = sorted(
         (path, body["task"], body["model_version"], body["score"])
         for method, path, body in calls
