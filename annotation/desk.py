@@ -13,6 +13,7 @@ import logging
 import secrets
 import string
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,7 +59,8 @@ QUEUE_VIEW_DATA = {
 }
 IMPORT_CHUNK = 250  # tasks per bulk-import request: keeps each request well inside the timeout
 PAGE_SIZE = 1000
-BULK_TIMEOUT_FACTOR = 6  # bulk calls (import, prediction swap, whole-project export) get 6x the ordinary timeout
+BULK_TIMEOUT_FACTOR = 6  # bulk calls (import, prediction listing, whole-project export) get 6x the ordinary timeout
+PREDICTION_WORKERS = 4  # concurrent PATCHes when re-sending items: the server's own work, not ours, is the limit
 
 
 def label_config(classes: Sequence[str]) -> str:
@@ -116,6 +118,12 @@ def _ui_region_id() -> str:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _newest_prediction_id(task: Mapping[str, Any]) -> int | None:
+    """The id of a task's newest prediction (what the editor shows and an annotation names), None without one."""
+    ids = [int(p["id"]) for p in task.get("predictions") or [] if p.get("id") is not None]
+    return max(ids) if ids else None
 
 
 class LabelStudioDesk:
@@ -354,8 +362,9 @@ class LabelStudioDesk:
         """Put items in front of annotators with the model's guess pre-selected; one item, one task.
 
         New items are bulk-imported with their prediction; an item sent again keeps its task (and its labels)
-        and gets the new prediction instead of the old one. The project's model_version then follows the newest
-        predictions, so "Uncertainty sampling" serves the lowest score first. ``score`` is the model's confidence
+        and has its prediction updated in place (an annotator who opened it keeps a valid parent prediction). The
+        project's model_version then follows the newest predictions, so "Uncertainty sampling" serves the lowest
+        score first. ``score`` is the model's confidence
         (e.g. its top probability): lower means less certain. Returns one :class:`ReviewTask` per distinct item
         (the last request wins for repeated item ids), in request order.
         """
@@ -384,8 +393,7 @@ class LabelStudioDesk:
                     id=project.id, request=payload, return_task_ids=True, request_options=self._bulk_opts
                 )
         resent = [r for r in latest.values() if r.item_id in index]
-        for start in range(0, len(resent), IMPORT_CHUNK):
-            self._replace_predictions(project.id, [(index[r.item_id], r) for r in resent[start : start + IMPORT_CHUNK]])
+        self._update_predictions(project.id, [(index[r.item_id], r) for r in resent])
         if new:
             index = self._task_index(project.id)
         self._follow_model_version(project.id, list(latest.values())[-1].model_version)
@@ -396,24 +404,86 @@ class LabelStudioDesk:
         logger.info("sent %d items for review (%d new) to project %s", len(latest), len(new), project.id)
         return [ReviewTask(item, index[item], item in created_ids) for item in latest]
 
-    def _replace_predictions(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]]) -> None:
-        """Swap the predictions of existing tasks for new ones: two bulk calls a chunk.
+    def _current_predictions(self, project_id: int) -> dict[int, list[dict[str, Any]]]:
+        """task id -> the task's predictions (oldest first), in one listing of the project's predictions."""
+        listed = self._request(
+            "GET", "/api/predictions/", f"listing the predictions of project {project_id}",
+            params={"project": project_id}, timeout=self.timeout_s * BULK_TIMEOUT_FACTOR,
+        ).json()  # fmt: skip
+        if isinstance(listed, Mapping):  # a paginated answer (not what 1.23.2 gives, but harmless to accept)
+            listed = listed.get("results") or []
+        by_task: dict[int, list[dict[str, Any]]] = {}
+        for prediction in listed:
+            by_task.setdefault(int(prediction["task"]), []).append(prediction)
+        for predictions in by_task.values():
+            predictions.sort(key=lambda p: int(p["id"]))
+        return by_task
 
-        Old predictions must go: the Data Manager's score column averages every prediction of a task. Label
-        Studio's bulk delete recounts each task synchronously (no Redis), about 30 ms a task here.
+    @classmethod
+    def _same_prediction(cls, current: Mapping[str, Any], request: ReviewRequest) -> bool:
+        """Whether the stored prediction already says what ``request`` would write."""
+        wanted = cls._prediction(request)
+        score = current.get("score")
+        return (
+            current.get("model_version") == wanted["model_version"]
+            and score is not None
+            and abs(float(score) - wanted["score"]) < 1e-9
+            and annotation_label(current.get("result")) == request.label
+        )
 
-        If the second call fails the tasks are left without a prediction until the (retryable) send is retried.
+    def _update_predictions(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]]) -> None:
+        """Give existing tasks the new predictions, keeping each task's prediction (its id) in place.
+
+        An annotation names the prediction it started from (``parent_prediction``): deleting a task's
+        prediction while a person has the task open makes their submit fail. So the newest prediction of each
+        task is updated in place (PATCH, a few at a time; Label Studio 1.23.2 has no bulk update, so this costs
+        one request per item) unless it already says the same; only a task without any gets one created (bulk),
+        and older duplicates are deleted, since the Data Manager's score column averages every prediction of a
+        task.
         """
-        task_ids = [task_id for task_id, _ in tasks]
-        with self._errors(f"replacing the predictions of {len(tasks)} tasks in project {project_id}"):
-            self._ls.actions.create(
-                id="delete_tasks_predictions", project=project_id,
-                selected_items={"all": False, "included": task_ids}, request_options=self._bulk_opts,
+        if not tasks:
+            return
+        current = self._current_predictions(project_id)
+        create: list[tuple[int, ReviewRequest]] = []
+        update: list[tuple[int, int, ReviewRequest]] = []
+        surplus: list[int] = []
+        for task_id, request in tasks:
+            predictions = current.get(task_id) or []
+            if not predictions:
+                create.append((task_id, request))
+                continue
+            *older, newest = predictions
+            if not self._same_prediction(newest, request):  # e.g. a retried send: nothing to change
+                update.append((int(newest["id"]), task_id, request))
+            surplus.extend(int(p["id"]) for p in older)
+        for start in range(0, len(create), IMPORT_CHUNK):
+            chunk = create[start : start + IMPORT_CHUNK]
+            with self._errors(f"creating the predictions of {len(chunk)} tasks in project {project_id}"):
+                self._ls.projects.import_predictions(
+                    id=project_id, request=[{"task": task_id, **self._prediction(r)} for task_id, r in chunk],
+                    request_options=self._bulk_opts,
+                )  # fmt: skip
+
+        def patch(job: tuple[int, int, ReviewRequest]) -> None:
+            prediction_id, task_id, request = job
+            # "task" too: Label Studio validates a new result against the task's project config
+            self._request(
+                "PATCH", f"/api/predictions/{prediction_id}", f"updating prediction {prediction_id} of task {task_id}",
+                json={"task": task_id, **self._prediction(request)},
             )  # fmt: skip
-            self._ls.projects.import_predictions(
-                id=project_id, request=[{"task": task_id, **self._prediction(r)} for task_id, r in tasks],
-                request_options=self._bulk_opts,
-            )  # fmt: skip
+
+        def delete(prediction_id: int) -> None:
+            try:
+                self._request("DELETE", f"/api/predictions/{prediction_id}", f"deleting old prediction {prediction_id}")
+            except LabelStudioRejected as exc:
+                if exc.status != 404:  # already gone: what we wanted
+                    raise
+
+        with ThreadPoolExecutor(max_workers=PREDICTION_WORKERS, thread_name_prefix="juicer-predictions") as pool:
+            list(pool.map(patch, update))  # list(): re-raise the first failure
+            list(pool.map(delete, surplus))
+        if surplus:
+            logger.info("deleted %d duplicate predictions in project %s", len(surplus), project_id)
 
     def _follow_model_version(self, project_id: int, model_version: str) -> None:
         # Uncertainty sampling only orders by predictions of the project's model_version (else random).
@@ -532,6 +602,43 @@ class LabelStudioDesk:
             prediction_id=prediction.get("id"),
         )
 
+    def open_tasks(self, project: Project) -> list[NextTask]:
+        """Every task of ``project`` nobody has annotated or skipped yet, with its latest prediction (any order).
+
+        What a person sees scanning the task list (``juicer simulate --order random`` picks from it).
+        """
+        query = json.dumps(
+            {
+                "filters": {
+                    "conjunction": "and",
+                    "items": [
+                        {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+                        {"filter": "filter:tasks:cancelled_annotations", "operator": "equal", "type": "Number", "value": 0},
+                    ],
+                }
+            }
+        )
+        found: list[NextTask] = []
+        with self._errors(f"listing open tasks of project {project.id}"):
+            for task in self._ls.tasks.list(
+                project=project.id, query=query, fields="all", page_size=PAGE_SIZE, request_options=self._opts
+            ):
+                data = task.data or {}
+                predictions = sorted(task.predictions or [], key=lambda p: p.id or 0)
+                prediction = predictions[-1] if predictions else None
+                found.append(
+                    NextTask(
+                        item_id=str(data.get("item_id")),
+                        task_id=int(task.id),
+                        image=str(data.get("image")),
+                        predicted_label=annotation_label(prediction.result) if prediction else None,
+                        score=prediction.score if prediction else None,
+                        model_version=prediction.model_version if prediction else None,
+                        prediction_id=prediction.id if prediction else None,
+                    )
+                )
+        return found
+
     def _ui_result(self, label: str) -> list[dict[str, Any]]:
         return [
             {
@@ -551,20 +658,29 @@ class LabelStudioDesk:
         *,
         lead_time_s: float = 1.0,
         started_at: str | None = None,
+        prediction_id: int | None = None,
     ) -> int:
         """Submit ``label`` for a task exactly as Label Studio's editor does; ``None`` skips the task. Returns the annotation id.
 
         Reads the task first (the editor has it loaded) for its project and prediction, then POSTs
-        ``/api/tasks/{id}/annotations?project=...`` with the editor's body.
+        ``/api/tasks/{id}/annotations?project=...`` with the editor's body. ``prediction_id``: the prediction the
+        person started from (:attr:`NextTask.prediction_id`, taken earlier); None: the task's newest now. If that
+        prediction no longer exists, the annotation is submitted once more naming the task's current one.
         """
         task = self._request("GET", f"/api/tasks/{task_id}", f"reading task {task_id}").json()
-        project_id = int(task["project"])
-        predictions = sorted(task.get("predictions") or [], key=lambda p: p.get("id", 0))
+        parent = prediction_id if prediction_id is not None else _newest_prediction_id(task)
+        return self._post_annotation(task, label, lead_time_s, started_at, parent)
+
+    def _post_annotation(
+        self, task: Mapping[str, Any], label: str | None, lead_time_s: float, started_at: str | None, parent: int | None
+    ) -> int:
+        """POST the editor's body naming ``parent``; if that prediction is gone, once more naming the current one."""
+        task_id, project_id = int(task["id"]), int(task["project"])
         body: dict[str, Any] = {
             "lead_time": lead_time_s,
             "result": self._ui_result(label) if label is not None else [],
             "draft_id": 0,
-            "parent_prediction": predictions[-1]["id"] if predictions else None,
+            "parent_prediction": parent,
             "parent_annotation": None,
             "started_at": started_at or _now_iso(),
             "project": str(project_id),
@@ -572,10 +688,29 @@ class LabelStudioDesk:
         }
         if label is None:
             body["was_cancelled"] = True
-        response = self._request(
-            "POST", f"/api/tasks/{task_id}/annotations", f"submitting an annotation for task {task_id}",
-            params={"project": project_id}, json=body,
-        )  # fmt: skip
+        doing = f"submitting an annotation for task {task_id}"
+        try:
+            response = self._request(
+                "POST", f"/api/tasks/{task_id}/annotations", doing, params={"project": project_id}, json=body
+            )
+        except (LabelStudioRejected, LabelStudioUnavailable) as exc:
+            # A re-send replaced the prediction the person started from: Label Studio answers 400 ("parent_prediction
+            # ... does not exist") or, racing the delete, 500 (foreign key). The person's answer must not be lost.
+            vanished = exc.status == 400 and "parent_prediction" in exc.message
+            if parent is None or not (vanished or (exc.status or 0) >= 500):
+                raise
+            fresh = self._request("GET", f"/api/tasks/{task_id}", f"reading task {task_id} again").json()
+            if not vanished and any(int(p.get("id", 0)) == parent for p in fresh.get("predictions") or []):
+                raise  # the prediction is still there: the 500 was something else
+            current = _newest_prediction_id(fresh)
+            logger.warning(
+                "task %s: prediction %s vanished before the annotation arrived; submitting it with prediction %s",
+                task_id, parent, current,
+            )  # fmt: skip
+            body.update(parent_prediction=current if current != parent else None, unique_id=str(uuid.uuid4()))
+            response = self._request(
+                "POST", f"/api/tasks/{task_id}/annotations", doing, params={"project": project_id}, json=body
+            )
         return int(response.json()["id"])
 
     def update_annotation(self, annotation_id: int, label: str, *, lead_time_s: float = 1.0) -> None:

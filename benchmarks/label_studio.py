@@ -90,7 +90,7 @@ def main() -> int:
             again = [ReviewRequest(r.item_id, r.image, r.label, rng.random(), "v2") for r in requests]
             seconds, tasks = timed(lambda: desk.send_for_review(project, again))
             assert not any(t.created for t in tasks)
-            rows.append((f"re-send the {args.items} items (predictions replaced)", f"{seconds:.1f} s"))
+            rows.append((f"re-send the {args.items} items (predictions updated in place)", f"{seconds:.1f} s"))
             seconds, _ = timed(lambda: desk.next_task(project))
             rows.append((f"GET /next (uncertainty sampling, {args.items} tasks)", f"{seconds * 1000:.0f} ms"))
 

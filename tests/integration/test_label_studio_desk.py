@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -73,6 +74,92 @@ def test_next_serves_the_lowest_score_first(label_studio):
             served.append(task.item_id)
             desk.submit_annotation(task.task_id, labels[task.item_id.removeprefix("item-")])
     assert served == ["item-coffee", "item-astronaut", "item-chelsea"]
+
+
+def _get(label_studio, path: str) -> dict:
+    response = httpx.get(label_studio.url + path, headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def _predictions(label_studio, task_id: int) -> list[dict]:
+    """All predictions of a task (the raw task read, not the desk)."""
+    return sorted(_get(label_studio, f"/api/tasks/{task_id}")["predictions"], key=lambda p: p["id"])
+
+
+def test_resending_while_a_person_has_the_task_open_keeps_their_annotation(label_studio):
+    """The race: a person opens a task, the service re-sends it with a new model, then the person submits."""
+    images = label_studio.images
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(CLASSES, label_studio.project_title("resend race"))
+        first = [ReviewRequest("a", images["coffee"], "cup", 0.2, "v1"), ReviewRequest("b", images["chelsea"], "cat", 0.7, "v1")]
+        again = [ReviewRequest("a", images["coffee"], "cat", 0.9, "v2"), ReviewRequest("b", images["chelsea"], "cup", 0.1, "v2")]
+        desk.send_for_review(project, first)
+        opened = desk.next_task(project)  # "a": the person's editor now holds prediction opened.prediction_id
+        desk.send_for_review(project, again)
+        annotation_id = desk.submit_annotation(opened.task_id, "cup", prediction_id=opened.prediction_id)
+        served = desk.next_task(project)
+        events, _ = desk.pull_labels(project)
+    assert (opened.item_id, opened.model_version) == ("a", "v1")
+    [prediction] = _predictions(label_studio, opened.task_id)  # updated in place: same id, the new guess
+    assert prediction["id"] == opened.prediction_id
+    assert (prediction["model_version"], prediction["score"]) == ("v2", pytest.approx(0.9))
+    assert prediction["result"][0]["value"]["choices"] == ["cat"]
+    assert _get(label_studio, f"/api/annotations/{annotation_id}")["parent_prediction"] == opened.prediction_id
+    assert [(e.item_id, e.label, e.action) for e in events] == [("a", "cup", "set")]
+    assert (served.item_id, served.predicted_label, served.model_version) == ("b", "cup", "v2")  # v2's scores order
+
+
+def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, caplog):
+    """Even if the prediction a person started from is deleted (by hand, by an older juicer), their answer is kept."""
+    auth = {"Authorization": f"Token {label_studio.token}"}
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(CLASSES, label_studio.project_title("vanished"))
+        [task] = desk.send_for_review(project, [ReviewRequest("gone", label_studio.images["astronaut"], "cat", 0.3, "v1")])
+        opened = desk.next_task(project)
+        httpx.delete(f"{label_studio.url}/api/predictions/{opened.prediction_id}", headers=auth, timeout=10).raise_for_status()
+        desk.send_for_review(project, [ReviewRequest("gone", label_studio.images["astronaut"], "person", 0.4, "v2")])
+        with caplog.at_level(logging.WARNING, logger="annotation.desk"):
+            annotation_id = desk.submit_annotation(task.task_id, "person", prediction_id=opened.prediction_id)
+        events, _ = desk.pull_labels(project)
+    assert any("vanished" in r.getMessage() for r in caplog.records)  # Label Studio did refuse the stale parent
+    [current] = _predictions(label_studio, task.task_id)  # the task had none left: the re-send created one
+    assert current["id"] != opened.prediction_id and current["model_version"] == "v2"
+    assert _get(label_studio, f"/api/annotations/{annotation_id}")["parent_prediction"] == current["id"]
+    assert [(e.item_id, e.label) for e in events] == [("gone", "person")]
+
+
+def test_resending_removes_duplicate_predictions(label_studio):
+    """A task holding several predictions (an older juicer, an import by hand) keeps only its newest, updated."""
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(CLASSES, label_studio.project_title("duplicates"))
+        [task] = desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cat", 0.5, "v1")])
+        duplicate = {"task": task.task_id, "model_version": "v1", "score": 0.1, "result": []}
+        desk._ls.projects.import_predictions(id=project.id, request=[duplicate, duplicate])
+        assert len(_predictions(label_studio, task.task_id)) == 3
+        desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cup", 0.8, "v2")])
+    [prediction] = _predictions(label_studio, task.task_id)
+    assert (prediction["model_version"], prediction["score"]) == ("v2", pytest.approx(0.8))
+
+
+def test_open_tasks_lists_what_nobody_answered_or_skipped(label_studio):
+    scores = {"chelsea": 0.91, "coffee": 0.22, "astronaut": 0.57}
+    labels = {"chelsea": "cat", "coffee": "cup", "astronaut": "person"}
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(CLASSES, label_studio.project_title("open tasks"))
+        tasks = {t.item_id: t.task_id for t in desk.send_for_review(project, _requests(label_studio.images, scores, labels))}
+        before = desk.open_tasks(project)
+        desk.submit_annotation(tasks["item-coffee"], "cup")
+        desk.submit_annotation(tasks["item-chelsea"], None)  # skipped
+        desk.send_for_review(project, [ReviewRequest("item-astronaut", label_studio.images["astronaut"], "cat", 0.33, "v2")])
+        after = desk.open_tasks(project)
+    assert sorted(t.item_id for t in before) == ["item-astronaut", "item-chelsea", "item-coffee"]
+    assert all(t.model_version == "v1" and t.prediction_id is not None for t in before)
+    [left] = after
+    assert (left.item_id, left.task_id) == ("item-astronaut", tasks["item-astronaut"])
+    assert (left.predicted_label, left.model_version) == ("cat", "v2")
+    assert left.score == pytest.approx(0.33)
+    assert left.image.startswith("/data/local-files/")
 
 
 def test_two_annotators_confirming_and_correcting_both_come_back(label_studio):

@@ -101,10 +101,6 @@ def test_simulate_uncertainty_order_improves_the_model(served):
 
 
 def test_simulate_random_order_takes_open_tasks(served):
-    from annotation.desk import LabelStudioDesk
-
-    if not callable(getattr(LabelStudioDesk, "open_tasks", None)):
-        pytest.skip("annotation's LabelStudioDesk has no open_tasks yet (needed by --order random)")
     url, env = served
     before = json.loads(urllib.request.urlopen(f"{url}/v1/report", timeout=10).read())["points"]
     result = subprocess.run(

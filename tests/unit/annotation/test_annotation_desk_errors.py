@@ -99,6 +99,75 @@ def test_submit_posts_the_editor_body():
     assert len(region["id"]) == 10 and region["origin"] == "manual"
 
 
+def test_resending_updates_predictions_in_place_and_deletes_only_duplicates():
+    calls = []
+    tasks = [{"id": n, "data": {"item_id": item}} for n, item in enumerate("abcd", start=1)]
+    cat = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]
+    already = {"id": 8, "task": 4, "model_version": "v2", "score": 0.4, "result": cat}  # says what "d" would: kept
+    predictions = [{"id": 6, "task": 1}, {"id": 5, "task": 1}, {"id": 7, "task": 2}, already]  # task 3 has none
+
+    def handler(request):
+        calls.append((request.method, request.url.path.rstrip("/"), json.loads(request.content) if request.content else None))
+        if request.url.path == "/api/tasks/":
+            return httpx.Response(200, json={"tasks": tasks, "total": len(tasks)})
+        if request.method == "GET" and request.url.path.rstrip("/") == "/api/predictions":
+            assert request.url.params["project"] == "4"
+            return httpx.Response(200, json=predictions)
+        if request.url.path.rstrip("/") == "/api/projects/4" and request.method == "GET":
+            return httpx.Response(200, json={"id": 4, "model_version": "v1", "sampling": "Uncertainty sampling"})
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"id": 4, "created": 1})
+
+    requests = [ReviewRequest(i, f"http://img/{i}.jpg", "cat", 0.1 * n, "v2") for n, i in enumerate("abcd", start=1)]
+    with desk_answering(handler) as desk:
+        sent = desk.send_for_review(Project(4, "p", ("cat",), URL), requests)
+    assert [(t.item_id, t.task_id, t.created) for t in sent] == [("a", 1, False), ("b", 2, False), ("c", 3, False), ("d", 4, False)]
+    patched = sorted(
+        (path, body["task"], body["model_version"], body["score"])
+        for method, path, body in calls
+        if method == "PATCH" and path.startswith("/api/predictions/")
+    )
+    assert patched == [("/api/predictions/6", 1, "v2", pytest.approx(0.1)), ("/api/predictions/7", 2, "v2", pytest.approx(0.2))]
+    assert [path for method, path, _ in calls if method == "DELETE"] == ["/api/predictions/5"]  # the older duplicate only
+    [created] = [body for method, path, body in calls if path.endswith("/import/predictions")]
+    assert [(p["task"], p["model_version"]) for p in created] == [(3, "v2")]
+    assert not any("actions" in path for _, path, _ in calls)  # no bulk delete of predictions any more
+    assert [(m, p) for m, p, _ in calls][-2:] == [("GET", "/api/projects/4"), ("PATCH", "/api/projects/4")]  # follows v2
+
+
+def test_submit_retries_once_when_its_prediction_vanished():
+    posted = []
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": 7, "project": 3, "predictions": [{"id": 20}]})
+        posted.append(json.loads(request.content))
+        if len(posted) == 1:
+            errors = {"parent_prediction": ['Invalid pk "12" - object does not exist.']}
+            return httpx.Response(400, json={"detail": "Validation error", "validation_errors": errors})
+        return httpx.Response(201, json={"id": 99})
+
+    with desk_answering(handler) as desk:
+        assert desk.submit_annotation(7, "cat", prediction_id=12) == 99
+    assert [p["parent_prediction"] for p in posted] == [12, 20]
+    assert posted[0]["result"] == posted[1]["result"] and posted[0]["unique_id"] != posted[1]["unique_id"]
+
+
+def test_submit_does_not_retry_a_server_error_while_its_prediction_exists():
+    posted = []
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": 7, "project": 3, "predictions": [{"id": 12}]})
+        posted.append(request)
+        return httpx.Response(500, json={"detail": "something else broke"})
+
+    with desk_answering(handler) as desk, pytest.raises(LabelStudioUnavailable, match="something else broke"):
+        desk.submit_annotation(7, "cat")
+    assert len(posted) == 1
+
+
 def test_predicted_label_outside_the_classes_is_refused_before_any_call():
     def handler(request):
         raise AssertionError("no request expected")
