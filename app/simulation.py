@@ -242,11 +242,6 @@ class Simulation:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
         if retrain_every < 1:
             raise ValueError(f"retrain_every must be at least 1, not {retrain_every}")
-        if order == "random" and not callable(getattr(desk, "open_tasks", None)):
-            raise SimulationError(
-                "--order random needs the desk to list open tasks (LabelStudioDesk.open_tasks), which this version "
-                "of annotation/ lacks; use --order uncertainty"
-            )
         self.service = service
         self.desk = desk
         self.project = project

@@ -209,19 +209,6 @@ def test_empty_queue_stops_early_after_training_on_what_was_labelled():
     assert any("queue is empty" in line for line in lines)
 
 
-def test_random_order_needs_a_desk_that_lists_open_tasks():
-    class QueueOnlyDesk:
-        def next_task(self, project):
-            return None
-
-        def submit_annotation(self, task_id, label):
-            return 1
-
-    client = ServiceClient("http://juicer.test", transport=httpx.MockTransport(FakeService().handler))
-    with pytest.raises(SimulationError, match="open_tasks"):
-        Simulation(service=client, desk=QueueOnlyDesk(), project=None, truth=DatasetTruth({}), order="random")
-
-
 class FlakyError(Exception):
     """Like annotation.errors.AnnotationError: says whether a retry can help, and the HTTP status."""
 
