@@ -330,13 +330,35 @@ def label_studio_webhook() -> Response:
 # -- retraining and models --------------------------------------------------------------------------
 @api.post("/retrain")
 def retrain() -> tuple[Response, int, dict[str, str]]:
-    """Queue a retrain; 202 with the job id and where to poll it."""
+    """Queue a retrain; 202 with the job id and where to poll it.
+
+    ``{"force": true}`` (or ``?force=true``) retrains even when no label changed since the serving model;
+    otherwise such a job finishes at once with ``result.skipped`` saying so.
+    """
     svc = services()
     if svc.jobs is None or not svc.jobs.running:
         raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
-    job_id = svc.jobs.submit_retrain()
+    force = _retrain_force(request)
+    job_id = svc.jobs.submit_retrain(force=force)
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}
+
+
+def _retrain_force(req: Any) -> bool:
+    """The ``force`` flag of a retrain request, from the query string or a JSON body; anything else is a 400."""
+    raw: Any = req.args.get("force")
+    if raw is None and req.content_length:
+        body = req.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise Problem(400, "Bad request body", 'send no body, or a JSON object like {"force": true}', type="bad-body")
+        raw = body.get("force", False)
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if str(raw).lower() in ("true", "1", "yes"):
+        return True
+    if str(raw).lower() in ("false", "0", "no"):
+        return False
+    raise Problem(400, "Bad force flag", f"force must be true or false, not {raw!r}", type="bad-field", field="force")
 
 
 @api.get("/jobs/<int:job_id>")

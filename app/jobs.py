@@ -160,11 +160,15 @@ def retrain_on_schedule(services: Services) -> dict[str, Any] | None:
     return services.trainer.retrain(reason="schedule").to_dict()
 
 
-def run_retrain_request(services: Services, job_id: int) -> None:
-    """Run the retrain a client asked for, recording its progress in the store's job ``job_id``."""
+def run_retrain_request(services: Services, job_id: int, force: bool = False) -> None:
+    """Run the retrain a client asked for, recording its progress in the store's job ``job_id``.
+
+    Without ``force`` it is skipped (the job's result says why) when no label changed since the serving
+    model: a second version on the same labels would only add a duplicate point to the report.
+    """
     services.store.update_job(job_id, "running")
     try:
-        result = services.trainer.retrain(reason=f"request {job_id}", force=True)
+        result = services.trainer.retrain(reason=f"request {job_id}", force=force)
     except Exception as exc:  # the job row must say it failed; the serving model is untouched
         logger.exception("retrain job %s failed", job_id)
         services.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -228,12 +232,12 @@ class Jobs:
         except JobLookupError:
             logger.debug("no job %s to wake", job_id)
 
-    def submit_retrain(self) -> int:
-        """Queue a retrain now; returns the store's job id to poll."""
+    def submit_retrain(self, force: bool = False) -> int:
+        """Queue a retrain now (``force``: even with no new labels); returns the store's job id to poll."""
         job_id = self.services.store.create_job("retrain")
         self.scheduler.add_job(
             _logged(f"retrain-request-{job_id}", run_retrain_request), "date", run_date=datetime.now(timezone.utc),
-            id=f"retrain-request-{job_id}", args=[self.services, job_id],
+            id=f"retrain-request-{job_id}", args=[self.services, job_id, force],
         )  # fmt: skip
         return job_id
 

@@ -403,7 +403,12 @@ class Simulation:
         outcome = self._retrain()
         self._open = []  # the retrain re-scored the pool and refreshed the queue: list it again
         self._print_new_versions(result)
-        if outcome.get("version") and more_to_come:
-            self._wait_for_queue(str(outcome["version"]))
-        elif outcome.get("skipped"):
-            self.say(f"retrain skipped: {outcome['skipped']}")
+        version = outcome.get("version")
+        if outcome.get("skipped"):
+            # The service retrains by itself after `retrain_after_labels` new labels, so a request that
+            # follows it finds nothing new; the queue to wait for is the one of the model serving now.
+            current = self.service.current_model() or {}
+            version = current.get("model_version")
+            self.say(f"no retrain needed ({outcome['skipped']}); {version or 'no model'} serves")
+        if version and more_to_come:
+            self._wait_for_queue(str(version))

@@ -204,11 +204,28 @@ def test_retrain_without_a_scheduler_is_refused_and_jobs_can_be_polled(client, t
     from app.jobs import run_retrain_request
 
     assert_problem(client.post("/v1/retrain"), 503)
-    job_id = trained.store.create_job("retrain")
-    run_retrain_request(trained, job_id)
-    job = client.get(f"/v1/jobs/{job_id}").json
+    unchanged = trained.store.create_job("retrain")
+    run_retrain_request(trained, unchanged)  # no label changed since v0001: no duplicate version
+    job = client.get(f"/v1/jobs/{unchanged}").json
+    assert job["status"] == "done" and job["result"]["version"] is None and "no new labels" in job["result"]["skipped"]
+    forced = trained.store.create_job("retrain")
+    run_retrain_request(trained, forced, force=True)
+    job = client.get(f"/v1/jobs/{forced}").json
     assert job["status"] == "done" and job["result"]["version"] == "v0002"
     assert_problem(client.get("/v1/jobs/999"), 404)
+
+
+@pytest.mark.parametrize("query, body", [("?force=maybe", None), ("", "[1, 2]")])
+def test_a_bad_force_flag_is_a_problem(client, trained, query, body):
+    class RunningJobs:
+        running = True
+
+        def submit_retrain(self, force=False):
+            raise AssertionError("a bad request must not queue a job")
+
+    trained.jobs = RunningJobs()
+    response = client.post(f"/v1/retrain{query}", data=body, content_type="application/json")
+    assert_problem(response, 400)
 
 
 def test_health_needs_no_token(client):

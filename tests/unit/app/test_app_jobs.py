@@ -122,7 +122,7 @@ def test_one_scheduler_with_explicit_ids_and_a_retrain_request(services, trained
         ids = {job.id for job in jobs.scheduler.get_jobs()}
         assert {"deliver-outbox", "process-webhooks", "pull-labels", "retrain-check", "refresh-queue"} <= ids
         assert all(job.max_instances == 1 and job.coalesce for job in jobs.scheduler.get_jobs())
-        job_id = jobs.submit_retrain()
+        job_id = jobs.submit_retrain(force=True)
         import time
 
         deadline = time.monotonic() + 20

@@ -41,12 +41,13 @@ class FakeTask:
 class FakeService:
     """The service's HTTP API over an in-memory state; labels arrive through ``deliver`` (the webhook)."""
 
-    def __init__(self, *, label_delay_polls=0, fail_retrain=False):
+    def __init__(self, *, label_delay_polls=0, fail_retrain=False, retrains_by_itself=False):
         self.labels = {}  # item id -> label, as stored
         self.models = [{"model_version": "v0001", "n_labels": 2, "labels_per_class": {"a": 1, "b": 1}, "holdout_accuracy": 0.5, "classes": ["a", "b"]}]
         self.jobs = {}
         self.label_delay_polls = label_delay_polls
         self.pending = {}  # item id -> (label, polls left before it is stored)
+        self.retrains_by_itself = retrains_by_itself  # its own retrain came first: requests find nothing new
         self.fail_retrain = fail_retrain
         self.on_retrain = lambda version: None
         self.requests = []
@@ -89,6 +90,8 @@ class FakeService:
                 n = len(self.labels) + 2
                 self.models.append({"model_version": version, "n_labels": n, "labels_per_class": {"a": n // 2, "b": n - n // 2}, "holdout_accuracy": 0.5 + n / 100})
                 job["result"] = {"version": version, "n_labels": n}
+                if self.retrains_by_itself:
+                    job["result"] = {"version": None, "n_labels": n, "skipped": "no new labels since the serving model"}
                 self.on_retrain(version)
             return httpx.Response(200, json={"status": "done", "result": job["result"]})
         if path == "/v1/report":
@@ -158,6 +161,14 @@ def test_uncertainty_order_labels_least_certain_first_and_retrains_every_k():
     assert [v["n_labels"] for v in result.versions] == [2, 7, 12, 14]
     assert result.n_labels == 12 and result.report["points"][-1]["model_version"] == "v0004"
     assert all(auth == "Bearer tok" for _, _, auth in service.requests)
+
+
+def test_a_retrain_the_service_already_made_is_not_asked_for_twice():
+    simulation, service, _, lines = make(service=FakeService(retrains_by_itself=True), retrain_every=3)
+    result = simulation.run(6)
+    assert [v["model_version"] for v in result.versions] == ["v0001", "v0002", "v0003"]
+    assert sum("no retrain needed" in line for line in lines) == 2
+    assert any("v0002 serves" in line for line in lines)
 
 
 def test_random_order_picks_open_tasks_at_random_reproducibly():
