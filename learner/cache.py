@@ -325,19 +325,19 @@ def embed_sources(
         # One batch (the prediction endpoint's case): nothing to overlap, so no decode thread to start.
         _embed_batch(backbone, cache, batches[0], _load_batch([source for _, source in batches[0]], size), out,
                      positions)
-        return out
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juicer-decode") as pool, tqdm(
-        total=len(todo), unit="img", desc=f"embedding ({backbone.id.split(':')[0]})", disable=not progress
-    ) as bar:
-        # Decode batch i+1 while the backbone runs batch i: at most two batches of pixels exist at once.
-        pending: Future = pool.submit(_load_batch, [source for _, source in batches[0]], size)
-        for index, batch in enumerate(batches):
-            pixels = pending.result()
-            if index + 1 < len(batches):
-                pending = pool.submit(_load_batch, [source for _, source in batches[index + 1]], size)
-            _embed_batch(backbone, cache, batch, pixels, out, positions)
-            del pixels
-            bar.update(len(batch))
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juicer-decode") as pool, tqdm(
+            total=len(todo), unit="img", desc=f"embedding ({backbone.id.split(':')[0]})", disable=not progress
+        ) as bar:
+            # Decode batch i+1 while the backbone runs batch i: at most two batches of pixels exist at once.
+            pending: Future = pool.submit(_load_batch, [source for _, source in batches[0]], size)
+            for index, batch in enumerate(batches):
+                pixels = pending.result()
+                if index + 1 < len(batches):
+                    pending = pool.submit(_load_batch, [source for _, source in batches[index + 1]], size)
+                _embed_batch(backbone, cache, batch, pixels, out, positions)
+                del pixels
+                bar.update(len(batch))
     elapsed = time.perf_counter() - started
     logger.info("embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
     return out

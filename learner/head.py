@@ -240,13 +240,16 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
             return None
         return self.classes_, self.coef_.T.astype(np.float32), self.intercept_.astype(np.float32)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (n, n_classes), columns in ``classes_`` order."""
-        # Inference is one small matrix product: numpy answers a single row in microseconds, where a
-        # TensorFlow call costs milliseconds of dispatch (this runs on the prediction endpoint's path).
+    def _logits(self, X: Any) -> np.ndarray:
+        """(n, n_classes) float64 scores, computed in numpy: one small matrix product answers a single row in
+        microseconds, where a TensorFlow call costs milliseconds of dispatch (this is the prediction path)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        logits = self._transform(X).astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        return self._transform(X).astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in ``classes_`` order."""
+        logits = self._logits(X)
         logits -= logits.max(axis=1, keepdims=True)
         proba = np.exp(logits)
         proba /= proba.sum(axis=1, keepdims=True)
@@ -259,9 +262,7 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """The logits (n, n_classes); for two classes, the logit difference (n,) as scikit-learn expects."""
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        scores = self._transform(X).astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        scores = self._logits(X)
         if len(self.classes_) == 2:
             return scores[:, 1] - scores[:, 0]
         return scores
