@@ -49,6 +49,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(name="free_port", scope="session")
+def free_port_fixture():
+    """:func:`free_port` for tests and their fixtures: call it once for each port needed."""
+    return free_port
+
+
 def write_sample_images(files_root: Path) -> dict[str, str]:
     """scikit-image's photos as JPEG files under ``files_root``; name -> path relative to it."""
     from PIL import Image

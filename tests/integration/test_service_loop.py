@@ -9,7 +9,6 @@ stopped while review tasks are routed, and they are delivered once it is back.
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
 from pathlib import Path
@@ -20,12 +19,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def poll(condition, timeout_s: float, what: str):
@@ -55,7 +48,7 @@ def dataset(backbone):
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, dataset):
+def juicer(label_studio, backbone, dataset, free_port):
     """A running juicer: services, its HTTP server on a free port (for Label Studio's webhooks), a test client."""
     from werkzeug.serving import make_server
 
@@ -66,7 +59,7 @@ def juicer(label_studio, backbone, dataset):
     from config import load_settings
 
     data_dir = label_studio.files_root.parent  # Label Studio serves <data_dir>/images
-    port = _free_port()
+    port = free_port()
     settings = load_settings(
         environ={},
         data_dir=data_dir,
@@ -186,7 +179,7 @@ def test_label_studio_down_during_routing_loses_nothing(juicer, label_studio):
         assert task["data"]["item_id"] == item_id
 
 
-def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(juicer, label_studio, capsys):
+def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(juicer, label_studio, capsys, free_port):
     """`juicer serve` on the same data folder: no second demo, the newest model reloaded, webhook registered."""
     import argparse
 
@@ -198,7 +191,7 @@ def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(juic
         environ={},
         data_dir=services.data_dir,
         learner={"backbone": str(REPO / "data" / "backbones" / "efficientnet-lite0")},
-        service={"port": _free_port()},
+        service={"port": free_port()},
         label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
                       "project_title": services.settings.label_studio.project_title},
     )

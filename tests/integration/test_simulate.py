@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
@@ -39,14 +32,14 @@ def _ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, free_port):
     """`juicer serve` with a small demo, until /readyz answers 200; stopped (with its Label Studio) afterwards."""
     data_dir = tmp_path_factory.mktemp("simulate") / "data"
     data_dir.mkdir()
     built = REPO / "data" / "backbones"
     if built.is_dir():  # the converted backbone from `make backbone`: reuse it instead of converting it again
         (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
     env.update(
         PYTHONPATH=str(REPO),
@@ -55,7 +48,7 @@ def served(tmp_path_factory):
         JUICER_SERVICE__PORT=str(port),
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains, at known label counts
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
-        JUICER_LABEL_STUDIO__PORT=str(_free_port()),
+        JUICER_LABEL_STUDIO__PORT=str(free_port()),
         JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
     )
     log_path = data_dir.parent / "serve.log"
