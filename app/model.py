@@ -191,36 +191,3 @@ class Embeddings:
         if not hashes:
             return np.zeros((0, int(getattr(self.backbone, "dim", 0))), dtype=np.float32)
         return np.stack([memo[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)
-
-
-class StoredImage:
-    """An image file juicer stored, with its content hash already known (an :class:`ImageSource`)."""
-
-    __slots__ = ("_path", "_hash", "_source", "_max_pixels")
-
-    def __init__(self, path: Path, content_hash: str, source: str, max_pixels: int) -> None:
-        self._path = Path(path)
-        self._hash = content_hash
-        self._source = source
-        self._max_pixels = max_pixels
-
-    @property
-    def content_hash(self) -> str:
-        """The hash recorded for the item (of the file's bytes)."""
-        return self._hash
-
-    @property
-    def source(self) -> str:
-        """The item's original name, for errors."""
-        return self._source
-
-    def pixels(self, size: tuple[int, int]) -> np.ndarray:
-        """The file decoded to RGB float32 at ``size``."""
-        from learner.errors import ImageDecodeError
-        from learner.images import decode_image
-
-        try:
-            data = self._path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read the stored image {self._path}: {exc.strerror}", self._source) from exc
-        return decode_image(data, size, source=self._source, max_pixels=self._max_pixels)

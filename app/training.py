@@ -22,9 +22,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from app.model import Embeddings, ModelHolder, ServingModel, StoredImage, save_head
+from app.model import Embeddings, ModelHolder, ServingModel, save_head
 from app.store import NewPrediction, Store
 from config.settings import ServiceSettings
+from learner.images import FileImage
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ class Trainer:
         self._lock = threading.Lock()
 
     # -- sources ------------------------------------------------------------------------------------
-    def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> StoredImage:
+    def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> FileImage:
         """The stored file of an item as an image source keyed by its recorded hash."""
         if image_path is None:
             raise ValueError(f"item {item_id} has no stored image")
-        return StoredImage(self.data_dir / image_path, content_hash, source, self.max_image_pixels)
+        return FileImage(self.data_dir / image_path, self.max_image_pixels, content_hash=content_hash, source=source)
 
     # -- retrain ------------------------------------------------------------------------------------
     def new_labels(self) -> int:

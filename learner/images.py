@@ -382,12 +382,22 @@ class BytesImage:
 class FileImage:
     """An encoded image file; read (and hashed) lazily, decoded on each :meth:`pixels` call."""
 
-    __slots__ = ("_path", "_max_pixels", "_hash")
+    __slots__ = ("_path", "_max_pixels", "_hash", "_source")
 
-    def __init__(self, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
+        content_hash: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        """``content_hash``: the file's sha256 when already known (a stored upload); ``source``: the name errors
+        use, when the file stands for something else (an upload's original name); the path by default."""
         self._path = Path(path)
         self._max_pixels = max_pixels
-        self._hash: str | None = None
+        self._hash = content_hash
+        self._source = source
 
     @property
     def path(self) -> Path:
@@ -396,15 +406,16 @@ class FileImage:
 
     @property
     def source(self) -> str:
-        """The file's path as text, for errors."""
-        return str(self._path)
+        """The name errors use: ``source`` if given, else the file's path as text."""
+        return self._source or str(self._path)
 
     def read_bytes(self) -> bytes:
         """The file's bytes; ImageDecodeError naming the file if it cannot be read."""
         try:
             return self._path.read_bytes()
         except OSError as exc:
-            raise ImageDecodeError(f"cannot read the file ({exc.strerror or exc})", self.source) from exc
+            where = "the file" if self._source is None else f"the file {self._path}"
+            raise ImageDecodeError(f"cannot read {where} ({exc.strerror or exc})", self.source) from exc
 
     @property
     def content_hash(self) -> str:

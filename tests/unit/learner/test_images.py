@@ -242,6 +242,15 @@ def test_missing_file_is_an_image_error_naming_it(tmp_path):
     assert str(path) in str(excinfo.value)
 
 
+def test_a_stored_file_keeps_its_known_hash_and_the_name_it_stands_for(tmp_path):
+    path = tmp_path / "stored.png"
+    known = FileImage(path, content_hash="ab" * 32, source="upload: shirt.png")
+    assert known.content_hash == "ab" * 32  # not read: the file does not even exist yet
+    with pytest.raises(ImageDecodeError) as excinfo:
+        known.pixels((8, 8))
+    assert excinfo.value.source == "upload: shirt.png" and str(path) in str(excinfo.value)
+
+
 def noisy(size=(64, 48)) -> Image.Image:
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
