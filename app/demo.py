@@ -1,4 +1,4 @@
-"""The demo `juicer serve` seeds: Fashion-MNIST split into 1 labelled image per class, a pool and a holdout.
+"""The demo `juicer serve` seeds: Fashion-MNIST split into K labelled images per class (default 1), a pool and a holdout.
 
 Images are written as PNG files under ``<data_dir>/images/<sha256>.png`` (Label Studio serves them from
 there) and recorded with their Fashion-MNIST item ids (``fashion-mnist/train/00123``), so a simulator can
@@ -38,17 +38,18 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def split_indices(labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int) -> tuple[list[int], list[int], list[int]]:
-    """Seeded, class-stratified row numbers: 1 per class for the seed, then ``n_holdout`` and ``n_pool`` more."""
+def split_indices(
+    labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int, seed_per_class: int = 1
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded, class-stratified row numbers: ``seed_per_class`` per class labelled, then ``n_holdout`` and ``n_pool`` more."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     seed_rows: list[int] = []
     taken = np.zeros(len(labels), dtype=bool)
     for label in range(n_classes):
-        members = order[labels[order] == label]
-        if len(members):
-            seed_rows.append(int(members[0]))
-            taken[members[0]] = True
+        members = order[labels[order] == label][:seed_per_class]
+        seed_rows.extend(int(row) for row in members)
+        taken[members] = True
     rest = order[~taken[order]]
     # Interleave classes so any prefix of the rest is close to stratified.
     by_class = [list(rest[labels[rest] == label]) for label in range(n_classes)]
@@ -69,8 +70,14 @@ def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
     return relative
 
 
-def seed_demo(store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False) -> DemoCounts:
+def seed_demo(
+    store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False,
+    seed_per_class: int = 1,
+) -> DemoCounts:
     """Record the demo items and labels (seed and holdout labelled, the pool not) from ``dataset``.
+
+    ``seed_per_class`` 0 starts with no training label: the first pool items annotators see are then the
+    query strategy's cold-start picks.
 
     ``dataset`` is a :class:`learner.datasets.Dataset` whose sources hold arrays (``ArrayImage``).
     """
@@ -79,7 +86,8 @@ def seed_demo(store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout
     from tqdm import tqdm
 
     labels = np.asarray(dataset.labels)
-    seed_rows, pool_rows, holdout_rows = split_indices(labels, len(dataset.class_names), n_pool, n_holdout, seed)
+    seed_rows, pool_rows, holdout_rows = split_indices(
+        labels, len(dataset.class_names), n_pool, n_holdout, seed, seed_per_class)
     new_items: list[NewItem] = []
     new_labels: list[NewLabel] = []
     plan: Sequence[tuple[str, list[int]]] = (("seed", seed_rows), ("holdout", holdout_rows), ("pool", pool_rows))

@@ -157,7 +157,7 @@ def run_offline(
             elif curve.n_labels != counts:
                 raise RuntimeError(f"{name}: rounds differ between seeds ({counts} vs {curve.n_labels})")
             curve.accuracies.append(accuracies)
-            logger.info("seed %d %s: %s", seed, name, " ".join(f"{n}:{a:.3f}" for n, a in zip(counts, accuracies)))
+            logger.debug("seed %d %s: %s", seed, name, " ".join(f"{n}:{a:.3f}" for n, a in zip(counts, accuracies)))
     return OfflineResult(
         curves, float(np.mean(full)), len(seeds),
         settings={"start_per_class": start_per_class, "n_labels": n_labels, "batch": batch,
