@@ -120,11 +120,14 @@ def run_offline(
     holdout_fraction: float = 0.1,
     semi_supervised: bool = True,
     progress: Callable[[int], None] | None = None,
+    with_random: bool = True,
+    query_params: dict[str, Any] | None = None,
 ) -> OfflineResult:
     """Run every strategy (and ``random``) from the same start per seed up to ``n_labels`` labels.
 
     ``labels`` must be integer class indices (``-1`` is the unlabelled marker for a semi-supervised head).
-    ``progress(1)`` is called after every fit.
+    ``progress(1)`` is called after every fit. ``query_params`` go to :func:`learner.query.query` (e.g.
+    ``switch_per_class``); ``with_random=False`` skips the random arm (only for tuning runs).
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels)
@@ -135,7 +138,7 @@ def run_offline(
         raise ValueError(f"unknown strategies {unknown}; choose among {', '.join(STRATEGIES)}")
     if start_per_class < 0 or batch < 1 or n_labels < 1:
         raise ValueError("start_per_class must be >= 0, batch and n_labels >= 1")
-    names = list(dict.fromkeys([*strategies, "random"]))
+    names = list(dict.fromkeys([*strategies, *(["random"] if with_random else [])]))
     classes = np.unique(labels)
     curves = {name: StrategyCurve([], []) for name in names}
     full = []
@@ -149,7 +152,7 @@ def run_offline(
         for name in names:
             counts, accuracies = _one_run(
                 name, seed, embeddings, labels, pool, holdout, start, classes, make_head, n_labels, batch,
-                semi_supervised, progress,
+                semi_supervised, progress, query_params or {},
             )
             curve = curves[name]
             if not curve.n_labels:
@@ -168,7 +171,7 @@ def run_offline(
 def _one_run(
     strategy: str, seed: int, embeddings: np.ndarray, labels: np.ndarray, pool: np.ndarray, holdout: np.ndarray,
     start: np.ndarray, classes: np.ndarray, make_head: Callable[[int], Any], n_labels: int, batch: int,
-    semi_supervised: bool, progress: Callable[[int], None] | None,
+    semi_supervised: bool, progress: Callable[[int], None] | None, query_params: dict[str, Any],
 ) -> tuple[list[int], list[float]]:
     labelled = np.asarray(start, dtype=np.int64)
     in_pool = np.ones(len(labels), dtype=bool)
@@ -192,7 +195,7 @@ def _one_run(
         picked = query(
             head if head is not None else make_head(seed), embeddings[unlabelled], n, strategy,
             random_state=int(rng.integers(2**31 - 1)), X_labelled=embeddings[labelled] if len(labelled) else None,
-            n_classes=len(classes),
+            n_classes=len(classes), **query_params,
         ).indices
         chosen = unlabelled[picked]
         labelled = np.concatenate([labelled, chosen])

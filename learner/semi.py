@@ -22,7 +22,8 @@ Prediction is inductive: :meth:`predict_proba` is the trained softmax head's, so
 in a fit is scored in microseconds, and the unlabelled rows are only needed at fit time. Unlabelled rows are
 marked ``-1`` in ``y``, scikit-learn's semi-supervised convention (``LabelSpreading``,
 ``SelfTrainingClassifier``). Above ``max_unlabelled`` unlabelled rows a random sample of that many is used,
-so a fit's cost is bounded however large the pool grows.
+so a fit's cost is bounded however large the pool grows; the softmax fit keeps a sample of at most
+``max_unlabelled_fit`` of them (their total weight is the same).
 
 The defaults were chosen on Fashion-MNIST EfficientNet-Lite0 embeddings with seeds 100-119 (holdouts and
 picks disjoint in seed from the 0-19 the benchmarks report); ``benchmarks/semi_head.py`` prints the grid.
@@ -101,7 +102,9 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         The unlabelled rows' total weight is ``unlabelled_ratio / labels_per_class`` times the labelled rows'
         (each unlabelled row weighs at most 1); 0 ignores them (the plain supervised head).
     max_unlabelled : int
-        Use at most this many unlabelled rows (a random sample, seeded by ``random_state``).
+        The soft k-means uses at most this many unlabelled rows (a random sample, seeded by ``random_state``).
+    max_unlabelled_fit : int
+        The softmax head trains on at most this many of them (a sample; their total weight unchanged).
     whiten_dims : int
         PCA-whiten to this many dimensions before the soft k-means, but only with at least
         ``15 * whiten_dims`` rows (whitening collapses on small pools); 0: never.
@@ -117,6 +120,7 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         n_em_iter: int = 10,
         unlabelled_ratio: float = 20.0,
         max_unlabelled: int = 5000,
+        max_unlabelled_fit: int = 2000,
         whiten_dims: int = 0,
         alpha: float = 0.03,
         max_iter: int = 100,
@@ -131,6 +135,7 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         self.n_em_iter = n_em_iter
         self.unlabelled_ratio = unlabelled_ratio
         self.max_unlabelled = max_unlabelled
+        self.max_unlabelled_fit = max_unlabelled_fit
         self.whiten_dims = whiten_dims
         self.alpha = alpha
         self.max_iter = max_iter
@@ -144,7 +149,7 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         if not float(self.temperature) > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        for name in ("n_em_iter", "max_unlabelled", "whiten_dims"):
+        for name in ("n_em_iter", "max_unlabelled", "max_unlabelled_fit", "whiten_dims"):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -186,6 +191,12 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
             return self
         responsibilities = self._responsibilities(X_l, y_index, X_u, len(classes))
         unlabelled_total = len(y_l) * self.unlabelled_ratio / labels_per_class
+        # The softmax fit takes a sample of at most max_unlabelled_fit of them (same total weight): its cost
+        # is that of the supervised head on n_labelled + max_unlabelled_fit rows.
+        n_fit = min(len(X_u), int(self.max_unlabelled_fit))
+        if n_fit < len(X_u):
+            keep = np.sort(rng.choice(len(X_u), size=n_fit, replace=False))
+            X_u, responsibilities = X_u[keep], responsibilities[keep]
         row_weight = min(1.0, unlabelled_total / len(X_u))
         targets = np.zeros((len(X_l) + len(X_u), len(classes)), dtype=np.float32)
         targets[np.arange(len(X_l)), y_index] = 1.0
