@@ -63,7 +63,10 @@ def main() -> int:
         try:
             return int(value)
         except ValueError:
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                return value
     fixed = {k: parse(v) for k, v in (item.split("=") for item in args.fixed)}
     names = [item.split("=")[0] for item in args.grid]
     values = [[parse(v) for v in item.split("=")[1].split(",")] for item in args.grid]

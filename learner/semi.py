@@ -14,7 +14,7 @@ them to where the classes really lie:
    responsibilities);
 3. :class:`learner.head.SoftmaxHead` is trained on the labelled rows (hard targets, weight 1) and the
    unlabelled rows (the soft responsibilities as targets). The unlabelled rows' total weight is
-   ``unlabelled_ratio / labels_per_class`` times the labelled rows' (each row's weight at most 1): with one
+   ``(unlabelled_ratio / labels_per_class) ** decay`` times the labelled rows' (each row's weight at most 1): with one
    label per class the pool decides, with hundreds the labels do, so the head hands over to the plain
    supervised head as labels grow (soft k-means alone flattens below it).
 
@@ -96,11 +96,15 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
     ----------
     temperature : float
         Of the soft k-means responsibilities, on cosine similarities (smaller: harder assignments).
+    combine : str
+        ``kmeans``: the soft k-means responsibilities are the unlabelled rows' targets; ``product``: their
+        product with a softmax head's probabilities on the labelled rows alone, renormalised.
     n_em_iter : int
         EM steps of the soft k-means (0: the labelled class means label the pool, one step, no refinement).
-    unlabelled_ratio : float
-        The unlabelled rows' total weight is ``unlabelled_ratio / labels_per_class`` times the labelled rows'
-        (each unlabelled row weighs at most 1); 0 ignores them (the plain supervised head).
+    unlabelled_ratio, decay : float
+        The unlabelled rows' total weight is ``(unlabelled_ratio / labels_per_class) ** decay`` times the
+        labelled rows' (each unlabelled row weighs at most 1); ``unlabelled_ratio`` 0 ignores them (the plain
+        supervised head).
     max_unlabelled : int
         The soft k-means uses at most this many unlabelled rows (a random sample, seeded by ``random_state``).
     max_unlabelled_fit : int
@@ -119,6 +123,8 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         temperature: float = 0.1,
         n_em_iter: int = 10,
         unlabelled_ratio: float = 20.0,
+        decay: float = 1.0,
+        combine: str = "kmeans",
         max_unlabelled: int = 5000,
         max_unlabelled_fit: int = 2000,
         whiten_dims: int = 0,
@@ -134,6 +140,8 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.n_em_iter = n_em_iter
         self.unlabelled_ratio = unlabelled_ratio
+        self.decay = decay
+        self.combine = combine
         self.max_unlabelled = max_unlabelled
         self.max_unlabelled_fit = max_unlabelled_fit
         self.whiten_dims = whiten_dims
@@ -153,8 +161,11 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value >= 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not float(self.unlabelled_ratio) >= 0:
-            raise ValueError(f"unlabelled_ratio must be >= 0, got {self.unlabelled_ratio!r}")
+        if self.combine not in ("kmeans", "product"):
+            raise ValueError(f"combine must be 'kmeans' or 'product', got {self.combine!r}")
+        for name in ("unlabelled_ratio", "decay"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     def _head(self) -> SoftmaxHead:
         params = {name: getattr(self, name) for name in _HEAD_PARAMS}
@@ -190,7 +201,14 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
             self.unlabelled_weight_ = 0.0
             return self
         responsibilities = self._responsibilities(X_l, y_index, X_u, len(classes))
-        unlabelled_total = len(y_l) * self.unlabelled_ratio / labels_per_class
+        if self.combine == "product":
+            # Product of experts: the soft k-means and a softmax head on the labels alone must agree for a
+            # confident soft label; where they disagree the target hedges.
+            supervised = SoftmaxHead(random_state=self.random_state, **{k: getattr(self, k) for k in _HEAD_PARAMS
+                                                                        if k != "warm_start"}).fit(X_l, y_l)
+            responsibilities = responsibilities * supervised.predict_proba(X_u)
+            responsibilities /= np.maximum(responsibilities.sum(axis=1, keepdims=True), 1e-12)
+        unlabelled_total = len(y_l) * (self.unlabelled_ratio / labels_per_class) ** float(self.decay)
         # The softmax fit takes a sample of at most max_unlabelled_fit of them (same total weight): its cost
         # is that of the supervised head on n_labelled + max_unlabelled_fit rows.
         n_fit = min(len(X_u), int(self.max_unlabelled_fit))

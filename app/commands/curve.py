@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add K augmented copies (flip, crop, brightness) of every training image (default 0)")
     parser.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
                         help="share of every class held out for scoring (default 0.1)")
+    parser.add_argument("--budgets", default=None, metavar="A,B,...",
+                        help="only these budgets, e.g. 1/class,3/class,5%%,100%% (default: all 13)")
     parser.add_argument("--head", choices=("semi", "supervised"), default="semi",
                         help="semi: soft k-means over the unlabelled pool, then the softmax head (default), with "
                              "the plain head beside it; supervised: the plain softmax head only")
@@ -74,6 +76,12 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--augment must be 0 or more"
     if not 0 < args.holdout < 1:
         return "--holdout must be a fraction between 0 and 1"
+    if getattr(args, "budgets", None):
+        from learner.curve import DEFAULT_BUDGETS
+
+        unknown = set(args.budgets.split(",")) - {b.name for b in DEFAULT_BUDGETS}
+        if unknown:
+            return f"unknown budgets {', '.join(sorted(unknown))}; choose among {', '.join(b.name for b in DEFAULT_BUDGETS)}"
     return None
 
 
@@ -130,9 +138,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from learner.curve import DEFAULT_BUDGETS
 
     semi = args.head == "semi"
-    n_fits = len(seeds) * len(DEFAULT_BUDGETS) * (2 if semi else 1)
+    wanted = args.budgets.split(",") if getattr(args, "budgets", None) else None
+    budgets = [b for b in DEFAULT_BUDGETS if wanted is None or b.name in wanted]
+    n_fits = len(seeds) * len(budgets) * (2 if semi else 1)
     common = dict(
-        seeds=seeds, holdout_fraction=args.holdout, augmented=augmented,
+        seeds=seeds, budgets=budgets, holdout_fraction=args.holdout, augmented=augmented,
         dataset=args.dataset if args.dataset == FASHION_MNIST else str(Path(args.dataset).resolve()),
         backbone=spec.name, class_names=dataset.class_names,
     )
