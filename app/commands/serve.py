@@ -70,7 +70,7 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int, seed
         return
     _say(f"seeding the demo from Fashion-MNIST ({settings.fashion_mnist_dir}): {seed_per_class} labelled image(s) per class, "
          f"a pool of {n_pool}, a holdout of {n_holdout}")  # fmt: skip
-    per_class = math.ceil((n_pool + n_holdout) / 10) + 2 + seed_per_class
+    per_class = math.ceil((n_pool + n_holdout) / 10) + 1 + max(seed_per_class, 1)  # 202 for the default demo
     dataset = load_fashion_mnist(settings.fashion_mnist_dir, per_class_limit=per_class, seed=settings.service.demo_seed)
     if settings.service.classes and list(settings.service.classes) != list(dataset.class_names):
         raise SystemExit(
