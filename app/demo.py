@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from app.files import write_atomic
 from app.store import NewItem, NewLabel, Store
 
 logger = logging.getLogger(__name__)
@@ -62,10 +62,7 @@ def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
     relative = f"images/{content_hash}.png"
     path = data_dir / relative
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_atomic(path, data, mode=0o644)  # Label Studio serves it to browsers
     return relative
 
 

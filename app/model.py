@@ -14,9 +14,7 @@ thousands of labels reads vectors from a dict, not from disk).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
+
+from app.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -98,18 +98,8 @@ def head_path(data_dir: Path, version: str) -> Path:
 
 
 def save_head(data_dir: Path, version: str, head: Any) -> Path:
-    """Pickle ``head`` atomically (temporary file, then rename); returns its path."""
-    path = head_path(data_dir, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{version}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            pickle.dump(head, file, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Pickle ``head`` atomically and durably (:func:`app.files.write_atomic`); returns its path."""
+    return write_atomic(head_path(data_dir, version), pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_head(path: Path) -> Any:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flask import Request
 
+from app.files import write_atomic
 from app.problems import Problem
 from learner.errors import ImageTooLargeError
 from learner.images import BytesImage
@@ -144,14 +143,5 @@ def store_image(data_dir: Path, upload: Upload) -> str:
     """Write the upload to ``<data_dir>/images/<hash>.<ext>`` once (atomically); returns the relative path."""
     path = Path(data_dir) / upload.relative_path
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(upload.image.data)
-            os.chmod(temporary, 0o644)  # Label Studio serves it to browsers
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, upload.image.data, mode=0o644)  # Label Studio serves it to browsers
     return upload.relative_path
