@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from learner.metrics import evaluate
+from learner.sampling import stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -96,31 +97,20 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be within (0, 1), got {fraction}")
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pool, holdout = [], []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) < 2:
-            raise ValueError(
-                f"class {label!r} has {len(rows)} image(s); the curve needs at least 2 per class "
-                "(one to hold out, one to train on)"
-            )
-        rows = rng.permutation(rows)
-        n_holdout = int(min(max(int(np.floor(fraction * len(rows) + 0.5)), 1), len(rows) - 1))
-        holdout.append(rows[:n_holdout])
-        pool.append(rows[n_holdout:])
-    return np.sort(np.concatenate(pool)), np.sort(np.concatenate(holdout))
+    values, counts = np.unique(labels, return_counts=True)
+    if (counts < 2).any():
+        label, count = values[counts < 2][0], counts[counts < 2][0]
+        raise ValueError(
+            f"class {label!r} has {count} image(s); the curve needs at least 2 per class "
+            "(one to hold out, one to train on)"
+        )
+    holdout, pool = stratified_split(labels, lambda n: min(max(int(np.floor(fraction * n + 0.5)), 1), n - 1), seed)
+    return pool, holdout
 
 
 def budget_picks(labels: np.ndarray, pool: np.ndarray, budget: Budget, seed: int) -> np.ndarray:
     """Row numbers (from ``pool``) to train on for ``budget``: a random stratified pick, seeded."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    picks = []
-    for label in np.unique(labels[pool]):
-        rows = pool[labels[pool] == label]
-        picks.append(rng.choice(rows, size=budget.count(len(rows)), replace=False))
-    return np.sort(np.concatenate(picks))
+    return stratified_split(labels, budget.count, seed, rows=pool)[0]
 
 
 @dataclass
