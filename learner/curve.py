@@ -29,6 +29,7 @@ import numpy as np
 
 from learner.metrics import evaluate
 from learner.sampling import stratified_split
+from learner.study import STUDY_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +65,6 @@ DEFAULT_BUDGETS: tuple[Budget, ...] = (
     Budget("5%", fraction=0.05),
     *(Budget(f"{p}%", fraction=p / 100) for p in range(10, 101, 10)),
 )
-
-# The origin study (InceptionV3 feature vector + softmax, TF flowers: ~3,670 photos, 5 classes, random
-# picks), as it reported them: (budget name, accuracy low, accuracy high).
-STUDY_POINTS: tuple[tuple[str, float, float], ...] = (
-    ("1/class", 0.53, 0.53),
-    ("3/class", 0.67, 0.67),
-    ("5%", 0.83, 0.83),
-    ("50%", 0.91, 0.91),
-    ("100%", 0.90, 0.95),
-)
-STUDY_N_IMAGES = 3670
-STUDY_N_CLASSES = 5
-
-
-def study_labels_per_class(budget: str, holdout_fraction: float = 0.1) -> float:
-    """Where a study point sits on our x axis (labels per class).
-
-    ``k/class`` is ``k``. A percentage is read as a share of the training part of the study's ~3,670
-    images after a 10% holdout, spread over its 5 classes: ``p% -> p/100 * 3670 * 0.9 / 5`` (5% -> 33,
-    50% -> 330, 100% -> 661). The study did not say whether its percentages counted the holdout; this is
-    the reading that matches how our own budgets are defined.
-    """
-    if budget.endswith("/class"):
-        return float(budget.split("/")[0])
-    fraction = float(budget.rstrip("%")) / 100
-    return fraction * STUDY_N_IMAGES * (1 - holdout_fraction) / STUDY_N_CLASSES
-
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split row numbers into (pool, holdout), holding out ``fraction`` of every class at random."""
@@ -169,11 +143,7 @@ class CurveResult:
             "head": self.head,
             "budgets": [b.to_dict() for b in self.budgets],
             "timing": dict(self.timing),
-            "study": [
-                {"budget": name, "labels_per_class": study_labels_per_class(name), "accuracy_low": low,
-                 "accuracy_high": high}
-                for name, low, high in STUDY_POINTS
-            ],
+            "study": [point.to_dict() for point in STUDY_POINTS],
         }
 
     def to_csv(self) -> str:
