@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from learner.metrics import evaluate
+from learner.rules import proba_in_order
 from learner.sampling import stratified_split
 from learner.study import STUDY_POINTS
 
@@ -238,7 +239,7 @@ def run_curve(
             train_s += time.perf_counter() - fit_started
             train_cpu_s += time.process_time() - fit_cpu_started
             head_params = {"class": type(head).__name__, **_params(head)}
-            proba = _full_proba(head, embeddings[holdout], classes)
+            proba = proba_in_order(head, embeddings[holdout], classes)
             evaluation = evaluate(labels[holdout], proba, classes, thresholds)
             accuracies[budget.name].append(evaluation.accuracy)
             n_labels[budget.name].append(len(picks))
@@ -283,16 +284,6 @@ def _params(estimator: Any) -> dict[str, Any]:
     # random_state differs per seed and the seeds are listed on their own.
     return {k: v for k, v in get_params().items()
             if k != "random_state" and isinstance(v, (int, float, str, bool, type(None)))}
-
-
-def _full_proba(head: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """``head.predict_proba`` with a zero column for any class the head never saw, in ``classes`` order."""
-    proba = head.predict_proba(X)
-    if len(head.classes_) == len(classes) and np.array_equal(head.classes_, classes):
-        return proba
-    full = np.zeros((len(X), len(classes)))
-    full[:, np.searchsorted(classes, head.classes_)] = proba
-    return full
 
 
 def _threshold_summary(
