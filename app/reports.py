@@ -16,6 +16,7 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.figure import Figure
@@ -90,6 +91,29 @@ def _is_number(text: str) -> bool:
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+# ---------------------------------------------------------------------------------------------- the points
+
+
+def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report point per model version (see ``GET /v1/report``)."""
+    points = []
+    for row in rows:
+        metrics = row.get("metrics") or {}
+        thresholds = metrics.get("thresholds") or []
+        points.append(
+            {
+                "model_version": row["version"],
+                "n_labels": row["n_labels"],
+                "labels_per_class": row["labels_per_class"],
+                "holdout_accuracy": metrics.get("accuracy"),
+                "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
+                "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
+                "created": row["created_at"].isoformat() if isinstance(row["created_at"], datetime) else row["created_at"],
+            }
+        )
+    return points
 
 
 # ---------------------------------------------------------------------------------------------- the plot
