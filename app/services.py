@@ -95,17 +95,9 @@ def build_services(settings: Settings, *, store: Store | None = None, backbone: 
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
         logger.info("serving the last good model %s", models.current.version)
-    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.service.max_image_pixels)
+    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.learner.max_image_pixels)
     if desk is None:
-        desk = make_desk(settings)
+        from annotation.desk import desk_from_settings
+
+        desk = desk_from_settings(settings)
     return Services(settings, store, classes, embeddings, models, trainer, desk=desk)
-
-
-def make_desk(settings: Settings, url: str | None = None) -> Any:
-    """A :class:`annotation.desk.LabelStudioDesk` for the configured (or given) Label Studio."""
-    from annotation.desk import LabelStudioDesk
-
-    ls = settings.label_studio
-    url = url or ls.url or f"http://127.0.0.1:{ls.port}"
-    files_root = ls.files_root or Path(settings.data_dir) / "images"
-    return LabelStudioDesk(url, ls.token, files_root=files_root, timeout_s=ls.timeout_s)

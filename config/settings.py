@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -18,6 +18,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+def check_class_names(names: Sequence[Any]) -> list[str]:
+    """The class names, stripped, once they are at least two, none empty, none repeated (else ``ValueError``)."""
+    cleaned = [str(name).strip() for name in names]
+    if len(cleaned) < 2:
+        raise ValueError("needs at least two class names")
+    if any(not name for name in cleaned):
+        raise ValueError("class names must not be empty")
+    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")
+    return cleaned
 
 
 class ServiceSettings(BaseModel):
@@ -49,7 +62,6 @@ class ServiceSettings(BaseModel):
     api_token: SecretStr | None = Field(None, description="Bearer token required for /v1/* (unset: no token needed)")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Uploaded images decoding past this are rejected")
     host: str = Field("127.0.0.1", description="Address the service binds to")
     port: int = Field(8000, ge=1, le=65535, description="Port the service binds to")
     public_url: str | None = Field(
@@ -67,17 +79,7 @@ class ServiceSettings(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes_unique(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        names = [str(name).strip() for name in value]
-        if len(names) < 2:
-            raise ValueError("needs at least two class names")
-        if any(not name for name in names):
-            raise ValueError("class names must not be empty")
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")
-        return names
+        return value if value is None else check_class_names(value)
 
     @field_validator("report_thresholds")
     @classmethod
@@ -102,7 +104,9 @@ class LearnerSettings(BaseModel):
     input_size: int | None = Field(None, ge=32, le=1024, description="Override the backbone's input size (pixels)")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per backbone call")
     mixed_precision: bool = Field(False, description="float16 compute on a GPU (ignored on the CPU)")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded images larger than this are rejected")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images with more pixels are rejected from their header (uploads, datasets, the pool)"
+    )
 
 
 class LabelStudioSettings(BaseModel):
@@ -121,7 +125,6 @@ class LabelStudioSettings(BaseModel):
     )
     venv: Path = Field(Path(".venv-ls"), description="The venv that holds label-studio")
     data_dir: Path | None = Field(None, description="Label Studio's database and media; default <data_dir>/label-studio")
-    files_root: Path | None = Field(None, description="Images served to annotators; default <data_dir>/images")
     project_title: str = Field("juicer", min_length=3, description="The Label Studio project annotators work in")
     webhook_secret: str = Field(
         "juicer-webhook-secret-change-me", min_length=8, description="Sent by Label Studio in X-Juicer-Secret"
@@ -145,6 +148,11 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
+
+    @property
+    def images_dir(self) -> Path:
+        """Where the service keeps every image (uploads, the demo) and Label Studio serves them from."""
+        return Path(self.data_dir) / "images"
 
     @classmethod
     def settings_customise_sources(
