@@ -102,7 +102,7 @@ def predict() -> Response:
 
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
     model = _serving_model()
     X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
@@ -133,7 +133,7 @@ def add_items() -> tuple[Response, int]:
     """Add unlabelled images to the pool; the query strategy decides which ones annotators see."""
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
     # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
     svc.embeddings.embed([upload.image for upload in uploads])
     new_items: dict[str, NewItem] = {}
@@ -190,7 +190,7 @@ def add_labels() -> tuple[Response, int]:
     new_items: dict[str, NewItem] = {}
     new_labels: list[NewLabel] = []
     if request.mimetype == "multipart/form-data":
-        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
         given = request.form.getlist("label")
         if not given:
             raise Problem(400, "Missing label", "send a 'label' form field (one, or one per file)", type="missing-field", field="label")
@@ -226,7 +226,7 @@ def add_labels() -> tuple[Response, int]:
         if image_entries:
             if len(image_entries) > limits.max_images_per_request:
                 raise Problem(413, "Too many images", f"at most {limits.max_images_per_request} images per request", type="too-many-images")
-            uploads = _uploads_from_entries(image_entries, limits.max_image_pixels)
+            uploads = _uploads_from_entries(image_entries, svc.settings.learner.max_image_pixels)
             pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
             _labels_for_uploads(svc, pairs, None, new_items, new_labels)
     if new_items:

@@ -96,7 +96,7 @@ def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
     return entries
 
 
-def read_uploads(request: Request, *, max_images: int, max_pixels: int, required: bool = True) -> list[Upload]:
+def read_uploads(request: Request, *, max_images: int, max_pixels: int) -> list[Upload]:
     """The request's images, each checked: a known format by its header, within the pixel limit."""
     if request.mimetype == "multipart/form-data":
         entries = []
@@ -105,8 +105,6 @@ def read_uploads(request: Request, *, max_images: int, max_pixels: int, required
             entries.append((data, storage.filename or field_name, {}))
     elif request.is_json:
         entries = _json_entries(request.get_json(silent=False))
-    elif not required:
-        return []
     else:
         raise Problem(
             415 if request.content_length else 400,
@@ -116,8 +114,6 @@ def read_uploads(request: Request, *, max_images: int, max_pixels: int, required
             field="images",
         )
     if not entries:
-        if not required:
-            return []
         raise Problem(400, "Missing images", "the request holds no image", type="missing-field", field="images")
     if len(entries) > max_images:
         raise Problem(

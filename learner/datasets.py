@@ -320,8 +320,3 @@ def _extract(archive: Path, into: Path, url: str) -> None:
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
         raise DatasetError(f"the archive from {url} is not a valid tar archive ({exc})") from exc
 
-
-def summarize(dataset: Dataset) -> dict[str, object]:
-    """A JSON-friendly summary: name, size and per-class counts."""
-    return {"name": dataset.name, "n_images": len(dataset), "class_counts": dataset.class_counts()}
-
