@@ -13,7 +13,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings.sources.utils import parse_env_vars
 
 
 class ConfigError(Exception):
@@ -163,7 +164,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() merges file and environment itself (so tests can pass an environ); only init counts.
+        # load_settings() merges the file and the environment source (which may be given) itself; only init counts.
         return (init_settings,)
 
 
@@ -198,31 +199,28 @@ def _describe(error: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' own environment source (prefix, ``__`` nesting, JSON for lists) over a given mapping,
+    so that tests and tools can pass their environment instead of patching ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load settings from the config file, the environment and ``overrides``; raise :class:`ConfigError` if invalid."""
     environ = os.environ if environ is None else environ
     path = path or environ.get("JUICER_CONFIG")
     values: dict[str, Any] = _read_config_file(Path(path)) if path else {}
-    values = _deep_merge(values, _env_values(environ))
-    values = _deep_merge(values, overrides)
     try:
+        values = _deep_merge(values, _Environment(Settings, environ)())
+        values = _deep_merge(values, overrides)
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
-
-
-def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``JUICER_A__B=v`` -> ``{"a": {"b": v}}``; values that look like JSON lists/objects are parsed as YAML."""
-    values: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith("JUICER_") or key == "JUICER_CONFIG":
-            continue
-        parts = key[len("JUICER_"):].lower().split("__")
-        value: Any = yaml.safe_load(raw) if raw[:1] in "[{" else raw
-        node = values
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {key} conflicts with another JUICER_ variable")
-        node[parts[-1]] = value
-    return values
+    except SettingsError as exc:  # an environment value that does not parse (bad JSON for a list)
+        raise ConfigError(f"invalid settings in the environment: {exc}") from exc
