@@ -52,7 +52,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
     args = parser.parse_args()
 
-    from learner.curve import Budget, _full_proba, budget_picks, holdout_split
+    from learner.curve import Budget, budget_picks, holdout_split
+    from learner.rules import proba_in_order
     from learner.head import SoftmaxHead
     from learner.semi import SemiSupervisedHead
 
@@ -86,7 +87,7 @@ def main() -> int:
                 else:
                     head = SemiSupervisedHead(random_state=seed, **fixed, **setting)
                     head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
-                proba = _full_proba(head, X[holdout], classes)
+                proba = proba_in_order(head, X[holdout], classes)
                 results[i][budget.name].append(float(np.mean(classes[proba.argmax(1)] == y[holdout])))
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
         print(f"\nseeds {seeds[0]}-{seed}, fixed {fixed}; load {os.getloadavg()[0]:.1f}")

@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from learner.curve import Budget, _full_proba, budget_picks, holdout_split
+from learner.curve import Budget, budget_picks, holdout_split
+from learner.rules import proba_in_order
 from learner.query import STRATEGIES, query
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def _fit_and_score(
     else:
         X, y = embeddings[labelled], labels[labelled]
     head.fit(X, y)
-    proba = _full_proba(head, embeddings[holdout], classes)
+    proba = proba_in_order(head, embeddings[holdout], classes)
     return head, float(np.mean(classes[np.argmax(proba, axis=1)] == labels[holdout]))
 
 

@@ -1,5 +1,6 @@
 """The data-size curve as a picture: holdout accuracy against labels per class (log x), with the origin
-study's reported points overlaid. Uses matplotlib's Agg backend (no display needed)."""
+study's reported points overlaid. A bare ``Figure`` on the Agg canvas, never pyplot: no display needed, and a
+notebook's own backend is left alone."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from learner.study import STUDY_LABEL, STUDY_X_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -28,50 +28,47 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
     high = [100 * b["accuracy_max"] for b in budgets]
     n_seeds = len(curve.get("seeds", [])) or 1
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    try:
-        head = (curve.get("head") or {}).get("class", "softmax head")
-        label = f"juicer: {curve.get('backbone', '?')} + {head} (mean of {n_seeds} seed(s))"
-        ax.plot(x, mean, "o-", color="tab:blue", label=label)
-        if n_seeds > 1:
-            ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
-        for b, xi, yi in zip(budgets, x, mean):
-            if b["budget"] in _LABELLED:  # the dense 20%..90% run would overprint itself
-                ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
-                            fontsize=7, color="tab:blue")
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.add_subplot()
+    head = (curve.get("head") or {}).get("class", "softmax head")
+    label = f"juicer: {curve.get('backbone', '?')} + {head} (mean of {n_seeds} seed(s))"
+    ax.plot(x, mean, "o-", color="tab:blue", label=label)
+    if n_seeds > 1:
+        ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
+    for b, xi, yi in zip(budgets, x, mean):
+        if b["budget"] in _LABELLED:  # the dense 20%..90% run would overprint itself
+            ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
+                        fontsize=7, color="tab:blue")
 
-        supervised = (curve.get("supervised") or {}).get("budgets")
-        if supervised:  # the plain head on the same picks, beside the default one
-            plain = sorted(supervised, key=lambda b: b["labels_per_class"])
-            ax.plot([b["labels_per_class"] for b in plain], [100 * b["accuracy_mean"] for b in plain], "o--",
-                    color="tab:grey", markersize=3, label="plain SoftmaxHead, same picks")
+    supervised = (curve.get("supervised") or {}).get("budgets")
+    if supervised:  # the plain head on the same picks, beside the default one
+        plain = sorted(supervised, key=lambda b: b["labels_per_class"])
+        ax.plot([b["labels_per_class"] for b in plain], [100 * b["accuracy_mean"] for b in plain], "o--",
+                color="tab:grey", markersize=3, label="plain SoftmaxHead, same picks")
 
-        study = curve.get("study") or []
-        if study:
-            sx = [p["labels_per_class"] for p in study]
-            sy = [100 * (p["accuracy_low"] + p["accuracy_high"]) / 2 for p in study]
-            err_low = [y - 100 * p["accuracy_low"] for y, p in zip(sy, study)]
-            err_high = [100 * p["accuracy_high"] - y for y, p in zip(sy, study)]
-            ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
-                        label="origin study (InceptionV3, TF flowers, 5 classes)")
-            for p, xi, yi in zip(study, sx, sy):
-                ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(-5, 7), ha="right",
-                            fontsize=7, color="tab:orange")
+    study = curve.get("study") or []
+    if study:
+        sx = [p["labels_per_class"] for p in study]
+        sy = [100 * (p["accuracy_low"] + p["accuracy_high"]) / 2 for p in study]
+        err_low = [y - 100 * p["accuracy_low"] for y, p in zip(sy, study)]
+        err_high = [100 * p["accuracy_high"] - y for y, p in zip(sy, study)]
+        ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
+                    label=STUDY_LABEL)
+        for p, xi, yi in zip(study, sx, sy):
+            ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(-5, 7), ha="right",
+                        fontsize=7, color="tab:orange")
 
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled images per class (log scale)")
-        ax.set_ylabel("holdout accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"Accuracy vs labels: {curve.get('dataset', '?')}, {curve.get('n_images', '?')} images")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.text(0.01, 0.01, "Study points: k/class at k; p% at p/100 x 3,670 x 0.9 / 5 labels per class "
-                 "(its share of the non-holdout images).", fontsize=6, color="grey")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled images per class (log scale)")
+    ax.set_ylabel("holdout accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"Accuracy vs labels: {curve.get('dataset', '?')}, {curve.get('n_images', '?')} images")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.text(0.01, 0.01, STUDY_X_NOTE, fontsize=6, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     logger.debug("wrote %s", path)
     return path
 
@@ -79,25 +76,23 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
 def plot_simulation(document: Mapping[str, Any], path: str | Path) -> Path:
     """Draw ``simulate.json`` (accuracy against labels, a line and a p10-p90 band per strategy) into a PNG."""
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    try:
-        for name, entry in document["strategies"].items():
-            x = entry["n_labels"]
-            line, = ax.plot(x, [100 * a for a in entry["accuracy_mean"]], "-", label=name,
-                            linewidth=2.0 if name == "auto" else 1.2)
-            ax.fill_between(x, [100 * a for a in entry["accuracy_p10"]], [100 * a for a in entry["accuracy_p90"]],
-                            color=line.get_color(), alpha=0.15)
-        full = document.get("full_data_accuracy")
-        if full:
-            ax.axhline(100 * full, color="grey", linestyle=":", label=f"all labels ({100 * full:.1f}%)")
-        ax.set_xlabel("labels")
-        ax.set_ylabel("holdout accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.set_title(f"Active learning offline: mean and 10-90th percentile over {document.get('seeds', '?')} seed(s)")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.add_subplot()
+    for name, entry in document["strategies"].items():
+        x = entry["n_labels"]
+        line, = ax.plot(x, [100 * a for a in entry["accuracy_mean"]], "-", label=name,
+                        linewidth=2.0 if name == "auto" else 1.2)
+        ax.fill_between(x, [100 * a for a in entry["accuracy_p10"]], [100 * a for a in entry["accuracy_p90"]],
+                        color=line.get_color(), alpha=0.15)
+    full = document.get("full_data_accuracy")
+    if full:
+        ax.axhline(100 * full, color="grey", linestyle=":", label=f"all labels ({100 * full:.1f}%)")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("holdout accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Active learning offline: mean and 10-90th percentile over {document.get('seeds', '?')} seed(s)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     return path
