@@ -24,14 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def run(head_name: str, args: argparse.Namespace, dataset, backbone) -> list[tuple[int, float]]:
+def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) -> list[tuple[int, float]]:
     """(labels, holdout accuracy) of every model version with one head."""
     from app.demo import seed_demo
     from app.services import build_services
     from app.store import NewLabel, Store
     from config import load_settings
-    from learner.cache import EmbeddingCache
-
     class NoDesk:
         def health(self) -> bool:
             return True
@@ -44,7 +42,11 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone) -> list[tup
         store.set_meta("classes", list(dataset.class_names))
         seed_demo(store, data_dir, dataset, n_pool=1000, n_holdout=1000, seed=0, seed_per_class=args.seed_labels)
         services = build_services(settings, store=store, backbone=backbone, desk=NoDesk())
-        services.embeddings.cache = EmbeddingCache(REPO / "data" / "embeddings", backbone.id)
+        # The demo's PNG files decode to the dataset's pixels: their vectors are the arrays' cached ones.
+        every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
+        row_of = {item_id: i for i, item_id in enumerate(dataset.item_ids)}
+        services.embeddings.cache.put_many([r["content_hash"] for r in every],
+                                           vectors[[row_of[r["id"]] for r in every]])
         if head_name == "supervised":
             from app.training import default_head_factory
             from learner.head import SoftmaxHead
@@ -78,13 +80,19 @@ def main() -> int:
     parser.add_argument("--seed-labels", type=int, default=1)
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--heads", nargs="+", default=["semi", "supervised"])
+    parser.add_argument("--per-class", type=int, default=None, help="Fashion-MNIST images per class to draw from")
     args = parser.parse_args()
     from learner.backbones import load_backbone, resolve_backbone
+    from learner.cache import EmbeddingCache, embed_sources
     from learner.datasets import load_fashion_mnist
 
-    dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=201 + max(args.seed_labels, 1), seed=0)  # as serve
+    # serve draws 202/class; --per-class 700 draws the demo's splits from the images `juicer curve` caches.
+    per_class = args.per_class or 201 + max(args.seed_labels, 1)
+    dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=per_class, seed=0)
     backbone = load_backbone(resolve_backbone("efficientnet-lite0", REPO / "data"), batch_size=32)
-    results = {head: run(head, args, dataset, backbone) for head in args.heads}
+    with EmbeddingCache(REPO / "data" / "embeddings", backbone.id) as shared:
+        vectors = embed_sources(backbone, shared, dataset.sources, progress=True)
+    results = {head: run(head, args, dataset, backbone, vectors) for head in args.heads}
     print(f"\ndemo (pool 1,000, holdout 1,000, {args.seed_labels}/class to start, {args.strategy} picks, retrain every 10)"
           f"; load {os.getloadavg()[0]:.1f}")
     for head, points in results.items():

@@ -97,11 +97,14 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
         every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
         hashes = [r["content_hash"] for r in every]
         started = time.perf_counter()
+        # The images' embeddings, from the shared cache where `juicer curve` put them (keyed by the arrays'
+        # hashes); the PNG files the demo wrote decode to the same pixels, so their vectors are these.
         with EmbeddingCache(REPO / "data" / "embeddings", backbone.id) as shared:
             from learner.cache import embed_sources
 
-            real = embed_sources(backbone, shared, [services.trainer.source_for(r["id"], r["content_hash"], r["source"],
-                                                                                r["image_path"]) for r in every], progress=True)
+            row_of = {item_id: i for i, item_id in enumerate(dataset.item_ids)}
+            vectors = embed_sources(backbone, shared, dataset.sources, progress=True)
+            real = vectors[[row_of[r["id"]] for r in every]]
         print(f"embedded {len(every)} images in {time.perf_counter() - started:.1f} s (cached afterwards)")
         # Stand-ins for the rest of the pool: rows with (noisy copies of real) embeddings in a temporary cache.
         n_fake = args.pool - n_real_pool
