@@ -75,6 +75,8 @@ class OfflineResult:
         document = self.to_dict()
         first = next(iter(self.strategies.values()))
         shown = [c for c in checkpoints if first.n_labels and first.n_labels[0] <= c <= first.n_labels[-1]]
+        if not shown and first.n_labels:  # a short run: its last round
+            shown = [first.n_labels[-1]]
         header = f"{'strategy':>18} " + " ".join(f"{f'@{c}':>7}" for c in shown) + f" {'to 85%':>8} {'to 98% full':>12}"
         lines = [header]
         for name, entry in document["strategies"].items():
