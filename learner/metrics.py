@@ -37,7 +37,8 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     share = successes / n
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # min/max: rounding must never leave the observed share outside its own interval.
+    return float(max(0.0, min(centre - half, share))), float(min(1.0, max(centre + half, share)))
 
 
 @dataclass(frozen=True)
