@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from learner.forecast import Point, fit_forecast, find_non_monotone, mmf, power_law
+from learner.forecast import Point, error_power_law, fit_forecast, find_non_monotone, mmf, power_law
 
 N_LABELS = (10, 20, 40, 80, 160, 320)
 
@@ -33,6 +33,15 @@ def test_a_clean_mmf_curve_is_fitted_by_some_family_within_a_point():
     forecast = fit_forecast(curve_points(function), n_bootstrap=40)
     assert forecast.refused is None
     assert abs(forecast.predict(640).expected - float(function(np.array([640]))[0])) < 0.01
+
+
+def test_a_curve_without_a_floor_is_kept_by_the_backtest_and_extrapolated():
+    def function(n):
+        return error_power_law(n, 1.5, 0.3)
+
+    forecast = fit_forecast(curve_points(function), n_bootstrap=40)
+    assert forecast.family == "error_power_law" and forecast.refused is None
+    assert abs(forecast.predict(1280).expected - float(function(np.array([1280]))[0])) < 0.005
 
 
 def test_labels_to_a_reachable_target_lie_between_now_and_the_limit():
