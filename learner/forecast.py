@@ -476,3 +476,27 @@ def fit_forecast(
                  n_bootstrap, error)
     return Forecast(pts, family, params, np.array(replicates).reshape(len(replicates), -1), backtests, max_multiple,
                     band, None, non_monotone)
+
+
+def half_backtest(points: Sequence[Point], max_multiple: float = 1e9, **options: Any) -> dict[str, Any]:
+    """Fit on the older half of ``points`` (smaller n), predict the newer half: what ``juicer simulate`` reports.
+
+    ``max_multiple`` defaults to no limit, so every later point gets a prediction to compare (the refusal
+    limit is reported beside it). Returns the fit's family, backtest error and refusal, and per later point
+    the prediction, band, measured value and error; ``covered`` is the share inside the band.
+    """
+    pts = sorted(points, key=lambda p: p.n_labels)
+    older, newer = pts[: len(pts) // 2], pts[len(pts) // 2:]
+    forecast = fit_forecast(older, max_multiple=max_multiple, **options)
+    rows = []
+    for p in newer:
+        prediction = forecast.predict(p.n_labels)
+        error = None if prediction.expected is None else prediction.expected - p.accuracy
+        inside = None if prediction.expected is None else prediction.low <= p.accuracy <= prediction.high
+        rows.append({"n_labels": p.n_labels, "predicted": prediction.expected, "low": prediction.low,
+                     "high": prediction.high, "measured": p.accuracy, "error": error, "covered": inside,
+                     "multiple": p.n_labels / forecast.n_max if forecast.n_max else None})
+    judged = [row["covered"] for row in rows if row["covered"] is not None]
+    return {"fitted_on": [p.n_labels for p in older], "family": forecast.family, "refused": forecast.refused,
+            "backtest_error": forecast.backtest_error, "predictions": rows,
+            "covered": sum(judged) / len(judged) if judged else None}

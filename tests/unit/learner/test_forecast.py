@@ -140,3 +140,13 @@ def test_to_dict_answers_the_asked_targets():
 def test_bad_points_are_a_value_error():
     with pytest.raises(ValueError):
         fit_forecast([Point(0, 0.5, 10)] * 4)
+
+
+def test_half_backtest_predicts_the_newer_half_from_the_older():
+    from learner.forecast import half_backtest
+
+    points = curve_points(clean_power_law, (10, 20, 30, 40, 60, 80, 100, 120, 160, 200))
+    result = half_backtest(points, n_bootstrap=30)
+    assert result["fitted_on"] == [10, 20, 30, 40, 60] and result["refused"] is None
+    assert [row["n_labels"] for row in result["predictions"]] == [80, 100, 120, 160, 200]
+    assert all(abs(row["error"]) < 0.01 for row in result["predictions"])
