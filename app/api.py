@@ -13,13 +13,13 @@ import math
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.problems import Problem, unauthorized
 from app.services import Services
-from app.store import NewItem, NewLabel, NewPrediction, StoreError
-from app.uploads import read_uploads, store_image
+from app.store import NewItem, NewLabel, StoreError
+from app.model import prediction_record
+from app.uploads import Upload, read_uploads, store_image
 
 logger = logging.getLogger(__name__)
 
@@ -101,50 +101,26 @@ def predict() -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
     from learner.rules import decide
 
-    from app.training import rule_params
+    from app.training import decision_params
 
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
     model = _serving_model()
     X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
-    decisions = decide(proba, limits.decision_rule, **rule_params(limits, model))
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
     new_items: dict[str, NewItem] = {}
-    records = []
-    results = []
-    for upload, row, decision in zip(uploads, proba, decisions):
-        item_id = known.get(upload.content_hash)
-        if item_id is None:
-            item_id = upload.item_id
-            if item_id not in new_items:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "served", store_image(svc.data_dir, upload))
-        best = int(np.argmax(row))
-        probabilities = {name: float(p) for name, p in zip(model.classes, row)}
-        record = NewPrediction(
-            item_id=item_id,
-            model_version=model.version,
-            label=model.classes[best],
-            score=float(row[best]),
-            probabilities=probabilities,
-            decision=decision.decision,
-            rule=decision.rule,
-            reason=decision.reason,
-        )
-        records.append(record)
-        results.append(
-            {
-                "item_id": item_id,
-                "label": record.label,
-                "score": record.score,
-                "probabilities": probabilities,
-                "decision": record.decision,
-                "rule": record.rule,
-                "reason": record.reason,
-                "model_version": model.version,
-            }
-        )
+    item_ids = [item_id for item_id, _ in _items_for_uploads(svc, uploads, "served", new_items)]
+    records = [
+        prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
+        for item_id, row, decision in zip(item_ids, proba, decisions)
+    ]
+    results = [
+        {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
+         "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
+        for record in records
+    ]
     svc.store.record_predictions(records, list(new_items.values()))
     metrics = current_app.extensions.get("juicer_metrics")
     if metrics is not None:
@@ -160,20 +136,11 @@ def add_items() -> tuple[Response, int]:
     """Add unlabelled images to the pool; the query strategy decides which ones annotators see."""
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
     # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
     svc.embeddings.embed([upload.image for upload in uploads])
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
     new_items: dict[str, NewItem] = {}
-    answer = []
-    for upload in uploads:
-        item_id = known.get(upload.content_hash)
-        created = item_id is None and upload.item_id not in new_items
-        if item_id is None:
-            item_id = upload.item_id
-            if created:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "pool", store_image(svc.data_dir, upload))
-        answer.append({"item_id": item_id, "created": created})
+    answer = [{"item_id": item_id, "created": created} for item_id, created in _items_for_uploads(svc, uploads, "pool", new_items)]
     svc.store.add_items(list(new_items.values()))
     if new_items:
         svc.wake("refresh-queue")
@@ -226,7 +193,7 @@ def add_labels() -> tuple[Response, int]:
     new_items: dict[str, NewItem] = {}
     new_labels: list[NewLabel] = []
     if request.mimetype == "multipart/form-data":
-        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels)
+        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
         given = request.form.getlist("label")
         if not given:
             raise Problem(400, "Missing label", "send a 'label' form field (one, or one per file)", type="missing-field", field="label")
@@ -262,7 +229,7 @@ def add_labels() -> tuple[Response, int]:
         if image_entries:
             if len(image_entries) > limits.max_images_per_request:
                 raise Problem(413, "Too many images", f"at most {limits.max_images_per_request} images per request", type="too-many-images")
-            uploads = _uploads_from_entries(image_entries, limits.max_image_pixels)
+            uploads = _uploads_from_entries(image_entries, svc.settings.learner.max_image_pixels)
             pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
             _labels_for_uploads(svc, pairs, None, new_items, new_labels)
     if new_items:
@@ -298,14 +265,27 @@ def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: 
         _check_label(label, upload.image.source)
     # Decode every image before anything is stored: a truncated file fails the whole request.
     svc.embeddings.embed([upload.image for upload, _ in pairs])
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload, _ in pairs])
-    for upload, label in pairs:
-        item_id = known.get(upload.content_hash)
-        if item_id is None:
-            item_id = upload.item_id
-            if item_id not in new_items:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "seed", store_image(svc.data_dir, upload))
+    item_ids = _items_for_uploads(svc, [upload for upload, _ in pairs], "seed", new_items)
+    for (item_id, _), (_, label) in zip(item_ids, pairs):
         new_labels.append(NewLabel(item_id, label, "api", annotator))
+
+
+def _items_for_uploads(svc: Services, uploads: list[Upload], split: str, new_items: dict[str, NewItem]) -> list[tuple[str, bool]]:
+    """(item id, created) per upload: the known item with the same content, or a new one in ``split``.
+
+    New items are added to ``new_items`` (their image stored once); the caller writes them with its own rows.
+    """
+    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    resolved = []
+    for upload in uploads:
+        item_id = known.get(upload.content_hash)
+        created = item_id is None and upload.item_id not in new_items
+        if created:
+            new_items[upload.item_id] = NewItem(
+                upload.item_id, upload.content_hash, upload.image.source, split, store_image(svc.data_dir, upload)
+            )
+        resolved.append((item_id or upload.item_id, created))
+    return resolved
 
 
 # -- Label Studio webhook ---------------------------------------------------------------------------
@@ -405,43 +385,11 @@ def current_model() -> Response:
 
 
 # -- reports ----------------------------------------------------------------------------------------
-def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One report point per model version (see ``GET /v1/report``)."""
-    points = []
-    for row in rows:
-        metrics = row.get("metrics") or {}
-        thresholds = metrics.get("thresholds") or []
-        points.append(
-            {
-                "model_version": row["version"],
-                "n_labels": row["n_labels"],
-                "labels_per_class": row["labels_per_class"],
-                "holdout_accuracy": metrics.get("accuracy"),
-                "holdout_n": metrics.get("n"),
-                "accuracy_interval": _accuracy_interval(metrics),
-                "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
-                "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
-                "precision_rule": metrics.get("precision_rule"),
-                "created": _iso(row["created_at"]),
-            }
-        )
-    return points
-
-
-def _accuracy_interval(metrics: dict[str, Any]) -> list[float] | None:
-    """The 95% Wilson interval of a version's holdout accuracy (recomputed for versions recorded before it was)."""
-    from learner.metrics import wilson_interval
-
-    if metrics.get("accuracy_interval") is not None:
-        return list(metrics["accuracy_interval"])
-    if metrics.get("accuracy") is None or not metrics.get("n"):
-        return None
-    return list(wilson_interval(metrics["accuracy"] * metrics["n"], int(metrics["n"])))
-
-
 @api.get("/report")
 def report_json() -> Response:
     """Accuracy against labels: one point per model version."""
+    from app.reports import report_points
+
     return jsonify({"points": report_points(services().store.list_models())})
 
 
@@ -457,6 +405,8 @@ def _forecast(points: list[dict[str, Any]], extra_target: float | None = None) -
 @api.get("/forecast")
 def forecast_json() -> Response:
     """The learning-curve forecast over the model versions; ``?target=0.9`` adds a target to the configured ones."""
+    from app.reports import report_points
+
     raw = request.args.get("target")
     target = None
     if raw is not None:
@@ -473,7 +423,7 @@ def forecast_json() -> Response:
 @web.get("/report")
 def report_page() -> Response:
     """The report page: the forecast in words, the plot, the serving model's per-class figures, the tables."""
-    from app.reports import report_html
+    from app.reports import report_html, report_points
 
     svc = services()
     points = report_points(svc.store.list_models())
@@ -484,7 +434,7 @@ def report_page() -> Response:
 @web.get("/report.png")
 def report_plot() -> Response:
     """The report's plot (points with 95% intervals, the forecast with its band)."""
-    from app.reports import report_png
+    from app.reports import report_png, report_points
 
     points = report_points(services().store.list_models())
     return Response(report_png(points, forecast=_forecast(points)), mimetype="image/png")
@@ -552,10 +502,4 @@ def readyz() -> tuple[Response, int]:
 
 
 def _label_studio_up(svc: Services) -> bool:
-    if svc.desk is None:
-        return False
-    try:
-        return bool(svc.desk.health())
-    except Exception:  # health must answer whatever the desk does
-        logger.exception("Label Studio health check failed")
-        return False
+    return svc.desk is not None and svc.desk.health()
