@@ -204,3 +204,16 @@ def test_curve_forecast_refuses_beyond_the_multiple():
     document = curve_forecast(result, 700, max_multiple=4, backtest_tolerance=0.5)
     assert document["budgets"]["20%"]["predicted"] is not None
     assert document["budgets"]["100%"]["predicted"] is None and "4x" in document["budgets"]["100%"]["refused"]
+
+
+def test_plot_draws_the_forecast_member(tmp_path):
+    from learner.curve import curve_forecast
+    from learner.forecast import error_power_law
+
+    sizes = {"1/class": 10, "3/class": 30, "5%": 320, "10%": 630, "20%": 1260, "50%": 3150, "100%": 6300}
+    result = _result_from({name: (float(error_power_law(n, 1.5, 0.3)),) for name, n in sizes.items()}, seeds=(0,))
+    document = result.to_dict()
+    document["forecast"] = curve_forecast(result, 700, max_multiple=10)
+    without = plot_curve(result.to_dict(), tmp_path / "plain.png").read_bytes()
+    drawn = plot_curve(document, tmp_path / "forecast.png").read_bytes()
+    assert drawn[:8] == b"\x89PNG\r\n\x1a\n" and drawn != without
