@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", choices=("semi", "supervised"), default="semi",
                         help="semi: soft k-means over the unlabelled pool, then the softmax head (default), with "
                              "the plain head beside it; supervised: the plain softmax head only")
+    parser.add_argument("--forecast-max-multiple", type=float, default=10.0, metavar="X",
+                        help="the forecast fitted on budgets up to 10%% answers up to X times its largest n "
+                             "(default 10, so that 100%% is predicted; the service's default is 4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -82,6 +85,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         unknown = set(args.budgets.split(",")) - {b.name for b in DEFAULT_BUDGETS}
         if unknown:
             return f"unknown budgets {', '.join(sorted(unknown))}; choose among {', '.join(b.name for b in DEFAULT_BUDGETS)}"
+    if args.forecast_max_multiple < 1:
+        return "--forecast-max-multiple must be at least 1"
     return None
 
 
@@ -96,6 +101,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except LearnerError as exc:
         print(f"juicer curve: {exc}", file=sys.stderr)
         return 1
+
+
+def _forecast(result: Any, labels: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The forecast on budgets up to 10%, checked against 20%, 50% and 100% (None if a budget is missing)."""
+    from learner.curve import curve_forecast, holdout_split
+
+    n_holdout = len(holdout_split(labels, args.holdout, 0)[1])  # the same size for every seed
+    try:
+        return curve_forecast(result, n_holdout, max_multiple=args.forecast_max_multiple)
+    except ValueError as exc:
+        logger.warning("no forecast: %s", exc)
+        return None
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,6 +185,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "total_s": 0.0,
     }
     document = result.to_dict()
+    document["forecast"] = _forecast(result, dataset.labels, args)
     document["backbone_id"] = backbone.id
     if semi:
         document["supervised"] = {"head": supervised.head, "budgets": [b.to_dict() for b in supervised.budgets]}
@@ -182,6 +200,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if semi:
         print(f"{result.head.get('class')} (mean/min/max) against the plain SoftmaxHead on the same picks (baseline)")
     print(result.table(baseline))
+    if document["forecast"] is not None:
+        from learner.curve import forecast_table
+
+        print()
+        print(forecast_table(document["forecast"]))
     timing = document["timing"]
     print(f"\n{n_fits} head fits in {timing['train_s']:.1f} s; embedding "
           f"{timing['embed_s']:.1f} s; total {timing['total_s']:.1f} s")
