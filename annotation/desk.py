@@ -33,10 +33,9 @@ from annotation.errors import (
     ProjectConfigError,
 )
 from annotation.models import LabelEvent, NextTask, Project, PullCursor, ReviewRequest, ReviewTask, SeenAnnotation
+from annotation.labelconfig import CHOICES_NAME, IMAGE_NAME, label_config
 from annotation.webhooks import (
     ANNOTATION_ACTIONS,
-    CHOICES_NAME,
-    IMAGE_NAME,
     SECRET_HEADER,
     annotation_label,
     is_completed,
@@ -61,16 +60,6 @@ IMPORT_CHUNK = 250  # tasks per bulk-import request: keeps each request well ins
 PAGE_SIZE = 1000
 BULK_TIMEOUT_FACTOR = 6  # bulk calls (import, prediction listing, whole-project export) get 6x the ordinary timeout
 PREDICTION_WORKERS = 4  # concurrent PATCHes when re-sending items: the server's own work, not ours, is the limit
-
-
-def label_config(classes: Sequence[str]) -> str:
-    """The labelling config: one image and a single-choice list over ``classes`` (in order)."""
-    choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in classes)
-    return (
-        f'<View><Image name="{IMAGE_NAME}" value="$image"/>'
-        f'<Choices name="{CHOICES_NAME}" toName="{IMAGE_NAME}" choice="single-radio" showInLine="true">'
-        f"{choices}</Choices></View>"
-    )
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:

@@ -168,6 +168,7 @@ def run_retrain_request(services: Services, job_id: int, force: bool = False) ->
     """
     services.store.update_job(job_id, "running")
     try:
+        process_webhook_events(services)  # labels that came by webhook just before the request count
         result = services.trainer.retrain(reason=f"request {job_id}", force=force)
     except Exception as exc:  # the job row must say it failed; the serving model is untouched
         logger.exception("retrain job %s failed", job_id)
