@@ -543,6 +543,15 @@ class LabelStudioDesk:
         with self._errors("listing users"):
             return {str(u.id): str(u.email) for u in self._ls.users.list(request_options=self._opts)}
 
+    def get_annotation(self, annotation_id: int) -> dict[str, Any] | None:
+        """One annotation as Label Studio holds it now (plain JSON), or None when it does not exist."""
+        try:
+            return self._request("GET", f"/api/annotations/{annotation_id}", f"reading annotation {annotation_id}").json()
+        except LabelStudioRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def register_webhook(self, project: Project, url: str, secret: str) -> int:
         """Have Label Studio POST annotation events for ``project`` to ``url`` with ``secret`` in a header.
 

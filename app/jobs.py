@@ -104,10 +104,20 @@ def process_webhook_events(services: Services) -> int:
     from annotation.errors import AnnotationError
     from annotation.webhooks import parse_webhook
 
+    from app.ml_backend import verify_event
+
     changed = 0
     for event in services.store.pending_events():
         try:
-            label_events = parse_webhook(event["payload"])
+            payload = verify_event(services, event["payload"])  # events the ML backend took without credentials
+        except AnnotationError as exc:
+            logger.warning("webhook event %s not verified yet (%s); trying again later", event["id"], exc)
+            break
+        if payload is None:
+            services.store.mark_event(event["id"], error="not confirmed by Label Studio")
+            continue
+        try:
+            label_events = parse_webhook(payload)
         except AnnotationError as exc:  # a payload we cannot use: keep it, marked, for a person to look at
             logger.warning("webhook event %s unusable: %s", event["id"], exc)
             services.store.mark_event(event["id"], error=str(exc))

@@ -18,6 +18,11 @@ from ``/setup`` or juicer's), http(s) URLs of ``label_studio.image_hosts`` only 
 data URIs, or juicer's own item (``item_id`` in the task data). Each task becomes a juicer item (split
 ``served``) linked to its Label Studio task, so the annotation that later arrives becomes a label.
 
+Authentication: every call Label Studio makes for the connection carries its Basic auth, except annotation
+events: Label Studio sends those through a plain webhook it creates for the backend (``<url>/webhook``, no
+credentials). juicer records such an event as unverified, and the label job reads each named annotation back from
+the configured Label Studio before it counts (:func:`verify_event`); ``START_TRAINING`` without credentials is a 401.
+
 Failures reach Label Studio as problem bodies; for ``/setup`` the detail is also the HTTP reason phrase, because
 Label Studio shows ``str(HTTPError)`` (status and reason, not the body) in its connection dialog.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -46,6 +52,7 @@ MODEL_CLASS = "juicer"
 BASIC_CHALLENGE = 'Basic realm="juicer"'
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 DECISION = "label-studio"  # predictions asked for by Label Studio: annotators decide, juicer queues nothing
+VERIFY = "juicer_verify"  # a recorded event that came without credentials: check it against Label Studio first
 TOKENS = "ml_backend_tokens"  # services.extras: Label Studio project id -> the access token /setup brought
 
 
@@ -54,21 +61,35 @@ def services() -> Services:
     return current_app.extensions["juicer"]
 
 
-@ml_backend.before_request
-def _require_token() -> None:
-    """Label Studio's "Basic auth": any user name, juicer's API token as the password (a Bearer token works too)."""
+def _authenticated() -> bool:
+    """Whether the request carries juicer's API token (always true when the API is not token-protected)."""
     token = services().settings.service.api_token
     if token is None:
-        return
+        return True
     given = None
     if request.authorization is not None:
         given = request.authorization.password if request.authorization.type == "basic" else request.authorization.token
-    if not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise Problem(
-            401, "Unauthorized",
-            "juicer's API is token-protected: connect with Basic auth, any user name, and service.api_token as the password",
-            type="unauthorized", headers={"WWW-Authenticate": BASIC_CHALLENGE},
-        )  # fmt: skip
+    return bool(given) and hmac.compare_digest(str(given).encode(), token.get_secret_value().encode())
+
+
+def _unauthorized() -> Problem:
+    return Problem(
+        401, "Unauthorized",
+        "juicer's API is token-protected: connect with Basic auth, any user name, and service.api_token as the password",
+        type="unauthorized", headers={"WWW-Authenticate": BASIC_CHALLENGE},
+    )  # fmt: skip
+
+
+@ml_backend.before_request
+def _require_token() -> None:
+    """Label Studio's "Basic auth": any user name, juicer's API token as the password (a Bearer token works too).
+
+    Except ``/webhook``: Label Studio sends annotation events through a plain webhook that carries no
+    credentials, so that view records them as unverified, checked against Label Studio later (:func:`verify_event`).
+    """
+    if request.endpoint == "ml_backend.webhook" or _authenticated():
+        return
+    raise _unauthorized()
 
 
 @ml_backend.errorhandler(Problem)
@@ -242,8 +263,11 @@ def predict() -> Response:
             503, "No model yet", "juicer has no trained model yet: label a few tasks of each class and press Start training",
             type="no-model", headers={"Retry-After": "30"},
         )  # fmt: skip
+    started = time.perf_counter()
     sources, errors = _read_images(svc, project, tasks)
+    read_s = time.perf_counter() - started
     vectors = _embed(svc, sources, errors)
+    embed_s = time.perf_counter() - started - read_s
     columns = [model.classes.index(choice) for choice in project.config.choices]
     order = sorted(vectors)
     proba = model.proba(np.stack([vectors[i] for i in order])) if order else np.zeros((0, len(model.classes)))
@@ -275,12 +299,14 @@ def predict() -> Response:
             links[int(task["id"])] = item_id
     svc.store.record_predictions(records, list(new_items.values()))
     svc.store.link_served_tasks(project.id, links)
+    timings = {"read_images": round(read_s, 3), "embed": round(embed_s, 3), "total": round(time.perf_counter() - started, 3)}
+    logger.info("Label Studio project %s: %d predictions for %d tasks (%s s)", project.id, len(answers), len(tasks), timings)
     for index, reason in sorted(errors.items()):
         logger.warning("Label Studio project %s, task %s: no prediction (%s)", project.id, tasks[index].get("id"), reason)
     # A task juicer could not read gets an empty list (no prediction; "Retrieve predictions" may ask again).
     results = [answers.get(index, []) for index in range(len(tasks))]
     failed = [{"task": tasks[index].get("id"), "detail": reason} for index, reason in sorted(errors.items())]
-    return jsonify({"results": results, "model_version": model.version, "errors": failed})
+    return jsonify({"results": results, "model_version": model.version, "errors": failed, "timings": timings})
 
 
 # -- webhook ------------------------------------------------------------------------------------------
@@ -290,7 +316,10 @@ def webhook() -> tuple[Response, int]:
     svc = services()
     payload = _json_body()
     action = payload.get("action")
+    trusted = _authenticated()
     if action == "START_TRAINING":
+        if not trusted:  # Label Studio's "Start training" comes with the connection's credentials
+            raise _unauthorized()
         if svc.jobs is None or not svc.jobs.running:
             raise Problem(503, "No scheduler", "this process runs no scheduler; run juicer with `juicer serve`", type="no-scheduler")
         job_id = svc.jobs.submit_retrain()
@@ -299,6 +328,8 @@ def webhook() -> tuple[Response, int]:
     if action not in ANNOTATION_EVENTS:
         return jsonify({"status": "ignored", "action": action}), 200
     _name_item(svc, payload)
+    if not trusted:
+        payload[VERIFY] = True
     event_id = svc.store.record_event(payload)
     svc.wake("process-webhooks")
     return jsonify({"status": "ok", "recorded": event_id}), 200
@@ -317,3 +348,34 @@ def _name_item(svc: Services, payload: dict[str, Any]) -> None:
     item_id = svc.store.served_task_items(str(project_id), [int(task_id)]).get(int(task_id))
     if item_id is not None:
         task["data"]["item_id"] = item_id
+
+
+def verify_event(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """An event that came without credentials, as Label Studio itself has it now; None when nothing in it holds.
+
+    Only the annotation ids and the task id are taken from the body: each annotation is read back from the
+    configured Label Studio (juicer's token), so a forged body can at most make juicer look a real annotation up.
+    Raises :class:`annotation.errors.AnnotationError` when Label Studio cannot be asked (the job tries later).
+    """
+    if not payload.get(VERIFY):
+        return payload
+    if svc.desk is None:
+        logger.warning("cannot verify a Label Studio event without a Label Studio to ask (label_studio.url): dropped")
+        return None
+    checked = {k: v for k, v in payload.items() if k != VERIFY}
+    action = payload.get("action")
+    if action == "ANNOTATIONS_DELETED":
+        ids = [a.get("id") for a in payload.get("annotations") or [] if isinstance(a, Mapping)]
+        gone = [{"id": i} for i in ids if i is not None and svc.desk.get_annotation(int(i)) is None]
+        return {**checked, "annotations": gone} if gone else None
+    claimed = payload.get("annotation")
+    if not isinstance(claimed, Mapping) or claimed.get("id") is None:
+        return checked  # parse_webhook says what is wrong with it
+    current = svc.desk.get_annotation(int(claimed["id"]))
+    if action == "ANNOTATION_DELETED":
+        return checked if current is None else None
+    task = payload.get("task") if isinstance(payload.get("task"), Mapping) else {}
+    if current is None or int(current.get("task") or -1) != int(claimed.get("task") or task.get("id") or -2):
+        logger.warning("Label Studio event for annotation %s does not match Label Studio's own record: dropped", claimed["id"])
+        return None
+    return {**checked, "annotation": current}

@@ -111,6 +111,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     server = LabelStudioServer(
         venv, root / "data", files_root, port=free_port(),
         username="admin@juicer.test", password="juicer-test-pw", token=token, log_path=root / "label-studio.log",
+        ml_backend_address="127.0.0.1",  # juicer's services in these tests listen on loopback
     )  # fmt: skip
     server.start(wait=True, timeout_s=240)
     try:

@@ -152,3 +152,21 @@ def test_start_training_without_a_scheduler_is_a_503(ml, trained):
 
 def test_versions_lists_every_model_version(ml, trained):
     assert ml.get("/label-studio-ml/versions").json["versions"] == ["v0001"]
+
+
+def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has_it(ml, app, trained):
+    tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
+    assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
+    region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
+    held = {902: {"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"}}
+    trained.desk.get_annotation = held.get  # Label Studio's own record
+    anonymous = app.test_client()
+    forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
+              "annotation": {"id": 902, "task": 31, "result": region("green"), "completed_by": 1}}  # fmt: skip
+    assert anonymous.post("/label-studio-ml/webhook", json=forged).status_code == 200
+    unknown = {**forged, "annotation": {**forged["annotation"], "id": 903}}
+    assert anonymous.post("/label-studio-ml/webhook", json=unknown).status_code == 200
+    assert anonymous.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}}).status_code == 401
+    assert process_webhook_events(trained) == 1
+    item_id = trained.store.served_task_items("3", [31])[31]
+    assert trained.store.get_item(item_id)["label"]["label"] == "red"  # what Label Studio holds, not the body
