@@ -47,6 +47,15 @@ def status_error(status: int | None, doing: str, detail: str, url: str) -> Annot
     return LabelStudioRejected(f"{doing}: Label Studio at {url} rejected the request ({status}: {detail})", status=status)
 
 
+def answers_up(http: httpx.Client) -> bool:
+    """True when Label Studio behind ``http`` answers ``GET /health`` with ``{"status": "UP"}``; never raises."""
+    try:
+        response = http.get("/health")
+        return response.status_code == 200 and response.json().get("status") == "UP"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 class LabelStudioClient:
     """The HTTP connection (``httpx``) and the SDK over it, for one server and one API token."""
 
@@ -100,8 +109,4 @@ class LabelStudioClient:
 
     def health(self) -> bool:
         """True when the server answers ``/health`` with UP within the timeout; never raises."""
-        try:
-            response = self.http.get("/health")
-            return response.status_code == 200 and response.json().get("status") == "UP"
-        except (httpx.HTTPError, ValueError):
-            return False
+        return answers_up(self.http)

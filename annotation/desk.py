@@ -113,13 +113,16 @@ class LabelStudioDesk:
         return self.labels.register_webhook(project, url, secret)
 
 
-def desk_from_settings(settings: Settings, desk_class: type[LabelStudioDesk] | None = None) -> LabelStudioDesk:
-    """The desk for ``settings.label_studio``: its ``url`` if set, else the server juicer runs (its real port).
+def desk_from_settings(
+    settings: Settings, url: str | None = None, desk_class: type[LabelStudioDesk] | None = None
+) -> LabelStudioDesk:
+    """The desk for ``settings.label_studio``: at ``url`` if given, else its ``url`` setting, else the server juicer
+    runs, at the port it really took (Label Studio silently moves off a busy port).
 
     ``desk_class``: a subclass to build instead (``juicer simulate`` passes :class:`annotation.simulated.AnnotatorDesk`).
     """
     from annotation.server import server_from_settings  # the server module is only needed for its URL here
 
     ls = settings.label_studio
-    url = ls.url or server_from_settings(settings).url
-    return (desk_class or LabelStudioDesk)(url, ls.token, files_root=ls.files_root or settings.data_dir / "images", timeout_s=ls.timeout_s)
+    url = url or ls.url or server_from_settings(settings).url
+    return (desk_class or LabelStudioDesk)(url, ls.token, files_root=settings.images_dir, timeout_s=ls.timeout_s)

@@ -13,7 +13,7 @@ from typing import Any
 from annotation.client import BULK_TIMEOUT_FACTOR, LabelStudioClient
 from annotation.errors import LabelStudioRejected
 from annotation.models import LabelEvent, Project, PullCursor, SeenAnnotation
-from annotation.webhooks import ANNOTATION_ACTIONS, SECRET_HEADER, annotation_label, is_completed, parse_time
+from annotation.webhooks import ANNOTATION_ACTIONS, SECRET_HEADER, annotation_label, annotator_of, is_completed, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Labels:
                     item_id=str(item_id),
                     task_id=int(task["id"]),
                     label=str(annotation_label(annotation.get("result"))),
-                    annotator=str(annotation.get("completed_by")),
+                    annotator=annotator_of(annotation),
                     updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
                 )
         return current

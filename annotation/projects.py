@@ -18,6 +18,7 @@ from annotation.client import LabelStudioClient, error_detail
 from annotation.errors import ProjectConfigError
 from annotation.labelconfig import CHOICES_NAME, label_config
 from annotation.models import Project
+from config.settings import check_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,11 @@ QUEUE_VIEW_DATA = {
 
 
 def check_classes(classes: Sequence[str]) -> tuple[str, ...]:
-    """``classes`` as a tuple of strings; ProjectConfigError when empty, blank or repeated."""
-    cleaned = tuple(str(c) for c in classes)
-    if not cleaned:
-        raise ProjectConfigError("no classes given: a project needs at least one class to choose from")
-    if any(not c.strip() for c in cleaned):
-        raise ProjectConfigError(f"class names must not be empty: {list(cleaned)}")
-    duplicates = sorted({c for c in cleaned if cleaned.count(c) > 1})
-    if duplicates:
-        raise ProjectConfigError(f"class names must be unique; repeated: {duplicates}")
-    return cleaned
+    """``classes`` by the one class-name rule (:func:`config.settings.check_class_names`), else ProjectConfigError."""
+    try:
+        return tuple(check_class_names(classes))
+    except ValueError as exc:
+        raise ProjectConfigError(f"{exc}: {list(classes)}") from exc
 
 
 class Projects:

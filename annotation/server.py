@@ -136,11 +136,10 @@ class LabelStudioServer:
 
     def healthy(self, timeout_s: float = 2.0) -> bool:
         """True when ``GET /health`` answers ``{"status": "UP"}``."""
-        try:
-            response = httpx.get(f"{self.url}/health", timeout=timeout_s)
-            return response.status_code == 200 and response.json().get("status") == "UP"
-        except (httpx.HTTPError, ValueError):
-            return False
+        from annotation.client import answers_up  # the desk imports this module lazily; import it lazily back
+
+        with httpx.Client(base_url=self.url, timeout=timeout_s) as http:
+            return answers_up(http)
 
     # -- start / stop -----------------------------------------------------------------------------------------
 
@@ -303,7 +302,7 @@ def server_from_settings(settings: Settings) -> LabelStudioServer:
     return LabelStudioServer(
         venv=ls.venv,
         data_dir=ls.data_dir or settings.data_dir / "label-studio",
-        files_root=ls.files_root or settings.data_dir / "images",
+        files_root=settings.images_dir,
         port=ls.port,
         username=ls.username,
         password=ls.password,

@@ -24,18 +24,13 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from annotation.errors import AnnotationError
 from app.services import Services
 from app.store import LabelChange, utcnow
 
 logger = logging.getLogger(__name__)
 
 PULL_CURSOR = "label-studio-pull"
-
-
-def _annotation_error() -> type[Exception]:
-    from annotation.errors import AnnotationError
-
-    return AnnotationError
 
 
 # -- the jobs ---------------------------------------------------------------------------------------
@@ -63,10 +58,10 @@ def deliver_outbox(services: Services) -> int:
         ]
         try:
             tasks = services.desk.send_for_review(services.project, requests)
-        except _annotation_error() as exc:
+        except AnnotationError as exc:
             attempts = max(int(row["attempts"]) for row in due)
             delay = min(settings.retry_backoff_s * (2**attempts), settings.retry_backoff_max_s)
-            if not getattr(exc, "retryable", False):
+            if not exc.retryable:
                 delay = settings.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
             services.store.mark_delivery_failed([row["item_id"] for row in due], str(exc), utcnow() + timedelta(seconds=delay))
             logger.warning("delivering %d review tasks failed (%s); retrying in %.0f s", len(due), exc, delay)
@@ -101,7 +96,6 @@ def _changes(services: Services, events: list[Any]) -> list[LabelChange]:
 
 def process_webhook_events(services: Services) -> int:
     """Apply recorded webhook events as labels; returns how many labels changed."""
-    from annotation.errors import AnnotationError
     from annotation.webhooks import parse_webhook
 
     from app.ml_backend import verify_event

@@ -38,10 +38,12 @@ from typing import Any, Mapping
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.api import _items_for_uploads  # the one upload-to-item resolution
+from app.model import prediction_record
 from app.problems import Problem
 from app.services import Services
 from app.store import NewItem, NewPrediction
-from app.uploads import Upload, check_upload, decode_base64, store_image
+from app.uploads import Upload, check_upload, decode_base64
 from learner.errors import ImageError
 
 logger = logging.getLogger(__name__)
@@ -188,13 +190,15 @@ def _task_images(svc: Services, project_id: str) -> Any:
     )  # fmt: skip
 
 
-def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[dict[int, Any], dict[int, str]]:
-    """Per task index: an image source (an :class:`Upload` or a stored item's file), or why there is none."""
+def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[dict[int, Any], dict[int, str], dict[int, str]]:
+    """Per task index: an image source (an :class:`Upload` or a stored item's file) or why there is none; and the
+    item id of the tasks that show one of juicer's own items."""
     from annotation.errors import TaskImageError
 
-    max_pixels = svc.settings.service.max_image_pixels
+    max_pixels = svc.settings.learner.max_image_pixels
     sources: dict[int, Any] = {}
     errors: dict[int, str] = {}
+    own_items: dict[int, str] = {}
     to_fetch: list[tuple[int, str]] = []
     for index, task in enumerate(tasks):
         data = task.get("data") if isinstance(task, Mapping) else None
@@ -205,6 +209,7 @@ def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[di
         item = svc.store.get_item(str(item_id)) if item_id is not None else None
         if item is not None and item.get("image_path"):
             sources[index] = svc.trainer.source_for(item["id"], item["content_hash"], item["source"], item["image_path"])
+            own_items[index] = item["id"]
             continue
         value = data.get(project.config.image_key)
         if not isinstance(value, str) or not value:
@@ -227,7 +232,7 @@ def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[di
                 sources[index] = check_upload(data, url, max_pixels)
             except ImageError as exc:
                 errors[index] = str(exc)
-    return sources, errors
+    return sources, errors, own_items
 
 
 def _embed(svc: Services, sources: dict[int, Any], errors: dict[int, str]) -> dict[int, np.ndarray]:
@@ -264,39 +269,35 @@ def predict() -> Response:
             type="no-model", headers={"Retry-After": "30"},
         )  # fmt: skip
     started = time.perf_counter()
-    sources, errors = _read_images(svc, project, tasks)
+    sources, errors, own_items = _read_images(svc, project, tasks)
     read_s = time.perf_counter() - started
     vectors = _embed(svc, sources, errors)
     embed_s = time.perf_counter() - started - read_s
     columns = [model.classes.index(choice) for choice in project.config.choices]
     order = sorted(vectors)
     proba = model.proba(np.stack([vectors[i] for i in order])) if order else np.zeros((0, len(model.classes)))
-    known = svc.store.item_ids_by_hash([sources[i].content_hash for i in order])
     new_items: dict[str, NewItem] = {}
+    uploaded = [i for i in order if isinstance(sources[i], Upload)]
+    resolved = _items_for_uploads(svc, [sources[i] for i in uploaded], "served", new_items)
+    item_of = {**own_items, **{index: item_id for index, (item_id, _) in zip(uploaded, resolved)}}
     records: list[NewPrediction] = []
     links: dict[int, str] = {}
     answers: dict[int, dict[str, Any]] = {}
     for index, row in zip(order, proba):
-        source, task = sources[index], tasks[index]
-        item_id = known.get(source.content_hash)
-        if item_id is None and isinstance(source, Upload):
-            item_id = source.item_id
-            new_items.setdefault(item_id, NewItem(item_id, source.content_hash, source.image.source, "served", store_image(svc.data_dir, source)))
-        chosen = row[columns]
-        total = float(chosen.sum())
-        chosen = chosen / total if total > 0 else np.full(len(columns), 1.0 / len(columns))
-        best = int(np.argmax(chosen))
-        label, score = project.config.choices[best], float(chosen[best])
-        answers[index] = {"result": project.config.result(label), "score": score, "model_version": model.version}
-        records.append(
-            NewPrediction(
-                item_id=item_id, model_version=model.version, label=label, score=score,
-                probabilities={name: float(p) for name, p in zip(model.classes, row)}, decision=DECISION,
-                rule="ml-backend", reason=f"asked by Label Studio project {project.id}, task {task.get('id')}",
-            )
+        task = tasks[index]
+        # Only the project's choices are offered: the probabilities renormalised over them (others 0).
+        offered = np.zeros_like(row)
+        offered[columns] = row[columns]
+        total = float(offered.sum())
+        offered[columns] = offered[columns] / total if total > 0 else 1.0 / len(columns)
+        record = prediction_record(
+            model, item_of[index], offered, decision=DECISION, rule="ml-backend",
+            reason=f"asked by Label Studio project {project.id}, task {task.get('id')}",
         )  # fmt: skip
+        records.append(record)
+        answers[index] = {"result": project.config.result(record.label), "score": record.score, "model_version": model.version}
         if task.get("id") is not None and project.id:
-            links[int(task["id"])] = item_id
+            links[int(task["id"])] = item_of[index]
     svc.store.record_predictions(records, list(new_items.values()))
     svc.store.link_served_tasks(project.id, links)
     timings = {"read_images": round(read_s, 3), "embed": round(embed_s, 3), "total": round(time.perf_counter() - started, 3)}

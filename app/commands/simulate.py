@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         return 2
     token = settings.service.api_token.get_secret_value() if settings.service.api_token else None
     service = ServiceClient(args.service or service_url(settings), token)
-    desk = desk_from_settings(settings, AnnotatorDesk)
+    desk = desk_from_settings(settings, desk_class=AnnotatorDesk)
     try:
         model = service.current_model()
         if model is None:

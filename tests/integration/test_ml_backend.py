@@ -18,7 +18,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "ml-backend-token-123"
 N_TASKS = 200
 N_ANNOTATED = 20
@@ -47,7 +46,7 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, dataset, free_port, tmp_path_factory):
+def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_dir):
     """A running juicer with a first model (2 labels per class) and its scheduler, on a free loopback port."""
     from werkzeug.serving import make_server
 
@@ -69,7 +68,7 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory):
     store = Store.open(data_dir)
     store.set_meta("classes", list(dataset.class_names))
     seed_demo(store, data_dir, dataset, n_pool=0, n_holdout=50, seed=2)
-    backbone = load_backbone(resolve_backbone("efficientnet-lite0", REPO / "data"), batch_size=32)
+    backbone = load_backbone(resolve_backbone(str(lite0_backbone_dir), data_dir), batch_size=32)
     services = build_services(settings, store=store, backbone=backbone)
     assert services.trainer.retrain(reason="first model").version == "v0001"
     app = create_app(services=services)
