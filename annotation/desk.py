@@ -96,6 +96,10 @@ class LabelStudioDesk:
         """Put items in front of annotators with the model's guess pre-selected (:meth:`Reviews.send_for_review`)."""
         return self.reviews.send_for_review(project, requests)
 
+    def prune_predictions(self, project: Project) -> list[str]:
+        """Delete the prediction versions no open editor can point at (:meth:`Reviews.prune`); returns them."""
+        return self.reviews.prune(project)
+
     def pull_labels(self, project: Project, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
         """Label events since ``cursor`` and the cursor to pass next time (:meth:`Labels.pull_labels`)."""
         return self.labels.pull_labels(project, cursor)

@@ -3,13 +3,14 @@
 One item, one task. New items are bulk-imported with their prediction. An item sent again (every queued item
 after each retrain) keeps its task and its labels and gets the new version's prediction, in bulk
 (``POST /api/projects/{id}/import/predictions``, a few thousand per call): re-scoring costs a few calls, not one
-per task. The older predictions are pruned by model version (``DELETE /api/projects/{id}/model-versions/``, one
-call per version), but not at once: an annotator who has a task open started from its newest prediction, and
-the annotation they submit names it (``parent_prediction``; Label Studio refuses a vanished one). So a version
-superseded by this send is kept until the next one, and a version that is still the newest prediction of an
-open task that was not re-sent is kept as long as it is. Tasks already annotated lose their predictions of
-pruned versions (their annotations stay; Label Studio sets ``parent_prediction`` to null); juicer's own store
-keeps every prediction it made.
+per task. The older predictions are pruned afterwards, by :meth:`Reviews.prune` (a job of its own: deleting
+1,000 predictions costs Label Studio tens of seconds), by model version (``DELETE
+/api/projects/{id}/model-versions/``, one call per version), and not all of them: an annotator who has a task
+open started from its newest prediction, and the annotation they submit names it (``parent_prediction``; Label
+Studio refuses a vanished one). So every version that is one of the two newest predictions of a task nobody has
+answered yet is kept (the current one, and the one an editor opened before the last re-score may hold). Tasks
+already annotated lose their predictions of pruned versions (their annotations stay; Label Studio sets
+``parent_prediction`` to null); juicer's own store keeps every prediction it made.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Reviews:
             return []
         client = self.client
         self.projects.ensure_storage(project.id)
-        index, open_tasks = self._task_index(project.id)
+        index, _ = self._task_index(project.id)
         new = [r for r in latest.values() if r.item_id not in index]
         for start in range(0, len(new), IMPORT_CHUNK):
             chunk = new[start : start + IMPORT_CHUNK]
@@ -118,7 +119,7 @@ class Reviews:
         resent = [(index[r.item_id], r) for r in latest.values() if r.item_id in index]
         model_version = list(latest.values())[-1].model_version
         if resent:
-            self._rescore(project.id, resent, open_tasks, model_version)
+            self._rescore(project.id, resent, model_version)
         else:
             self.projects.follow_model_version(project.id, model_version)
         if new:
@@ -145,10 +146,8 @@ class Reviews:
             predictions.sort(key=lambda p: int(p["id"]))
         return by_task
 
-    def _rescore(
-        self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]], open_tasks: set[int], model_version: str
-    ) -> None:
-        """Give existing tasks their new predictions in bulk, then prune the versions no open editor can point at."""
+    def _rescore(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]], model_version: str) -> None:
+        """Give existing tasks their new predictions in bulk (older ones stay until :meth:`prune`)."""
         client = self.client
         current = self._current_predictions(project_id)
         create = [(task_id, r) for task_id, r in tasks if not (current.get(task_id) and _same_prediction(current[task_id][-1], r))]
@@ -160,16 +159,20 @@ class Reviews:
                     request_options=client.bulk_opts,
                 )  # fmt: skip
         self.projects.follow_model_version(project_id, model_version)
-        sent = {task_id for task_id, _ in tasks}
-        keep = {r.model_version for _, r in tasks}
-        # What an annotator with a task open may have started from: the newest prediction before this send ...
-        keep |= {current[task_id][-1]["model_version"] for task_id, _ in create if current.get(task_id)}
-        # ... and the newest prediction of every open task this send did not touch.
-        keep |= {p[-1]["model_version"] for task_id, p in current.items() if task_id in open_tasks and task_id not in sent}
+
+    def prune(self, project: Project) -> list[str]:
+        """Delete the model versions no open editor can point at (see the module docstring); returns them."""
+        client = self.client
+        _, open_tasks = self._task_index(project.id)
+        current = self._current_predictions(project.id)
+        keep = {str(p["model_version"]) for task_id in open_tasks for p in current.get(task_id, [])[-2:]}
+        with client.errors(f"reading project {project.id}"):
+            keep.add(str(client.sdk.projects.get(id=project.id, request_options=client.opts).model_version))
         stale = sorted({str(p["model_version"]) for predictions in current.values() for p in predictions} - keep)
         for version in stale:
             response = client.request(
-                "DELETE", f"/api/projects/{project_id}/model-versions/", f"pruning model version {version!r} of project {project_id}",
-                json={"model_version": version}, timeout=client.timeout_s * BULK_TIMEOUT_FACTOR,
+                "DELETE", f"/api/projects/{project.id}/model-versions/", f"pruning model version {version!r} of project {project.id}",
+                json={"model_version": version}, timeout=client.timeout_s * BULK_TIMEOUT_FACTOR * 5,
             )  # fmt: skip
-            logger.info("pruned model version %s from project %s (%s)", version, project_id, response.json())
+            logger.info("pruned model version %s from project %s (%s)", version, project.id, response.json())
+        return stale

@@ -8,6 +8,7 @@ Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
+    prune-predictions  delete the Label Studio prediction versions no open editor can point at any more
     retrain-request-N  a retrain asked for through ``POST /v1/retrain`` (job N in the store)
 
 Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
@@ -181,6 +182,13 @@ def run_retrain_request(services: Services, job_id: int, force: bool = False) ->
     services.store.update_job(job_id, "done", result=result.to_dict())
 
 
+def prune_predictions(services: Services) -> list[str]:
+    """Prune superseded prediction versions in Label Studio, off the delivery path (deleting is slow there)."""
+    if services.desk is None or services.project is None:
+        return []
+    return services.desk.prune_predictions(services.project)
+
+
 def refresh_queue(services: Services) -> int:
     """Top up the review queue from the pool under the serving model."""
     return services.trainer.refresh_review_queue()
@@ -213,6 +221,7 @@ class Jobs:
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, 30.0)
         self._add("refresh-queue", refresh_queue, 3600.0)
+        self._add("prune-predictions", prune_predictions, max(600.0, service.pull_interval_s))
         if service.retrain_interval_s > 0:
             self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
         self.scheduler.start()

@@ -95,28 +95,42 @@ def patch_one_by_one(desk, project_id: int, requests) -> None:
     desk.projects.follow_model_version(project_id, requests[-1].model_version)
 
 
-def rescore_rows(server, token: str, images: list[str], sizes: list[int], rng: random.Random) -> list[tuple[str, str]]:
+def rescore_rows(
+    server, token: str, images: list[str], sizes: list[int], rng: random.Random, before_max: int | None = None
+) -> list[tuple[str, str]]:
     """Before/after figures for re-scoring ``n`` queued tasks, each on a project of its own."""
-    rows = []
+    rows: list[tuple[str, str]] = []
+
+    def add(name: str, value: str) -> None:
+        rows.append((name, value))
+        print(f"{name}: {value}", flush=True)  # as it comes: a 10,000-task PATCH run takes many minutes
+
     for n in sizes:
         transport = CountingTransport()
         desk = AnnotatorDesk(server.url, token, files_root=server.files_root, timeout_s=600, transport=transport)
         project = desk.ensure_project(CLASSES, f"bench rescore {n}")
         first = [ReviewRequest(f"q-{i:05d}", images[i % 3], rng.choice(CLASSES), rng.random(), "v1") for i in range(n)]
         seconds, _ = timed(lambda: desk.send_for_review(project, first))
-        rows.append((f"queue {n} new tasks (bulk import)", f"{seconds:.1f} s"))
+        add(f"queue {n} new tasks (bulk import)", f"{seconds:.1f} s")
         before = [ReviewRequest(r.item_id, r.image, rng.choice(CLASSES), rng.random(), "v2") for r in first]
-        transport.calls = 0
-        seconds, _ = timed(lambda: patch_one_by_one(desk, project.id, before))
-        rows.append((f"re-score {n} queued tasks, before (PATCH each)", f"{seconds:.1f} s, {transport.calls} calls"))
+        if before_max is not None and n > before_max:  # one PATCH per task: minutes per thousand on a loaded machine
+            desk.send_for_review(project, before)
+            add(f"re-score {n} queued tasks, before (PATCH each)", f"not run (--before-max {before_max})")
+        else:
+            transport.calls = 0
+            seconds, _ = timed(lambda: patch_one_by_one(desk, project.id, before))
+            add(f"re-score {n} queued tasks, before (PATCH each)", f"{seconds:.1f} s, {transport.calls} calls")
         after = [ReviewRequest(r.item_id, r.image, rng.choice(CLASSES), rng.random(), "v3") for r in first]
         transport.calls = 0
         seconds, _ = timed(lambda: desk.send_for_review(project, after))
-        rows.append((f"re-score {n} queued tasks, after (bulk + prune)", f"{seconds:.1f} s, {transport.calls} calls"))
+        add(f"re-score {n} queued tasks, after (bulk + prune)", f"{seconds:.1f} s, {transport.calls} calls")
         again = [ReviewRequest(r.item_id, r.image, rng.choice(CLASSES), rng.random(), "v4") for r in first]
         transport.calls = 0
         seconds, _ = timed(lambda: desk.send_for_review(project, again))
-        rows.append((f"re-score {n} again (bulk, prunes v2)", f"{seconds:.1f} s, {transport.calls} calls"))
+        add(f"re-score {n} again (bulk)", f"{seconds:.1f} s, {transport.calls} calls")
+        transport.calls = 0
+        seconds, pruned = timed(lambda: desk.prune_predictions(project))
+        add(f"prune job afterwards (drops {', '.join(pruned) or 'nothing'}, {n} predictions each)", f"{seconds:.1f} s, {transport.calls} calls")
         desk.close()
     return rows
 
@@ -126,6 +140,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--rescore", default="1000", help="comma list of queue sizes to re-score (empty: none)")
     parser.add_argument("--only-rescore", action="store_true", help="skip the other figures")
+    parser.add_argument("--before-max", type=int, default=None, help="measure the one-PATCH-per-task way only up to this size")
     args = parser.parse_args()
     sizes = [int(n) for n in args.rescore.split(",") if n.strip()]
     rows: list[tuple[str, str]] = []
@@ -142,7 +157,7 @@ def main() -> int:
             seconds, _ = timed(lambda: server.start(wait=True, timeout_s=300))
             rows.append(("start, fresh data folder (to /health UP)", f"{seconds:.1f} s"))
             if args.only_rescore:
-                rows.extend(rescore_rows(server, token, images, sizes, rng))
+                rows.extend(rescore_rows(server, token, images, sizes, rng, args.before_max))
                 return report(rows)
             rows.append(("RSS after start", f"{rss_mb(server.pid)[0]:.0f} MB"))
             seconds, _ = timed(server.stop)
@@ -188,7 +203,7 @@ def main() -> int:
             rows.append(("submit one annotation as the editor does", f"{seconds * 1000:.0f} ms"))
             rows.append(("RSS now / peak", "{:.0f} MB / {:.0f} MB".format(*rss_mb(server.pid))))
             desk.close()
-            rows.extend(rescore_rows(server, token, images, sizes, rng))
+            rows.extend(rescore_rows(server, token, images, sizes, rng, args.before_max))
         finally:
             server.stop()
 

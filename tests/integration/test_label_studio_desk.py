@@ -104,12 +104,13 @@ def test_resending_while_a_person_has_the_task_open_keeps_their_annotation(label
         events, _ = desk.pull_labels(project)
         third = [ReviewRequest("b", images["chelsea"], "cat", 0.3, "v3")]
         desk.send_for_review(project, third)  # the next retrain: v1 is no editor's starting point any more
+        pruned = desk.prune_predictions(project)
     assert (opened.item_id, opened.model_version) == ("a", "v1")
     assert _get(label_studio, f"/api/annotations/{annotation_id}")["task"] == opened.task_id  # accepted as submitted
     assert [(e.item_id, e.label, e.action) for e in events] == [("a", "cup", "set")]
     assert (served.item_id, served.predicted_label, served.model_version) == ("b", "cup", "v2")  # v2's scores order
     kept = _predictions(label_studio, served.task_id)
-    assert [p["model_version"] for p in kept] == ["v2", "v3"]  # v1 pruned, v2 kept while an editor may hold it
+    assert pruned == ["v1"] and [p["model_version"] for p in kept] == ["v2", "v3"]  # v2 kept: an editor may hold it
 
 
 def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, caplog):
@@ -140,8 +141,10 @@ def test_rescoring_prunes_older_versions_one_retrain_later(label_studio):
         desk.client.sdk.projects.import_predictions(id=project.id, request=[duplicate, duplicate])
         assert len(_predictions(label_studio, task.task_id)) == 3
         desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cup", 0.8, "v2")])
+        assert desk.prune_predictions(project) == []  # v1 is the newest but one of an open task
         assert [p["model_version"] for p in _predictions(label_studio, task.task_id)] == ["v1"] * 3 + ["v2"]
         desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cat", 0.6, "v3")])
+        assert desk.prune_predictions(project) == ["v1"]
         newest = desk.next_task(project)
     assert [p["model_version"] for p in _predictions(label_studio, task.task_id)] == ["v2", "v3"]
     assert (newest.predicted_label, newest.model_version, newest.score) == ("cat", "v3", pytest.approx(0.6))

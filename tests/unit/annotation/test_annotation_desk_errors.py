@@ -103,7 +103,7 @@ def test_submit_posts_the_editor_body():
     assert len(region["id"]) == 10 and region["origin"] == "manual"
 
 
-def test_rescoring_imports_in_bulk_and_prunes_only_versions_no_open_editor_can_point_at():
+def test_rescoring_imports_in_bulk_and_pruning_keeps_every_version_an_open_editor_can_point_at():
     calls = []
     tasks = [{"id": n, "data": {"item_id": item}} for n, item in enumerate("abcd", start=1)]
     tasks.append({"id": 5, "data": {"item_id": "e"}, "total_annotations": 1})  # annotated: pins nothing
@@ -136,11 +136,15 @@ def test_rescoring_imports_in_bulk_and_prunes_only_versions_no_open_editor_can_p
     [created] = [body for method, path, body in calls if path.endswith("/import/predictions")]
     assert [(p["task"], p["model_version"]) for p in created] == [(1, "v3"), (2, "v3"), (3, "v3")]
     assert not any(method == "PATCH" and "/predictions/" in path for method, path, _ in calls)  # no call per task
-    # v2 was the newest of re-sent tasks (an editor may hold it), v1 the newest of open task 6: kept; v0 pruned.
-    pruned = [body["model_version"] for method, path, body in calls if method == "DELETE"]
-    assert pruned == ["v0"] and all(path == "/api/projects/4/model-versions" for m, path, _ in calls if m == "DELETE")
     assert ("PATCH", "/api/projects/4") in [(m, p) for m, p, _ in calls]  # the project follows v3
-    assert len(calls) == 6  # tasks, predictions, import, project read + update, one prune
+    assert len(calls) == 5 and not any(m == "DELETE" for m, _, _ in calls)  # tasks, predictions, import, project x2
+    calls.clear()
+    with desk_answering(handler) as desk:
+        pruned = desk.prune_predictions(Project(4, "p", ("cat",), URL))
+    # The two newest versions of every open task stay (v1 + v2 of task 1, v1 of open task 6); annotated task 5's
+    # v0 goes, in one call per version.
+    assert pruned == ["v0"]
+    assert [body for m, path, body in calls if m == "DELETE" and path == "/api/projects/4/model-versions"] == [{"model_version": "v0"}]
 
 
 def test_submit_retries_once_when_its_prediction_vanished():
