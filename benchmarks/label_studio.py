@@ -123,7 +123,7 @@ def rescore_rows(
         after = [ReviewRequest(r.item_id, r.image, rng.choice(CLASSES), rng.random(), "v3") for r in first]
         transport.calls = 0
         seconds, _ = timed(lambda: desk.send_for_review(project, after))
-        add(f"re-score {n} queued tasks, after (bulk + prune)", f"{seconds:.1f} s, {transport.calls} calls")
+        add(f"re-score {n} queued tasks, after (bulk import)", f"{seconds:.1f} s, {transport.calls} calls")
         again = [ReviewRequest(r.item_id, r.image, rng.choice(CLASSES), rng.random(), "v4") for r in first]
         transport.calls = 0
         seconds, _ = timed(lambda: desk.send_for_review(project, again))
