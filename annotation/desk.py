@@ -20,7 +20,6 @@ from typing import Any, Sequence
 import httpx
 
 from annotation.client import LabelStudioClient
-from annotation.labelconfig import label_config  # noqa: F401  (re-exported: the desk's config)
 from annotation.labels import Labels
 from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, ReviewTask
 from annotation.projects import Projects

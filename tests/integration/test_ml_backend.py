@@ -8,7 +8,6 @@ calls /health and /setup); the Data Manager's "Retrieve predictions" action fill
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 
