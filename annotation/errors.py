@@ -6,8 +6,9 @@ The tree (``retryable`` in brackets: whether trying the same call again later ca
     ├── LabelStudioUnavailable     [yes]  connection refused, timeout, 5xx, 429: the server is down or busy
     ├── LabelStudioRejected        [no]   a 4xx answer: the request or the project state is wrong
     │   └── LabelStudioAuthError   [no]   401/403: the API token is wrong or lacks permission
-    ├── ProjectConfigError         [no]   a labelling-config change that would orphan existing labels
-    └── WebhookPayloadError        [no]   a webhook body that is not a Label Studio annotation event
+    ├── ProjectConfigError         [no]   a labelling config juicer cannot use, or a change that would orphan labels
+    ├── WebhookPayloadError        [no]   a webhook body that is not a Label Studio annotation event
+    └── TaskImageError             [5xx/timeout: yes]  a task's image URL that is not allowed or cannot be fetched
 
 SDK (``label_studio_sdk.core.api_error.ApiError``) and ``httpx`` errors are chained with ``raise ... from``, so
 the original is in ``__cause__``.
@@ -49,3 +50,7 @@ class ProjectConfigError(AnnotationError):
 
 class WebhookPayloadError(AnnotationError):
     """A webhook body that is not a readable Label Studio annotation event."""
+
+
+class TaskImageError(AnnotationError):
+    """A task's image cannot be read: a URL juicer may not fetch (not Label Studio's, host not allowed), or a failed fetch."""

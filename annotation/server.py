@@ -10,10 +10,16 @@ Label Studio's quirks handled here: it reads plain ``HOST``/``USERNAME``/``PASSW
 refused unless legacy tokens are enabled on the first start; webhooks to 127.0.0.1 need SSRF protection off;
 a local-files storage may not point at the document root itself, so the document root is the parent of
 ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
+
+juicer as this server's ML backend: Label Studio refuses a backend URL on a reserved address (``POST /api/ml``,
+``ML_BLOCK_LOCAL_IP``) and has no allow-list, so the server runs with its default banned subnets replaced by the
+same list with only juicer's own address carved out (:func:`banned_subnets_except`); every other private,
+loopback and link-local address stays refused.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -33,6 +39,28 @@ logger = logging.getLogger(__name__)
 _STARTED = re.compile(r"Starting development server at http://[^:/]+:(\d+)/")
 _PIDFILE = "label-studio.pid"
 _PORTFILE = "label-studio.port"
+
+
+#: Label Studio 1.23.2's default banned subnets (``core/utils/io.py``, ``validate_ip``), in its order.
+DEFAULT_BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96",
+    "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28",
+    "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
+
+
+def banned_subnets_except(address: str) -> list[str]:
+    """Label Studio's default banned subnets with only ``address`` (juicer's, an IP literal) left reachable."""
+    allowed = ipaddress.ip_network(address)
+    banned: list[str] = []
+    for subnet in map(ipaddress.ip_network, DEFAULT_BANNED_SUBNETS):
+        if subnet.version == allowed.version and allowed.subnet_of(subnet):  # type: ignore[arg-type]
+            banned.extend(str(part) for part in sorted(subnet.address_exclude(allowed)))  # type: ignore[arg-type]
+        else:
+            banned.append(str(subnet))
+    return banned
 
 
 def document_root(files_root: Path) -> Path:
@@ -58,7 +86,10 @@ class LabelStudioServer:
         password: str,
         token: str,
         log_path: Path | None = None,
+        ml_backend_address: str | None = None,
     ) -> None:
+        """``ml_backend_address``: juicer's IP address, the one reserved address Label Studio may call as an ML
+        backend (and send webhooks to); None keeps Label Studio's own subnet rules."""
         self.venv = Path(venv).absolute()  # the process runs in data_dir: a relative path would miss
         self.data_dir = Path(data_dir).resolve()
         self.files_root = Path(files_root).resolve()
@@ -66,6 +97,7 @@ class LabelStudioServer:
         self.username = username
         self.password = password
         self.token = token
+        self.ml_backend_address = ml_backend_address
         self.log_path = Path(log_path) if log_path else self.data_dir / "label-studio.log"
         self._actual_port: int | None = None
         self._progress: Callable[[float], None] | None = None
@@ -104,7 +136,7 @@ class LabelStudioServer:
 
     def healthy(self, timeout_s: float = 2.0) -> bool:
         """True when ``GET /health`` answers ``{"status": "UP"}``."""
-        from annotation.desk import answers_up  # the desk imports this module lazily; import it lazily back
+        from annotation.client import answers_up  # the desk imports this module lazily; import it lazily back
 
         with httpx.Client(base_url=self.url, timeout=timeout_s) as http:
             return answers_up(http)
@@ -132,6 +164,11 @@ class LabelStudioServer:
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",  # people join through the invite link only
             PYTHONUNBUFFERED="1",  # the port line must reach the log at once
         )
+        if self.ml_backend_address:
+            env.update(
+                LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS="false",
+                LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets_except(self.ml_backend_address)),
+            )
         return env
 
     def start(self, wait: bool = True, timeout_s: float = 120, progress: Callable[[float], None] | None = None) -> str:
@@ -270,4 +307,24 @@ def server_from_settings(settings: Settings) -> LabelStudioServer:
         username=ls.username,
         password=ls.password,
         token=ls.token,
+        ml_backend_address=juicer_address(settings),
     )
+
+
+def juicer_address(settings: Settings) -> str | None:
+    """The IP address Label Studio reaches juicer on: ``service.public_url``'s host, else ``service.host``.
+
+    A wildcard bind (0.0.0.0) is reached on loopback by the Label Studio juicer runs; a host name is not an
+    address (None: Label Studio's own rules stay, and connecting juicer as a backend needs them changed by hand).
+    """
+    from urllib.parse import urlsplit
+
+    service = settings.service
+    host = (urlsplit(service.public_url).hostname if service.public_url else None) or service.host
+    if host in ("0.0.0.0", "::", "", "localhost"):
+        return "127.0.0.1" if host != "::" else "::1"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        logger.warning("service host %r is not an IP address: Label Studio keeps refusing private ML-backend URLs", host)
+        return None

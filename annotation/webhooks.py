@@ -13,30 +13,24 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from annotation.errors import WebhookPayloadError
+from annotation.labelconfig import chosen_label
 from annotation.models import LabelEvent
 
 logger = logging.getLogger(__name__)
 
 #: The header Label Studio sends the shared secret in (set by :meth:`LabelStudioDesk.register_webhook`).
 SECRET_HEADER = "X-Juicer-Secret"
-#: Names in the labelling config: the Choices control and the Image object it labels.
-CHOICES_NAME = "label"
-IMAGE_NAME = "image"
 #: The actions juicer registers for and understands.
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
 
 def annotation_label(result: Any) -> str | None:
-    """The chosen class in an annotation's ``result`` list, or None when it holds no choice (empty)."""
-    if not isinstance(result, list):
-        return None
-    for region in result:
-        if not isinstance(region, Mapping) or region.get("from_name") != CHOICES_NAME:
-            continue
-        choices = (region.get("value") or {}).get("choices") or []
-        if choices:
-            return str(choices[0])
-    return None
+    """The chosen class in an annotation's ``result`` list, or None when it holds no choice (empty).
+
+    juicer's own Choices region, else the first choices region: a project that uses juicer as its ML backend
+    names its control as it likes (its config has one Choices, see :mod:`annotation.labelconfig`).
+    """
+    return chosen_label(result)
 
 
 def parse_time(value: Any) -> datetime:

@@ -16,6 +16,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
     from app.api import api, web
     from app.metrics import Metrics, install_metrics
+    from app.ml_backend import ml_backend
     from app.problems import register_error_handlers
     from app.services import build_services
 
@@ -35,6 +36,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
     app.register_blueprint(api)
     app.register_blueprint(web)
+    app.register_blueprint(ml_backend)  # Label Studio's ML-backend protocol under /label-studio-ml
     return app
 
 

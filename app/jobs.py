@@ -8,6 +8,7 @@ Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
+    prune-predictions  delete the Label Studio prediction versions no open editor can point at any more
     retrain-request-N  a retrain asked for through ``POST /v1/retrain`` (job N in the store)
 
 Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
@@ -98,10 +99,20 @@ def process_webhook_events(services: Services) -> int:
     """Apply recorded webhook events as labels; returns how many labels changed."""
     from annotation.webhooks import parse_webhook
 
+    from app.ml_backend import verify_event
+
     changed = 0
     for event in services.store.pending_events():
         try:
-            label_events = parse_webhook(event["payload"])
+            payload = verify_event(services, event["payload"])  # events the ML backend took without credentials
+        except AnnotationError as exc:
+            logger.warning("webhook event %s not verified yet (%s); trying again later", event["id"], exc)
+            break
+        if payload is None:
+            services.store.mark_event(event["id"], error="not confirmed by Label Studio")
+            continue
+        try:
+            label_events = parse_webhook(payload)
         except AnnotationError as exc:  # a payload we cannot use: keep it, marked, for a person to look at
             logger.warning("webhook event %s unusable: %s", event["id"], exc)
             services.store.mark_event(event["id"], error=str(exc))
@@ -162,12 +173,20 @@ def run_retrain_request(services: Services, job_id: int, force: bool = False) ->
     """
     services.store.update_job(job_id, "running")
     try:
+        process_webhook_events(services)  # labels that came by webhook just before the request count
         result = services.trainer.retrain(reason=f"request {job_id}", force=force)
     except Exception as exc:  # the job row must say it failed; the serving model is untouched
         logger.exception("retrain job %s failed", job_id)
         services.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         return
     services.store.update_job(job_id, "done", result=result.to_dict())
+
+
+def prune_predictions(services: Services) -> list[str]:
+    """Prune superseded prediction versions in Label Studio, off the delivery path (deleting is slow there)."""
+    if services.desk is None or services.project is None:
+        return []
+    return services.desk.prune_predictions(services.project)
 
 
 def refresh_queue(services: Services) -> int:
@@ -202,6 +221,7 @@ class Jobs:
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, 30.0)
         self._add("refresh-queue", refresh_queue, 3600.0)
+        self._add("prune-predictions", prune_predictions, max(600.0, service.pull_interval_s))
         if service.retrain_interval_s > 0:
             self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
         self.scheduler.start()

@@ -4,6 +4,7 @@ Tables (one row each): ``items`` (an image: content hash, source, split, file un
 ``labels`` (who said which class, when; withdrawn rows are kept), ``predictions`` (model version,
 probabilities, decision, rule), ``review_tasks`` (the outbox to Label Studio, one row per item),
 ``model_versions`` (created, labels used, holdout metrics), ``webhook_events`` (raw payloads awaiting a job),
+``served_tasks`` (the Label Studio task each item asked about through the ML backend is, per project),
 ``cursors`` and ``meta`` (small named values), ``jobs`` (background work a client can poll).
 
 Only portable SQL is used (``JSON`` columns, timezone-aware timestamps, ON CONFLICT upserts that both
@@ -111,6 +112,15 @@ webhook_events = sa.Table(
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True, index=True),
     sa.Column("error", sa.Text, nullable=True),
+)
+
+served_tasks = sa.Table(
+    "served_tasks",
+    metadata,
+    sa.Column("project", sa.String(64), primary_key=True),  # Label Studio project id
+    sa.Column("task_id", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 cursors = sa.Table(
@@ -643,6 +653,33 @@ class Store:
             conn.execute(
                 webhook_events.update().where(webhook_events.c.id == event_id).values(processed_at=utcnow(), error=error)
             )
+
+    def link_served_tasks(self, project: str, task_items: dict[int, str]) -> None:
+        """Remember which item each Label Studio task of ``project`` shows (the ML backend's tasks; re-linking updates)."""
+        if not task_items:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(task_items.items()), 500):
+                statement = _dialect_insert(conn, served_tasks).values(
+                    [{"project": str(project), "task_id": int(t), "item_id": i, "created_at": now} for t, i in chunk]
+                )
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["project", "task_id"], set_={"item_id": statement.excluded.item_id}
+                    )
+                )
+
+    def served_task_items(self, project: str, task_ids: Sequence[int]) -> dict[int, str]:
+        """task id -> item id for the tasks of ``project`` the ML backend has linked."""
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks([int(t) for t in task_ids], 500):
+                query = sa.select(served_tasks.c.task_id, served_tasks.c.item_id).where(
+                    served_tasks.c.project == str(project), served_tasks.c.task_id.in_(list(chunk))
+                )
+                found.update({int(task_id): item_id for task_id, item_id in conn.execute(query)})
+        return found
 
     # -- jobs ---------------------------------------------------------------------------------------
     def create_job(self, kind: str) -> int:

@@ -155,6 +155,10 @@ class LabelStudioSettings(BaseModel):
         "juicer-webhook-secret-change-me", min_length=8, description="Sent by Label Studio in X-Juicer-Secret"
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of every call to Label Studio (seconds)")
+    image_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose http(s) task image URLs juicer's ML backend may fetch (Label Studio's own files always)",
+    )
 
 
 class Settings(BaseSettings):

@@ -76,6 +76,7 @@ def fashion_mnist_truth(settings: Any) -> DatasetTruth:
 def run(args: argparse.Namespace, settings: Any) -> int:
     """Run the simulation; 0 when every label was posted, 1 on an error, 3 when the queue ran dry early."""
     from annotation.desk import desk_from_settings
+    from annotation.simulated import AnnotatorDesk
     from annotation.errors import AnnotationError
     from tqdm import tqdm
 
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         return 2
     token = settings.service.api_token.get_secret_value() if settings.service.api_token else None
     service = ServiceClient(args.service or service_url(settings), token)
-    desk = desk_from_settings(settings)
+    desk = desk_from_settings(settings, desk_class=AnnotatorDesk)
     try:
         model = service.current_model()
         if model is None:

@@ -7,7 +7,7 @@ fresh data folder under pytest's tmp dir, and stops it when the session ends. It
 - ``url``, ``token`` (the admin's API token), ``username`` (an email) and ``password`` (to log in a browser);
 - ``files_root``: the folder Label Studio serves images from; ``images`` maps ``chelsea``/``coffee``/
   ``astronaut`` to real JPEGs (scikit-image's photos) there, as paths relative to ``files_root``;
-- ``desk(token=None, timeout_s=10)``: a :class:`annotation.desk.LabelStudioDesk` on it (admin by default);
+- ``desk(token=None, timeout_s=10)``: an :class:`annotation.simulated.AnnotatorDesk` on it (admin by default);
 - ``invite(email)``: a second annotator's API token (signed up through the invite link);
 - ``project_title(prefix)``: a title no other test uses (tests share the server, so each makes its own project);
 - ``server``: the :class:`annotation.server.LabelStudioServer` (``stop()``/``start()`` restart it on the same data).
@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from annotation.desk import LabelStudioDesk
+from annotation.simulated import AnnotatorDesk
 from annotation.server import LabelStudioServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,9 +97,9 @@ class LabelStudioInstance:
     def url(self) -> str:
         return self.server.url
 
-    def desk(self, token: str | None = None, timeout_s: float = 10) -> LabelStudioDesk:
-        """A desk on this server; the admin's token unless ``token`` is given."""
-        return LabelStudioDesk(self.url, token or self.token, files_root=self.files_root, timeout_s=timeout_s)
+    def desk(self, token: str | None = None, timeout_s: float = 10) -> AnnotatorDesk:
+        """A desk on this server, with a person's moves in the editor; the admin's token unless ``token`` is given."""
+        return AnnotatorDesk(self.url, token or self.token, files_root=self.files_root, timeout_s=timeout_s)
 
     def invite(self, email: str, password: str = "annotator-pw-1") -> str:
         """Sign up another annotator through the invite link; their API token."""
@@ -124,6 +124,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     server = LabelStudioServer(
         venv, root / "data", files_root, port=free_port(),
         username="admin@juicer.test", password="juicer-test-pw", token=token, log_path=root / "label-studio.log",
+        ml_backend_address="127.0.0.1",  # juicer's services in these tests listen on loopback
     )  # fmt: skip
     server.start(wait=True, timeout_s=240)
     try:

@@ -102,14 +102,15 @@ def test_resending_while_a_person_has_the_task_open_keeps_their_annotation(label
         annotation_id = desk.submit_annotation(opened.task_id, "cup", prediction_id=opened.prediction_id)
         served = desk.next_task(project)
         events, _ = desk.pull_labels(project)
+        third = [ReviewRequest("b", images["chelsea"], "cat", 0.3, "v3")]
+        desk.send_for_review(project, third)  # the next retrain: v1 is no editor's starting point any more
+        pruned = desk.prune_predictions(project)
     assert (opened.item_id, opened.model_version) == ("a", "v1")
-    [prediction] = _predictions(label_studio, opened.task_id)  # updated in place: same id, the new guess
-    assert prediction["id"] == opened.prediction_id
-    assert (prediction["model_version"], prediction["score"]) == ("v2", pytest.approx(0.9))
-    assert prediction["result"][0]["value"]["choices"] == ["cat"]
-    assert _get(label_studio, f"/api/annotations/{annotation_id}")["parent_prediction"] == opened.prediction_id
+    assert _get(label_studio, f"/api/annotations/{annotation_id}")["task"] == opened.task_id  # accepted as submitted
     assert [(e.item_id, e.label, e.action) for e in events] == [("a", "cup", "set")]
     assert (served.item_id, served.predicted_label, served.model_version) == ("b", "cup", "v2")  # v2's scores order
+    kept = _predictions(label_studio, served.task_id)
+    assert pruned == ["v1"] and [p["model_version"] for p in kept] == ["v2", "v3"]  # v2 kept: an editor may hold it
 
 
 def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, caplog):
@@ -121,7 +122,7 @@ def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, ca
         opened = desk.next_task(project)
         httpx.delete(f"{label_studio.url}/api/predictions/{opened.prediction_id}", headers=auth, timeout=10).raise_for_status()
         desk.send_for_review(project, [ReviewRequest("gone", label_studio.images["astronaut"], "person", 0.4, "v2")])
-        with caplog.at_level(logging.WARNING, logger="annotation.desk"):
+        with caplog.at_level(logging.WARNING, logger="annotation.simulated"):
             annotation_id = desk.submit_annotation(task.task_id, "person", prediction_id=opened.prediction_id)
         events, _ = desk.pull_labels(project)
     assert any("vanished" in r.getMessage() for r in caplog.records)  # Label Studio did refuse the stale parent
@@ -131,17 +132,22 @@ def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, ca
     assert [(e.item_id, e.label) for e in events] == [("gone", "person")]
 
 
-def test_resending_removes_duplicate_predictions(label_studio):
-    """A task holding several predictions (an older juicer, an import by hand) keeps only its newest, updated."""
+def test_rescoring_prunes_older_versions_one_retrain_later(label_studio):
+    """A task holding several predictions (an older juicer, an import by hand) ends with its two newest versions."""
     with label_studio.desk() as desk:
         project = desk.ensure_project(CLASSES, label_studio.project_title("duplicates"))
         [task] = desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cat", 0.5, "v1")])
         duplicate = {"task": task.task_id, "model_version": "v1", "score": 0.1, "result": []}
-        desk._ls.projects.import_predictions(id=project.id, request=[duplicate, duplicate])
+        desk.client.sdk.projects.import_predictions(id=project.id, request=[duplicate, duplicate])
         assert len(_predictions(label_studio, task.task_id)) == 3
         desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cup", 0.8, "v2")])
-    [prediction] = _predictions(label_studio, task.task_id)
-    assert (prediction["model_version"], prediction["score"]) == ("v2", pytest.approx(0.8))
+        assert desk.prune_predictions(project) == []  # v1 is the newest but one of an open task
+        assert [p["model_version"] for p in _predictions(label_studio, task.task_id)] == ["v1"] * 3 + ["v2"]
+        desk.send_for_review(project, [ReviewRequest("dup", label_studio.images["coffee"], "cat", 0.6, "v3")])
+        assert desk.prune_predictions(project) == ["v1"]
+        newest = desk.next_task(project)
+    assert [p["model_version"] for p in _predictions(label_studio, task.task_id)] == ["v2", "v3"]
+    assert (newest.predicted_label, newest.model_version, newest.score) == ("cat", "v3", pytest.approx(0.6))
 
 
 def test_open_tasks_lists_what_nobody_answered_or_skipped(label_studio):

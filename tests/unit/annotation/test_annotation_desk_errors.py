@@ -9,7 +9,8 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from annotation.desk import LabelStudioDesk, label_config
+from annotation.simulated import AnnotatorDesk
+from annotation.desk import LabelStudioDesk
 from annotation.errors import (
     AnnotationError,
     LabelStudioAuthError,
@@ -17,14 +18,16 @@ from annotation.errors import (
     LabelStudioUnavailable,
     ProjectConfigError,
 )
+from annotation.labelconfig import label_config
 from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, SeenAnnotation
-from annotation.webhooks import CHOICES_NAME
+from annotation.labelconfig import CHOICES_NAME
 
 URL = "http://ls.test"
 
 
-def desk_answering(handler, **kwargs) -> LabelStudioDesk:
-    return LabelStudioDesk(URL, "tok", transport=httpx.MockTransport(handler), **kwargs)
+def desk_answering(handler, **kwargs) -> AnnotatorDesk:
+    """A desk (with the simulated annotator's moves) whose server is ``handler``."""
+    return AnnotatorDesk(URL, "tok", transport=httpx.MockTransport(handler), **kwargs)
 
 
 def answer(status: int, body) -> callable:
@@ -100,12 +103,18 @@ def test_submit_posts_the_editor_body():
     assert len(region["id"]) == 10 and region["origin"] == "manual"
 
 
-def test_resending_updates_predictions_in_place_and_deletes_only_duplicates():
+def test_rescoring_imports_in_bulk_and_pruning_keeps_every_version_an_open_editor_can_point_at():
     calls = []
     tasks = [{"id": n, "data": {"item_id": item}} for n, item in enumerate("abcd", start=1)]
+    tasks.append({"id": 5, "data": {"item_id": "e"}, "total_annotations": 1})  # annotated: pins nothing
+    tasks.append({"id": 6, "data": {"item_id": "f"}})  # open, not re-sent: its newest version stays
     cat = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]
-    already = {"id": 8, "task": 4, "model_version": "v2", "score": 0.4, "result": cat}  # says what "d" would: kept
-    predictions = [{"id": 6, "task": 1}, {"id": 5, "task": 1}, {"id": 7, "task": 2}, already]  # task 3 has none
+    already = {"id": 8, "task": 4, "model_version": "v3", "score": 0.4, "result": cat}  # says what "d" would: no new one
+    predictions = [
+        {"id": 5, "task": 1, "model_version": "v1"}, {"id": 6, "task": 1, "model_version": "v2"},
+        {"id": 7, "task": 2, "model_version": "v2"}, already,
+        {"id": 9, "task": 5, "model_version": "v0"}, {"id": 10, "task": 6, "model_version": "v1"},
+    ]  # fmt: skip  (task 3 has none)
 
     def handler(request):
         calls.append((request.method, request.url.path.rstrip("/"), json.loads(request.content) if request.content else None))
@@ -115,26 +124,27 @@ def test_resending_updates_predictions_in_place_and_deletes_only_duplicates():
             assert request.url.params["project"] == "4"
             return httpx.Response(200, json=predictions)
         if request.url.path.rstrip("/") == "/api/projects/4" and request.method == "GET":
-            return httpx.Response(200, json={"id": 4, "model_version": "v1", "sampling": "Uncertainty sampling"})
+            return httpx.Response(200, json={"id": 4, "model_version": "v2", "sampling": "Uncertainty sampling"})
         if request.method == "DELETE":
-            return httpx.Response(204)
-        return httpx.Response(200, json={"id": 4, "created": 1})
+            return httpx.Response(200, json={"deleted_predictions": 1})
+        return httpx.Response(201, json={"created": 3})
 
-    requests = [ReviewRequest(i, f"http://img/{i}.jpg", "cat", 0.1 * n, "v2") for n, i in enumerate("abcd", start=1)]
+    requests = [ReviewRequest(i, f"http://img/{i}.jpg", "cat", 0.1 * n, "v3") for n, i in enumerate("abcd", start=1)]
     with desk_answering(handler) as desk:
         sent = desk.send_for_review(Project(4, "p", ("cat",), URL), requests)
     assert [(t.item_id, t.task_id, t.created) for t in sent] == [("a", 1, False), ("b", 2, False), ("c", 3, False), ("d", 4, False)]
-    patched = sorted(
-        (path, body["task"], body["model_version"], body["score"])
-        for method, path, body in calls
-        if method == "PATCH" and path.startswith("/api/predictions/")
-    )
-    assert patched == [("/api/predictions/6", 1, "v2", pytest.approx(0.1)), ("/api/predictions/7", 2, "v2", pytest.approx(0.2))]
-    assert [path for method, path, _ in calls if method == "DELETE"] == ["/api/predictions/5"]  # the older duplicate only
     [created] = [body for method, path, body in calls if path.endswith("/import/predictions")]
-    assert [(p["task"], p["model_version"]) for p in created] == [(3, "v2")]
-    assert not any("actions" in path for _, path, _ in calls)  # no bulk delete of predictions any more
-    assert [(m, p) for m, p, _ in calls][-2:] == [("GET", "/api/projects/4"), ("PATCH", "/api/projects/4")]  # follows v2
+    assert [(p["task"], p["model_version"]) for p in created] == [(1, "v3"), (2, "v3"), (3, "v3")]
+    assert not any(method == "PATCH" and "/predictions/" in path for method, path, _ in calls)  # no call per task
+    assert ("PATCH", "/api/projects/4") in [(m, p) for m, p, _ in calls]  # the project follows v3
+    assert len(calls) == 5 and not any(m == "DELETE" for m, _, _ in calls)  # tasks, predictions, import, project x2
+    calls.clear()
+    with desk_answering(handler) as desk:
+        pruned = desk.prune_predictions(Project(4, "p", ("cat",), URL))
+    # The two newest versions of every open task stay (v1 + v2 of task 1, v1 of open task 6); annotated task 5's
+    # v0 goes, in one call per version.
+    assert pruned == ["v0"]
+    assert [body for m, path, body in calls if m == "DELETE" and path == "/api/projects/4/model-versions"] == [{"model_version": "v0"}]
 
 
 def test_submit_retries_once_when_its_prediction_vanished():

@@ -113,3 +113,24 @@ def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
     finally:
         assert server.stop() is True
     assert not server.running and not server.pidfile.exists()
+
+
+def test_only_juicers_own_address_is_carved_out_of_label_studios_banned_subnets(tmp_path):
+    import ipaddress
+
+    from annotation.server import DEFAULT_BANNED_SUBNETS, banned_subnets_except
+
+    banned = [ipaddress.ip_network(s) for s in banned_subnets_except("127.0.0.1")]
+    assert not any(ipaddress.ip_address("127.0.0.1") in net for net in banned)
+    for still_refused in ("127.0.0.2", "127.255.255.254", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::1"):
+        assert any(ipaddress.ip_address(still_refused) in net for net in banned), still_refused
+    assert len(banned_subnets_except("8.8.8.8")) == len(DEFAULT_BANNED_SUBNETS)  # a public address: nothing to open
+
+
+def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
+    settings = load_settings(environ={}, data_dir=tmp_path, service={"host": "127.0.0.1", "port": 8123})
+    env = server_from_settings(settings).environment()
+    assert env["LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    subnets = env["LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
+    assert "127.0.0.0/8" not in subnets and "10.0.0.0/8" in subnets and "127.0.0.2/31" in subnets
+    assert "LABEL_STUDIO_ML_BLOCK_LOCAL_IP" not in env  # the check stays on, against the narrowed list

@@ -67,6 +67,10 @@ class FakeDesk:
             out.append(ReviewTask(request.item_id, task_id, created))
         return out
 
+    def prune_predictions(self, project: Any) -> list[str]:
+        self._check()
+        return []
+
     def pull_labels(self, project: Any, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
         """Like the real desk: only the events the cursor has not seen, and a cursor that has seen them all."""
         self._check()

@@ -1,0 +1,178 @@
+"""Sending review tasks: items in front of annotators with the model's guess as the pre-annotation.
+
+One item, one task. New items are bulk-imported with their prediction. An item sent again (every queued item
+after each retrain) keeps its task and its labels and gets the new version's prediction, in bulk
+(``POST /api/projects/{id}/import/predictions``, a few thousand per call): re-scoring costs a few calls, not one
+per task. The older predictions are pruned afterwards, by :meth:`Reviews.prune` (a job of its own: deleting
+1,000 predictions costs Label Studio tens of seconds), by model version (``DELETE
+/api/projects/{id}/model-versions/``, one call per version), and not all of them: an annotator who has a task
+open started from its newest prediction, and the annotation they submit names it (``parent_prediction``; Label
+Studio refuses a vanished one). So every version that is one of the two newest predictions of a task nobody has
+answered yet is kept (the current one, and the one an editor opened before the last re-score may hold). Tasks
+already annotated lose their predictions of pruned versions (their annotations stay; Label Studio sets
+``parent_prediction`` to null); juicer's own store keeps every prediction it made.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Mapping, Sequence
+
+from annotation.client import BULK_TIMEOUT_FACTOR, PAGE_SIZE, LabelStudioClient
+from annotation.errors import LabelStudioUnavailable, ProjectConfigError
+from annotation.labelconfig import IMAGE_KEY, JUICER_CONFIG
+from annotation.models import Project, ReviewRequest, ReviewTask
+from annotation.projects import Projects
+from annotation.webhooks import annotation_label
+
+logger = logging.getLogger(__name__)
+
+IMPORT_CHUNK = 250  # tasks per bulk task import: keeps each request well inside the timeout
+PREDICTION_CHUNK = 2000  # predictions per bulk prediction import
+
+
+def prediction_body(request: ReviewRequest) -> dict[str, Any]:
+    """The prediction Label Studio stores for ``request`` (no result when it carries no label)."""
+    result = JUICER_CONFIG.result(request.label) if request.label is not None else []
+    return {"model_version": request.model_version, "score": float(request.score), "result": result}
+
+
+def _same_prediction(current: Mapping[str, Any], request: ReviewRequest) -> bool:
+    """Whether the stored prediction already says what ``request`` would write."""
+    score = current.get("score")
+    return (
+        current.get("model_version") == request.model_version
+        and score is not None
+        and abs(float(score) - float(request.score)) < 1e-9
+        and annotation_label(current.get("result")) == request.label
+    )
+
+
+class Reviews:
+    """Review tasks of juicer's projects on one server."""
+
+    def __init__(self, client: LabelStudioClient, projects: Projects) -> None:
+        self.client = client
+        self.projects = projects
+
+    def _list_tasks(self, project_id: int, include: str) -> Iterator[dict[str, Any]]:
+        """The project's tasks as plain dicts with only the ``include``d fields, a page at a time.
+
+        Raw rather than the SDK's ``tasks.list``: asking for a few fields instead of all of them and skipping the
+        SDK's models makes a 1,000-task listing several times faster.
+        """
+        page, listed = 1, 0
+        while True:
+            params: dict[str, Any] = {"project": project_id, "fields": "all", "include": include, "page": page, "page_size": PAGE_SIZE}
+            body = self.client.request("GET", "/api/tasks/", f"listing tasks of project {project_id}", params=params).json()
+            tasks = body.get("tasks") or []
+            yield from tasks
+            listed += len(tasks)
+            if len(tasks) < PAGE_SIZE or listed >= int(body.get("total", listed)):
+                return
+            page += 1
+
+    def _task_index(self, project_id: int) -> tuple[dict[str, int], set[int]]:
+        """(item id -> task id for every task juicer created in the project, the ids of tasks nobody answered yet)."""
+        index: dict[str, int] = {}
+        open_tasks: set[int] = set()
+        for task in self._list_tasks(project_id, "id,data,total_annotations,cancelled_annotations"):
+            item_id = (task.get("data") or {}).get("item_id")
+            if item_id is not None:
+                index.setdefault(str(item_id), int(task["id"]))
+            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
+                open_tasks.add(int(task["id"]))
+        return index, open_tasks
+
+    def send_for_review(self, project: Project, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
+        """Put items in front of annotators with the model's guess pre-selected; one item, one task.
+
+        New items are bulk-imported with their prediction; an item sent again keeps its task (and its labels) and
+        gets the new prediction (see the module docstring for when older ones go). The project's model_version
+        then follows the newest predictions, so "Uncertainty sampling" serves the lowest score first. ``score`` is
+        the model's confidence (e.g. its top probability): lower means less certain. Returns one
+        :class:`ReviewTask` per distinct item (the last request wins for repeated item ids), in request order.
+        """
+        latest: dict[str, ReviewRequest] = {}
+        for request in requests:
+            if request.label is not None and request.label not in project.classes:
+                raise ProjectConfigError(
+                    f"item {request.item_id!r}: predicted label {request.label!r} is not a class of project "
+                    f"{project.title!r} {list(project.classes)}; call ensure_project with it first"
+                )
+            latest.pop(request.item_id, None)
+            latest[request.item_id] = request
+        if not latest:
+            return []
+        client = self.client
+        self.projects.ensure_storage(project.id)
+        index, _ = self._task_index(project.id)
+        new = [r for r in latest.values() if r.item_id not in index]
+        for start in range(0, len(new), IMPORT_CHUNK):
+            chunk = new[start : start + IMPORT_CHUNK]
+            payload = [
+                {"data": {IMAGE_KEY: self.projects.image_url(r.image), "item_id": r.item_id}, "predictions": [prediction_body(r)]}
+                for r in chunk
+            ]
+            with client.errors(f"importing {len(chunk)} review tasks into project {project.id}"):
+                client.sdk.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=client.bulk_opts)
+        resent = [(index[r.item_id], r) for r in latest.values() if r.item_id in index]
+        model_version = list(latest.values())[-1].model_version
+        if resent:
+            self._rescore(project.id, resent, model_version)
+        else:
+            self.projects.follow_model_version(project.id, model_version)
+        if new:
+            index, _ = self._task_index(project.id)
+        missing = [item for item in latest if item not in index]
+        if missing:
+            raise LabelStudioUnavailable(f"Label Studio accepted the import but has no task for items {missing[:5]}")
+        created_ids = {r.item_id for r in new}
+        logger.info("sent %d items for review (%d new) to project %s", len(latest), len(new), project.id)
+        return [ReviewTask(item, index[item], item in created_ids) for item in latest]
+
+    def _current_predictions(self, project_id: int) -> dict[int, list[dict[str, Any]]]:
+        """task id -> the task's predictions (oldest first), in one listing of the project's predictions."""
+        listed = self.client.request(
+            "GET", "/api/predictions/", f"listing the predictions of project {project_id}",
+            params={"project": project_id}, timeout=self.client.timeout_s * BULK_TIMEOUT_FACTOR,
+        ).json()  # fmt: skip
+        if isinstance(listed, Mapping):  # a paginated answer (not what 1.23.2 gives, but harmless to accept)
+            listed = listed.get("results") or []
+        by_task: dict[int, list[dict[str, Any]]] = {}
+        for prediction in listed:
+            by_task.setdefault(int(prediction["task"]), []).append(prediction)
+        for predictions in by_task.values():
+            predictions.sort(key=lambda p: int(p["id"]))
+        return by_task
+
+    def _rescore(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]], model_version: str) -> None:
+        """Give existing tasks their new predictions in bulk (older ones stay until :meth:`prune`)."""
+        client = self.client
+        current = self._current_predictions(project_id)
+        create = [(task_id, r) for task_id, r in tasks if not (current.get(task_id) and _same_prediction(current[task_id][-1], r))]
+        for start in range(0, len(create), PREDICTION_CHUNK):
+            chunk = create[start : start + PREDICTION_CHUNK]
+            with client.errors(f"importing the predictions of {len(chunk)} tasks into project {project_id}"):
+                client.sdk.projects.import_predictions(
+                    id=project_id, request=[{"task": task_id, **prediction_body(r)} for task_id, r in chunk],
+                    request_options=client.bulk_opts,
+                )  # fmt: skip
+        self.projects.follow_model_version(project_id, model_version)
+
+    def prune(self, project: Project) -> list[str]:
+        """Delete the model versions no open editor can point at (see the module docstring); returns them."""
+        client = self.client
+        _, open_tasks = self._task_index(project.id)
+        current = self._current_predictions(project.id)
+        keep = {str(p["model_version"]) for task_id in open_tasks for p in current.get(task_id, [])[-2:]}
+        with client.errors(f"reading project {project.id}"):
+            keep.add(str(client.sdk.projects.get(id=project.id, request_options=client.opts).model_version))
+        stale = sorted({str(p["model_version"]) for predictions in current.values() for p in predictions} - keep)
+        for version in stale:
+            response = client.request(
+                "DELETE", f"/api/projects/{project.id}/model-versions/", f"pruning model version {version!r} of project {project.id}",
+                json={"model_version": version}, timeout=client.timeout_s * BULK_TIMEOUT_FACTOR * 5,
+            )  # fmt: skip
+            logger.info("pruned model version %s from project %s (%s)", version, project.id, response.json())
+        return stale

@@ -1,0 +1,382 @@
+"""juicer as Label Studio's ML backend: the protocol Label Studio 1.23.2 speaks, under ``/label-studio-ml``.
+
+In any Label Studio project (Settings > Model > Connect model) paste ``http://<juicer>/label-studio-ml``; with
+juicer's API token set, choose "Basic auth" with any user name and the token as the password. Label Studio then
+calls (see ``label_studio/ml/api_connector.py``)::
+
+    GET  /health, GET /   {"status": "UP", "model_class": "juicer"}                       (1 s timeout)
+    POST /setup           {"model_version": <serving version>}, or a 422 naming the labelling-config problem (3 s)
+    POST /predict         {"results": [{"result": [...], "score": p, "model_version": v}, ...]} in task order (100 s)
+    POST /webhook         START_TRAINING queues a retrain job and answers at once; ANNOTATION_* are recorded and
+                          become labels through the same job as juicer's own webhook
+    GET  /versions        {"versions": [every model version, oldest first]}
+
+Any project, not only juicer's own: the labelling config comes with each request (one Image, one Choices; the
+names are the project's, :func:`annotation.labelconfig.parse_label_config`), and its choices must be juicer
+classes. Images come from the task: Label Studio's own files (the configured Label Studio, with the access token
+from ``/setup`` or juicer's), http(s) URLs of ``label_studio.image_hosts`` only (:mod:`annotation.task_images`),
+data URIs, or juicer's own item (``item_id`` in the task data). Each task becomes a juicer item (split
+``served``) linked to its Label Studio task, so the annotation that later arrives becomes a label.
+
+Authentication: every call Label Studio makes for the connection carries its Basic auth, except annotation
+events: Label Studio sends those through a plain webhook it creates for the backend (``<url>/webhook``, no
+credentials). juicer records such an event as unverified, and the label job reads each named annotation back from
+the configured Label Studio before it counts (:func:`verify_event`); ``START_TRAINING`` without credentials is a 401.
+
+Failures reach Label Studio as problem bodies; for ``/setup`` the detail is also the HTTP reason phrase, because
+Label Studio shows ``str(HTTPError)`` (status and reason, not the body) in its connection dialog.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from app.api import _items_for_uploads  # the one upload-to-item resolution
+from app.model import prediction_record
+from app.problems import Problem
+from app.services import Services
+from app.store import NewItem, NewPrediction
+from app.uploads import Upload, check_upload, decode_base64
+from learner.errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+ml_backend = Blueprint("ml_backend", __name__, url_prefix="/label-studio-ml")
+
+MODEL_CLASS = "juicer"
+BASIC_CHALLENGE = 'Basic realm="juicer"'
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
+DECISION = "label-studio"  # predictions asked for by Label Studio: annotators decide, juicer queues nothing
+VERIFY = "juicer_verify"  # a recorded event that came without credentials: check it against Label Studio first
+TOKENS = "ml_backend_tokens"  # services.extras: Label Studio project id -> the access token /setup brought
+
+
+def services() -> Services:
+    """The services of the app handling this request."""
+    return current_app.extensions["juicer"]
+
+
+def _authenticated() -> bool:
+    """Whether the request carries juicer's API token (always true when the API is not token-protected)."""
+    token = services().settings.service.api_token
+    if token is None:
+        return True
+    given = None
+    if request.authorization is not None:
+        given = request.authorization.password if request.authorization.type == "basic" else request.authorization.token
+    return bool(given) and hmac.compare_digest(str(given).encode(), token.get_secret_value().encode())
+
+
+def _unauthorized() -> Problem:
+    return Problem(
+        401, "Unauthorized",
+        "juicer's API is token-protected: connect with Basic auth, any user name, and service.api_token as the password",
+        type="unauthorized", headers={"WWW-Authenticate": BASIC_CHALLENGE},
+    )  # fmt: skip
+
+
+@ml_backend.before_request
+def _require_token() -> None:
+    """Label Studio's "Basic auth": any user name, juicer's API token as the password (a Bearer token works too).
+
+    Except ``/webhook``: Label Studio sends annotation events through a plain webhook that carries no
+    credentials, so that view records them as unverified, checked against Label Studio later (:func:`verify_event`).
+    """
+    if request.endpoint == "ml_backend.webhook" or _authenticated():
+        return
+    raise _unauthorized()
+
+
+@ml_backend.errorhandler(Problem)
+def _problem(exc: Problem) -> Response:
+    """A problem body whose reason phrase is the detail: what Label Studio shows of a failed call."""
+    response = exc.to_response(request.path)
+    reason = " ".join(str(exc.detail or exc.title).split())[:300].encode("latin-1", "replace").decode("latin-1")
+    response.status = f"{exc.status} {reason}"
+    return response
+
+
+# -- the request's project ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Project:
+    id: str
+    config: Any  # annotation.labelconfig.ChoicesConfig
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad JSON body", "Label Studio sends a JSON object", type="bad-request")
+    return body
+
+
+def _project(body: Mapping[str, Any], config_key: str) -> _Project:
+    """The project id ("<id>.<created>") and its labelling config, checked against juicer's classes."""
+    from annotation.errors import ProjectConfigError
+    from annotation.labelconfig import parse_label_config
+
+    project_id = str(body.get("project") or "").split(".", 1)[0]
+    try:
+        config = parse_label_config(body.get(config_key))
+    except ProjectConfigError as exc:
+        raise Problem(422, "Labelling config not usable", str(exc), type="label-config") from exc
+    classes = services().classes
+    unknown = [choice for choice in config.choices if choice not in classes]
+    if unknown:
+        raise Problem(
+            422, "Unknown choices",
+            f"the labelling config's choices {unknown} are not juicer classes ({', '.join(classes)}); rename them to "
+            "juicer's class names or add them to service.classes",
+            type="unknown-choices", unknown=unknown, classes=list(classes),
+        )  # fmt: skip
+    return _Project(project_id, config)
+
+
+def _serving_version() -> str | None:
+    model = services().models.current
+    return model.version if model is not None else None
+
+
+# -- health, setup, versions --------------------------------------------------------------------------
+@ml_backend.get("/")
+@ml_backend.get("/health")
+def health() -> Response:
+    """Label Studio's health check."""
+    return jsonify({"status": "UP", "model_class": MODEL_CLASS, "model_version": _serving_version()})
+
+
+@ml_backend.post("/setup")
+def setup() -> Response:
+    """Check the project's labelling config and answer the serving version; keep the access token for images."""
+    body = _json_body()
+    project = _project(body, "schema")
+    token = body.get("access_token")
+    if isinstance(token, str) and token and project.id:
+        services().extras.setdefault(TOKENS, {})[project.id] = token
+    logger.info("Label Studio project %s set up: choices %s", project.id, list(project.config.choices))
+    return jsonify({"model_version": _serving_version()})
+
+
+@ml_backend.get("/versions")
+def versions() -> Response:
+    """Every model version, oldest first."""
+    return jsonify({"versions": [row["version"] for row in services().store.list_models()], "model_version": _serving_version()})
+
+
+# -- predict ------------------------------------------------------------------------------------------
+def _label_studio_url(svc: Services) -> str:
+    if svc.desk is not None and getattr(svc.desk, "url", None):
+        return str(svc.desk.url)
+    ls = svc.settings.label_studio
+    return ls.url or f"http://127.0.0.1:{ls.port}"
+
+
+def _task_images(svc: Services, project_id: str) -> Any:
+    from annotation.task_images import TaskImages
+
+    ls = svc.settings.label_studio
+    token = svc.extras.get(TOKENS, {}).get(project_id) or ls.token
+    return TaskImages(
+        _label_studio_url(svc), token, allowed_hosts=ls.image_hosts,
+        max_bytes=svc.settings.service.max_request_bytes, timeout_s=ls.timeout_s,
+        transport=svc.extras.get("task_images_transport"),  # tests hand in an httpx.MockTransport
+    )  # fmt: skip
+
+
+def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[dict[int, Any], dict[int, str], dict[int, str]]:
+    """Per task index: an image source (an :class:`Upload` or a stored item's file) or why there is none; and the
+    item id of the tasks that show one of juicer's own items."""
+    from annotation.errors import TaskImageError
+
+    max_pixels = svc.settings.learner.max_image_pixels
+    sources: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    own_items: dict[int, str] = {}
+    to_fetch: list[tuple[int, str]] = []
+    for index, task in enumerate(tasks):
+        data = task.get("data") if isinstance(task, Mapping) else None
+        if not isinstance(data, Mapping):
+            errors[index] = "the task has no data"
+            continue
+        item_id = data.get("item_id")
+        item = svc.store.get_item(str(item_id)) if item_id is not None else None
+        if item is not None and item.get("image_path"):
+            sources[index] = svc.trainer.source_for(item["id"], item["content_hash"], item["source"], item["image_path"])
+            own_items[index] = item["id"]
+            continue
+        value = data.get(project.config.image_key)
+        if not isinstance(value, str) or not value:
+            errors[index] = f"the task data has no {project.config.image_key!r} (the Image's value)"
+        elif value.startswith("data:"):
+            try:
+                sources[index] = check_upload(decode_base64(value, f"task {task.get('id')}"), f"task {task.get('id')}", max_pixels)
+            except (Problem, ImageError) as exc:
+                errors[index] = str(exc)
+        else:
+            to_fetch.append((index, value))
+    if to_fetch:
+        with _task_images(svc, project.id) as images:
+            fetched = images.fetch_many([url for _, url in to_fetch])
+        for (index, url), data in zip(to_fetch, fetched):
+            if isinstance(data, TaskImageError):
+                errors[index] = data.message
+                continue
+            try:
+                sources[index] = check_upload(data, url, max_pixels)
+            except ImageError as exc:
+                errors[index] = str(exc)
+    return sources, errors, own_items
+
+
+def _embed(svc: Services, sources: dict[int, Any], errors: dict[int, str]) -> dict[int, np.ndarray]:
+    """Embeddings per task index, in one batched call; an undecodable image costs only its own task."""
+    indices = list(sources)
+    try:
+        X = svc.embeddings.embed([sources[i].image if isinstance(sources[i], Upload) else sources[i] for i in indices])
+        return dict(zip(indices, X))
+    except ImageError:
+        pass  # find the bad ones: the good ones are memoised by now, so this costs the decode of each once
+    vectors = {}
+    for index in indices:
+        source = sources[index]
+        try:
+            vectors[index] = svc.embeddings.embed([source.image if isinstance(source, Upload) else source])[0]
+        except ImageError as exc:
+            errors[index] = str(exc)
+    return vectors
+
+
+@ml_backend.post("/predict")
+def predict() -> Response:
+    """Predictions for Label Studio's tasks, in task order; each stamped with the serving version and its score."""
+    svc = services()
+    body = _json_body()
+    project = _project(body, "label_config")
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise Problem(400, "Missing tasks", "the body needs a 'tasks' list", type="missing-field", field="tasks")
+    model = svc.models.current
+    if model is None:
+        raise Problem(
+            503, "No model yet", "juicer has no trained model yet: label a few tasks of each class and press Start training",
+            type="no-model", headers={"Retry-After": "30"},
+        )  # fmt: skip
+    started = time.perf_counter()
+    sources, errors, own_items = _read_images(svc, project, tasks)
+    read_s = time.perf_counter() - started
+    vectors = _embed(svc, sources, errors)
+    embed_s = time.perf_counter() - started - read_s
+    columns = [model.classes.index(choice) for choice in project.config.choices]
+    order = sorted(vectors)
+    proba = model.proba(np.stack([vectors[i] for i in order])) if order else np.zeros((0, len(model.classes)))
+    new_items: dict[str, NewItem] = {}
+    uploaded = [i for i in order if isinstance(sources[i], Upload)]
+    resolved = _items_for_uploads(svc, [sources[i] for i in uploaded], "served", new_items)
+    item_of = {**own_items, **{index: item_id for index, (item_id, _) in zip(uploaded, resolved)}}
+    records: list[NewPrediction] = []
+    links: dict[int, str] = {}
+    answers: dict[int, dict[str, Any]] = {}
+    for index, row in zip(order, proba):
+        task = tasks[index]
+        # Only the project's choices are offered: the probabilities renormalised over them (others 0).
+        offered = np.zeros_like(row)
+        offered[columns] = row[columns]
+        total = float(offered.sum())
+        offered[columns] = offered[columns] / total if total > 0 else 1.0 / len(columns)
+        record = prediction_record(
+            model, item_of[index], offered, decision=DECISION, rule="ml-backend",
+            reason=f"asked by Label Studio project {project.id}, task {task.get('id')}",
+        )  # fmt: skip
+        records.append(record)
+        answers[index] = {"result": project.config.result(record.label), "score": record.score, "model_version": model.version}
+        if task.get("id") is not None and project.id:
+            links[int(task["id"])] = item_of[index]
+    svc.store.record_predictions(records, list(new_items.values()))
+    svc.store.link_served_tasks(project.id, links)
+    timings = {"read_images": round(read_s, 3), "embed": round(embed_s, 3), "total": round(time.perf_counter() - started, 3)}
+    logger.info("Label Studio project %s: %d predictions for %d tasks (%s s)", project.id, len(answers), len(tasks), timings)
+    for index, reason in sorted(errors.items()):
+        logger.warning("Label Studio project %s, task %s: no prediction (%s)", project.id, tasks[index].get("id"), reason)
+    # A task juicer could not read gets an empty list (no prediction; "Retrieve predictions" may ask again).
+    results = [answers.get(index, []) for index in range(len(tasks))]
+    failed = [{"task": tasks[index].get("id"), "detail": reason} for index, reason in sorted(errors.items())]
+    return jsonify({"results": results, "model_version": model.version, "errors": failed, "timings": timings})
+
+
+# -- webhook ------------------------------------------------------------------------------------------
+@ml_backend.post("/webhook")
+def webhook() -> tuple[Response, int]:
+    """START_TRAINING queues a retrain and answers at once; annotation events are recorded for the label job."""
+    svc = services()
+    payload = _json_body()
+    action = payload.get("action")
+    trusted = _authenticated()
+    if action == "START_TRAINING":
+        if not trusted:  # Label Studio's "Start training" comes with the connection's credentials
+            raise _unauthorized()
+        if svc.jobs is None or not svc.jobs.running:
+            raise Problem(503, "No scheduler", "this process runs no scheduler; run juicer with `juicer serve`", type="no-scheduler")
+        job_id = svc.jobs.submit_retrain()
+        logger.info("Label Studio asked for training: retrain job %s queued", job_id)
+        return jsonify({"status": "ok", "job_id": job_id, "model_version": _serving_version()}), 201
+    if action not in ANNOTATION_EVENTS:
+        return jsonify({"status": "ignored", "action": action}), 200
+    _name_item(svc, payload)
+    if not trusted:
+        payload[VERIFY] = True
+    event_id = svc.store.record_event(payload)
+    svc.wake("process-webhooks")
+    return jsonify({"status": "ok", "recorded": event_id}), 200
+
+
+def _name_item(svc: Services, payload: dict[str, Any]) -> None:
+    """Put the juicer item of the event's task into ``task.data.item_id`` (what juicer's own tasks carry)."""
+    task = payload.get("task")
+    project = payload.get("project")
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict) or task["data"].get("item_id") is not None:
+        return
+    project_id = project.get("id") if isinstance(project, Mapping) else project
+    task_id = task.get("id")
+    if project_id is None or task_id is None:
+        return
+    item_id = svc.store.served_task_items(str(project_id), [int(task_id)]).get(int(task_id))
+    if item_id is not None:
+        task["data"]["item_id"] = item_id
+
+
+def verify_event(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """An event that came without credentials, as Label Studio itself has it now; None when nothing in it holds.
+
+    Only the annotation ids and the task id are taken from the body: each annotation is read back from the
+    configured Label Studio (juicer's token), so a forged body can at most make juicer look a real annotation up.
+    Raises :class:`annotation.errors.AnnotationError` when Label Studio cannot be asked (the job tries later).
+    """
+    if not payload.get(VERIFY):
+        return payload
+    if svc.desk is None:
+        logger.warning("cannot verify a Label Studio event without a Label Studio to ask (label_studio.url): dropped")
+        return None
+    checked = {k: v for k, v in payload.items() if k != VERIFY}
+    action = payload.get("action")
+    if action == "ANNOTATIONS_DELETED":
+        ids = [a.get("id") for a in payload.get("annotations") or [] if isinstance(a, Mapping)]
+        gone = [{"id": i} for i in ids if i is not None and svc.desk.get_annotation(int(i)) is None]
+        return {**checked, "annotations": gone} if gone else None
+    claimed = payload.get("annotation")
+    if not isinstance(claimed, Mapping) or claimed.get("id") is None:
+        return checked  # parse_webhook says what is wrong with it
+    current = svc.desk.get_annotation(int(claimed["id"]))
+    if action == "ANNOTATION_DELETED":
+        return checked if current is None else None
+    task = payload.get("task") if isinstance(payload.get("task"), Mapping) else {}
+    if current is None or int(current.get("task") or -1) != int(claimed.get("task") or task.get("id") or -2):
+        logger.warning("Label Studio event for annotation %s does not match Label Studio's own record: dropped", claimed["id"])
+        return None
+    return {**checked, "annotation": current}

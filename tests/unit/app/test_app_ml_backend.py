@@ -1,0 +1,172 @@
+"""juicer as Label Studio's ML backend (/label-studio-ml), through Flask's test client with fakes at our seams.
+
+Label Studio's side is what ``label_studio/ml/api_connector.py`` (1.23.2) sends; its file server is an
+``httpx.MockTransport`` serving PNGs under ``/data/upload/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.jobs import process_webhook_events
+from tests.unit.app.conftest import COLOURS, png
+
+PAYLOADS = Path(__file__).resolve().parents[1] / "annotation" / "payloads"
+BASIC = "Basic " + base64.b64encode(b"label-studio:s3cret").decode()
+# A project that is not juicer's: its own names, and classes in another order.
+CONFIG = (
+    '<View><Header value="Colour?"/><Image name="photo" value="$picture"/>'
+    '<Choices name="colour" toName="photo"><Choice value="blue"/><Choice value="red"/><Choice value="green"/></Choices></View>'
+)
+LS_URL = "http://127.0.0.1:8080"  # the settings' default Label Studio (label_studio.port)
+
+
+@pytest.fixture
+def ml(app, services):
+    """The test client with Label Studio's Basic auth, and a fake Label Studio file server."""
+    files = {f"/data/upload/3/{name}.png": png(colour, seed=50 + i) for i, (name, colour) in enumerate(COLOURS.items())}
+    seen: list[httpx.Request] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.headers.get("Authorization") != "Token juicer-dev-token-change-me":
+            return httpx.Response(401)
+        body = files.get(request.url.path)
+        return httpx.Response(200, content=body) if body else httpx.Response(404)
+
+    services.extras["task_images_transport"] = httpx.MockTransport(serve)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = BASIC
+    client.files_seen = seen
+    return client
+
+
+class FakeJobs:
+    running = True
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.woken: list[str] = []
+
+    def submit_retrain(self, force: bool = False) -> int:
+        self.submitted += 1
+        return 41
+
+    def wake(self, job_id: str) -> None:
+        self.woken.append(job_id)
+
+
+def test_every_route_needs_the_api_token_as_basic_password(client):
+    client.environ_base.pop("HTTP_AUTHORIZATION")
+    response = client.get("/label-studio-ml/health")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    wrong = "Basic " + base64.b64encode(b"u:wrong").decode()
+    assert client.get("/label-studio-ml/health", headers={"Authorization": wrong}).status_code == 401
+    for user in ("label-studio", "anyone"):
+        good = "Basic " + base64.b64encode(f"{user}:s3cret".encode()).decode()
+        answer = client.get("/label-studio-ml/", headers={"Authorization": good})
+        assert answer.status_code == 200 and answer.json["status"] == "UP" and answer.json["model_class"] == "juicer"
+
+
+def test_setup_answers_the_serving_version_and_refuses_unknown_choices_in_the_reason(ml, trained):
+    response = ml.post("/label-studio-ml/setup", json={"project": "3.1764600000", "schema": CONFIG, "access_token": "t"})
+    assert response.status_code == 200 and response.json == {"model_version": "v0001"}
+    foreign = CONFIG.replace('value="green"', 'value="purple"')
+    refused = ml.post("/label-studio-ml/setup", json={"project": "4.1764600000", "schema": foreign})
+    assert refused.status_code == 422
+    assert refused.json["unknown"] == ["purple"]
+    # Label Studio's connection dialog shows str(HTTPError): status and reason phrase, so the reason says it.
+    assert "purple" in refused.status and "not juicer classes" in refused.status
+    no_choices = ml.post("/label-studio-ml/setup", json={"project": "5.1", "schema": '<View><Image name="i" value="$i"/></View>'})
+    assert no_choices.status_code == 422 and "exactly one <Choices>" in no_choices.json["detail"]
+
+
+def test_predict_answers_in_task_order_with_version_and_score_and_records_served_items(ml, trained):
+    data_uri = "data:image/png;base64," + base64.b64encode(png(COLOURS["green"], seed=77)).decode()
+    tasks = [
+        {"id": 11, "project": 3, "data": {"picture": "/data/upload/3/red.png"}},
+        {"id": 12, "project": 3, "data": {"picture": "http://169.254.169.254/latest/meta-data"}},
+        {"id": 13, "project": 3, "data": {"picture": data_uri}},
+        {"id": 14, "project": 3, "data": {"picture": f"{LS_URL}/data/upload/3/blue.png"}},
+    ]
+    response = ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1764600000", "label_config": CONFIG, "params": {}})
+    assert response.status_code == 200, response.json
+    results = response.json["results"]
+    assert len(results) == 4
+    labels = [r["result"][0]["value"]["choices"][0] if r else None for r in results]
+    assert labels == ["red", None, "green", "blue"]
+    for answer in (results[0], results[2], results[3]):
+        assert answer["model_version"] == "v0001" and 0 < answer["score"] <= 1
+        assert answer["result"][0]["from_name"] == "colour" and answer["result"][0]["to_name"] == "photo"
+    assert response.json["errors"][0]["task"] == 12 and "not allowed" in response.json["errors"][0]["detail"]
+    assert all(r.url.host == "127.0.0.1" for r in ml.files_seen)  # never the metadata address
+    linked = trained.store.served_task_items("3", [11, 12, 13, 14])
+    assert set(linked) == {11, 13, 14}
+    item = trained.store.get_item(linked[11])
+    assert item["split"] == "served" and item["prediction"]["model_version"] == "v0001"
+    assert trained.store.review_counts().get("pending", 0) == 0  # Label Studio's annotators decide, not juicer's queue
+
+
+def test_predict_uses_juicers_own_item_and_refuses_before_a_model(ml, services):
+    refused = ml.post("/label-studio-ml/predict", json={"tasks": [], "project": "3.1", "label_config": CONFIG})
+    assert refused.status_code == 503
+
+
+def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
+    tasks = [{"id": 21, "project": 3, "data": {"picture": "/data/upload/3/green.png"}}]
+    assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
+    payload = json.loads((PAYLOADS / "annotation_created.json").read_text())
+    event = copy.deepcopy(payload)
+    event["project"] = {"id": 3, "label_config": CONFIG}
+    event["task"].update(id=21, data={"picture": "/data/upload/3/green.png"})
+    event["annotation"].update(id=901, task=21, result=[
+        {"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": ["blue"]}}
+    ])  # fmt: skip
+    response = ml.post("/label-studio-ml/webhook", json=event)
+    assert response.status_code == 200 and response.json["recorded"]
+    assert process_webhook_events(trained) == 1
+    item_id = trained.store.served_task_items("3", [21])[21]
+    assert trained.store.get_item(item_id)["label"]["label"] == "blue"
+
+
+def test_start_training_queues_a_job_and_answers_at_once(ml, trained):
+    trained.jobs = FakeJobs()
+    response = ml.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
+    assert response.status_code == 201 and response.json["job_id"] == 41
+    assert trained.jobs.submitted == 1
+    other = ml.post("/label-studio-ml/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 3}})
+    assert other.status_code == 200 and other.json["status"] == "ignored"
+
+
+def test_start_training_without_a_scheduler_is_a_503(ml, trained):
+    response = ml.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
+    assert response.status_code == 503
+
+
+def test_versions_lists_every_model_version(ml, trained):
+    assert ml.get("/label-studio-ml/versions").json["versions"] == ["v0001"]
+
+
+def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has_it(ml, app, trained):
+    tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
+    assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
+    region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
+    held = {902: {"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"}}
+    trained.desk.get_annotation = held.get  # Label Studio's own record
+    anonymous = app.test_client()
+    forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
+              "annotation": {"id": 902, "task": 31, "result": region("green"), "completed_by": 1}}  # fmt: skip
+    assert anonymous.post("/label-studio-ml/webhook", json=forged).status_code == 200
+    unknown = {**forged, "annotation": {**forged["annotation"], "id": 903}}
+    assert anonymous.post("/label-studio-ml/webhook", json=unknown).status_code == 200
+    assert anonymous.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}}).status_code == 401
+    assert process_webhook_events(trained) == 1
+    item_id = trained.store.served_task_items("3", [31])[31]
+    assert trained.store.get_item(item_id)["label"]["label"] == "red"  # what Label Studio holds, not the body
