@@ -7,13 +7,19 @@ users, projects and the API token.
 
 Label Studio's quirks handled here: it reads plain ``HOST``/``USERNAME``/``PASSWORD``/``PORT`` as fallbacks
 (unset); a busy port is silently replaced by another (the real one is read from its log line); a preset token is
-refused unless legacy tokens are enabled on the first start; webhooks to 127.0.0.1 need SSRF protection off;
-a local-files storage may not point at the document root itself, so the document root is the parent of
+refused unless legacy tokens are enabled on the first start; a local-files storage may not point at the document root itself, so the document root is the parent of
 ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
+
+Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
+and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
+stays on: Label Studio has no allow-list, so its default banned list is replaced by the same list minus only
+the network juicer is reached on (:func:`banned_subnets`; loopback here), which lets webhooks reach juicer and
+keeps every other private, link-local and reserved address blocked.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -33,6 +39,31 @@ logger = logging.getLogger(__name__)
 _STARTED = re.compile(r"Starting development server at http://[^:/]+:(\d+)/")
 _PIDFILE = "label-studio.pid"
 _PORTFILE = "label-studio.port"
+
+
+#: Label Studio 1.23.2's default SSRF list (``core/utils/io.py``, ``validate_ip``).
+DEFAULT_BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96",
+    "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28",
+    "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
+#: The network juicer is reached on when Label Studio runs beside it on this machine.
+JUICER_NETWORK = "127.0.0.0/8"
+
+
+def banned_subnets(allowed: str = JUICER_NETWORK) -> list[str]:
+    """Label Studio's default banned list with ``allowed`` cut out of the subnets that hold it, nothing else."""
+    keep = ipaddress.ip_network(allowed)
+    out: list[str] = []
+    for text in DEFAULT_BANNED_SUBNETS:
+        subnet = ipaddress.ip_network(text)
+        if subnet.version != keep.version or not (keep.subnet_of(subnet) or subnet.subnet_of(keep)):
+            out.append(text)
+        elif keep.subnet_of(subnet) and keep != subnet:
+            out.extend(str(part) for part in sorted(subnet.address_exclude(keep)))
+    return out
 
 
 def document_root(files_root: Path) -> Path:
@@ -117,9 +148,8 @@ class LabelStudioServer:
         return [
             str(self.venv / "bin" / "label-studio"), "start", "--no-browser",
             "--internal-host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-            "--username", self.username, "--password", self.password,
-            "--user-token", self.token, "--enable-legacy-api-token",
-        ]  # fmt: skip
+            "--username", self.username, "--enable-legacy-api-token",
+        ]  # fmt: skip  (password and token travel in the environment: argv is world-readable)
 
     def environment(self) -> dict[str, str]:
         """The server's environment: ours minus the plain names Label Studio misreads, plus its settings."""
@@ -128,7 +158,11 @@ class LabelStudioServer:
             LABEL_STUDIO_BASE_DATA_DIR=str(self.data_dir),
             LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
             LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(document_root(self.files_root)),
-            LABEL_STUDIO_SSRF_PROTECTION_ENABLED="false",  # webhooks go to juicer on 127.0.0.1
+            LABEL_STUDIO_PASSWORD=self.password,
+            LABEL_STUDIO_USER_TOKEN=self.token,
+            LABEL_STUDIO_SSRF_PROTECTION_ENABLED="true",
+            USE_DEFAULT_BANNED_SUBNETS="false",  # replaced by the same list minus juicer's own network:
+            USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets(JUICER_NETWORK)),
             LABEL_STUDIO_LATEST_VERSION_CHECK="false",
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",  # people join through the invite link only
             PYTHONUNBUFFERED="1",  # the port line must reach the log at once
@@ -263,6 +297,8 @@ def _is_label_studio(pid: int) -> bool:
 def server_from_settings(settings: Settings) -> LabelStudioServer:
     """The server ``juicer labelstudio`` and ``make serve`` run, from ``settings.label_studio``."""
     ls = settings.label_studio
+    if not ls.password or not ls.token:
+        raise ValueError("label_studio.password and .token are unset: resolve them first (app.secrets.resolve_secrets)")
     return LabelStudioServer(
         venv=ls.venv,
         data_dir=ls.data_dir or settings.data_dir / "label-studio",

@@ -15,6 +15,7 @@ from flask import Flask
 def create_app(settings: Any = None, services: Any = None) -> Flask:
     """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
     from app.api import api, web
+    from app.guards import install_guards
     from app.metrics import Metrics, install_metrics
     from app.problems import register_error_handlers
     from app.services import build_services
@@ -33,6 +34,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     metrics = services.extras.get("metrics") or Metrics()
     services.extras["metrics"] = metrics
     install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
+    install_guards(app)
     app.register_blueprint(api)
     app.register_blueprint(web)
     return app

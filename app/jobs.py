@@ -100,19 +100,21 @@ def _changes(services: Services, events: list[Any]) -> list[LabelChange]:
 
 
 def process_webhook_events(services: Services) -> int:
-    """Apply recorded webhook events as labels; returns how many labels changed."""
-    from annotation.errors import AnnotationError
+    """Apply recorded webhook events as labels, one at a time; returns how many labels changed.
+
+    An event that cannot be used (a malformed body, or anything that raises while it is applied) is marked with
+    its error and skipped: the events behind it are applied, none waits behind a poison one.
+    """
     from annotation.webhooks import parse_webhook
 
     changed = 0
     for event in services.store.pending_events():
         try:
-            label_events = parse_webhook(event["payload"])
-        except AnnotationError as exc:  # a payload we cannot use: keep it, marked, for a person to look at
-            logger.warning("webhook event %s unusable: %s", event["id"], exc)
-            services.store.mark_event(event["id"], error=str(exc))
+            changed += services.store.apply_label_events(_changes(services, parse_webhook(event["payload"])))
+        except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
+            logger.warning("webhook event %s unusable, marked failed: %s: %s", event["id"], type(exc).__name__, exc)
+            services.store.mark_event(event["id"], error=f"{type(exc).__name__}: {exc}")
             continue
-        changed += services.store.apply_label_events(_changes(services, label_events))
         services.store.mark_event(event["id"])
     if changed:
         services.wake("retrain-check")

@@ -99,6 +99,7 @@ class Metrics:
 
 
 _START_KEY = "_juicer_metrics_started"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def install_metrics(
@@ -121,7 +122,8 @@ def install_metrics(
         started = getattr(g, _START_KEY, None)
         seconds = None if started is None else time.perf_counter() - started
         rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.observe_request(rule, request.method, response.status_code, seconds)
+        method = request.method if request.method in HTTP_METHODS else "other"  # a client's invented verb is no new series
+        metrics.observe_request(rule, method, response.status_code, seconds)
         return response
 
     # First among the before-request hooks, so that a request refused by an earlier hook (auth) is timed too.

@@ -45,8 +45,8 @@ class Services:
 
     @property
     def webhook_secret(self) -> str:
-        """The secret Label Studio must send with webhooks."""
-        return self.settings.label_studio.webhook_secret
+        """The secret Label Studio must send with webhooks (``""``, matching nothing, when none was resolved)."""
+        return self.settings.label_studio.webhook_secret or ""
 
     def wake(self, job_id: str) -> None:
         """Ask the scheduler to run a job now (no-op without a running scheduler)."""
@@ -80,8 +80,10 @@ def resolve_classes(settings: Settings, store: Store) -> tuple[str, ...]:
 
 def build_services(settings: Settings, *, store: Store | None = None, backbone: Any = None, desk: Any = None) -> Services:
     """Wire the real parts: store, backbone + embedding cache, the last good model, trainer, Label Studio desk."""
+    from app.secrets import resolve_secrets
     from learner.cache import EmbeddingCache, embedding_cache_dir
 
+    settings = resolve_secrets(settings)  # generated secrets on first start; idempotent
     data_dir = Path(settings.data_dir)
     store = store or Store.open(data_dir)
     classes = resolve_classes(settings, store)

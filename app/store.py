@@ -639,6 +639,14 @@ class Store:
         with self.engine.connect() as conn:
             return [_row(row) for row in conn.execute(query)]
 
+    def failed_events(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Webhook events that could not be used, newest first, with their error."""
+        query = (
+            sa.select(webhook_events).where(webhook_events.c.error.is_not(None)).order_by(webhook_events.c.id.desc()).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
     def mark_event(self, event_id: int, error: str | None = None) -> None:
         """Mark a webhook event processed (with the error that made it unusable, if any)."""
         with self.engine.begin() as conn:

@@ -21,7 +21,7 @@ def test_environment_drops_the_names_label_studio_misreads(tmp_path, monkeypatch
     env = make_server(tmp_path).environment()
     assert not {"HOST", "USERNAME", "PASSWORD", "PORT"} & set(env)
     assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str((tmp_path / "files").resolve())
-    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true"  # on, with juicer's own network unbanned
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
 
 
@@ -29,7 +29,7 @@ def test_command_binds_loopback_with_a_legacy_token(tmp_path):
     command = make_server(tmp_path).command()
     assert command[:2] == [str(tmp_path / "venv" / "bin" / "label-studio"), "start"]
     assert command[command.index("--internal-host") + 1] == "127.0.0.1"
-    assert command[command.index("--user-token") + 1] == "tok12345"
+    assert "tok12345" not in command and "password1" not in command  # secrets travel in the environment
     assert "--enable-legacy-api-token" in command and "--no-browser" in command
 
 
@@ -47,7 +47,9 @@ def test_document_root_is_the_parent_of_files_root(tmp_path):
 
 
 def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
-    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    settings = load_settings(
+        environ={}, data_dir=tmp_path, label_studio={"port": 9123, "password": "password1", "token": "tok12345"}
+    )
     server = server_from_settings(settings)
     assert server.data_dir == (tmp_path / "label-studio").resolve()
     assert server.files_root == (tmp_path / "images").resolve()
