@@ -125,6 +125,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # One line per Label Studio call or job run drowns what matters; -v brings them back.
         for name in ("httpx", "apscheduler.executors.default", "apscheduler.scheduler"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    from app.secrets import api_token, resolve_secrets, secrets_dir
+
+    settings = resolve_secrets(settings)  # generated on first start into <data_dir>/secrets/, never printed
     service = settings.service
     host = args.host or service.host
     port = args.port or service.port
@@ -145,14 +148,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             jobs = Jobs(services)
             jobs.start()
         ls = settings.label_studio
+        where = secrets_dir(settings.data_dir)
         _say(
             "\njuicer is running\n"
             f"  service      {public_url}   (POST /v1/predict, /v1/items, /v1/labels; GET /v1/models)\n"
             f"  report       {public_url}/report\n"
             f"  health       {public_url}/healthz  {public_url}/readyz  {public_url}/metrics\n"
             f"  Label Studio {services.project.url}\n"
-            f"  login        {ls.username} / {ls.password}   (API token {ls.token})\n"
-            + ("  API token    required for /v1/* (service.api_token)\n" if service.api_token else "")
+            f"  login        {ls.username}, password in {where / 'label-studio-password'} (unless label_studio.password is set)\n"
+            + (f"  API token    required for /v1/*: in {where / 'api-token'} (unless service.api_token is set)\n"
+               if api_token(settings) else "  API token    NONE: authentication is off (service.api_token: none)\n")
             + "Ctrl-C stops everything."
         )
         if args.setup_only:
