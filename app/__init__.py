@@ -44,6 +44,7 @@ def _refresh_metrics(services: Any, metrics: Any) -> None:
     """Copy the store's state into the gauges at scrape time."""
     counts = services.store.review_counts()
     metrics.set_review_queue_length(counts.get("pending", 0) + counts.get("sent", 0))
+    metrics.set_review_tasks(counts)
     metrics.set_labels(services.store.label_counts_by_source())
     model = services.models.current
     if model is None:

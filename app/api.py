@@ -163,10 +163,20 @@ def add_items() -> tuple[Response, int]:
 
 @api.get("/items")
 def list_items() -> Response:
-    """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``."""
+    """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``; ``?conflicts=true``: the items
+    whose annotators disagree, each with all its active labels (the newest one trains)."""
     from app.store import SPLITS
 
     split = request.args.get("split")
+    conflicts = request.args.get("conflicts", "false").lower()
+    if conflicts not in ("true", "false", "1", "0"):
+        raise Problem(400, "Bad parameter", "conflicts must be true or false", type="bad-parameter", parameter="conflicts")
+    if conflicts in ("true", "1"):
+        limit = _int_arg("limit", 100, 1, 1000)
+        offset = _int_arg("offset", 0, 0, 10**9)
+        rows = services().store.conflicts(limit=limit, offset=offset)
+        return jsonify({"items": [_plain(row) | {"labels": [_plain(label) for label in row["labels"]]} for row in rows],
+                        "limit": limit, "offset": offset})  # fmt: skip
     if split is not None and split not in SPLITS:
         raise Problem(400, "Bad split", f"split must be one of {', '.join(SPLITS)}", type="bad-parameter", parameter="split")
     limit = _int_arg("limit", 100, 1, 1000)
@@ -247,6 +257,7 @@ def add_labels() -> tuple[Response, int]:
             check_pixel_budget(uploads, limits.max_request_pixels)
             pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
             _labels_for_uploads(svc, pairs, None, new_items, new_labels)
+    _check_label_targets(svc, new_labels, new_items)  # the whole body is valid before anything is written
     if new_items:
         svc.store.add_items(list(new_items.values()))
     try:
@@ -264,6 +275,21 @@ def add_labels() -> tuple[Response, int]:
         ),
         201,
     )
+
+
+def _check_label_targets(svc: Services, new_labels: list[NewLabel], new_items: dict[str, NewItem]) -> None:
+    """404 for a label naming an unknown item, 409 for a holdout item (it scores models; it takes no labels)."""
+    splits = svc.store.item_splits(label.item_id for label in new_labels if label.item_id not in new_items)
+    missing = sorted({label.item_id for label in new_labels if label.item_id not in new_items and label.item_id not in splits})
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise Problem(404, "Unknown item", f"unknown item id(s): {shown}; nothing was stored", type="unknown-item", item_ids=missing[:100])
+    holdout = sorted(item_id for item_id, split in splits.items() if split == "holdout")
+    if holdout:
+        raise Problem(
+            409, "Holdout item", f"{', '.join(holdout[:5])} belong to the holdout, which takes no new labels; nothing was stored",
+            type="holdout-item", item_ids=holdout[:100],
+        )  # fmt: skip
 
 
 def _uploads_from_entries(image_entries: list[tuple[int, dict[str, Any], str]], max_pixels: int) -> list[Any]:
@@ -288,6 +314,17 @@ def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: 
             if item_id not in new_items:
                 new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "seed", store_image(svc.data_dir, upload))
         new_labels.append(NewLabel(item_id, label, "api", annotator))
+
+
+# -- review tasks -----------------------------------------------------------------------------------
+@api.post("/reviews/retry")
+def retry_reviews() -> Response:
+    """Put every review task that gave up (``failed``) back in the outbox."""
+    svc = services()
+    requeued = svc.store.retry_failed_reviews()
+    if requeued:
+        svc.wake("deliver-outbox")
+    return jsonify({"requeued": requeued})
 
 
 # -- Label Studio webhook ---------------------------------------------------------------------------

@@ -39,8 +39,33 @@ def _annotation_error() -> type[Exception]:
 
 
 # -- the jobs ---------------------------------------------------------------------------------------
+def retry_delay(service: Any, attempts: int, retryable: bool) -> float:
+    """Seconds before the next delivery attempt: doubling from ``retry_backoff_s``, capped (exponent too)."""
+    if not retryable:
+        return service.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
+    return min(service.retry_backoff_s * 2 ** min(attempts, 32), service.retry_backoff_max_s)
+
+
+def _delivery_failed(services: Services, rows: list[dict[str, Any]], exc: Exception) -> None:
+    """Count one failed attempt per row; a row at ``delivery_max_attempts`` becomes ``failed``."""
+    settings = services.settings.service
+    retryable = bool(getattr(exc, "retryable", False))
+    for row in rows:
+        attempts = int(row["attempts"]) + 1
+        retry_at = None
+        if attempts < settings.delivery_max_attempts:
+            retry_at = utcnow() + timedelta(seconds=retry_delay(settings, attempts - 1, retryable))
+        services.store.mark_delivery_failed([row["item_id"]], str(exc), retry_at)
+        if retry_at is None:
+            logger.error("review task %s failed %d times, marked failed: %s", row["item_id"], attempts, exc)
+
+
 def deliver_outbox(services: Services) -> int:
-    """Send due review tasks to Label Studio in batches; returns how many were delivered."""
+    """Send due review tasks to Label Studio in batches; returns how many were delivered.
+
+    Label Studio down (a retryable error) backs off the whole batch; a refusal is narrowed down by sending
+    the batch's items one at a time, so only the refused item backs off.
+    """
     from annotation.models import ReviewRequest
 
     if services.desk is None or services.project is None:
@@ -64,12 +89,20 @@ def deliver_outbox(services: Services) -> int:
         try:
             tasks = services.desk.send_for_review(services.project, requests)
         except _annotation_error() as exc:
-            attempts = max(int(row["attempts"]) for row in due)
-            delay = min(settings.retry_backoff_s * (2**attempts), settings.retry_backoff_max_s)
-            if not getattr(exc, "retryable", False):
-                delay = settings.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
-            services.store.mark_delivery_failed([row["item_id"] for row in due], str(exc), utcnow() + timedelta(seconds=delay))
-            logger.warning("delivering %d review tasks failed (%s); retrying in %.0f s", len(due), exc, delay)
+            if getattr(exc, "retryable", False) or len(due) == 1:
+                _delivery_failed(services, due, exc)
+                logger.warning("delivering %d review tasks failed (%s); retrying later", len(due), exc)
+                return delivered
+            tasks = []
+            for request, row in zip(requests, due):
+                try:
+                    tasks.extend(services.desk.send_for_review(services.project, [request]))
+                except _annotation_error() as one:
+                    _delivery_failed(services, [row], one)
+                    logger.warning("review task %s refused: %s", row["item_id"], one)
+            delivered += services.store.mark_delivered(
+                {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
+            )
             return delivered
         marked = services.store.mark_delivered(
             {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
@@ -191,7 +224,8 @@ class Jobs:
         self.services = services
         self.scheduler = BackgroundScheduler(
             timezone=timezone.utc,
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 60},
+            # misfire_grace_time None: a job that starts late (a long retrain ahead of it) still runs, never dropped
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         services.jobs = self
 
@@ -204,6 +238,9 @@ class Jobs:
     def start(self) -> None:
         """Add the recurring jobs and start the scheduler thread."""
         service = self.services.settings.service
+        stale = self.services.store.fail_unfinished_jobs("the service restarted before this job finished; ask again")
+        if stale:
+            logger.warning("%d jobs left queued or running by the last process marked failed", stale)
         now = datetime.now(timezone.utc)
         self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
         self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)

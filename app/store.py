@@ -379,7 +379,11 @@ class Store:
 
     # -- labels -------------------------------------------------------------------------------------
     def add_labels(self, new_labels: Sequence[NewLabel]) -> list[int]:
-        """Record labels for existing items; raises :class:`StoreError` naming an unknown item."""
+        """Record labels for existing items; raises :class:`StoreError` naming an unknown item.
+
+        A label equal to the item's newest active one from the same annotator is not recorded again: its id
+        is returned, so posting the same answer ten times counts as one new label.
+        """
         now = utcnow()
         ids: list[int] = []
         with self._label_lock, self.engine.begin() as conn:
@@ -391,6 +395,15 @@ class Store:
             if missing:
                 raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
             for label in new_labels:
+                same = conn.execute(
+                    sa.select(labels.c.id, labels.c.label, labels.c.annotator)
+                    .where(labels.c.item_id == label.item_id, labels.c.withdrawn_at.is_(None))
+                    .order_by(labels.c.id.desc())
+                    .limit(1)
+                ).first()
+                if same is not None and same.label == label.label and same.annotator == label.annotator:
+                    ids.append(int(same.id))  # the same answer again is the same label, counted once
+                    continue
                 result = conn.execute(
                     labels.insert().values(
                         item_id=label.item_id,
@@ -410,7 +423,9 @@ class Store:
 
         A ``set`` for an annotation already recorded with the same label changes nothing; with another label
         the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
-        the annotation's rows withdrawn. Events for items juicer does not know are skipped with a warning.
+        the annotation's rows withdrawn. Events for items juicer does not know, and for holdout items (which
+        take no new labels), are skipped with a warning; an event older than what the store already holds for
+        its annotation (a replayed webhook) is ignored.
         """
         changed = 0
         now = utcnow()
@@ -418,16 +433,25 @@ class Store:
             for change in changes:
                 if change.item_id is None and change.action != "withdrawn":
                     continue
-                if change.item_id is not None and conn.execute(sa.select(items.c.id).where(items.c.id == change.item_id)).first() is None:
-                    logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
-                    continue
-                active = conn.execute(
-                    sa.select(labels.c.id, labels.c.label).where(
-                        labels.c.source == "label-studio",
-                        labels.c.external_id == change.annotation_id,
-                        labels.c.withdrawn_at.is_(None),
+                if change.item_id is not None:
+                    split = conn.execute(sa.select(items.c.split).where(items.c.id == change.item_id)).scalar_one_or_none()
+                    if split is None:
+                        logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
+                        continue
+                    if split == "holdout":
+                        logger.warning("label event for holdout item %r (annotation %s) refused", change.item_id, change.annotation_id)
+                        continue
+                rows = conn.execute(
+                    sa.select(labels.c.id, labels.c.label, labels.c.created_at, labels.c.withdrawn_at).where(
+                        labels.c.source == "label-studio", labels.c.external_id == change.annotation_id
                     )
                 ).all()
+                if change.at is not None and rows:
+                    newest = max(_aware(t) for row in rows for t in (row.created_at, row.withdrawn_at) if t is not None)
+                    if _aware(change.at) < newest:
+                        logger.info("stale event for annotation %s (%s, newest %s) ignored", change.annotation_id, change.at, newest)
+                        continue
+                active = [row for row in rows if row.withdrawn_at is None]
                 if change.action == "withdrawn":
                     if active:
                         conn.execute(
@@ -485,15 +509,68 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(labels.c.id), 0))).scalar_one())
 
-    def count_new_labels(self, since_label_id: int) -> int:
-        """Active training labels recorded after ``since_label_id``."""
-        query = (
+    def count_new_labels(self, since_label_id: int, since: datetime | None = None) -> int:
+        """Label changes for training items after ``since_label_id``: active labels recorded since, plus (with
+        ``since``, when that model was made) labels it used that were withdrawn afterwards without a
+        replacement (a replaced label is counted once, by its replacement)."""
+        training = items.c.split != "holdout"
+        added = (
             sa.select(sa.func.count())
             .select_from(labels.join(items, items.c.id == labels.c.item_id))
-            .where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None), items.c.split != "holdout")
+            .where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None), training)
         )
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            count = int(conn.execute(added).scalar_one())
+            if since is not None:
+                replaced = sa.select(labels.c.item_id).where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None))
+                withdrawn = (
+                    sa.select(sa.func.count())
+                    .select_from(labels.join(items, items.c.id == labels.c.item_id))
+                    .where(
+                        labels.c.id <= since_label_id, labels.c.withdrawn_at > since, training,
+                        labels.c.item_id.not_in(replaced),
+                    )
+                )  # fmt: skip
+                count += int(conn.execute(withdrawn).scalar_one())
+        return count
+
+    def item_splits(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """item id -> split, for the ids that exist."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(item_ids)), 500):
+                found.update(conn.execute(sa.select(items.c.id, items.c.split).where(items.c.id.in_(list(chunk)))).all())
+        return found
+
+    def conflicts(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Items whose active labels disagree (two annotators, two answers), each with every active label.
+
+        The merge rule: all answers are kept; the newest active one is the item's label for training until a
+        person withdraws (or changes) the others.
+        """
+        disagreeing = (
+            sa.select(labels.c.item_id)
+            .where(labels.c.withdrawn_at.is_(None))
+            .group_by(labels.c.item_id)
+            .having(sa.func.count(sa.distinct(labels.c.label)) > 1)
+            .order_by(labels.c.item_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(disagreeing).scalars())
+            if not ids:
+                return []
+            found = {row["id"]: {**row, "labels": []} for row in (_row(r) for r in conn.execute(sa.select(items).where(items.c.id.in_(ids))))}
+            query = (
+                sa.select(labels.c.item_id, labels.c.label, labels.c.source, labels.c.annotator, labels.c.created_at)
+                .where(labels.c.item_id.in_(ids), labels.c.withdrawn_at.is_(None))
+                .order_by(labels.c.id)
+            )
+            for row in conn.execute(query):
+                entry = _row(row)
+                found[entry.pop("item_id")]["labels"].append(entry)
+        return [found[item_id] for item_id in ids]
 
     def unlabelled_pool(self) -> list[dict[str, Any]]:
         """Pool items with no active label, with their review status (None when never queued)."""
@@ -584,6 +661,17 @@ class Store:
                 review_tasks.update().where(review_tasks.c.item_id.in_(list(item_ids)), review_tasks.c.status == "pending").values(**values)
             )
 
+    def retry_failed_reviews(self) -> int:
+        """Put every ``failed`` review task back to ``pending`` with a fresh attempt count; returns how many."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                review_tasks.update()
+                .where(review_tasks.c.status == "failed")
+                .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+            )
+        return int(result.rowcount)
+
     def review_counts(self) -> dict[str, int]:
         """Review tasks per status (every status present, zero when none)."""
         counts = {status: 0 for status in REVIEW_STATUSES}
@@ -670,6 +758,14 @@ class Store:
             values.update(finished_at=utcnow(), result=result, error=error)
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+
+    def fail_unfinished_jobs(self, error: str) -> int:
+        """Mark jobs a dead process left ``queued`` or ``running`` as failed (their work is gone); returns how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update().where(jobs.c.status.in_(["queued", "running"])).values(status="failed", finished_at=utcnow(), error=error)
+            )
+        return int(result.rowcount)
 
     def get_job(self, job_id: int) -> dict[str, Any] | None:
         """One job, or None."""

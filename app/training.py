@@ -111,7 +111,9 @@ class Trainer:
     def new_labels(self) -> int:
         """Training labels recorded since the serving model was fitted (all of them before the first model)."""
         current = self.models.current
-        return self.store.count_new_labels(current.max_label_id if current else 0)
+        if current is None:
+            return self.store.count_new_labels(0)
+        return self.store.count_new_labels(current.max_label_id, current.created_at)  # withdrawals are changes too
 
     def retrain(self, reason: str = "manual", force: bool = False, refresh_queue: bool = True, progress: bool = False) -> RetrainResult:
         """Fit a new version aside, evaluate, record and swap it in; skip when nothing changed unless ``force``."""
@@ -119,7 +121,7 @@ class Trainer:
             started = time.perf_counter()
             current = self.models.current
             max_label_id = self.store.max_label_id()
-            if current is not None and not force and self.store.count_new_labels(current.max_label_id) == 0:
+            if current is not None and not force and self.new_labels() == 0:
                 return RetrainResult(None, skipped="no new labels since the serving model")
             labelled = [row for row in self.store.current_labels() if row.label in self.classes]
             timings = {"labels": time.perf_counter() - started}

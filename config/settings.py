@@ -76,6 +76,9 @@ class ServiceSettings(BaseModel):
     deliver_batch_size: int = Field(100, ge=1, le=10_000, description="Review tasks sent to Label Studio per call")
     retry_backoff_s: float = Field(2, gt=0, description="First retry delay of a failed delivery; doubles each try")
     retry_backoff_max_s: float = Field(300, gt=0, description="Longest delay between delivery retries")
+    delivery_max_attempts: int = Field(
+        20, ge=1, description="Failed deliveries of one review task before it is marked failed (POST /v1/reviews/retry)"
+    )
     demo_pool: int = Field(1000, ge=0, description="`juicer serve` demo: unlabelled Fashion-MNIST pool size")
     demo_holdout: int = Field(1000, ge=10, description="`juicer serve` demo: holdout size")
     demo_seed: int = Field(0, description="`juicer serve` demo: which images are picked")
