@@ -39,10 +39,12 @@ from annotation.webhooks import (
     IMAGE_NAME,
     SECRET_HEADER,
     annotation_label,
+    annotator_of,
     is_completed,
     parse_time,
 )
 from config import Settings
+from config.settings import check_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +76,10 @@ def label_config(classes: Sequence[str]) -> str:
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
-    cleaned = tuple(str(c) for c in classes)
-    if not cleaned:
-        raise ProjectConfigError("no classes given: a project needs at least one class to choose from")
-    if any(not c.strip() for c in cleaned):
-        raise ProjectConfigError(f"class names must not be empty: {list(cleaned)}")
-    duplicates = sorted({c for c in cleaned if cleaned.count(c) > 1})
-    if duplicates:
-        raise ProjectConfigError(f"class names must be unique; repeated: {duplicates}")
-    return cleaned
+    try:
+        return tuple(check_class_names(classes))
+    except ValueError as exc:
+        raise ProjectConfigError(f"{exc}: {list(classes)}") from exc
 
 
 def _detail(body: Any) -> str:
@@ -206,11 +203,7 @@ class LabelStudioDesk:
 
     def health(self) -> bool:
         """True when the server answers ``/health`` with UP within the timeout; never raises."""
-        try:
-            response = self._http.get("/health")
-            return response.status_code == 200 and response.json().get("status") == "UP"
-        except (httpx.HTTPError, ValueError):
-            return False
+        return answers_up(self._http)
 
     def project_url(self, project_id: int) -> str:
         """Where a person opens the project's task list."""
@@ -517,7 +510,7 @@ class LabelStudioDesk:
                     item_id=str(item_id),
                     task_id=int(task["id"]),
                     label=str(annotation_label(annotation.get("result"))),
-                    annotator=str(annotation.get("completed_by")),
+                    annotator=annotator_of(annotation),
                     updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
                 )
         return current
@@ -753,10 +746,20 @@ class LabelStudioDesk:
         return str(token.json()["token"])
 
 
-def desk_from_settings(settings: Settings) -> LabelStudioDesk:
-    """The desk for ``settings.label_studio``: its ``url`` if set, else the server juicer runs (its real port)."""
+def answers_up(http: httpx.Client) -> bool:
+    """True when Label Studio behind ``http`` answers ``GET /health`` with ``{"status": "UP"}``; never raises."""
+    try:
+        response = http.get("/health")
+        return response.status_code == 200 and response.json().get("status") == "UP"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def desk_from_settings(settings: Settings, url: str | None = None) -> LabelStudioDesk:
+    """The desk for ``settings.label_studio``: at ``url`` if given, else its ``url`` setting, else the server juicer
+    runs, at the port it really took (Label Studio silently moves off a busy port)."""
     from annotation.server import server_from_settings  # the server module is only needed for its URL here
 
     ls = settings.label_studio
-    url = ls.url or server_from_settings(settings).url
-    return LabelStudioDesk(url, ls.token, files_root=ls.files_root or settings.data_dir / "images", timeout_s=ls.timeout_s)
+    url = url or ls.url or server_from_settings(settings).url
+    return LabelStudioDesk(url, ls.token, files_root=settings.images_dir, timeout_s=ls.timeout_s)

@@ -7,8 +7,8 @@ users, projects and the API token.
 
 Label Studio's quirks handled here: it reads plain ``HOST``/``USERNAME``/``PASSWORD``/``PORT`` as fallbacks
 (unset); a busy port is silently replaced by another (the real one is read from its log line); a preset token is
-refused unless legacy tokens are enabled on the first start; a local-files storage may not point at the document root itself, so the document root is the parent of
-``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
+refused unless legacy tokens are enabled on the first start; a local-files storage may not point at the
+document root itself, so the document root is the parent of ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
 
 Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
 and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
@@ -135,11 +135,10 @@ class LabelStudioServer:
 
     def healthy(self, timeout_s: float = 2.0) -> bool:
         """True when ``GET /health`` answers ``{"status": "UP"}``."""
-        try:
-            response = httpx.get(f"{self.url}/health", timeout=timeout_s)
-            return response.status_code == 200 and response.json().get("status") == "UP"
-        except (httpx.HTTPError, ValueError):
-            return False
+        from annotation.desk import answers_up  # the desk imports this module lazily; import it lazily back
+
+        with httpx.Client(base_url=self.url, timeout=timeout_s) as http:
+            return answers_up(http)
 
     # -- start / stop -----------------------------------------------------------------------------------------
 
@@ -302,7 +301,7 @@ def server_from_settings(settings: Settings) -> LabelStudioServer:
     return LabelStudioServer(
         venv=ls.venv,
         data_dir=ls.data_dir or settings.data_dir / "label-studio",
-        files_root=ls.files_root or settings.data_dir / "images",
+        files_root=settings.images_dir,
         port=ls.port,
         username=ls.username,
         password=ls.password,

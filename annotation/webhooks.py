@@ -77,7 +77,8 @@ def _item_id(task: Any) -> str | None:
     return None
 
 
-def _annotator(annotation: Mapping[str, Any]) -> str:
+def annotator_of(annotation: Mapping[str, Any]) -> str:
+    """Who made an annotation: the Label Studio user id as text ("" if absent), whether or not the user is expanded."""
     user = annotation.get("completed_by")
     if isinstance(user, Mapping):  # some endpoints expand the user
         user = user.get("id")
@@ -121,15 +122,15 @@ def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
     annotation_id = _int_id(annotation["id"], "annotation.id")
     at = parse_time(annotation.get("updated_at") or annotation.get("created_at"))
     if action == "ANNOTATION_DELETED":
-        return [LabelEvent(item_id, task_id, annotation_id, None, _annotator(annotation), datetime.now(timezone.utc), "withdrawn")]
+        return [LabelEvent(item_id, task_id, annotation_id, None, annotator_of(annotation), datetime.now(timezone.utc), "withdrawn")]
     if item_id is None:
         logger.warning("ignoring %s for task %s: it has no item_id, so juicer did not create it", action, task_id)
         return []
     if is_completed(annotation):
         label = annotation_label(annotation.get("result"))
-        return [LabelEvent(item_id, task_id, annotation_id, label, _annotator(annotation), at, "set")]
+        return [LabelEvent(item_id, task_id, annotation_id, label, annotator_of(annotation), at, "set")]
     if action == "ANNOTATION_UPDATED":
-        return [LabelEvent(item_id, task_id, annotation_id, None, _annotator(annotation), at, "withdrawn")]
+        return [LabelEvent(item_id, task_id, annotation_id, None, annotator_of(annotation), at, "withdrawn")]
     return []
 
 

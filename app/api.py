@@ -10,13 +10,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.problems import Problem
 from app.services import Services
-from app.store import NewItem, NewLabel, NewPrediction, StoreError
-from app.uploads import check_pixel_budget, read_uploads, store_image
+from app.model import prediction_record
+from app.store import NewItem, NewLabel, StoreError
+from app.uploads import Upload, check_pixel_budget, read_uploads, store_image
 
 logger = logging.getLogger(__name__)
 
@@ -76,56 +76,39 @@ def _check_label(label: Any, where: str) -> str:
     return label
 
 
+def _request_uploads(svc: Services) -> list[Upload]:
+    """The request's images within the upload limits (count, pixels per image, pixels per request)."""
+    limits = svc.settings.service
+    return read_uploads(
+        request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels,
+        max_request_pixels=limits.max_request_pixels,
+    )  # fmt: skip
+
+
 # -- predictions ------------------------------------------------------------------------------------
 @api.post("/predict")
 def predict() -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
-    from learner.rules import decide
-
-    from app.training import rule_params
+    from learner.rules import decide, rule_params
 
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels, max_request_pixels=limits.max_request_pixels)
+    uploads = _request_uploads(svc)
     model = _serving_model()
     X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
-    decisions = decide(proba, limits.decision_rule, **rule_params(limits))
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    decisions = decide(proba, limits.decision_rule, **rule_params(limits.decision_rule, limits.decision_threshold))
     new_items: dict[str, NewItem] = {}
-    records = []
-    results = []
-    for upload, row, decision in zip(uploads, proba, decisions):
-        item_id = known.get(upload.content_hash)
-        if item_id is None:
-            item_id = upload.item_id
-            if item_id not in new_items:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "served", store_image(svc.data_dir, upload))
-        best = int(np.argmax(row))
-        probabilities = {name: float(p) for name, p in zip(model.classes, row)}
-        record = NewPrediction(
-            item_id=item_id,
-            model_version=model.version,
-            label=model.classes[best],
-            score=float(row[best]),
-            probabilities=probabilities,
-            decision=decision.decision,
-            rule=decision.rule,
-            reason=decision.reason,
-        )
-        records.append(record)
-        results.append(
-            {
-                "item_id": item_id,
-                "label": record.label,
-                "score": record.score,
-                "probabilities": probabilities,
-                "decision": record.decision,
-                "rule": record.rule,
-                "reason": record.reason,
-                "model_version": model.version,
-            }
-        )
+    item_ids = [item_id for item_id, _ in _items_for_uploads(svc, uploads, "served", new_items)]
+    records = [
+        prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
+        for item_id, row, decision in zip(item_ids, proba, decisions)
+    ]
+    results = [
+        {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
+         "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
+        for record in records
+    ]
     svc.store.record_predictions(records, list(new_items.values()))
     metrics = current_app.extensions.get("juicer_metrics")
     if metrics is not None:
@@ -141,20 +124,11 @@ def add_items() -> tuple[Response, int]:
     """Add unlabelled images to the pool; the query strategy decides which ones annotators see."""
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels, max_request_pixels=limits.max_request_pixels)
+    uploads = _request_uploads(svc)
     # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
     svc.embeddings.embed([upload.image for upload in uploads])
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
     new_items: dict[str, NewItem] = {}
-    answer = []
-    for upload in uploads:
-        item_id = known.get(upload.content_hash)
-        created = item_id is None and upload.item_id not in new_items
-        if item_id is None:
-            item_id = upload.item_id
-            if created:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "pool", store_image(svc.data_dir, upload))
-        answer.append({"item_id": item_id, "created": created})
+    answer = [{"item_id": item_id, "created": created} for item_id, created in _items_for_uploads(svc, uploads, "pool", new_items)]
     svc.store.add_items(list(new_items.values()))
     if new_items:
         svc.wake("refresh-queue")
@@ -217,7 +191,7 @@ def add_labels() -> tuple[Response, int]:
     new_items: dict[str, NewItem] = {}
     new_labels: list[NewLabel] = []
     if request.mimetype == "multipart/form-data":
-        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=limits.max_image_pixels, max_request_pixels=limits.max_request_pixels)
+        uploads = _request_uploads(svc)
         given = request.form.getlist("label")
         if not given:
             raise Problem(400, "Missing label", "send a 'label' form field (one, or one per file)", type="missing-field", field="label")
@@ -253,7 +227,7 @@ def add_labels() -> tuple[Response, int]:
         if image_entries:
             if len(image_entries) > limits.max_images_per_request:
                 raise Problem(413, "Too many images", f"at most {limits.max_images_per_request} images per request", type="too-many-images")
-            uploads = _uploads_from_entries(image_entries, limits.max_image_pixels)
+            uploads = _uploads_from_entries(image_entries, svc.settings.learner.max_image_pixels)
             check_pixel_budget(uploads, limits.max_request_pixels)
             pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
             _labels_for_uploads(svc, pairs, None, new_items, new_labels)
@@ -306,14 +280,27 @@ def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: 
         _check_label(label, upload.image.source)
     # Decode every image before anything is stored: a truncated file fails the whole request.
     svc.embeddings.embed([upload.image for upload, _ in pairs])
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload, _ in pairs])
-    for upload, label in pairs:
-        item_id = known.get(upload.content_hash)
-        if item_id is None:
-            item_id = upload.item_id
-            if item_id not in new_items:
-                new_items[item_id] = NewItem(item_id, upload.content_hash, upload.image.source, "seed", store_image(svc.data_dir, upload))
+    item_ids = _items_for_uploads(svc, [upload for upload, _ in pairs], "seed", new_items)
+    for (item_id, _), (_, label) in zip(item_ids, pairs):
         new_labels.append(NewLabel(item_id, label, "api", annotator))
+
+
+def _items_for_uploads(svc: Services, uploads: list[Upload], split: str, new_items: dict[str, NewItem]) -> list[tuple[str, bool]]:
+    """(item id, created) per upload: the known item with the same content, or a new one in ``split``.
+
+    New items are added to ``new_items`` (their image stored once); the caller writes them with its own rows.
+    """
+    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    resolved = []
+    for upload in uploads:
+        item_id = known.get(upload.content_hash)
+        created = item_id is None and upload.item_id not in new_items
+        if created:
+            new_items[upload.item_id] = NewItem(
+                upload.item_id, upload.content_hash, upload.image.source, split, store_image(svc.data_dir, upload)
+            )
+        resolved.append((item_id or upload.item_id, created))
+    return resolved
 
 
 # -- review tasks -----------------------------------------------------------------------------------
@@ -424,36 +411,18 @@ def current_model() -> Response:
 
 
 # -- reports ----------------------------------------------------------------------------------------
-def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One report point per model version (see ``GET /v1/report``)."""
-    points = []
-    for row in rows:
-        metrics = row.get("metrics") or {}
-        thresholds = metrics.get("thresholds") or []
-        points.append(
-            {
-                "model_version": row["version"],
-                "n_labels": row["n_labels"],
-                "labels_per_class": row["labels_per_class"],
-                "holdout_accuracy": metrics.get("accuracy"),
-                "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
-                "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
-                "created": _iso(row["created_at"]),
-            }
-        )
-    return points
-
-
 @api.get("/report")
 def report_json() -> Response:
     """Accuracy against labels: one point per model version."""
+    from app.reports import report_points
+
     return jsonify({"points": report_points(services().store.list_models())})
 
 
 @web.get("/report")
 def report_page() -> Response:
     """The report as an HTML page (plot and table)."""
-    from app.reports import report_html
+    from app.reports import report_html, report_points
 
     return Response(report_html(report_points(services().store.list_models())), mimetype="text/html")
 
@@ -461,7 +430,7 @@ def report_page() -> Response:
 @web.get("/report.png")
 def report_plot() -> Response:
     """The report's plot."""
-    from app.reports import report_png
+    from app.reports import report_png, report_points
 
     return Response(report_png(report_points(services().store.list_models())), mimetype="image/png")
 
@@ -492,10 +461,4 @@ def readyz() -> tuple[Response, int]:
 
 
 def _label_studio_up(svc: Services) -> bool:
-    if svc.desk is None:
-        return False
-    try:
-        return bool(svc.desk.health())
-    except Exception:  # health must answer whatever the desk does
-        logger.exception("Label Studio health check failed")
-        return False
+    return svc.desk is not None and svc.desk.health()

@@ -18,14 +18,7 @@ COMMANDS = ("serve", "simulate", "curve", "data", "backbone", "labelstudio")
 
 
 def _command_modules() -> list:
-    modules = []
-    for name in COMMANDS:
-        try:
-            modules.append(importlib.import_module(f"app.commands.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"app.commands.{name}":
-                raise
-    return modules
+    return [importlib.import_module(f"app.commands.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

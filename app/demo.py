@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from app.files import write_atomic
 from app.store import NewItem, NewLabel, Store
+from learner.sampling import quotas, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -40,32 +41,17 @@ def encode_png(array: np.ndarray) -> bytes:
 
 def split_indices(labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int) -> tuple[list[int], list[int], list[int]]:
     """Seeded, class-stratified row numbers: 1 per class for the seed, then ``n_holdout`` and ``n_pool`` more."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    seed_rows: list[int] = []
-    taken = np.zeros(len(labels), dtype=bool)
-    for label in range(n_classes):
-        members = order[labels[order] == label]
-        if len(members):
-            seed_rows.append(int(members[0]))
-            taken[members[0]] = True
-    rest = order[~taken[order]]
-    # Interleave classes so any prefix of the rest is close to stratified.
-    by_class = [list(rest[labels[rest] == label]) for label in range(n_classes)]
-    interleaved = [int(row) for group in zip(*by_class) for row in group] if by_class else []
-    holdout = interleaved[:n_holdout]
-    pool = interleaved[n_holdout : n_holdout + n_pool]
-    return seed_rows, pool, holdout
+    seed_rows, rest = stratified_split(labels, 1, seed)
+    holdout, rest = stratified_split(labels, quotas(n_holdout, n_classes), seed + 1, rows=rest)
+    pool, _ = stratified_split(labels, quotas(n_pool, n_classes), seed + 2, rows=rest)
+    return seed_rows.tolist(), pool.tolist(), holdout.tolist()
 
 
 def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
     relative = f"images/{content_hash}.png"
     path = data_dir / relative
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        write_atomic(path, data, mode=0o644)  # Label Studio serves it to browsers
     return relative
 
 

@@ -24,18 +24,13 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from annotation.errors import AnnotationError
 from app.services import Services
 from app.store import LabelChange, utcnow
 
 logger = logging.getLogger(__name__)
 
 PULL_CURSOR = "label-studio-pull"
-
-
-def _annotation_error() -> type[Exception]:
-    from annotation.errors import AnnotationError
-
-    return AnnotationError
 
 
 # -- the jobs ---------------------------------------------------------------------------------------
@@ -88,8 +83,8 @@ def deliver_outbox(services: Services) -> int:
         ]
         try:
             tasks = services.desk.send_for_review(services.project, requests)
-        except _annotation_error() as exc:
-            if getattr(exc, "retryable", False) or len(due) == 1:
+        except AnnotationError as exc:
+            if exc.retryable or len(due) == 1:
                 _delivery_failed(services, due, exc)
                 logger.warning("delivering %d review tasks failed (%s); retrying later", len(due), exc)
                 return delivered
@@ -97,7 +92,7 @@ def deliver_outbox(services: Services) -> int:
             for request, row in zip(requests, due):
                 try:
                     tasks.extend(services.desk.send_for_review(services.project, [request]))
-                except _annotation_error() as one:
+                except AnnotationError as one:
                     _delivery_failed(services, [row], one)
                     logger.warning("review task %s refused: %s", row["item_id"], one)
             delivered += services.store.mark_delivered(

@@ -14,32 +14,21 @@ thousands of labels reads vectors from a dict, not from disk).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from app.files import write_atomic
+from app.store import NewPrediction
+from learner.cache import EmbeddingCache, Embedder, embed_sources
+from learner.rules import proba_in_order
+
 logger = logging.getLogger(__name__)
-
-
-class BackboneLike(Protocol):
-    """What the service needs of :class:`learner.backbones.Backbone`."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def input_size(self) -> tuple[int, int]: ...
-
-    batch_size: int
-
-    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
 class ModelLoadError(Exception):
@@ -62,14 +51,26 @@ class ServingModel:
     def proba(self, embeddings: np.ndarray) -> np.ndarray:
         """Probabilities (n, len(classes)) in the service's class order; classes the head never saw get 0."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        out = np.zeros((embeddings.shape[0], len(self.classes)), dtype=np.float64)
         if embeddings.shape[0] == 0:
-            return out
-        head_proba = np.asarray(self.head.predict_proba(embeddings), dtype=np.float64)
-        index = {name: j for j, name in enumerate(self.classes)}
-        columns = [index[str(name)] for name in self.head.classes_]
-        out[:, columns] = head_proba
-        return out
+            return np.zeros((0, len(self.classes)), dtype=np.float64)
+        return proba_in_order(self.head, embeddings, self.classes)
+
+
+def prediction_record(
+    model: ServingModel, item_id: str, proba: np.ndarray, *, decision: str, rule: str, reason: str
+) -> NewPrediction:
+    """The stored prediction of ``model`` for one item from its probability row (in ``model.classes`` order)."""
+    best = int(np.argmax(proba))
+    return NewPrediction(
+        item_id=item_id,
+        model_version=model.version,
+        label=model.classes[best],
+        score=float(proba[best]),
+        probabilities={name: float(p) for name, p in zip(model.classes, proba)},
+        decision=decision,
+        rule=rule,
+        reason=reason,
+    )
 
 
 class ModelHolder:
@@ -98,18 +99,8 @@ def head_path(data_dir: Path, version: str) -> Path:
 
 
 def save_head(data_dir: Path, version: str, head: Any) -> Path:
-    """Pickle ``head`` atomically (temporary file, then rename); returns its path."""
-    path = head_path(data_dir, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{version}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            pickle.dump(head, file, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Pickle ``head`` atomically and durably (:func:`app.files.write_atomic`); returns its path."""
+    return write_atomic(head_path(data_dir, version), pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_head(path: Path) -> Any:
@@ -157,7 +148,7 @@ def load_last_good(rows: Sequence[dict[str, Any]], data_dir: Path, backbone_id: 
 class Embeddings:
     """The process's one backbone behind the persistent cache and an in-memory memo (content hash -> vector)."""
 
-    def __init__(self, backbone: BackboneLike, cache: Any) -> None:
+    def __init__(self, backbone: Embedder, cache: EmbeddingCache) -> None:
         self.backbone = backbone
         self.cache = cache
         self._memo: dict[str, np.ndarray] = {}
@@ -178,8 +169,6 @@ class Embeddings:
 
         Raises :class:`learner.errors.ImageError` naming the source of an image that cannot be decoded.
         """
-        from learner.cache import embed_sources
-
         hashes = [source.content_hash for source in sources]
         memo = self._memo
         missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in memo]
@@ -189,5 +178,5 @@ class Embeddings:
                 for source, vector in zip(missing, vectors):
                     memo[source.content_hash] = vector
         if not hashes:
-            return np.zeros((0, int(getattr(self.backbone, "dim", 0))), dtype=np.float32)
+            return np.zeros((0, int(self.backbone.dim)), dtype=np.float32)
         return np.stack([memo[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)

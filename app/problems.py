@@ -32,6 +32,7 @@ from typing import Any, Mapping
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
+from annotation.errors import AnnotationError
 from learner.errors import ImageError, ImageTooLargeError
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,6 @@ class Problem(Exception):
         return response
 
 
-def problem(status: int, title: str | None = None, detail: str | None = None, **extra: Any) -> Response:
-    """A problem response to return from a view (same arguments as :class:`Problem`)."""
-    return Problem(status, title, detail, **extra).to_response(_instance())
-
-
 def unauthorized(detail: str = "send the API token as 'Authorization: Bearer <token>'") -> Problem:
     """The 401 problem for a missing or wrong API token, with the ``WWW-Authenticate`` challenge."""
     return Problem(401, "Unauthorized", detail, type="unauthorized", headers={"WWW-Authenticate": BEARER_CHALLENGE})
@@ -158,8 +154,8 @@ def _from_image_error(exc: ImageError) -> Problem:
     )
 
 
-def _from_annotation_error(exc: Exception) -> Problem:
-    if getattr(exc, "retryable", False):
+def _from_annotation_error(exc: AnnotationError) -> Problem:
+    if exc.retryable:
         return Problem(
             503,
             "Label Studio unavailable",
@@ -204,25 +200,11 @@ def register_error_handlers(app: Flask) -> None:
         logger.info("rejected image on %s: %s", request.path, exc)
         return _from_image_error(exc).to_response(_instance())
 
-    annotation_error = _annotation_error_class()
-    if annotation_error is not None:
-
-        @app.errorhandler(annotation_error)
-        def _annotation(exc: Exception) -> Response:
-            logger.warning("Label Studio error on %s %s: %s", request.method, request.path, exc, exc_info=exc)
-            return _from_annotation_error(exc).to_response(_instance())
+    @app.errorhandler(AnnotationError)
+    def _annotation(exc: AnnotationError) -> Response:
+        logger.warning("Label Studio error on %s %s: %s", request.method, request.path, exc, exc_info=exc)
+        return _from_annotation_error(exc).to_response(_instance())
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         return _internal_error(exc).to_response(_instance())
-
-
-def _annotation_error_class() -> type[Exception] | None:
-    """``annotation.errors.AnnotationError``, or None while the annotation package does not provide it yet."""
-    try:
-        from annotation.errors import AnnotationError
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("annotation.errors", "annotation"):
-            raise
-        return None
-    return AnnotationError

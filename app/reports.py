@@ -16,21 +16,14 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-# The origin study (InceptionV3 feature vector + softmax, TF flowers, random picks): holdout accuracy at
-# 1 and 3 labels per class, and with 5% and 50% of the training images. TF flowers has 3,670 photos in 5
-# classes; with 10% held out, 5% of the rest is about 33 labels per class and 50% about 330.
-STUDY_POINTS: tuple[tuple[str, float, float], ...] = (
-    ("1/class", 1.0, 0.53),
-    ("3/class", 3.0, 0.67),
-    ("5%", 33.0, 0.83),
-    ("50%", 330.0, 0.91),
-)
-STUDY_LABEL = "origin study (InceptionV3, TF flowers, random picks)"
+from learner.study import STUDY_LABEL, STUDY_POINTS
+
 PNG_SIZE_IN = (8.0, 5.0)
 PNG_DPI = 100
 PLOT_THRESHOLD = "0.8"
@@ -100,6 +93,29 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+# ---------------------------------------------------------------------------------------------- the points
+
+
+def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report point per model version (see ``GET /v1/report``)."""
+    points = []
+    for row in rows:
+        metrics = row.get("metrics") or {}
+        thresholds = metrics.get("thresholds") or []
+        points.append(
+            {
+                "model_version": row["version"],
+                "n_labels": row["n_labels"],
+                "labels_per_class": row["labels_per_class"],
+                "holdout_accuracy": metrics.get("accuracy"),
+                "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
+                "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
+                "created": row["created_at"].isoformat() if isinstance(row["created_at"], datetime) else row["created_at"],
+            }
+        )
+    return points
+
+
 # ---------------------------------------------------------------------------------------------- the plot
 
 
@@ -155,9 +171,9 @@ def report_figure(points: Iterable[Mapping[str, Any] | ReportPoint], *, study_ov
     if study_overlay:
         if per_class:
             _plot_study(ax)
-            lo, hi = min(lo, STUDY_POINTS[0][1]), max(hi, STUDY_POINTS[-1][1])
+            lo, hi = min(lo, STUDY_POINTS[0].labels_per_class), max(hi, STUDY_POINTS[-1].labels_per_class)
         else:
-            study = ", ".join(f"{name} {acc:.0%}" for name, _, acc in STUDY_POINTS)
+            study = ", ".join(f"{point.budget} {point.accuracy:.0%}" for point in STUDY_POINTS)
             ax.text(0.01, 0.98, f"{STUDY_LABEL}: {study}", transform=ax.transAxes, fontsize=7, color="0.3", va="top")
     ax.set_xlim(lo / 1.5, hi * 1.5)
     _plain_log_ticks(ax, lo, hi)
@@ -173,10 +189,12 @@ def _plain_log_ticks(ax: Any, lo: float, hi: float) -> None:
 
 
 def _plot_study(ax: Any) -> None:
-    xs = [x for _, x, _ in STUDY_POINTS]
-    ys = [y for _, _, y in STUDY_POINTS]
-    ax.plot(xs, ys, "x", color="black", markersize=8, label=STUDY_LABEL)
-    for name, x, y in STUDY_POINTS:
+    xs = [point.labels_per_class for point in STUDY_POINTS]
+    ys = [point.accuracy for point in STUDY_POINTS]
+    spread = [[y - point.accuracy_low for y, point in zip(ys, STUDY_POINTS)],
+              [point.accuracy_high - y for y, point in zip(ys, STUDY_POINTS)]]
+    ax.errorbar(xs, ys, yerr=spread, fmt="x", color="black", markersize=8, capsize=3, label=STUDY_LABEL)
+    for name, x, y in zip((point.budget for point in STUDY_POINTS), xs, ys):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8, color="0.2")
 
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.model import Embeddings, ModelHolder, load_last_good
 from app.store import Store
+from learner.cache import Embedder
 from app.training import Trainer
 from config.settings import Settings
+
+if TYPE_CHECKING:  # annotations only: the jobs import this module, and the desk pulls in the SDK
+    from annotation.desk import LabelStudioDesk
+    from annotation.models import Project
+    from app.jobs import Jobs
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +39,9 @@ class Services:
     embeddings: Embeddings
     models: ModelHolder
     trainer: Trainer
-    desk: Any | None = None  # annotation.desk.LabelStudioDesk
-    project: Any | None = None  # annotation.models.Project
-    jobs: Any | None = None  # app.jobs.Jobs, started by `juicer serve`
+    desk: LabelStudioDesk | None = None
+    project: Project | None = None
+    jobs: Jobs | None = None  # started by `juicer serve`
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,7 +84,9 @@ def resolve_classes(settings: Settings, store: Store) -> tuple[str, ...]:
     )
 
 
-def build_services(settings: Settings, *, store: Store | None = None, backbone: Any = None, desk: Any = None) -> Services:
+def build_services(
+    settings: Settings, *, store: Store | None = None, backbone: Embedder | None = None, desk: LabelStudioDesk | None = None
+) -> Services:
     """Wire the real parts: store, backbone + embedding cache, the last good model, trainer, Label Studio desk."""
     from app.secrets import resolve_secrets
     from learner.cache import EmbeddingCache, embedding_cache_dir
@@ -97,17 +105,9 @@ def build_services(settings: Settings, *, store: Store | None = None, backbone: 
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
         logger.info("serving the last good model %s", models.current.version)
-    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.service.max_image_pixels)
+    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.learner.max_image_pixels)
     if desk is None:
-        desk = make_desk(settings)
+        from annotation.desk import desk_from_settings
+
+        desk = desk_from_settings(settings)
     return Services(settings, store, classes, embeddings, models, trainer, desk=desk)
-
-
-def make_desk(settings: Settings, url: str | None = None) -> Any:
-    """A :class:`annotation.desk.LabelStudioDesk` for the configured (or given) Label Studio."""
-    from annotation.desk import LabelStudioDesk
-
-    ls = settings.label_studio
-    url = url or ls.url or f"http://127.0.0.1:{ls.port}"
-    files_root = ls.files_root or Path(settings.data_dir) / "images"
-    return LabelStudioDesk(url, ls.token, files_root=files_root, timeout_s=ls.timeout_s)

@@ -22,22 +22,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from app.model import Embeddings, ModelHolder, ServingModel, save_head
+from app.model import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
 from app.store import NewPrediction, Store
 from config.settings import ServiceSettings
 from learner.images import FileImage
 
 logger = logging.getLogger(__name__)
-
-#: Parameter name of each decision rule's threshold in :func:`learner.rules.decide`.
-RULE_PARAMETER = {"threshold": "threshold", "margin": "min_margin", "entropy": "max_entropy"}
-
-
-def rule_params(service: ServiceSettings) -> dict[str, float]:
-    """The keyword arguments :func:`learner.rules.decide` takes for the configured rule."""
-    name = RULE_PARAMETER.get(service.decision_rule)
-    return {name: service.decision_threshold} if name else {}
-
 
 def default_head_factory(previous: Any | None, warm_start_max_iter: int | None = None) -> Any:
     """A copy of ``previous`` set to warm-start (at most ``warm_start_max_iter`` steps), or a fresh seeded head.
@@ -219,21 +209,13 @@ class Trainer:
             query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels).indices
         ] if len(fresh) else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
-        predictions = []
-        for index in rows.tolist():
-            best = int(np.argmax(proba[index]))
-            predictions.append(
-                NewPrediction(
-                    item_id=pool[index]["id"],
-                    model_version=model.version,
-                    label=self.classes[best],
-                    score=float(proba[index, best]),
-                    probabilities={name: float(p) for name, p in zip(self.classes, proba[index])},
-                    decision="review",
-                    rule=f"query:{strategy}",
-                    reason=f"chosen for annotation by {strategy} sampling",
-                )
+        predictions = [
+            prediction_record(
+                model, pool[index]["id"], proba[index], decision="review", rule=f"query:{strategy}",
+                reason=f"chosen for annotation by {strategy} sampling",
             )
+            for index in rows.tolist()
+        ]
         self.store.record_predictions(predictions)
         logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
         return len(chosen)

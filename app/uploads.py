@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flask import Request
 
+from app.files import write_atomic
 from app.problems import Problem
 from learner.errors import ImageTooLargeError
 from learner.images import BytesImage
@@ -98,9 +97,7 @@ def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
     return entries
 
 
-def read_uploads(
-    request: Request, *, max_images: int, max_pixels: int, max_request_pixels: int | None = None, required: bool = True
-) -> list[Upload]:
+def read_uploads(request: Request, *, max_images: int, max_pixels: int, max_request_pixels: int | None = None) -> list[Upload]:
     """The request's images, each checked from its header: a known format, within the pixel limit, and all of
     them together within ``max_request_pixels`` (so 64 images just under the per-image limit cannot be decoded
     at once)."""
@@ -111,8 +108,6 @@ def read_uploads(
             entries.append((data, storage.filename or field_name, {}))
     elif request.is_json:
         entries = _json_entries(request.get_json(silent=False))
-    elif not required:
-        return []
     else:
         raise Problem(
             415 if request.content_length else 400,
@@ -122,8 +117,6 @@ def read_uploads(
             field="images",
         )
     if not entries:
-        if not required:
-            return []
         raise Problem(400, "Missing images", "the request holds no image", type="missing-field", field="images")
     if len(entries) > max_images:
         raise Problem(
@@ -165,14 +158,5 @@ def store_image(data_dir: Path, upload: Upload) -> str:
     """Write the upload to ``<data_dir>/images/<hash>.<ext>`` once (atomically); returns the relative path."""
     path = Path(data_dir) / upload.relative_path
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(upload.image.data)
-            os.chmod(temporary, 0o644)  # Label Studio serves it to browsers
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, upload.image.data, mode=0o644)  # Label Studio serves it to browsers
     return upload.relative_path

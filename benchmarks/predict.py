@@ -56,7 +56,7 @@ def main() -> int:
     from app.demo import encode_png, seed_demo
     from app.services import build_services
     from app.store import Store
-    from app.training import rule_params
+    from learner.rules import rule_params
     from config import load_settings
     from learner.backbones import load_backbone, resolve_backbone
     from learner.datasets import load_fashion_mnist
@@ -109,7 +109,7 @@ def main() -> int:
         batches = [pngs[args.n_single + k * 32 : args.n_single + (k + 1) * 32] for k in range(args.n_batches)]
         warm = pngs[-20:]
         size = tuple(backbone.input_size)
-        params = rule_params(settings.service)
+        params = rule_params(settings.service.decision_rule, settings.service.decision_threshold)
 
         def direct(images: list[bytes]) -> None:
             pixels = np.stack([decode_image(data, size, source="bench") for data in images])

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings.sources.utils import parse_env_vars
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+def check_class_names(names: Sequence[Any]) -> list[str]:
+    """The class names, stripped, once they are at least two, none empty, none repeated (else ``ValueError``)."""
+    cleaned = [str(name).strip() for name in names]
+    if len(cleaned) < 2:
+        raise ValueError("needs at least two class names")
+    if any(not name for name in cleaned):
+        raise ValueError("class names must not be empty")
+    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")
+    return cleaned
 
 
 class ServiceSettings(BaseModel):
@@ -62,7 +76,6 @@ class ServiceSettings(BaseModel):
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of a JSON body (checked before parsing)")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Uploaded images decoding past this are rejected")
     max_request_pixels: int = Field(
         100_000_000, ge=1, description="Most pixels of all images in one request together (read from their headers)"
     )
@@ -86,17 +99,7 @@ class ServiceSettings(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes_unique(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        names = [str(name).strip() for name in value]
-        if len(names) < 2:
-            raise ValueError("needs at least two class names")
-        if any(not name for name in names):
-            raise ValueError("class names must not be empty")
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")
-        return names
+        return value if value is None else check_class_names(value)
 
     @field_validator("report_thresholds")
     @classmethod
@@ -121,7 +124,9 @@ class LearnerSettings(BaseModel):
     input_size: int | None = Field(None, ge=32, le=1024, description="Override the backbone's input size (pixels)")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per backbone call")
     mixed_precision: bool = Field(False, description="float16 compute on a GPU (ignored on the CPU)")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded images larger than this are rejected")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images with more pixels are rejected from their header (uploads, datasets, the pool)"
+    )
 
 
 class LabelStudioSettings(BaseModel):
@@ -144,7 +149,6 @@ class LabelStudioSettings(BaseModel):
     )
     venv: Path = Field(Path(".venv-ls"), description="The venv that holds label-studio")
     data_dir: Path | None = Field(None, description="Label Studio's database and media; default <data_dir>/label-studio")
-    files_root: Path | None = Field(None, description="Images served to annotators; default <data_dir>/images")
     project_title: str = Field("juicer", min_length=3, description="The Label Studio project annotators work in")
     webhook_secret: str | None = Field(
         None, min_length=8, description="Sent by Label Studio in X-Juicer-Secret (unset: generated into <data_dir>/secrets/)"
@@ -169,6 +173,11 @@ class Settings(BaseSettings):
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
 
+    @property
+    def images_dir(self) -> Path:
+        """Where the service keeps every image (uploads, the demo) and Label Studio serves them from."""
+        return Path(self.data_dir) / "images"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -178,7 +187,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() merges file and environment itself (so tests can pass an environ); only init counts.
+        # load_settings() merges the file and the environment source (which may be given) itself; only init counts.
         return (init_settings,)
 
 
@@ -213,31 +222,28 @@ def _describe(error: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' own environment source (prefix, ``__`` nesting, JSON for lists) over a given mapping,
+    so that tests and tools can pass their environment instead of patching ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load settings from the config file, the environment and ``overrides``; raise :class:`ConfigError` if invalid."""
     environ = os.environ if environ is None else environ
     path = path or environ.get("JUICER_CONFIG")
     values: dict[str, Any] = _read_config_file(Path(path)) if path else {}
-    values = _deep_merge(values, _env_values(environ))
-    values = _deep_merge(values, overrides)
     try:
+        values = _deep_merge(values, _Environment(Settings, environ)())
+        values = _deep_merge(values, overrides)
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
-
-
-def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``JUICER_A__B=v`` -> ``{"a": {"b": v}}``; values that look like JSON lists/objects are parsed as YAML."""
-    values: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith("JUICER_") or key == "JUICER_CONFIG":
-            continue
-        parts = key[len("JUICER_"):].lower().split("__")
-        value: Any = yaml.safe_load(raw) if raw[:1] in "[{" else raw
-        node = values
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {key} conflicts with another JUICER_ variable")
-        node[parts[-1]] = value
-    return values
+    except SettingsError as exc:  # an environment value that does not parse (bad JSON for a list)
+        raise ConfigError(f"invalid settings in the environment: {exc}") from exc

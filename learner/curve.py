@@ -28,6 +28,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from learner.metrics import evaluate
+from learner.rules import proba_in_order
+from learner.sampling import stratified_split
+from learner.study import STUDY_POINTS
 
 logger = logging.getLogger(__name__)
 
@@ -64,63 +67,25 @@ DEFAULT_BUDGETS: tuple[Budget, ...] = (
     *(Budget(f"{p}%", fraction=p / 100) for p in range(10, 101, 10)),
 )
 
-# The origin study (InceptionV3 feature vector + softmax, TF flowers: ~3,670 photos, 5 classes, random
-# picks), as it reported them: (budget name, accuracy low, accuracy high).
-STUDY_POINTS: tuple[tuple[str, float, float], ...] = (
-    ("1/class", 0.53, 0.53),
-    ("3/class", 0.67, 0.67),
-    ("5%", 0.83, 0.83),
-    ("50%", 0.91, 0.91),
-    ("100%", 0.90, 0.95),
-)
-STUDY_N_IMAGES = 3670
-STUDY_N_CLASSES = 5
-
-
-def study_labels_per_class(budget: str, holdout_fraction: float = 0.1) -> float:
-    """Where a study point sits on our x axis (labels per class).
-
-    ``k/class`` is ``k``. A percentage is read as a share of the training part of the study's ~3,670
-    images after a 10% holdout, spread over its 5 classes: ``p% -> p/100 * 3670 * 0.9 / 5`` (5% -> 33,
-    50% -> 330, 100% -> 661). The study did not say whether its percentages counted the holdout; this is
-    the reading that matches how our own budgets are defined.
-    """
-    if budget.endswith("/class"):
-        return float(budget.split("/")[0])
-    fraction = float(budget.rstrip("%")) / 100
-    return fraction * STUDY_N_IMAGES * (1 - holdout_fraction) / STUDY_N_CLASSES
-
-
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split row numbers into (pool, holdout), holding out ``fraction`` of every class at random."""
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be within (0, 1), got {fraction}")
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pool, holdout = [], []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) < 2:
-            raise ValueError(
-                f"class {label!r} has {len(rows)} image(s); the curve needs at least 2 per class "
-                "(one to hold out, one to train on)"
-            )
-        rows = rng.permutation(rows)
-        n_holdout = int(min(max(int(np.floor(fraction * len(rows) + 0.5)), 1), len(rows) - 1))
-        holdout.append(rows[:n_holdout])
-        pool.append(rows[n_holdout:])
-    return np.sort(np.concatenate(pool)), np.sort(np.concatenate(holdout))
+    values, counts = np.unique(labels, return_counts=True)
+    if (counts < 2).any():
+        label, count = values[counts < 2][0], counts[counts < 2][0]
+        raise ValueError(
+            f"class {label!r} has {count} image(s); the curve needs at least 2 per class "
+            "(one to hold out, one to train on)"
+        )
+    holdout, pool = stratified_split(labels, lambda n: min(max(int(np.floor(fraction * n + 0.5)), 1), n - 1), seed)
+    return pool, holdout
 
 
 def budget_picks(labels: np.ndarray, pool: np.ndarray, budget: Budget, seed: int) -> np.ndarray:
     """Row numbers (from ``pool``) to train on for ``budget``: a random stratified pick, seeded."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    picks = []
-    for label in np.unique(labels[pool]):
-        rows = pool[labels[pool] == label]
-        picks.append(rng.choice(rows, size=budget.count(len(rows)), replace=False))
-    return np.sort(np.concatenate(picks))
+    return stratified_split(labels, budget.count, seed, rows=pool)[0]
 
 
 @dataclass
@@ -179,11 +144,7 @@ class CurveResult:
             "head": self.head,
             "budgets": [b.to_dict() for b in self.budgets],
             "timing": dict(self.timing),
-            "study": [
-                {"budget": name, "labels_per_class": study_labels_per_class(name), "accuracy_low": low,
-                 "accuracy_high": high}
-                for name, low, high in STUDY_POINTS
-            ],
+            "study": [point.to_dict() for point in STUDY_POINTS],
         }
 
     def to_csv(self) -> str:
@@ -278,7 +239,7 @@ def run_curve(
             train_s += time.perf_counter() - fit_started
             train_cpu_s += time.process_time() - fit_cpu_started
             head_params = {"class": type(head).__name__, **_params(head)}
-            proba = _full_proba(head, embeddings[holdout], classes)
+            proba = proba_in_order(head, embeddings[holdout], classes)
             evaluation = evaluate(labels[holdout], proba, classes, thresholds)
             accuracies[budget.name].append(evaluation.accuracy)
             n_labels[budget.name].append(len(picks))
@@ -323,16 +284,6 @@ def _params(estimator: Any) -> dict[str, Any]:
     # random_state differs per seed and the seeds are listed on their own.
     return {k: v for k, v in get_params().items()
             if k != "random_state" and isinstance(v, (int, float, str, bool, type(None)))}
-
-
-def _full_proba(head: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """``head.predict_proba`` with a zero column for any class the head never saw, in ``classes`` order."""
-    proba = head.predict_proba(X)
-    if len(head.classes_) == len(classes) and np.array_equal(head.classes_, classes):
-        return proba
-    full = np.zeros((len(X), len(classes)))
-    full[:, np.searchsorted(classes, head.classes_)] = proba
-    return full
 
 
 def _threshold_summary(

@@ -24,6 +24,7 @@ import numpy as np
 
 from learner.errors import DatasetError
 from learner.images import ArrayImage, FileImage, ImageSource, sniff_format
+from learner.sampling import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Dataset:
 
     def limit_per_class(self, per_class_limit: int, seed: int = 0) -> "Dataset":
         """At most ``per_class_limit`` items per class, chosen at random with ``seed``, in their original order."""
-        return self.subset(per_class_indices(self.labels, self.n_classes, per_class_limit, seed))
+        return self.subset(per_class_indices(self.labels, per_class_limit, seed))
 
     def describe(self) -> str:
         """A few lines for people: name, size and per-class counts."""
@@ -108,18 +109,11 @@ class Dataset:
         return "\n".join(lines)
 
 
-def per_class_indices(labels: np.ndarray, n_classes: int, per_class_limit: int, seed: int = 0) -> np.ndarray:
+def per_class_indices(labels: np.ndarray, per_class_limit: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most ``per_class_limit`` items per class, drawn without replacement with ``seed``."""
     if per_class_limit < 1:
         raise DatasetError(f"per_class_limit must be at least 1, got {per_class_limit}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in range(n_classes):
-        members = np.flatnonzero(labels == label)
-        if len(members) > per_class_limit:
-            members = rng.choice(members, size=per_class_limit, replace=False)
-        chosen.append(members)
-    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+    return stratified_split(labels, per_class_limit, seed)[0]
 
 
 def load_dataset(
@@ -245,7 +239,7 @@ def load_fashion_mnist(idx_dir: str | Path, *, per_class_limit: int | None = Non
     all_labels = np.concatenate(labels_parts).astype(np.int64)
     keep = np.arange(len(all_labels))
     if per_class_limit is not None:
-        keep = per_class_indices(all_labels, len(FASHION_MNIST_CLASSES), per_class_limit, seed)
+        keep = per_class_indices(all_labels, per_class_limit, seed)
     sources: list[ImageSource] = [ArrayImage(all_images[i], ids[i]) for i in keep]
     return Dataset(
         name="fashion-mnist",
@@ -325,9 +319,4 @@ def _extract(archive: Path, into: Path, url: str) -> None:
         raise DatasetError(f"the archive from {url} holds an unsafe member ({exc}); refusing to extract it") from exc
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
         raise DatasetError(f"the archive from {url} is not a valid tar archive ({exc})") from exc
-
-
-def summarize(dataset: Dataset) -> dict[str, object]:
-    """A JSON-friendly summary: name, size and per-class counts."""
-    return {"name": dataset.name, "n_images": len(dataset), "class_counts": dataset.class_counts()}
 

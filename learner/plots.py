@@ -1,5 +1,6 @@
 """The data-size curve as a picture: holdout accuracy against labels per class (log x), with the origin
-study's reported points overlaid. Uses matplotlib's Agg backend (no display needed)."""
+study's reported points overlaid. A bare ``Figure`` on the Agg canvas, never pyplot: no display needed, and a
+notebook's own backend is left alone."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from learner.study import STUDY_LABEL, STUDY_X_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -28,42 +28,39 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
     high = [100 * b["accuracy_max"] for b in budgets]
     n_seeds = len(curve.get("seeds", [])) or 1
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    try:
-        label = f"juicer: {curve.get('backbone', '?')} + softmax head (mean of {n_seeds} seed(s))"
-        ax.plot(x, mean, "o-", color="tab:blue", label=label)
-        if n_seeds > 1:
-            ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
-        for b, xi, yi in zip(budgets, x, mean):
-            if b["budget"] in _LABELLED:  # the dense 20%..90% run would overprint itself
-                ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
-                            fontsize=7, color="tab:blue")
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.add_subplot()
+    label = f"juicer: {curve.get('backbone', '?')} + softmax head (mean of {n_seeds} seed(s))"
+    ax.plot(x, mean, "o-", color="tab:blue", label=label)
+    if n_seeds > 1:
+        ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
+    for b, xi, yi in zip(budgets, x, mean):
+        if b["budget"] in _LABELLED:  # the dense 20%..90% run would overprint itself
+            ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
+                        fontsize=7, color="tab:blue")
 
-        study = curve.get("study") or []
-        if study:
-            sx = [p["labels_per_class"] for p in study]
-            sy = [100 * (p["accuracy_low"] + p["accuracy_high"]) / 2 for p in study]
-            err_low = [y - 100 * p["accuracy_low"] for y, p in zip(sy, study)]
-            err_high = [100 * p["accuracy_high"] - y for y, p in zip(sy, study)]
-            ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
-                        label="origin study (InceptionV3, TF flowers, 5 classes)")
-            for p, xi, yi in zip(study, sx, sy):
-                ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(-5, 7), ha="right",
-                            fontsize=7, color="tab:orange")
+    study = curve.get("study") or []
+    if study:
+        sx = [p["labels_per_class"] for p in study]
+        sy = [100 * (p["accuracy_low"] + p["accuracy_high"]) / 2 for p in study]
+        err_low = [y - 100 * p["accuracy_low"] for y, p in zip(sy, study)]
+        err_high = [100 * p["accuracy_high"] - y for y, p in zip(sy, study)]
+        ax.errorbar(sx, sy, yerr=[err_low, err_high], fmt="s", color="tab:orange", capsize=4,
+                    label=STUDY_LABEL)
+        for p, xi, yi in zip(study, sx, sy):
+            ax.annotate(p["budget"], (xi, yi), textcoords="offset points", xytext=(-5, 7), ha="right",
+                        fontsize=7, color="tab:orange")
 
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled images per class (log scale)")
-        ax.set_ylabel("holdout accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"Accuracy vs labels: {curve.get('dataset', '?')}, {curve.get('n_images', '?')} images")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.text(0.01, 0.01, "Study points: k/class at k; p% at p/100 x 3,670 x 0.9 / 5 labels per class "
-                 "(its share of the non-holdout images).", fontsize=6, color="grey")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled images per class (log scale)")
+    ax.set_ylabel("holdout accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"Accuracy vs labels: {curve.get('dataset', '?')}, {curve.get('n_images', '?')} images")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.text(0.01, 0.01, STUDY_X_NOTE, fontsize=6, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     logger.debug("wrote %s", path)
     return path

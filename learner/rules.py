@@ -18,7 +18,7 @@ Rules (names for :func:`decide`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -120,6 +120,16 @@ RULES: dict[str, Callable[..., tuple[np.ndarray, list[str]]]] = {
 }
 
 
+#: The keyword each rule's one setting goes by in :func:`decide` (``argmax`` has none).
+RULE_PARAMETER: dict[str, str] = {"threshold": "threshold", "margin": "min_margin", "entropy": "max_entropy"}
+
+
+def rule_params(rule: str, value: float) -> dict[str, float]:
+    """The keyword arguments :func:`decide` takes for ``rule`` set to ``value`` (the service's decision_threshold)."""
+    name = RULE_PARAMETER.get(rule)
+    return {name: value} if name else {}
+
+
 def decide(proba: np.ndarray, rule: str = "threshold", **params: float) -> list[Decision]:
     """Apply the named rule (``argmax``, ``threshold``, ``margin``, ``entropy``) to every row of ``proba``."""
     try:
@@ -131,3 +141,21 @@ def decide(proba: np.ndarray, rule: str = "threshold", **params: float) -> list[
     except TypeError as exc:
         raise ValueError(f"bad parameters {sorted(params)} for rule {rule!r}: {exc}") from exc
     return [Decision(ACCEPT if ok else REVIEW, rule, reason) for ok, reason in zip(accept, reasons)]
+
+
+def proba_in_order(head: Any, X: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """``head.predict_proba(X)`` with its columns in ``classes`` order; a class the head never saw gets 0.
+
+    Raises ``ValueError`` if the head knows a class that ``classes`` does not.
+    """
+    proba = np.asarray(head.predict_proba(X), dtype=np.float64)
+    known = list(head.classes_)
+    if known == list(classes):
+        return proba
+    index = {name: j for j, name in enumerate(classes)}
+    unknown = [name for name in known if name not in index]
+    if unknown:
+        raise ValueError(f"the head predicts classes {unknown} that are not among {list(classes)}")
+    full = np.zeros((proba.shape[0], len(classes)), dtype=np.float64)
+    full[:, [index[name] for name in known]] = proba
+    return full

@@ -79,7 +79,8 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int) -> N
 
 def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str) -> Any:
     """Store, demo, backbone, Label Studio project, first model, webhook: the services ready to serve."""
-    from app.services import build_services, make_desk
+    from annotation.desk import desk_from_settings
+    from app.services import build_services
     from app.store import Store
 
     data_dir = Path(settings.data_dir)
@@ -90,7 +91,7 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str)
         n_holdout = settings.service.demo_holdout if args.holdout is None else args.holdout
         _seed_demo(settings, store, n_pool, n_holdout)
     _say(f"loading the backbone {settings.learner.backbone} ...")
-    services = build_services(settings, store=store, desk=make_desk(settings, url=label_studio_url))
+    services = build_services(settings, store=store, desk=desk_from_settings(settings, url=label_studio_url))
     services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
     _say(f"Label Studio project {services.project.title!r} (id {services.project.id}) with {len(services.classes)} classes")
     items = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from config import load_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
@@ -147,7 +149,7 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     # Label Studio must see the images at the same path juicer writes them, under its document root.
     assert studio_mounts[data_volume] == juicer_mounts[data_volume]
     assert any(str(v).endswith(":ro") for v in studio["volumes"] if str(v).startswith(data_volume))
-    files_root = Path(juicer_env["JUICER_LABEL_STUDIO__FILES_ROOT"])
+    files_root = load_settings(environ=juicer_env | {"JUICER_SERVICE__CLASSES": '["a", "b"]'}).images_dir
     assert files_root.parent == Path(studio_env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"])
     assert files_root.is_relative_to(juicer_mounts[data_volume])
 

@@ -102,7 +102,7 @@ def test_an_image_bomb_is_refused_from_its_header_without_decoding(client, train
 def test_the_pixel_budget_is_per_request_not_only_per_image(client, trained, services):
     limit = services.settings.service.max_request_pixels
     side = int((limit / 3) ** 0.5) + 1  # each image is under the per-image limit, three together are over the budget
-    assert side * side <= services.settings.service.max_image_pixels
+    assert side * side <= services.settings.learner.max_image_pixels
     images = [b64(png_header(side, side)) for _ in range(3)]
     response = client.post("/v1/predict", json={"images": images})
     assert response.status_code == 413, response.get_data(as_text=True)

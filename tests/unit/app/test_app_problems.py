@@ -5,7 +5,7 @@ import logging
 import pytest
 from flask import Flask, request
 
-from app.problems import PROBLEM_CONTENT_TYPE, Problem, problem, register_error_handlers, unauthorized
+from app.problems import PROBLEM_CONTENT_TYPE, Problem, register_error_handlers, unauthorized
 from learner.errors import BackboneError, ImageDecodeError, ImageTooLargeError
 
 
@@ -47,9 +47,9 @@ def client():
     def raised():
         raise Problem(409, "Label conflicts", "item fm-1 already has label 'shirt'", type="label-conflict", item_id="fm-1")
 
-    @app.get("/returned")
-    def returned():
-        return problem(400, "Missing field", "field 'image' is required", field="image")
+    @app.get("/plain")
+    def plain():
+        raise Problem(400, "Missing field", "field 'image' is required", field="image")
 
     @app.get("/private")
     def private():
@@ -129,8 +129,8 @@ def test_raised_problem_keeps_its_members(client):
     }
 
 
-def test_returned_problem_response(client):
-    body = assert_problem(client.get("/returned"), 400)
+def test_a_problem_without_a_type_is_about_blank(client):
+    body = assert_problem(client.get("/plain"), 400)
     assert body["field"] == "image" and body["type"] == "about:blank"
 
 

@@ -88,3 +88,15 @@ def test_classes_come_from_settings_or_the_store_and_cannot_lose_one(tmp_path):
     with pytest.raises(SetupError, match="drops"):
         resolve_classes(load_settings(environ={}, service={"classes": ["a", "c"]}), store)
     store.close()
+
+
+def test_environment_lists_and_nesting_come_through_pydantic_settings():
+    settings = load_settings(environ={
+        "JUICER_SERVICE__CLASSES": '["cat", "dog"]', "JUICER_SERVICE__REPORT_THRESHOLDS": "[0.9, 0.3]",
+        "JUICER_LEARNER__BATCH_SIZE": "64", "JUICER_TEST_LS_VENV": "not a setting",
+    })  # fmt: skip
+    assert settings.service.classes == ["cat", "dog"]
+    assert settings.service.report_thresholds == [0.3, 0.9]
+    assert settings.learner.batch_size == 64
+    with pytest.raises(ConfigError, match="JUICER_SERVICE__CLASSES"):
+        load_settings(environ={"JUICER_SERVICE__CLASSES": "[cat"})

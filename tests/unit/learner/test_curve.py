@@ -9,16 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from learner.curve import (
-    DEFAULT_BUDGETS,
-    Budget,
-    budget_picks,
-    holdout_split,
-    run_curve,
-    study_labels_per_class,
-)
+from learner.curve import DEFAULT_BUDGETS, Budget, budget_picks, holdout_split, run_curve
 from learner.head import SoftmaxHead
 from learner.plots import plot_curve
+from learner.study import study_labels_per_class
 
 # 3 classes of unequal size: 40, 30 and 20 items.
 LABELS = np.repeat([0, 1, 2], [40, 30, 20])
@@ -153,3 +147,24 @@ def test_plot_writes_a_png(tmp_path):
     path = plot_curve(result.to_dict(), tmp_path / "out" / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+
+
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    import importlib
+
+    import matplotlib
+
+    import learner.plots
+
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")  # a notebook's choice
+        importlib.reload(learner.plots)  # what importing it for the first time does
+        curve = run_curve(np.random.default_rng(0).normal(size=(90, 4)), LABELS,
+                          lambda seed: SoftmaxHead(max_iter=20, random_state=seed), seeds=[0],
+                          budgets=[Budget("1/class", per_class=1)]).to_dict()
+        learner.plots.plot_curve(curve, tmp_path / "curve.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
