@@ -84,7 +84,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "worker_class": "app.server.JuicerWorker",
         "worker_connections": service.max_connections,
         "backlog": 64,
-        "timeout": service.worker_timeout_s,
+        "timeout": max(1, round(service.worker_timeout_s)),
         "graceful_timeout": 30,
         "keepalive": 5,
         "limit_request_line": 8190,
@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m app.server <settings.json> [--stop-label-studio]``: what ``juicer serve`` execs into."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("httpx", "apscheduler.executors.default", "apscheduler.scheduler"):
+    for name in ("httpx", "apscheduler.executors.default", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: already running" is the design
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
     JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
     return 0

@@ -247,6 +247,7 @@ def migrate(engine: Engine) -> None:
     so it is upgraded in place. Processes starting at once are serialised: a file lock beside an SQLite file,
     a transaction-scoped advisory lock on PostgreSQL; the second finds nothing left to do.
     """
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger("alembic").getEffectiveLevel()))
     lock = None
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
