@@ -310,7 +310,7 @@ class Jobs:
             logger.warning("%d jobs left queued or running by the last process marked failed", stale)
         now = datetime.now(timezone.utc)
         if self.services.project is None:
-            self._add("connect-label-studio", _connect_and_stop, 30.0, next_run_time=now)
+            self._add("connect-label-studio", _connect_and_stop, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
         self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
