@@ -43,3 +43,14 @@ def test_exactly_one_process_holds_the_scheduler_lock(tmp_path):
     again = try_scheduler_lock(tmp_path)
     assert again is not None
     again.close()
+
+
+def test_a_worker_without_the_scheduler_follows_the_newest_recorded_model(services, trained):
+    from app.server import follow_models
+
+    trained.trainer.retrain(force=True)  # the scheduler's worker records v0002
+    newest = services.models.current
+    services.models._current = None  # this worker still has nothing (or an older version)
+    check = follow_models(services, every_s=0)
+    check()
+    assert services.models.current.version == newest.version
