@@ -79,8 +79,10 @@ def juicer(label_studio, backbone, dataset, free_port):
     thread.start()
     services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
     truth = dict(zip(dataset.item_ids, dataset.label_names))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {services.settings.service.api_token.get_secret_value()}"  # generated
     try:
-        yield services, app.test_client(), truth
+        yield services, client, truth
     finally:
         if services.jobs is not None:
             services.jobs.shutdown()
