@@ -465,12 +465,7 @@ class Store:
         ids: list[int] = []
         with self._label_lock, self.engine.begin() as conn:
             wanted = {label.item_id for label in new_labels}
-            known = set()
-            for chunk in _chunks(sorted(wanted), 500):
-                known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
-            missing = sorted(wanted - known)
-            if missing:
-                raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            _require_items(conn, wanted)
             for label in new_labels:
                 same = conn.execute(
                     sa.select(labels.c.id, labels.c.label, labels.c.annotator)
@@ -668,12 +663,15 @@ class Store:
     ) -> None:
         """In ONE transaction: insert new items, the predictions, and queue every ``review`` one (the outbox).
 
+        Raises :class:`StoreError` naming an unknown item (and writes nothing).
+
         With ``review_only`` only the predictions that go to review are stored (re-scoring a large pool).
         """
         now = utcnow()
         with self.engine.begin() as conn:
             if new_items:
                 self.add_items(new_items, conn=conn)
+            _require_items(conn, {prediction.item_id for prediction in new_predictions})
             rows = [
                 {**prediction.__dict__, "created_at": now}
                 for prediction in new_predictions
@@ -890,6 +888,16 @@ class Store:
         """One job, or None."""
         with self.engine.connect() as conn:
             return _row(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first())
+
+
+def _require_items(conn: Connection, wanted: set[str]) -> None:
+    """Raise :class:`StoreError` naming the ids in ``wanted`` that are not items."""
+    known: set[str] = set()
+    for chunk in _chunks(sorted(wanted), 500):
+        known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
+    missing = sorted(wanted - known)
+    if missing:
+        raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
