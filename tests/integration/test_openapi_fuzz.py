@@ -31,7 +31,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(tmp_path, free_port):
              "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
              "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing", "--seed", "9",
              "--request-timeout", "60", "--no-shrink", "--report", "junit", "--report-junit-path", str(report)],
-            capture_output=True, text=True, timeout=900, env=env,
+            capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,  # its .schemathesis cache goes there
         )  # fmt: skip
     finally:
         service.stop()
