@@ -100,7 +100,8 @@ def chosen_label(result: Any, choices_name: str | None = None) -> str | None:
         named = region.get("from_name") == (choices_name or CHOICES_NAME)
         if not named and (choices_name is not None or region.get("type") != "choices"):
             continue
-        choices = (region.get("value") or {}).get("choices") or []
-        if choices:
-            return str(choices[0])
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, Mapping) else None
+        if isinstance(choices, list) and choices and isinstance(choices[0], str):
+            return choices[0]
     return None

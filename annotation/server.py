@@ -7,14 +7,15 @@ users, projects and the API token.
 
 Label Studio's quirks handled here: it reads plain ``HOST``/``USERNAME``/``PASSWORD``/``PORT`` as fallbacks
 (unset); a busy port is silently replaced by another (the real one is read from its log line); a preset token is
-refused unless legacy tokens are enabled on the first start; webhooks to 127.0.0.1 need SSRF protection off;
-a local-files storage may not point at the document root itself, so the document root is the parent of
-``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
+refused unless legacy tokens are enabled on the first start; a local-files storage may not point at the
+document root itself, so the document root is the parent of ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
 
-juicer as this server's ML backend: Label Studio refuses a backend URL on a reserved address (``POST /api/ml``,
-``ML_BLOCK_LOCAL_IP``) and has no allow-list, so the server runs with its default banned subnets replaced by the
-same list with only juicer's own address carved out (:func:`banned_subnets_except`); every other private,
-loopback and link-local address stays refused.
+Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
+and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
+stays on: Label Studio has no allow-list, so its default banned list is replaced by the same list minus only
+the network juicer is reached on (:func:`banned_subnets`; loopback here), which lets webhooks reach juicer and
+keeps every other private, link-local and reserved address blocked. The same list decides which ML-backend URLs
+``POST /api/ml`` accepts (``ML_BLOCK_LOCAL_IP``), so juicer's own URL can be pasted as this server's ML backend.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _PIDFILE = "label-studio.pid"
 _PORTFILE = "label-studio.port"
 
 
-#: Label Studio 1.23.2's default banned subnets (``core/utils/io.py``, ``validate_ip``), in its order.
+#: Label Studio 1.23.2's default SSRF list (``core/utils/io.py``, ``validate_ip``).
 DEFAULT_BANNED_SUBNETS = (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
     "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
@@ -49,18 +50,21 @@ DEFAULT_BANNED_SUBNETS = (
     "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28",
     "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
 )  # fmt: skip
+#: The network juicer is reached on when Label Studio runs beside it on this machine.
+JUICER_NETWORK = "127.0.0.0/8"
 
 
-def banned_subnets_except(address: str) -> list[str]:
-    """Label Studio's default banned subnets with only ``address`` (juicer's, an IP literal) left reachable."""
-    allowed = ipaddress.ip_network(address)
-    banned: list[str] = []
-    for subnet in map(ipaddress.ip_network, DEFAULT_BANNED_SUBNETS):
-        if subnet.version == allowed.version and allowed.subnet_of(subnet):  # type: ignore[arg-type]
-            banned.extend(str(part) for part in sorted(subnet.address_exclude(allowed)))  # type: ignore[arg-type]
-        else:
-            banned.append(str(subnet))
-    return banned
+def banned_subnets(allowed: str = JUICER_NETWORK) -> list[str]:
+    """Label Studio's default banned list with ``allowed`` cut out of the subnets that hold it, nothing else."""
+    keep = ipaddress.ip_network(allowed)
+    out: list[str] = []
+    for text in DEFAULT_BANNED_SUBNETS:
+        subnet = ipaddress.ip_network(text)
+        if subnet.version != keep.version or not (keep.subnet_of(subnet) or subnet.subnet_of(keep)):
+            out.append(text)
+        elif keep.subnet_of(subnet) and keep != subnet:
+            out.extend(str(part) for part in sorted(subnet.address_exclude(keep)))
+    return out
 
 
 def document_root(files_root: Path) -> Path:
@@ -83,21 +87,21 @@ class LabelStudioServer:
         *,
         port: int,
         username: str,
-        password: str,
-        token: str,
+        password: str | None,
+        token: str | None,
         log_path: Path | None = None,
         ml_backend_address: str | None = None,
     ) -> None:
-        """``ml_backend_address``: juicer's IP address, the one reserved address Label Studio may call as an ML
-        backend (and send webhooks to); None keeps Label Studio's own subnet rules."""
+        """``ml_backend_address``: juicer's own IP address; when given, only it (not all of loopback) is cut out of
+        Label Studio's banned subnets, so Label Studio may call it as an ML backend and send it webhooks."""
         self.venv = Path(venv).absolute()  # the process runs in data_dir: a relative path would miss
         self.data_dir = Path(data_dir).resolve()
         self.files_root = Path(files_root).resolve()
+        self.ml_backend_address = ml_backend_address
         self.port = port
         self.username = username
         self.password = password
         self.token = token
-        self.ml_backend_address = ml_backend_address
         self.log_path = Path(log_path) if log_path else self.data_dir / "label-studio.log"
         self._actual_port: int | None = None
         self._progress: Callable[[float], None] | None = None
@@ -148,9 +152,8 @@ class LabelStudioServer:
         return [
             str(self.venv / "bin" / "label-studio"), "start", "--no-browser",
             "--internal-host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-            "--username", self.username, "--password", self.password,
-            "--user-token", self.token, "--enable-legacy-api-token",
-        ]  # fmt: skip
+            "--username", self.username, "--enable-legacy-api-token",
+        ]  # fmt: skip  (password and token travel in the environment: argv is world-readable)
 
     def environment(self) -> dict[str, str]:
         """The server's environment: ours minus the plain names Label Studio misreads, plus its settings."""
@@ -159,16 +162,14 @@ class LabelStudioServer:
             LABEL_STUDIO_BASE_DATA_DIR=str(self.data_dir),
             LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
             LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(document_root(self.files_root)),
-            LABEL_STUDIO_SSRF_PROTECTION_ENABLED="false",  # webhooks go to juicer on 127.0.0.1
+            LABEL_STUDIO_SSRF_PROTECTION_ENABLED="true",
+            USE_DEFAULT_BANNED_SUBNETS="false",  # replaced by the same list minus juicer's own network:
+            USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets(self.ml_backend_address or JUICER_NETWORK)),
             LABEL_STUDIO_LATEST_VERSION_CHECK="false",
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",  # people join through the invite link only
             PYTHONUNBUFFERED="1",  # the port line must reach the log at once
         )
-        if self.ml_backend_address:
-            env.update(
-                LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS="false",
-                LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets_except(self.ml_backend_address)),
-            )
+        env.update({k: v for k, v in (("LABEL_STUDIO_PASSWORD", self.password), ("LABEL_STUDIO_USER_TOKEN", self.token)) if v})
         return env
 
     def start(self, wait: bool = True, timeout_s: float = 120, progress: Callable[[float], None] | None = None) -> str:
@@ -183,6 +184,11 @@ class LabelStudioServer:
             if wait:
                 self._wait_healthy(time.monotonic() + timeout_s, process=None, log_offset=0)
             return self.url
+        if not self.password or not self.token:
+            raise LabelStudioUnavailable(
+                "no Label Studio password or token to start it with: set label_studio.password and .token, or let "
+                "juicer generate them (app.secrets.resolve_secrets, as `juicer serve` and `juicer labelstudio` do)"
+            )
         executable = self.venv / "bin" / "label-studio"
         if not executable.exists():
             raise LabelStudioUnavailable(f"no Label Studio at {executable}: create its venv with `make ls-venv`")

@@ -34,11 +34,29 @@ def annotation_label(result: Any) -> str | None:
 
 
 def parse_time(value: Any) -> datetime:
-    """Label Studio's ISO-8601 timestamp ("...Z") as an aware datetime; now (UTC) when absent."""
+    """Label Studio's ISO-8601 timestamp ("...Z") as an aware datetime; now (UTC) when absent.
+
+    Raises :class:`WebhookPayloadError` for a value that is not an ISO-8601 time.
+    """
     if isinstance(value, str) and value:
-        parsed = datetime.fromisoformat(value)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise WebhookPayloadError(f"timestamp {value[:40]!r} is not ISO 8601") from exc
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if value not in (None, ""):
+        raise WebhookPayloadError(f"timestamp {str(value)[:40]!r} is not an ISO 8601 string")
     return datetime.now(timezone.utc)
+
+
+def _int_id(value: Any, what: str) -> int:
+    """An id Label Studio sends as an integer; a :class:`WebhookPayloadError` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise WebhookPayloadError(f"{what} must be an integer, not {type(value).__name__}")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise WebhookPayloadError(f"{what} must be an integer, not {str(value)[:40]!r}") from exc
 
 
 def is_completed(annotation: Mapping[str, Any]) -> bool:
@@ -80,7 +98,7 @@ def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
             raise WebhookPayloadError("ANNOTATIONS_DELETED webhook without an 'annotations' list")
         now = datetime.now(timezone.utc)
         return [
-            LabelEvent(None, None, int(a["id"]), None, "", now, "withdrawn")
+            LabelEvent(None, None, _int_id(a["id"], "annotations[].id"), None, "", now, "withdrawn")
             for a in deleted
             if isinstance(a, Mapping) and a.get("id") is not None
         ]
@@ -94,8 +112,8 @@ def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
     task_id = annotation.get("task")
     if task_id is None and isinstance(task, Mapping):
         task_id = task.get("id")
-    task_id = None if task_id is None else int(task_id)
-    annotation_id = int(annotation["id"])
+    task_id = None if task_id is None else _int_id(task_id, "annotation.task")
+    annotation_id = _int_id(annotation["id"], "annotation.id")
     at = parse_time(annotation.get("updated_at") or annotation.get("created_at"))
     if action == "ANNOTATION_DELETED":
         return [LabelEvent(item_id, task_id, annotation_id, None, annotator_of(annotation), datetime.now(timezone.utc), "withdrawn")]

@@ -15,6 +15,7 @@ from flask import Flask
 def create_app(settings: Any = None, services: Any = None) -> Flask:
     """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
     from app.api import api, web
+    from app.guards import install_guards
     from app.metrics import Metrics, install_metrics
     from app.ml_backend import ml_backend
     from app.problems import register_error_handlers
@@ -26,7 +27,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
 
             settings = load_settings()
         services = build_services(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static route: every route is in the OpenAPI document
     app.config["MAX_CONTENT_LENGTH"] = services.settings.service.max_request_bytes
     app.json.sort_keys = False
     app.extensions["juicer"] = services
@@ -34,6 +35,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     metrics = services.extras.get("metrics") or Metrics()
     services.extras["metrics"] = metrics
     install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
+    install_guards(app)
     app.register_blueprint(api)
     app.register_blueprint(web)
     app.register_blueprint(ml_backend)  # Label Studio's ML-backend protocol under /label-studio-ml
@@ -44,6 +46,7 @@ def _refresh_metrics(services: Any, metrics: Any) -> None:
     """Copy the store's state into the gauges at scrape time."""
     counts = services.store.review_counts()
     metrics.set_review_queue_length(counts.get("pending", 0) + counts.get("sent", 0))
+    metrics.set_review_tasks(counts)
     metrics.set_labels(services.store.label_counts_by_source())
     model = services.models.current
     if model is None:

@@ -1,13 +1,11 @@
 """The HTTP endpoints. Views parse, call the services, and answer JSON; errors are raised as problems.
 
-``/v1/*`` needs ``Authorization: Bearer <service.api_token>`` when a token is configured, except the
-Label Studio webhook, which is checked by its shared secret instead. Health, readiness, metrics and the
-report pages are open.
+The token, the origin of browser writes and the JSON depth are checked before any view runs
+(:mod:`app.guards`); the Label Studio webhook is checked by its shared secret here instead.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 from datetime import datetime
@@ -15,19 +13,18 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from app.problems import Problem, unauthorized
+from app.problems import Problem
 from app.services import Services
-from app.store import NewItem, NewLabel, StoreError
 from app.model import prediction_record
-from app.uploads import Upload, read_uploads, store_image
+from app.store import NewItem, NewLabel, StoreError
+from app.uploads import Upload, check_pixel_budget, read_uploads, store_image
 
 logger = logging.getLogger(__name__)
 
+MAX_ID = 2**63 - 1  # the largest integer key the store's databases hold
+
 api = Blueprint("api", __name__, url_prefix="/v1")
 web = Blueprint("web", __name__)
-
-WEBHOOK_ENDPOINT = "api.label_studio_webhook"
-
 
 def services() -> Services:
     """The services of the app handling this request."""
@@ -42,19 +39,6 @@ def _plain(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {key: (_plain(value) if isinstance(value, dict) else _iso(value)) for key, value in row.items()}
-
-
-@api.before_request
-def _require_token() -> None:
-    token = services().settings.service.api_token
-    if token is None or request.endpoint == WEBHOOK_ENDPOINT:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise unauthorized("this endpoint needs 'Authorization: Bearer <token>' (service.api_token)")
-    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-        raise unauthorized("the API token is wrong; use the one in service.api_token")
 
 
 def _json_body() -> dict[str, Any]:
@@ -95,6 +79,15 @@ def _check_label(label: Any, where: str) -> str:
     return label
 
 
+def _request_uploads(svc: Services) -> list[Upload]:
+    """The request's images within the upload limits (count, pixels per image, pixels per request)."""
+    limits = svc.settings.service
+    return read_uploads(
+        request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels,
+        max_request_pixels=limits.max_request_pixels,
+    )  # fmt: skip
+
+
 # -- predictions ------------------------------------------------------------------------------------
 @api.post("/predict")
 def predict() -> Response:
@@ -105,7 +98,7 @@ def predict() -> Response:
 
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
+    uploads = _request_uploads(svc)
     model = _serving_model()
     X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
@@ -136,7 +129,7 @@ def add_items() -> tuple[Response, int]:
     """Add unlabelled images to the pool; the query strategy decides which ones annotators see."""
     svc = services()
     limits = svc.settings.service
-    uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
+    uploads = _request_uploads(svc)
     # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
     svc.embeddings.embed([upload.image for upload in uploads])
     new_items: dict[str, NewItem] = {}
@@ -149,10 +142,26 @@ def add_items() -> tuple[Response, int]:
 
 @api.get("/items")
 def list_items() -> Response:
-    """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``."""
+    """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``; ``?conflicts=true``: the items
+    whose annotators disagree, each with all its active labels (the newest one trains); ``?quarantined=true``:
+    the items set aside because their image is missing or unreadable."""
     from app.store import SPLITS
 
     split = request.args.get("split")
+    conflicts = request.args.get("conflicts", "false").lower()
+    if conflicts not in ("true", "false", "1", "0"):
+        raise Problem(400, "Bad parameter", "conflicts must be true or false", type="bad-parameter", parameter="conflicts")
+    if request.args.get("quarantined", "false").lower() in ("true", "1"):
+        limit = _int_arg("limit", 100, 1, 1000)
+        offset = _int_arg("offset", 0, 0, 10**9)
+        rows = services().store.quarantined(limit=limit, offset=offset)
+        return jsonify({"items": [_plain(row) for row in rows], "limit": limit, "offset": offset})
+    if conflicts in ("true", "1"):
+        limit = _int_arg("limit", 100, 1, 1000)
+        offset = _int_arg("offset", 0, 0, 10**9)
+        rows = services().store.conflicts(limit=limit, offset=offset)
+        return jsonify({"items": [_plain(row) | {"labels": [_plain(label) for label in row["labels"]]} for row in rows],
+                        "limit": limit, "offset": offset})  # fmt: skip
     if split is not None and split not in SPLITS:
         raise Problem(400, "Bad split", f"split must be one of {', '.join(SPLITS)}", type="bad-parameter", parameter="split")
     limit = _int_arg("limit", 100, 1, 1000)
@@ -193,7 +202,7 @@ def add_labels() -> tuple[Response, int]:
     new_items: dict[str, NewItem] = {}
     new_labels: list[NewLabel] = []
     if request.mimetype == "multipart/form-data":
-        uploads = read_uploads(request, max_images=limits.max_images_per_request, max_pixels=svc.settings.learner.max_image_pixels)
+        uploads = _request_uploads(svc)
         given = request.form.getlist("label")
         if not given:
             raise Problem(400, "Missing label", "send a 'label' form field (one, or one per file)", type="missing-field", field="label")
@@ -230,8 +239,10 @@ def add_labels() -> tuple[Response, int]:
             if len(image_entries) > limits.max_images_per_request:
                 raise Problem(413, "Too many images", f"at most {limits.max_images_per_request} images per request", type="too-many-images")
             uploads = _uploads_from_entries(image_entries, svc.settings.learner.max_image_pixels)
+            check_pixel_budget(uploads, limits.max_request_pixels)
             pairs = [(upload, label) for upload, (_, _, label) in zip(uploads, image_entries)]
             _labels_for_uploads(svc, pairs, None, new_items, new_labels)
+    _check_label_targets(svc, new_labels, new_items)  # the whole body is valid before anything is written
     if new_items:
         svc.store.add_items(list(new_items.values()))
     try:
@@ -249,6 +260,21 @@ def add_labels() -> tuple[Response, int]:
         ),
         201,
     )
+
+
+def _check_label_targets(svc: Services, new_labels: list[NewLabel], new_items: dict[str, NewItem]) -> None:
+    """404 for a label naming an unknown item, 409 for a holdout item (it scores models; it takes no labels)."""
+    splits = svc.store.item_splits(label.item_id for label in new_labels if label.item_id not in new_items)
+    missing = sorted({label.item_id for label in new_labels if label.item_id not in new_items and label.item_id not in splits})
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise Problem(404, "Unknown item", f"unknown item id(s): {shown}; nothing was stored", type="unknown-item", item_ids=missing[:100])
+    holdout = sorted(item_id for item_id, split in splits.items() if split == "holdout")
+    if holdout:
+        raise Problem(
+            409, "Holdout item", f"{', '.join(holdout[:5])} belong to the holdout, which takes no new labels; nothing was stored",
+            type="holdout-item", item_ids=holdout[:100],
+        )  # fmt: skip
 
 
 def _uploads_from_entries(image_entries: list[tuple[int, dict[str, Any], str]], max_pixels: int) -> list[Any]:
@@ -288,6 +314,17 @@ def _items_for_uploads(svc: Services, uploads: list[Upload], split: str, new_ite
     return resolved
 
 
+# -- review tasks -----------------------------------------------------------------------------------
+@api.post("/reviews/retry")
+def retry_reviews() -> Response:
+    """Put every review task that gave up (``failed``) back in the outbox."""
+    svc = services()
+    requeued = svc.store.retry_failed_reviews()
+    if requeued:
+        svc.wake("deliver-outbox")
+    return jsonify({"requeued": requeued})
+
+
 # -- Label Studio webhook ---------------------------------------------------------------------------
 @api.post("/webhooks/label-studio")
 def label_studio_webhook() -> Response:
@@ -316,11 +353,13 @@ def retrain() -> tuple[Response, int, dict[str, str]]:
     ``{"force": true}`` (or ``?force=true``) retrains even when no label changed since the serving model;
     otherwise such a job finishes at once with ``result.skipped`` saying so.
     """
+    from app.jobs import queue_retrain
+
     svc = services()
-    if svc.jobs is None or not svc.jobs.running:
+    if (svc.jobs is None or not svc.jobs.running) and not svc.extras.get("scheduler_elsewhere"):
         raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
     force = _retrain_force(request)
-    job_id = svc.jobs.submit_retrain(force=force)
+    job_id = queue_retrain(svc, force=force)
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}
 
@@ -345,7 +384,7 @@ def _retrain_force(req: Any) -> bool:
 @api.get("/jobs/<int:job_id>")
 def get_job(job_id: int) -> Response:
     """A background job's status (queued, running, done, failed) and result."""
-    job = services().store.get_job(job_id)
+    job = services().store.get_job(job_id) if job_id <= MAX_ID else None  # past 64 bits no row can match
     if job is None:
         raise Problem(404, "Unknown job", f"no job {job_id}", type="unknown-job")
     return jsonify(_plain(job))
@@ -477,6 +516,14 @@ def gallery_animation() -> Response:
 
 
 # -- health -----------------------------------------------------------------------------------------
+@web.get("/openapi.json")
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 description of every route (:mod:`app.openapi`)."""
+    from app.openapi import openapi_document
+
+    return jsonify(openapi_document())
+
+
 @web.get("/healthz")
 def healthz() -> Response:
     """The process answers."""
@@ -485,7 +532,11 @@ def healthz() -> Response:
 
 @web.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when a model is loaded, the store answers and Label Studio is reachable."""
+    """Ready when a model is loaded and the store answers; Label Studio down makes it ``degraded``, not unready.
+
+    Predictions do not need Label Studio: while it is away review tasks wait in the outbox and labels in it wait
+    for the next pull, so a load balancer keeps sending predictions here.
+    """
     svc = services()
     model = svc.models.current
     checks = {
@@ -493,8 +544,10 @@ def readyz() -> tuple[Response, int]:
         "store": svc.store.ping(),
         "label_studio": _label_studio_up(svc),
     }
-    body = {"status": "ready" if all(checks.values()) else "not ready", "checks": checks, "model_version": model.version if model else None}
-    if all(checks.values()):
+    ready = checks["model"] and checks["store"]
+    status = "ready" if all(checks.values()) else "degraded" if ready else "not ready"
+    body = {"status": status, "checks": checks, "model_version": model.version if model else None}
+    if ready:
         return jsonify(body), 200
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     problem = Problem(503, "Not ready", f"failing checks: {failing}", type="not-ready", checks=checks)
@@ -502,4 +555,4 @@ def readyz() -> tuple[Response, int]:
 
 
 def _label_studio_up(svc: Services) -> bool:
-    return svc.desk is not None and svc.desk.health()
+    return svc.desk is not None and svc.project is not None and svc.desk.health()

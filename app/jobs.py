@@ -2,14 +2,17 @@
 
 Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
 
-    deliver-outbox     send pending review tasks to Label Studio; failures back off (doubling) and retry
+    connect-label-studio  (only while Label Studio was away at start) find the project, register the webhook
+    deliver-outbox     send pending review tasks to Label Studio; failures back off (doubling, capped) and retry
+                       up to ``delivery_max_attempts``, then the task is ``failed`` (POST /v1/reviews/retry)
     process-webhooks   turn recorded webhook events into labels (the webhook view only records them)
     pull-labels        ask Label Studio for every completed annotation since the cursor (missed webhooks)
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
     prune-predictions  delete the Label Studio prediction versions no open editor can point at any more
-    retrain-request-N  a retrain asked for through ``POST /v1/retrain`` (job N in the store)
+    apply-retention    delete served images and predictions older than ``service.keep_served_days``
+    run-queued-jobs    the retrains asked for through ``POST /v1/retrain`` in any worker (queued rows in the store)
 
 Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
 ``create_app`` never starts a scheduler: gunicorn workers or test apps would each run one.
@@ -35,8 +38,33 @@ PULL_CURSOR = "label-studio-pull"
 
 
 # -- the jobs ---------------------------------------------------------------------------------------
+def retry_delay(service: Any, attempts: int, retryable: bool) -> float:
+    """Seconds before the next delivery attempt: doubling from ``retry_backoff_s``, capped (exponent too)."""
+    if not retryable:
+        return service.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
+    return min(service.retry_backoff_s * 2 ** min(attempts, 32), service.retry_backoff_max_s)
+
+
+def _delivery_failed(services: Services, rows: list[dict[str, Any]], exc: Exception) -> None:
+    """Count one failed attempt per row; a row at ``delivery_max_attempts`` becomes ``failed``."""
+    settings = services.settings.service
+    retryable = bool(getattr(exc, "retryable", False))
+    for row in rows:
+        attempts = int(row["attempts"]) + 1
+        retry_at = None
+        if attempts < settings.delivery_max_attempts:
+            retry_at = utcnow() + timedelta(seconds=retry_delay(settings, attempts - 1, retryable))
+        services.store.mark_delivery_failed([row["item_id"]], str(exc), retry_at)
+        if retry_at is None:
+            logger.error("review task %s failed %d times, marked failed: %s", row["item_id"], attempts, exc)
+
+
 def deliver_outbox(services: Services) -> int:
-    """Send due review tasks to Label Studio in batches; returns how many were delivered."""
+    """Send due review tasks to Label Studio in batches; returns how many were delivered.
+
+    Label Studio down (a retryable error) backs off the whole batch; a refusal is narrowed down by sending
+    the batch's items one at a time, so only the refused item backs off.
+    """
     from annotation.models import ReviewRequest
 
     if services.desk is None or services.project is None:
@@ -60,12 +88,20 @@ def deliver_outbox(services: Services) -> int:
         try:
             tasks = services.desk.send_for_review(services.project, requests)
         except AnnotationError as exc:
-            attempts = max(int(row["attempts"]) for row in due)
-            delay = min(settings.retry_backoff_s * (2**attempts), settings.retry_backoff_max_s)
-            if not exc.retryable:
-                delay = settings.retry_backoff_max_s  # a refusal needs a person; keep it, retry rarely
-            services.store.mark_delivery_failed([row["item_id"] for row in due], str(exc), utcnow() + timedelta(seconds=delay))
-            logger.warning("delivering %d review tasks failed (%s); retrying in %.0f s", len(due), exc, delay)
+            if exc.retryable or len(due) == 1:
+                _delivery_failed(services, due, exc)
+                logger.warning("delivering %d review tasks failed (%s); retrying later", len(due), exc)
+                return delivered
+            tasks = []
+            for request, row in zip(requests, due):
+                try:
+                    tasks.extend(services.desk.send_for_review(services.project, [request]))
+                except AnnotationError as one:
+                    _delivery_failed(services, [row], one)
+                    logger.warning("review task %s refused: %s", row["item_id"], one)
+            delivered += services.store.mark_delivered(
+                {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
+            )
             return delivered
         marked = services.store.mark_delivered(
             {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
@@ -96,7 +132,11 @@ def _changes(services: Services, events: list[Any]) -> list[LabelChange]:
 
 
 def process_webhook_events(services: Services) -> int:
-    """Apply recorded webhook events as labels; returns how many labels changed."""
+    """Apply recorded webhook events as labels, one at a time; returns how many labels changed.
+
+    An event that cannot be used (a malformed body, or anything that raises while it is applied) is marked with
+    its error and skipped: the events behind it are applied, none waits behind a poison one.
+    """
     from annotation.webhooks import parse_webhook
 
     from app.ml_backend import verify_event
@@ -106,18 +146,24 @@ def process_webhook_events(services: Services) -> int:
         try:
             payload = verify_event(services, event["payload"])  # events the ML backend took without credentials
         except AnnotationError as exc:
-            logger.warning("webhook event %s not verified yet (%s); trying again later", event["id"], exc)
-            break
+            if exc.retryable:
+                logger.warning("webhook event %s not verified yet (%s); trying again later", event["id"], exc)
+                break
+            payload, error = None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
+            payload, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = "not confirmed by Label Studio"
         if payload is None:
-            services.store.mark_event(event["id"], error="not confirmed by Label Studio")
+            logger.warning("webhook event %s unusable, marked failed: %s", event["id"], error)
+            services.store.mark_event(event["id"], error=error)
             continue
         try:
-            label_events = parse_webhook(payload)
-        except AnnotationError as exc:  # a payload we cannot use: keep it, marked, for a person to look at
-            logger.warning("webhook event %s unusable: %s", event["id"], exc)
-            services.store.mark_event(event["id"], error=str(exc))
+            changed += services.store.apply_label_events(_changes(services, parse_webhook(payload)))
+        except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
+            logger.warning("webhook event %s unusable, marked failed: %s: %s", event["id"], type(exc).__name__, exc)
+            services.store.mark_event(event["id"], error=f"{type(exc).__name__}: {exc}")
             continue
-        changed += services.store.apply_label_events(_changes(services, label_events))
         services.store.mark_event(event["id"])
     if changed:
         services.wake("retrain-check")
@@ -148,6 +194,34 @@ def pull_labels(services: Services) -> int:
     return changed
 
 
+def connect_label_studio(services: Services, webhook_url: str | None = None) -> bool:
+    """Find or create the Label Studio project and register the webhook; False while Label Studio is away.
+
+    ``juicer serve`` calls it at start and, when it fails, the ``connect-label-studio`` job calls it again until
+    it succeeds: predictions are served meanwhile, review tasks wait in the outbox.
+    """
+    if services.desk is None:
+        return False
+    webhook_url = webhook_url or services.extras.get("webhook_url")
+    try:
+        project = services.desk.ensure_project(list(services.classes), services.settings.label_studio.project_title)
+        if webhook_url:
+            services.desk.register_webhook(project, webhook_url, services.webhook_secret)
+    except AnnotationError as exc:
+        logger.warning("Label Studio is not reachable (%s): serving predictions, review tasks wait in the outbox", exc)
+        return False
+    services.project = project
+    logger.info("connected to Label Studio project %r (id %s)", project.title, project.id)
+    return True
+
+
+def _connect_and_stop(services: Services) -> bool:
+    if connect_label_studio(services) and services.jobs is not None:
+        services.jobs.remove("connect-label-studio")
+        services.wake("deliver-outbox")
+    return services.project is not None
+
+
 def retrain_if_due(services: Services) -> dict[str, Any] | None:
     """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet)."""
     new = services.trainer.new_labels()
@@ -165,13 +239,18 @@ def retrain_on_schedule(services: Services) -> dict[str, Any] | None:
     return services.trainer.retrain(reason="schedule").to_dict()
 
 
+RETRAIN_KINDS = {"retrain": False, "retrain-force": True}  # job kind -> force
+
+
 def run_retrain_request(services: Services, job_id: int, force: bool = False) -> None:
     """Run the retrain a client asked for, recording its progress in the store's job ``job_id``.
 
     Without ``force`` it is skipped (the job's result says why) when no label changed since the serving
-    model: a second version on the same labels would only add a duplicate point to the report.
+    model: a second version on the same labels would only add a duplicate point to the report. A job another
+    runner already claimed is left alone.
     """
-    services.store.update_job(job_id, "running")
+    if not services.store.claim_job(job_id):
+        return
     try:
         process_webhook_events(services)  # labels that came by webhook just before the request count
         result = services.trainer.retrain(reason=f"request {job_id}", force=force)
@@ -189,6 +268,40 @@ def prune_predictions(services: Services) -> list[str]:
     return services.desk.prune_predictions(services.project)
 
 
+def run_queued_jobs(services: Services) -> int:
+    """Run the retrains queued in the store (by this worker or another), oldest first; returns how many ran."""
+    ran = 0
+    for job in services.store.queued_jobs(list(RETRAIN_KINDS)):
+        run_retrain_request(services, job["id"], force=RETRAIN_KINDS[job["kind"]])
+        ran += 1
+    return ran
+
+
+def queue_retrain(services: Services, force: bool = False) -> int:
+    """Queue a retrain in the store for the scheduler (in this process or another) and wake it; the job id."""
+    job_id = services.store.create_job("retrain-force" if force else "retrain")
+    services.wake("run-queued-jobs")
+    return job_id
+
+
+def apply_retention(services: Services) -> int:
+    """Delete served images and predictions older than ``service.keep_served_days``; returns items removed.
+
+    Kept whatever the age: items with a label (they train), items whose review is open, every item's newest
+    prediction. Rows go first, files after, so a crash between the two leaves an unreferenced file, never a
+    row naming a missing one.
+    """
+    days = services.settings.service.keep_served_days
+    if days is None:
+        return 0
+    paths = services.store.forget_served(utcnow() - timedelta(days=days))
+    for relative in paths:
+        (services.data_dir / relative).unlink(missing_ok=True)
+    if paths:
+        logger.info("retention: %d served images older than %g days removed", len(paths), days)
+    return len(paths)
+
+
 def refresh_queue(services: Services) -> int:
     """Top up the review queue from the pool under the serving model."""
     return services.trainer.refresh_review_queue()
@@ -202,7 +315,8 @@ class Jobs:
         self.services = services
         self.scheduler = BackgroundScheduler(
             timezone=timezone.utc,
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 60},
+            # misfire_grace_time None: a job that starts late (a long retrain ahead of it) still runs, never dropped
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         services.jobs = self
 
@@ -215,13 +329,22 @@ class Jobs:
     def start(self) -> None:
         """Add the recurring jobs and start the scheduler thread."""
         service = self.services.settings.service
+        stale = self.services.store.fail_unfinished_jobs(
+            "the service restarted before this job finished; ask again", before=datetime.now(timezone.utc)
+        )
+        if stale:
+            logger.warning("%d jobs left queued or running by the last process marked failed", stale)
         now = datetime.now(timezone.utc)
+        if self.services.project is None:
+            self._add("connect-label-studio", _connect_and_stop, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
         self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, 30.0)
+        self._add("run-queued-jobs", run_queued_jobs, 1.0, next_run_time=now)
         self._add("refresh-queue", refresh_queue, 3600.0)
         self._add("prune-predictions", prune_predictions, max(600.0, service.pull_interval_s))
+        self._add("apply-retention", apply_retention, 6 * 3600.0, next_run_time=now + timedelta(minutes=5))
         if service.retrain_interval_s > 0:
             self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
         self.scheduler.start()
@@ -237,6 +360,13 @@ class Jobs:
         """Whether the scheduler thread runs."""
         return bool(self.scheduler.running)
 
+    def remove(self, job_id: str) -> None:
+        """Drop a recurring job (a no-op when it is not there)."""
+        try:
+            self.scheduler.remove_job(job_id)
+        except JobLookupError:
+            pass
+
     def wake(self, job_id: str) -> None:
         """Run a recurring job as soon as possible (coalesced with a run already due)."""
         if not self.scheduler.running:
@@ -248,12 +378,7 @@ class Jobs:
 
     def submit_retrain(self, force: bool = False) -> int:
         """Queue a retrain now (``force``: even with no new labels); returns the store's job id to poll."""
-        job_id = self.services.store.create_job("retrain")
-        self.scheduler.add_job(
-            _logged(f"retrain-request-{job_id}", run_retrain_request), "date", run_date=datetime.now(timezone.utc),
-            id=f"retrain-request-{job_id}", args=[self.services, job_id, force],
-        )  # fmt: skip
-        return job_id
+        return queue_retrain(self.services, force=force)
 
 
 def _logged(job_id: str, func: Any) -> Any:

@@ -12,6 +12,7 @@ Exposed (prefix ``juicer_``)::
     http_request_duration_seconds{endpoint, method}  histogram
     predictions_total{decision}                      counter    accept / review
     review_queue_length                              gauge      review tasks open in Label Studio
+    review_tasks{status}                             gauge      pending / sent / failed / labelled
     labels{source}                                   gauge      labels in the store by source
     model_holdout_accuracy                           gauge      argmax accuracy of the serving model
     model_labels                                     gauge      labels the serving model was trained on
@@ -56,6 +57,7 @@ class Metrics:
         )
         self.predictions = Counter("predictions", "Images predicted, by decision (accept or review)", ["decision"], **common)
         self.review_queue_length = Gauge("review_queue_length", "Review tasks waiting for annotators", **common)
+        self.review_tasks = Gauge("review_tasks", "Review tasks by status (failed: gave up, see POST /v1/reviews/retry)", ["status"], **common)
         self.labels = Gauge("labels", "Labels in the store, by source", ["source"], **common)
         self.holdout_accuracy = Gauge("model_holdout_accuracy", "Holdout accuracy (argmax) of the serving model", **common)
         self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **common)
@@ -75,6 +77,11 @@ class Metrics:
     def set_review_queue_length(self, n_open: int) -> None:
         """The number of review tasks waiting for annotators."""
         self.review_queue_length.set(n_open)
+
+    def set_review_tasks(self, counts_by_status: Mapping[str, int]) -> None:
+        """Review tasks per status (pending, sent, failed, labelled)."""
+        for status, count in counts_by_status.items():
+            self.review_tasks.labels(status=status).set(count)
 
     def set_labels(self, counts_by_source: Mapping[str, int]) -> None:
         """Labels in the store by source; sources not given are dropped."""
@@ -99,6 +106,7 @@ class Metrics:
 
 
 _START_KEY = "_juicer_metrics_started"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def install_metrics(
@@ -121,7 +129,8 @@ def install_metrics(
         started = getattr(g, _START_KEY, None)
         seconds = None if started is None else time.perf_counter() - started
         rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.observe_request(rule, request.method, response.status_code, seconds)
+        method = request.method if request.method in HTTP_METHODS else "other"  # a client's invented verb is no new series
+        metrics.observe_request(rule, method, response.status_code, seconds)
         return response
 
     # First among the before-request hooks, so that a request refused by an earlier hook (auth) is timed too.

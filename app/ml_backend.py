@@ -65,13 +65,15 @@ def services() -> Services:
 
 def _authenticated() -> bool:
     """Whether the request carries juicer's API token (always true when the API is not token-protected)."""
-    token = services().settings.service.api_token
+    from app.secrets import api_token
+
+    token = api_token(services().settings)
     if token is None:
         return True
     given = None
     if request.authorization is not None:
         given = request.authorization.password if request.authorization.type == "basic" else request.authorization.token
-    return bool(given) and hmac.compare_digest(str(given).encode(), token.get_secret_value().encode())
+    return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
 
 
 def _unauthorized() -> Problem:

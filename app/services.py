@@ -51,8 +51,8 @@ class Services:
 
     @property
     def webhook_secret(self) -> str:
-        """The secret Label Studio must send with webhooks."""
-        return self.settings.label_studio.webhook_secret
+        """The secret Label Studio must send with webhooks (``""``, matching nothing, when none was resolved)."""
+        return self.settings.label_studio.webhook_secret or ""
 
     def wake(self, job_id: str) -> None:
         """Ask the scheduler to run a job now (no-op without a running scheduler)."""
@@ -88,8 +88,10 @@ def build_services(
     settings: Settings, *, store: Store | None = None, backbone: Embedder | None = None, desk: LabelStudioDesk | None = None
 ) -> Services:
     """Wire the real parts: store, backbone + embedding cache, the last good model, trainer, Label Studio desk."""
+    from app.secrets import resolve_secrets
     from learner.cache import EmbeddingCache, embedding_cache_dir
 
+    settings = resolve_secrets(settings)  # generated secrets on first start; idempotent
     data_dir = Path(settings.data_dir)
     store = store or Store.open(data_dir)
     classes = resolve_classes(settings, store)
@@ -99,7 +101,7 @@ def build_services(
         spec = resolve_backbone(settings.learner.backbone, data_dir, settings.learner.input_size)
         backbone = load_backbone(spec, settings.learner.batch_size, settings.learner.mixed_precision)
     cache = EmbeddingCache(embedding_cache_dir(data_dir), backbone.id)
-    embeddings = Embeddings(backbone, cache)
+    embeddings = Embeddings(backbone, cache, settings.service.embedding_memo_size)
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
         logger.info("serving the last good model %s", models.current.version)

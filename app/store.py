@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 logger = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ items = sa.Table(
     sa.Column("split", sa.String(16), nullable=False, index=True),
     sa.Column("image_path", sa.Text, nullable=True),  # relative to the data folder
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("quarantined", sa.Text, nullable=True),  # why its image cannot be used (missing, unreadable); migration 0002
     sa.CheckConstraint(f"split IN {SPLITS}", name="items_split"),
 )
 
@@ -234,6 +239,51 @@ class LabelledItem:
     split: str = field(default="seed")
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+BASELINE = "0001"  # the schema of main on 2026-12-01, before migrations existed
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the store's schema to the newest revision (Alembic, SQLite in batch mode), once for many processes.
+
+    A store made before migrations existed (tables, no ``alembic_version``) is stamped at the baseline first,
+    so it is upgraded in place. Processes starting at once are serialised: a file lock beside an SQLite file,
+    a transaction-scoped advisory lock on PostgreSQL; the second finds nothing left to do.
+    """
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger("alembic").getEffectiveLevel()))
+    lock = None
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        import fcntl
+
+        lock = open(f"{database}.migrate.lock", "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263110)"))  # juicer's migration lock
+            inspector = sa.inspect(conn)
+            config = _alembic_config(conn)
+            if not inspector.has_table("alembic_version") and inspector.has_table("items"):
+                logger.info("store without a schema version: stamping it at the baseline %s before upgrading", BASELINE)
+                command.stamp(config, BASELINE)
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+            if before != after:
+                logger.info("store schema migrated from %s to %s", before or "nothing", after)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
 class StoreError(Exception):
     """The store cannot be opened or a write broke a rule (unknown item, bad split)."""
 
@@ -266,17 +316,27 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
-        """Open a store at a SQLAlchemy URL (``sqlite:///...``; PostgreSQL later) and create missing tables."""
+        """Open a store at a SQLAlchemy URL (``sqlite:///...``; PostgreSQL later), migrated to the newest schema."""
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
         try:
-            metadata.create_all(engine)
+            migrate(engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {url}: {exc}") from exc
         return cls(engine)
+
+    def schema_version(self) -> str | None:
+        """The Alembic revision the store is at."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    def head_version() -> str:
+        """The newest revision this code knows."""
+        return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
     def close(self) -> None:
         """Release every connection."""
@@ -355,6 +415,23 @@ class Store:
         item["review"] = review
         return item
 
+    def quarantine(self, item_id: str, reason: str) -> None:
+        """Set an item aside: its image is missing or unreadable; it stays listed, out of training and queues."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=reason[:2000]))
+        logger.warning("item %s quarantined: %s", item_id, reason)
+
+    def release(self, item_id: str) -> None:
+        """Take an item out of quarantine (its image is back)."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=None))
+
+    def quarantined(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Quarantined items with the reason, in id order."""
+        query = sa.select(items).where(items.c.quarantined.is_not(None)).order_by(items.c.id).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
     def item_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
         """content hash -> the first item id holding it, for the hashes already stored."""
         found: dict[str, str] = {}
@@ -389,13 +466,26 @@ class Store:
 
     # -- labels -------------------------------------------------------------------------------------
     def add_labels(self, new_labels: Sequence[NewLabel]) -> list[int]:
-        """Record labels for existing items; raises :class:`StoreError` naming an unknown item."""
+        """Record labels for existing items; raises :class:`StoreError` naming an unknown item.
+
+        A label equal to the item's newest active one from the same annotator is not recorded again: its id
+        is returned, so posting the same answer ten times counts as one new label.
+        """
         now = utcnow()
         ids: list[int] = []
         with self._label_lock, self.engine.begin() as conn:
             wanted = {label.item_id for label in new_labels}
             _require_items(conn, wanted)
             for label in new_labels:
+                same = conn.execute(
+                    sa.select(labels.c.id, labels.c.label, labels.c.annotator)
+                    .where(labels.c.item_id == label.item_id, labels.c.withdrawn_at.is_(None))
+                    .order_by(labels.c.id.desc())
+                    .limit(1)
+                ).first()
+                if same is not None and same.label == label.label and same.annotator == label.annotator:
+                    ids.append(int(same.id))  # the same answer again is the same label, counted once
+                    continue
                 result = conn.execute(
                     labels.insert().values(
                         item_id=label.item_id,
@@ -415,7 +505,9 @@ class Store:
 
         A ``set`` for an annotation already recorded with the same label changes nothing; with another label
         the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
-        the annotation's rows withdrawn. Events for items juicer does not know are skipped with a warning.
+        the annotation's rows withdrawn. Events for items juicer does not know, and for holdout items (which
+        take no new labels), are skipped with a warning; an event older than what the store already holds for
+        its annotation (a replayed webhook) is ignored.
         """
         changed = 0
         now = utcnow()
@@ -423,16 +515,25 @@ class Store:
             for change in changes:
                 if change.item_id is None and change.action != "withdrawn":
                     continue
-                if change.item_id is not None and conn.execute(sa.select(items.c.id).where(items.c.id == change.item_id)).first() is None:
-                    logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
-                    continue
-                active = conn.execute(
-                    sa.select(labels.c.id, labels.c.label).where(
-                        labels.c.source == "label-studio",
-                        labels.c.external_id == change.annotation_id,
-                        labels.c.withdrawn_at.is_(None),
+                if change.item_id is not None:
+                    split = conn.execute(sa.select(items.c.split).where(items.c.id == change.item_id)).scalar_one_or_none()
+                    if split is None:
+                        logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
+                        continue
+                    if split == "holdout":
+                        logger.warning("label event for holdout item %r (annotation %s) refused", change.item_id, change.annotation_id)
+                        continue
+                rows = conn.execute(
+                    sa.select(labels.c.id, labels.c.label, labels.c.created_at, labels.c.withdrawn_at).where(
+                        labels.c.source == "label-studio", labels.c.external_id == change.annotation_id
                     )
                 ).all()
+                if change.at is not None and rows:
+                    newest = max(_aware(t) for row in rows for t in (row.created_at, row.withdrawn_at) if t is not None)
+                    if _aware(change.at) < newest:
+                        logger.info("stale event for annotation %s (%s, newest %s) ignored", change.annotation_id, change.at, newest)
+                        continue
+                active = [row for row in rows if row.withdrawn_at is None]
                 if change.action == "withdrawn":
                     if active:
                         conn.execute(
@@ -476,6 +577,7 @@ class Store:
             .order_by(labels.c.id)
         )
         query = query.where(items.c.split == "holdout") if holdout else query.where(items.c.split != "holdout")
+        query = query.where(items.c.quarantined.is_(None))
         with self.engine.connect() as conn:
             return [LabelledItem(*row) for row in conn.execute(query)]
 
@@ -490,15 +592,68 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(labels.c.id), 0))).scalar_one())
 
-    def count_new_labels(self, since_label_id: int) -> int:
-        """Active training labels recorded after ``since_label_id``."""
-        query = (
+    def count_new_labels(self, since_label_id: int, since: datetime | None = None) -> int:
+        """Label changes for training items after ``since_label_id``: active labels recorded since, plus (with
+        ``since``, when that model was made) labels it used that were withdrawn afterwards without a
+        replacement (a replaced label is counted once, by its replacement)."""
+        training = items.c.split != "holdout"
+        added = (
             sa.select(sa.func.count())
             .select_from(labels.join(items, items.c.id == labels.c.item_id))
-            .where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None), items.c.split != "holdout")
+            .where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None), training)
         )
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            count = int(conn.execute(added).scalar_one())
+            if since is not None:
+                replaced = sa.select(labels.c.item_id).where(labels.c.id > since_label_id, labels.c.withdrawn_at.is_(None))
+                withdrawn = (
+                    sa.select(sa.func.count())
+                    .select_from(labels.join(items, items.c.id == labels.c.item_id))
+                    .where(
+                        labels.c.id <= since_label_id, labels.c.withdrawn_at > since, training,
+                        labels.c.item_id.not_in(replaced),
+                    )
+                )  # fmt: skip
+                count += int(conn.execute(withdrawn).scalar_one())
+        return count
+
+    def item_splits(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """item id -> split, for the ids that exist."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(item_ids)), 500):
+                found.update(conn.execute(sa.select(items.c.id, items.c.split).where(items.c.id.in_(list(chunk)))).all())
+        return found
+
+    def conflicts(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Items whose active labels disagree (two annotators, two answers), each with every active label.
+
+        The merge rule: all answers are kept; the newest active one is the item's label for training until a
+        person withdraws (or changes) the others.
+        """
+        disagreeing = (
+            sa.select(labels.c.item_id)
+            .where(labels.c.withdrawn_at.is_(None))
+            .group_by(labels.c.item_id)
+            .having(sa.func.count(sa.distinct(labels.c.label)) > 1)
+            .order_by(labels.c.item_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(disagreeing).scalars())
+            if not ids:
+                return []
+            found = {row["id"]: {**row, "labels": []} for row in (_row(r) for r in conn.execute(sa.select(items).where(items.c.id.in_(ids))))}
+            query = (
+                sa.select(labels.c.item_id, labels.c.label, labels.c.source, labels.c.annotator, labels.c.created_at)
+                .where(labels.c.item_id.in_(ids), labels.c.withdrawn_at.is_(None))
+                .order_by(labels.c.id)
+            )
+            for row in conn.execute(query):
+                entry = _row(row)
+                found[entry.pop("item_id")]["labels"].append(entry)
+        return [found[item_id] for item_id in ids]
 
     def unlabelled_pool(self) -> list[dict[str, Any]]:
         """Pool items with no active label, with their review status (None when never queued)."""
@@ -506,7 +661,7 @@ class Store:
         query = (
             sa.select(items.c.id, items.c.content_hash, items.c.source, items.c.image_path, review_tasks.c.status)
             .select_from(items.outerjoin(review_tasks, review_tasks.c.item_id == items.c.id))
-            .where(items.c.split == "pool", items.c.id.not_in(labelled))
+            .where(items.c.split == "pool", items.c.id.not_in(labelled), items.c.quarantined.is_(None))
             .order_by(items.c.id)
         )
         with self.engine.connect() as conn:
@@ -592,6 +747,17 @@ class Store:
                 review_tasks.update().where(review_tasks.c.item_id.in_(list(item_ids)), review_tasks.c.status == "pending").values(**values)
             )
 
+    def retry_failed_reviews(self) -> int:
+        """Put every ``failed`` review task back to ``pending`` with a fresh attempt count; returns how many."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                review_tasks.update()
+                .where(review_tasks.c.status == "failed")
+                .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+            )
+        return int(result.rowcount)
+
     def review_counts(self) -> dict[str, int]:
         """Review tasks per status (every status present, zero when none)."""
         counts = {status: 0 for status in REVIEW_STATUSES}
@@ -599,6 +765,32 @@ class Store:
             for status, count in conn.execute(sa.select(review_tasks.c.status, sa.func.count()).group_by(review_tasks.c.status)):
                 counts[status] = count
         return counts
+
+    def forget_served(self, before: datetime) -> list[str]:
+        """Delete served items created ``before`` that no label names and no open review task holds, with their
+        predictions and finished review rows; also every item's predictions older than ``before`` except its
+        newest. Returns the image paths no remaining item uses (for the caller to delete)."""
+        open_reviews = sa.select(review_tasks.c.item_id).where(review_tasks.c.status.in_(["pending", "sent"]))
+        with self.engine.begin() as conn:
+            doomed = list(
+                conn.execute(
+                    sa.select(items.c.id).where(
+                        items.c.split == "served", items.c.created_at < before,
+                        items.c.id.not_in(sa.select(labels.c.item_id)), items.c.id.not_in(open_reviews),
+                    )
+                ).scalars()
+            )  # fmt: skip
+            paths: set[str] = set()
+            for chunk in _chunks(doomed, 500):
+                ids = list(chunk)
+                paths.update(p for p in conn.execute(sa.select(items.c.image_path).where(items.c.id.in_(ids))).scalars() if p)
+                conn.execute(predictions.delete().where(predictions.c.item_id.in_(ids)))
+                conn.execute(review_tasks.delete().where(review_tasks.c.item_id.in_(ids)))
+                conn.execute(items.delete().where(items.c.id.in_(ids)))
+            newest = sa.select(sa.func.max(predictions.c.id)).group_by(predictions.c.item_id)
+            conn.execute(predictions.delete().where(predictions.c.created_at < before, predictions.c.id.not_in(newest)))
+            still_used = set(conn.execute(sa.select(items.c.image_path).where(items.c.image_path.in_(sorted(paths)))).scalars()) if paths else set()
+        return sorted(paths - still_used)
 
     def prediction_counts(self) -> dict[str, int]:
         """Predictions recorded per decision."""
@@ -644,6 +836,14 @@ class Store:
     def pending_events(self, limit: int = 500) -> list[dict[str, Any]]:
         """Webhook events not processed yet, oldest first."""
         query = sa.select(webhook_events).where(webhook_events.c.processed_at.is_(None)).order_by(webhook_events.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def failed_events(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Webhook events that could not be used, newest first, with their error."""
+        query = (
+            sa.select(webhook_events).where(webhook_events.c.error.is_not(None)).order_by(webhook_events.c.id.desc()).limit(limit)
+        )
         with self.engine.connect() as conn:
             return [_row(row) for row in conn.execute(query)]
 
@@ -697,6 +897,29 @@ class Store:
             values.update(finished_at=utcnow(), result=result, error=error)
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+
+    def fail_unfinished_jobs(self, error: str, before: datetime | None = None) -> int:
+        """Mark jobs a dead process left ``running``, and ``queued`` ones created ``before`` (default: now), as
+        failed (their work is gone); returns how many."""
+        before = before or utcnow()
+        unfinished = sa.or_(jobs.c.status == "running", sa.and_(jobs.c.status == "queued", jobs.c.created_at < before))
+        with self.engine.begin() as conn:
+            result = conn.execute(jobs.update().where(unfinished).values(status="failed", finished_at=utcnow(), error=error))
+        return int(result.rowcount)
+
+    def queued_jobs(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Jobs of ``kinds`` waiting to run, oldest first."""
+        query = sa.select(jobs).where(jobs.c.status == "queued", jobs.c.kind.in_(list(kinds))).order_by(jobs.c.id)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def claim_job(self, job_id: int) -> bool:
+        """Move a queued job to ``running``; False when another runner claimed it first (or it is not queued)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(status="running", started_at=utcnow())
+            )
+        return result.rowcount == 1
 
     def get_job(self, job_id: int) -> dict[str, Any] | None:
         """One job, or None."""

@@ -122,11 +122,43 @@ class Trainer:
             raise ValueError(f"item {item_id} has no stored image")
         return FileImage(self.data_dir / image_path, self.max_image_pixels, content_hash=content_hash, source=source)
 
+    def embed_items(self, rows: Sequence[tuple[str, str, str, str | None]], progress: bool = False) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of items given as (item id, content hash, source, image path); (X, indices of ``rows`` kept).
+
+        An item whose image file is gone (and whose embedding is not cached) or cannot be decoded is quarantined
+        (:meth:`app.store.Store.quarantine`: kept, listed by ``GET /v1/items?quarantined=true``, out of training)
+        and left out, instead of failing the start-up or every retrain.
+        """
+        from learner.errors import ImageError
+
+        kept = list(range(len(rows)))
+        absent = [i for i in kept if rows[i][3] is None or not (self.data_dir / str(rows[i][3])).is_file()]
+        if absent:
+            uncached = set(self.embeddings.cache.missing([rows[i][1] for i in absent])) - set(self.embeddings.memo_hashes())
+            for i in absent:
+                if rows[i][1] in uncached:
+                    self.store.quarantine(rows[i][0], f"image file missing: {rows[i][3]} (and no cached embedding)")
+            kept = [i for i in kept if not (i in absent and rows[i][1] in uncached)]
+        for _ in range(len(kept) + 1):
+            sources = [self.source_for(*rows[i]) for i in kept]
+            try:
+                return self.embeddings.embed(sources, progress=progress), kept
+            except ImageError as exc:
+                bad = [i for i in kept if rows[i][2] == exc.source or str(self.data_dir / str(rows[i][3])) == exc.source]
+                if not bad:
+                    raise
+                for i in bad:
+                    self.store.quarantine(rows[i][0], f"image unreadable: {exc.reason}")
+                kept = [i for i in kept if i not in bad]
+        raise RuntimeError("unreachable: every pass quarantines at least one item")
+
     # -- retrain ------------------------------------------------------------------------------------
     def new_labels(self) -> int:
         """Training labels recorded since the serving model was fitted (all of them before the first model)."""
         current = self.models.current
-        return self.store.count_new_labels(current.max_label_id if current else 0)
+        if current is None:
+            return self.store.count_new_labels(0)
+        return self.store.count_new_labels(current.max_label_id, current.created_at)  # withdrawals are changes too
 
     def retrain(self, reason: str = "manual", force: bool = False, refresh_queue: bool = True, progress: bool = False) -> RetrainResult:
         """Fit a new version aside, evaluate, record and swap it in; skip when nothing changed unless ``force``."""
@@ -134,17 +166,18 @@ class Trainer:
             started = time.perf_counter()
             current = self.models.current
             max_label_id = self.store.max_label_id()
-            if current is not None and not force and self.store.count_new_labels(current.max_label_id) == 0:
+            if current is not None and not force and self.new_labels() == 0:
                 return RetrainResult(None, skipped="no new labels since the serving model")
             labelled = [row for row in self.store.current_labels() if row.label in self.classes]
             timings = {"labels": time.perf_counter() - started}
+            X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled], progress)
+            labelled = [labelled[i] for i in kept]
             y = np.array([row.label for row in labelled], dtype=object)
             distinct = sorted(set(y.tolist()))
             if len(distinct) < 2:
                 return RetrainResult(
                     None, n_labels=len(labelled), skipped=f"need labels of at least two classes, have {len(distinct)}"
                 )
-            sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled]
             head = self.head_factory(current.head if current is not None else None)
             y_fit = y.astype(str).astype(object)
             limit = takes_unlabelled(head)
@@ -152,9 +185,9 @@ class Trainer:
                 # The pool's and the served items' embeddings are the unlabelled rows (never the holdout): a
                 # seeded sample of at most ``limit`` of them, drawn before embedding so the cost stays bounded.
                 unlabelled = self.unlabelled_sources(limit, seed=max_label_id)
-                sources += unlabelled
-                y_fit = np.concatenate([y_fit, np.full(len(unlabelled), -1, dtype=object)])
-            X = self.embeddings.embed(sources, progress=progress)
+                if unlabelled:
+                    X = np.concatenate([X, self.embeddings.embed(unlabelled, progress=progress)])
+                    y_fit = np.concatenate([y_fit, np.full(len(unlabelled), -1, dtype=object)])
             timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
             head.fit(X, y_fit)
             timings["fit"] = time.perf_counter() - started - sum(timings.values())
@@ -220,9 +253,11 @@ class Trainer:
         holdout = [row for row in self.store.current_labels(holdout=True) if row.label in self.classes]
         if not holdout:
             return None
-        sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout]
-        proba = model.proba(self.embeddings.embed(sources, progress=progress))
-        y_true = [row.label for row in holdout]
+        X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout], progress)
+        if not kept:
+            return None
+        proba = model.proba(X)
+        y_true = [holdout[i].label for i in kept]
         figures = evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
         figures["precision_rule"] = self.precision_promise(proba, y_true, seed=self.store.next_model_seq())
         return figures
@@ -255,13 +290,14 @@ class Trainer:
         pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
         if not pool:
             return 0
-        sources = [self.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool]
-        X = self.embeddings.embed(sources, progress=progress)
+        X, kept = self.embed_items([(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool], progress)
+        pool = [pool[i] for i in kept]
+        if not pool:
+            return 0
         queued = np.array([row["status"] in ("pending", "sent", "failed") for row in pool], dtype=bool)
         fresh = np.flatnonzero(~queued)
         labelled = [row for row in self.store.current_labels() if row.label in self.classes and row.image_path]
-        X_labelled = self.embeddings.embed(
-            [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled]) if labelled else None
+        X_labelled = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled])[0] if labelled else None
         if model is None:
             return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
         proba = model.proba(X)

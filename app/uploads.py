@@ -36,6 +36,7 @@ class Upload:
     image: BytesImage
     extension: str
     fields: dict[str, Any] = field(default_factory=dict)
+    n_pixels: int = 0  # width x height from the header
 
     @property
     def content_hash(self) -> str:
@@ -96,8 +97,10 @@ def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
     return entries
 
 
-def read_uploads(request: Request, *, max_images: int, max_pixels: int) -> list[Upload]:
-    """The request's images, each checked: a known format by its header, within the pixel limit."""
+def read_uploads(request: Request, *, max_images: int, max_pixels: int, max_request_pixels: int | None = None) -> list[Upload]:
+    """The request's images, each checked from its header: a known format, within the pixel limit, and all of
+    them together within ``max_request_pixels`` (so 64 images just under the per-image limit cannot be decoded
+    at once)."""
     if request.mimetype == "multipart/form-data":
         entries = []
         for field_name, storage in request.files.items(multi=True):
@@ -123,7 +126,23 @@ def read_uploads(request: Request, *, max_images: int, max_pixels: int) -> list[
             type="too-many-images",
             max_images=max_images,
         )
-    return [check_upload(data, name, max_pixels, extra) for data, name, extra in entries]
+    uploads = [check_upload(data, name, max_pixels, extra) for data, name, extra in entries]
+    check_pixel_budget(uploads, max_request_pixels)
+    return uploads
+
+
+def check_pixel_budget(uploads: list[Upload], max_request_pixels: int | None) -> None:
+    """413 when the images of one request hold more pixels together than ``max_request_pixels``."""
+    total = sum(upload.n_pixels for upload in uploads)
+    if max_request_pixels is not None and total > max_request_pixels:
+        raise Problem(
+            413,
+            "Too many pixels",
+            f"the {len(uploads)} images hold {total:,} pixels together; one request may hold {max_request_pixels:,}: "
+            "send fewer or smaller images per request",
+            type="too-many-pixels",
+            max_request_pixels=max_request_pixels,
+        )
 
 
 def check_upload(data: bytes, name: str, max_pixels: int, fields: dict[str, Any] | None = None) -> Upload:
@@ -132,7 +151,7 @@ def check_upload(data: bytes, name: str, max_pixels: int, fields: dict[str, Any]
     info = image.info()  # raises ImageDecodeError naming the upload for what is not an image
     if info.n_pixels > max_pixels:
         raise ImageTooLargeError(f"{info.width}x{info.height} pixels is over the limit of {max_pixels}", name)
-    return Upload(image, EXTENSIONS.get(info.format, "img"), dict(fields or {}))
+    return Upload(image, EXTENSIONS.get(info.format, "img"), dict(fields or {}), info.n_pixels)
 
 
 def store_image(data_dir: Path, upload: Upload) -> str:

@@ -84,9 +84,36 @@ class ServiceSettings(BaseModel):
         100, ge=1, le=100_000, description="Training steps of a warm-started retrain (the first fit uses the head's own)"
     )
     retrain_interval_s: float = Field(0, ge=0, description="Also retrain on this schedule when labels changed (0: off)")
-    api_token: SecretStr | None = Field(None, description="Bearer token required for /v1/* (unset: no token needed)")
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required for /v1/* (unset: generated on first start into <data_dir>/secrets/api-token; "
+        "'none': no token at all, warned at every start)",
+    )
+    public_paths: list[str] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/report", "/report.png", "/gallery", "/gallery.gif", "/openapi.json"],
+        description="Paths outside /v1 served without the token (drop /metrics or /report to put them behind it)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port]) allowed to write; other cross-site writes get 403",
+    )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
+    max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of a JSON body (checked before parsing)")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
+    max_request_pixels: int = Field(
+        100_000_000, ge=1, description="Most pixels of all images in one request together (read from their headers)"
+    )
+    embedding_memo_size: int = Field(
+        20_000, ge=0, description="Embeddings held in memory (LRU; ~5 KB each at 1280 floats); the disk cache has all"
+    )
+    keep_served_days: float | None = Field(
+        30, gt=0, description="Served images (never labelled, not queued) and their predictions are deleted after this (None: kept)"
+    )
+    workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes (each loads the backbone; one runs the scheduler)")
+    threads: int = Field(8, ge=1, le=256, description="Request threads per worker")
+    max_connections: int = Field(64, ge=1, le=10_000, description="Open connections per worker at most (more wait in the backlog)")
+    read_timeout_s: float = Field(30, gt=0, le=600, description="A client read or write waiting longer fails (slow clients)")
+    worker_timeout_s: float = Field(120, gt=0, description="A worker silent this long is killed and replaced")
     host: str = Field("127.0.0.1", description="Address the service binds to")
     port: int = Field(8000, ge=1, le=65535, description="Port the service binds to")
     public_url: str | None = Field(
@@ -97,6 +124,9 @@ class ServiceSettings(BaseModel):
     deliver_batch_size: int = Field(100, ge=1, le=10_000, description="Review tasks sent to Label Studio per call")
     retry_backoff_s: float = Field(2, gt=0, description="First retry delay of a failed delivery; doubles each try")
     retry_backoff_max_s: float = Field(300, gt=0, description="Longest delay between delivery retries")
+    delivery_max_attempts: int = Field(
+        20, ge=1, description="Failed deliveries of one review task before it is marked failed (POST /v1/reviews/retry)"
+    )
     demo_pool: int = Field(1000, ge=0, description="`juicer serve` demo: unlabelled Fashion-MNIST pool size")
     demo_holdout: int = Field(1000, ge=10, description="`juicer serve` demo: holdout size")
     demo_seed: int = Field(0, description="`juicer serve` demo: which images are picked")
@@ -144,15 +174,19 @@ class LabelStudioSettings(BaseModel):
     username: str = Field(
         "admin@juicer.local", pattern=r"^[^@\s]+@[^@\s]+$", description="The admin's login (Label Studio wants an email)"
     )
-    password: str = Field("juicer-admin", min_length=8, description="The admin's password")
-    token: str = Field(
-        "juicer-dev-token-change-me", min_length=8, description="The admin's API token (legacy token, set on first start)"
+    password: str | None = Field(
+        None, min_length=8, description="The admin's password (unset: generated into <data_dir>/secrets/ on first start)"
+    )
+    token: str | None = Field(
+        None,
+        min_length=8,
+        description="The admin's API token (legacy token, set on first start; unset: generated into <data_dir>/secrets/)",
     )
     venv: Path = Field(Path(".venv-ls"), description="The venv that holds label-studio")
     data_dir: Path | None = Field(None, description="Label Studio's database and media; default <data_dir>/label-studio")
     project_title: str = Field("juicer", min_length=3, description="The Label Studio project annotators work in")
-    webhook_secret: str = Field(
-        "juicer-webhook-secret-change-me", min_length=8, description="Sent by Label Studio in X-Juicer-Secret"
+    webhook_secret: str | None = Field(
+        None, min_length=8, description="Sent by Label Studio in X-Juicer-Secret (unset: generated into <data_dir>/secrets/)"
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of every call to Label Studio (seconds)")
     image_hosts: list[str] = Field(

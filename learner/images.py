@@ -164,7 +164,14 @@ def _unidentified_reason(data: bytes) -> str:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1..8); 1 when absent or unreadable (a broken EXIF block must not fail the image)."""
+    """The EXIF orientation (1..8); 1 when absent or unreadable (a broken EXIF block must not fail the image).
+
+    Never decodes pixels: Pillow's ``getexif()`` on a PNG whose eXIf chunk was not met before the image data
+    loads the whole image to look for one after it (a 13,000 x 13,000 bomb costs 0.5 GB that way), so a PNG
+    counts only the EXIF its header already carried.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
     try:
         value = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception as exc:  # noqa: BLE001 - malformed EXIF is common and never fatal

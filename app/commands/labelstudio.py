@@ -22,8 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _login(settings: Settings, url: str) -> str:
+    from app.secrets import secrets_dir
+
     ls = settings.label_studio
-    return f"Label Studio: {url}\n  login: {ls.username} / {ls.password}\n  API token: {ls.token}"
+    where = secrets_dir(settings.data_dir)
+    return (
+        f"Label Studio: {url}\n  login: {ls.username}, password in {where / 'label-studio-password'} "
+        "(or label_studio.password)\n  API token: in " + str(where / "label-studio-token") + " (or label_studio.token)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,6 +37,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.label_studio.url:
         print(f"label_studio.url is set ({settings.label_studio.url}): juicer uses that server and does not run one")
         return 0 if args.action != "start" else 1
+    from app.secrets import resolve_secrets
+
+    settings = resolve_secrets(settings)
     server = server_from_settings(settings)
     if args.action == "stop":
         print("stopped Label Studio" if server.stop() else "Label Studio was not running")

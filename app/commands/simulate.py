@@ -89,7 +89,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     if args.labels < 1 or args.retrain_every < 1:
         print("juicer simulate: --labels and --retrain-every must be at least 1", file=sys.stderr)
         return 2
-    token = settings.service.api_token.get_secret_value() if settings.service.api_token else None
+    from app.secrets import api_token, resolve_secrets
+
+    settings = resolve_secrets(settings)  # the same generated secrets `juicer serve` uses on this data folder
+    token = api_token(settings)
     service = ServiceClient(args.service or service_url(settings), token)
     desk = desk_from_settings(settings, desk_class=AnnotatorDesk)
     try:

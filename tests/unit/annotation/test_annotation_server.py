@@ -21,7 +21,7 @@ def test_environment_drops_the_names_label_studio_misreads(tmp_path, monkeypatch
     env = make_server(tmp_path).environment()
     assert not {"HOST", "USERNAME", "PASSWORD", "PORT"} & set(env)
     assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str((tmp_path / "files").resolve())
-    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true"  # on, with juicer's own network unbanned
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
 
 
@@ -29,7 +29,7 @@ def test_command_binds_loopback_with_a_legacy_token(tmp_path):
     command = make_server(tmp_path).command()
     assert command[:2] == [str(tmp_path / "venv" / "bin" / "label-studio"), "start"]
     assert command[command.index("--internal-host") + 1] == "127.0.0.1"
-    assert command[command.index("--user-token") + 1] == "tok12345"
+    assert "tok12345" not in command and "password1" not in command  # secrets travel in the environment
     assert "--enable-legacy-api-token" in command and "--no-browser" in command
 
 
@@ -47,7 +47,9 @@ def test_document_root_is_the_parent_of_files_root(tmp_path):
 
 
 def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
-    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    settings = load_settings(
+        environ={}, data_dir=tmp_path, label_studio={"port": 9123, "password": "password1", "token": "tok12345"}
+    )
     server = server_from_settings(settings)
     assert server.data_dir == (tmp_path / "label-studio").resolve()
     assert server.files_root == (tmp_path / "images").resolve()
@@ -57,12 +59,12 @@ def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
 def test_the_desk_goes_to_the_port_label_studio_really_took_unless_a_url_is_given(tmp_path):
     from annotation.desk import desk_from_settings
 
-    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123, "token": "tok12345"})
     (tmp_path / "label-studio").mkdir()
     (tmp_path / "label-studio" / "label-studio.port").write_text("9124\n")  # 9123 was busy
     assert desk_from_settings(settings).url == "http://127.0.0.1:9124"
     assert desk_from_settings(settings, url="http://127.0.0.1:7000").url == "http://127.0.0.1:7000"
-    configured = load_settings(environ={}, data_dir=tmp_path, label_studio={"url": "http://ls.test:8080"})
+    configured = load_settings(environ={}, data_dir=tmp_path, label_studio={"url": "http://ls.test:8080", "token": "tok12345"})
     assert desk_from_settings(configured).url == "http://ls.test:8080"
     assert desk_from_settings(settings).files_root == settings.images_dir.resolve()
 
@@ -118,19 +120,19 @@ def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
 def test_only_juicers_own_address_is_carved_out_of_label_studios_banned_subnets(tmp_path):
     import ipaddress
 
-    from annotation.server import DEFAULT_BANNED_SUBNETS, banned_subnets_except
+    from annotation.server import DEFAULT_BANNED_SUBNETS, banned_subnets
 
-    banned = [ipaddress.ip_network(s) for s in banned_subnets_except("127.0.0.1")]
+    banned = [ipaddress.ip_network(s) for s in banned_subnets("127.0.0.1")]
     assert not any(ipaddress.ip_address("127.0.0.1") in net for net in banned)
     for still_refused in ("127.0.0.2", "127.255.255.254", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::1"):
         assert any(ipaddress.ip_address(still_refused) in net for net in banned), still_refused
-    assert len(banned_subnets_except("8.8.8.8")) == len(DEFAULT_BANNED_SUBNETS)  # a public address: nothing to open
+    assert len(banned_subnets("8.8.8.8")) == len(DEFAULT_BANNED_SUBNETS)  # a public address: nothing to open
 
 
 def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
     settings = load_settings(environ={}, data_dir=tmp_path, service={"host": "127.0.0.1", "port": 8123})
     env = server_from_settings(settings).environment()
-    assert env["LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS"] == "false"
-    subnets = env["LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
+    assert env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    subnets = env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert "127.0.0.0/8" not in subnets and "10.0.0.0/8" in subnets and "127.0.0.2/31" in subnets
     assert "LABEL_STUDIO_ML_BLOCK_LOCAL_IP" not in env  # the check stays on, against the narrowed list

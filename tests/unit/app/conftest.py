@@ -57,6 +57,15 @@ class FakeDesk:
     def health(self) -> bool:
         return not self.down
 
+    def ensure_project(self, classes: Any, title: str) -> Any:
+        self._check()
+        return FakeProject()
+
+    def register_webhook(self, project: Any, url: str, secret: str) -> int:
+        self._check()
+        self.webhook = (url, secret)
+        return 1
+
     def send_for_review(self, project: Any, requests: list[Any]) -> list[ReviewTask]:
         self._check()
         out = []
@@ -85,6 +94,7 @@ class FakeDesk:
 class FakeProject:
     id = 1
     title = "test"
+    url = "http://127.0.0.1:1/projects/1"
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:
@@ -106,9 +116,9 @@ def settings(tmp_path):
         environ={},
         data_dir=tmp_path,
         service={"classes": list(CLASSES), "retrain_after_labels": 3, "review_batch_size": 2, "max_request_bytes": 200_000,
-                 "max_images_per_request": 4, "api_token": "s3cret"},
+                 "max_images_per_request": 4, "max_request_pixels": 2_000_000, "api_token": "s3cret"},
         learner={"max_image_pixels": 1_000_000},
-        label_studio={"webhook_secret": "hook-secret-123"},
+        label_studio={"webhook_secret": "hook-secret-123", "token": "ls-token-for-tests"},
     )
 
 

@@ -79,9 +79,9 @@ def test_retrain_waits_for_n_new_labels_then_swaps_and_refreshes_the_queue(servi
     _pool(services)
     assert retrain_if_due(services) is None  # no new labels
     first = services.store.current_labels()[0]
-    services.store.add_labels([NewLabel(first.item_id, first.label, "api") for _ in range(2)])
+    services.store.add_labels([NewLabel(first.item_id, first.label, "api", f"annotator-{i}") for i in range(2)])
     assert retrain_if_due(services) is None  # 2 < retrain_after_labels (3)
-    services.store.add_labels([NewLabel(first.item_id, first.label, "api")])
+    services.store.add_labels([NewLabel(first.item_id, first.label, "api", "annotator-2")])
     result = retrain_if_due(services)
     assert result["version"] == "v0002"
     assert services.models.current.version == "v0002"

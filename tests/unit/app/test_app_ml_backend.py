@@ -35,7 +35,7 @@ def ml(app, services):
 
     def serve(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        if request.headers.get("Authorization") != "Token juicer-dev-token-change-me":
+        if request.headers.get("Authorization") != "Token ls-token-for-tests":
             return httpx.Response(401)
         body = files.get(request.url.path)
         return httpx.Response(200, content=body) if body else httpx.Response(404)

@@ -1,0 +1,56 @@
+"""The gunicorn server's settings, its slow-client guard and the one-scheduler lock (the real run: fault suite)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from app.server import ReadTimeoutSocket, gunicorn_options, try_scheduler_lock
+from config import load_settings
+
+
+def test_gunicorn_runs_threaded_workers_with_bounded_connections_and_timeouts(tmp_path):
+    settings = load_settings(environ={}, data_dir=tmp_path, service={"workers": 3, "max_connections": 50})
+    options = gunicorn_options(settings)
+    assert options["workers"] == 3 and options["worker_class"] == "app.server.JuicerWorker"
+    assert options["worker_connections"] == 50 and options["timeout"] > 0 and options["keepalive"] <= 10
+    assert options["limit_request_line"] and options["limit_request_fields"] and not options["preload_app"]
+    assert options["control_socket_disable"]
+
+
+def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
+    ours, theirs = socket.socketpair()
+    wrapped = ReadTimeoutSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    wrapped.read_timeout_s = 0.2
+    wrapped.setblocking(True)  # what gunicorn asks for; it gets a timeout
+    theirs.sendall(b"GET / HTTP/1.1\r\n")  # and then nothing more
+    assert wrapped.recv(100)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        wrapped.recv(100)
+    assert time.monotonic() - started < 2
+    wrapped.close()
+    theirs.close()
+
+
+def test_exactly_one_process_holds_the_scheduler_lock(tmp_path):
+    first = try_scheduler_lock(tmp_path)
+    assert first is not None
+    assert try_scheduler_lock(tmp_path) is None  # a second worker runs no scheduler
+    first.close()  # the holder dies: the lock is free for its replacement
+    again = try_scheduler_lock(tmp_path)
+    assert again is not None
+    again.close()
+
+
+def test_a_worker_without_the_scheduler_follows_the_newest_recorded_model(services, trained):
+    from app.server import follow_models
+
+    trained.trainer.retrain(force=True)  # the scheduler's worker records v0002
+    newest = services.models.current
+    services.models._current = None  # this worker still has nothing (or an older version)
+    check = follow_models(services, every_s=0)
+    check()
+    assert services.models.current.version == newest.version
