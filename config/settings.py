@@ -156,6 +156,20 @@ class LabelStudioSettings(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of every call to Label Studio (seconds)")
 
 
+class StoreSettings(BaseModel):
+    """Where juicer's state lives (``store:``): SQLite in the data folder, or a PostgreSQL server shared by replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None,
+        pattern=r"^(sqlite|postgresql\+psycopg)://",
+        description="SQLAlchemy URL of the store: unset means sqlite:///<data_dir>/juicer.db; "
+        "postgresql+psycopg://user:password@host:5432/juicer for several workers or machines",
+    )
+    pool_size: int = Field(5, ge=1, le=100, description="PostgreSQL: connections kept open per process")
+
+
 class Settings(BaseSettings):
     """Everything juicer can be configured with."""
 
@@ -172,6 +186,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @property
     def images_dir(self) -> Path:

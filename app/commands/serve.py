@@ -85,7 +85,7 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str)
 
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(data_dir)
+    store = Store.from_settings(settings)
     if not args.no_demo:
         n_pool = settings.service.demo_pool if args.demo_pool is None else args.demo_pool
         n_holdout = settings.service.demo_holdout if args.holdout is None else args.holdout
