@@ -1,4 +1,4 @@
-# juicer for a host with an NVIDIA GPU: the service (Flask + scheduler) on TensorFlow's GPU image.
+# juicer for a host with an NVIDIA GPU: the service (gunicorn + one scheduler) on TensorFlow's GPU image.
 #
 # NOT built on the development machine (it has no Docker engine). Checked statically with hadolint
 # (tests/unit/test_docker.py). Build and run: see "Docker" in README.md; compose.yaml adds Label Studio.
@@ -13,7 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     JUICER_DATA_DIR=/data \
     JUICER_SERVICE__HOST=0.0.0.0 \
-    JUICER_SERVICE__PORT=8000
+    JUICER_SERVICE__PORT=8000 \
+    JUICER_SERVICE__WORKERS=1 \
+    JUICER_SERVICE__THREADS=8
 
 # juicer pins Python 3.11 (pyproject.toml); fail here, clearly, if the base image ever moves.
 RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"juicer needs Python 3.11, the base image has {sys.version}"'
@@ -51,4 +53,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
 # The service alone: no Fashion-MNIST demo, Label Studio at JUICER_LABEL_STUDIO__URL (see compose.yaml).
+# `juicer serve` prepares, then execs into gunicorn (app/server.py: JUICER_SERVICE__WORKERS workers of
+# JUICER_SERVICE__THREADS threads, read timeouts, bounded connections, the scheduler in one worker).
 CMD ["juicer", "serve", "--no-demo"]

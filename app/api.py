@@ -138,13 +138,19 @@ def add_items() -> tuple[Response, int]:
 @api.get("/items")
 def list_items() -> Response:
     """Items, newest first: ``?split=seed|pool|holdout|served&limit=&offset=``; ``?conflicts=true``: the items
-    whose annotators disagree, each with all its active labels (the newest one trains)."""
+    whose annotators disagree, each with all its active labels (the newest one trains); ``?quarantined=true``:
+    the items set aside because their image is missing or unreadable."""
     from app.store import SPLITS
 
     split = request.args.get("split")
     conflicts = request.args.get("conflicts", "false").lower()
     if conflicts not in ("true", "false", "1", "0"):
         raise Problem(400, "Bad parameter", "conflicts must be true or false", type="bad-parameter", parameter="conflicts")
+    if request.args.get("quarantined", "false").lower() in ("true", "1"):
+        limit = _int_arg("limit", 100, 1, 1000)
+        offset = _int_arg("offset", 0, 0, 10**9)
+        rows = services().store.quarantined(limit=limit, offset=offset)
+        return jsonify({"items": [_plain(row) for row in rows], "limit": limit, "offset": offset})
     if conflicts in ("true", "1"):
         limit = _int_arg("limit", 100, 1, 1000)
         offset = _int_arg("offset", 0, 0, 10**9)
@@ -342,11 +348,13 @@ def retrain() -> tuple[Response, int, dict[str, str]]:
     ``{"force": true}`` (or ``?force=true``) retrains even when no label changed since the serving model;
     otherwise such a job finishes at once with ``result.skipped`` saying so.
     """
+    from app.jobs import queue_retrain
+
     svc = services()
-    if svc.jobs is None or not svc.jobs.running:
+    if (svc.jobs is None or not svc.jobs.running) and not svc.extras.get("scheduler_elsewhere"):
         raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
     force = _retrain_force(request)
-    job_id = svc.jobs.submit_retrain(force=force)
+    job_id = queue_retrain(svc, force=force)
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}
 
@@ -444,7 +452,11 @@ def healthz() -> Response:
 
 @web.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when a model is loaded, the store answers and Label Studio is reachable."""
+    """Ready when a model is loaded and the store answers; Label Studio down makes it ``degraded``, not unready.
+
+    Predictions do not need Label Studio: while it is away review tasks wait in the outbox and labels in it wait
+    for the next pull, so a load balancer keeps sending predictions here.
+    """
     svc = services()
     model = svc.models.current
     checks = {
@@ -452,8 +464,10 @@ def readyz() -> tuple[Response, int]:
         "store": svc.store.ping(),
         "label_studio": _label_studio_up(svc),
     }
-    body = {"status": "ready" if all(checks.values()) else "not ready", "checks": checks, "model_version": model.version if model else None}
-    if all(checks.values()):
+    ready = checks["model"] and checks["store"]
+    status = "ready" if all(checks.values()) else "degraded" if ready else "not ready"
+    body = {"status": status, "checks": checks, "model_version": model.version if model else None}
+    if ready:
         return jsonify(body), 200
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     problem = Problem(503, "Not ready", f"failing checks: {failing}", type="not-ready", checks=checks)
@@ -461,4 +475,4 @@ def readyz() -> tuple[Response, int]:
 
 
 def _label_studio_up(svc: Services) -> bool:
-    return svc.desk is not None and svc.desk.health()
+    return svc.desk is not None and svc.project is not None and svc.desk.health()

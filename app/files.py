@@ -48,3 +48,31 @@ def fsync_dir(folder: str | Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+#: The folders under the data folder that :func:`write_atomic` writes into.
+SWEPT_FOLDERS = ("images", "models", "secrets")
+
+
+def sweep_temp_files(data_dir: str | Path, older_than_s: float = 300.0) -> list[Path]:
+    """Remove the temporary files killed writes left under the data folder; returns what was removed.
+
+    Only names :func:`write_atomic` makes (``.<name>.<random>.tmp``) older than ``older_than_s`` are removed, so a
+    write in flight in another process (a second worker) is left alone.
+    """
+    import time
+
+    removed = []
+    cutoff = time.time() - older_than_s
+    for name in SWEPT_FOLDERS:
+        folder = Path(data_dir) / name
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f".*{TEMP_SUFFIX}"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+    return sorted(removed)

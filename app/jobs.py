@@ -2,13 +2,15 @@
 
 Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
 
-    deliver-outbox     send pending review tasks to Label Studio; failures back off (doubling) and retry
+    connect-label-studio  (only while Label Studio was away at start) find the project, register the webhook
+    deliver-outbox     send pending review tasks to Label Studio; failures back off (doubling, capped) and retry
+                       up to ``delivery_max_attempts``, then the task is ``failed`` (POST /v1/reviews/retry)
     process-webhooks   turn recorded webhook events into labels (the webhook view only records them)
     pull-labels        ask Label Studio for every completed annotation since the cursor (missed webhooks)
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
-    retrain-request-N  a retrain asked for through ``POST /v1/retrain`` (job N in the store)
+    run-queued-jobs    the retrains asked for through ``POST /v1/retrain`` in any worker (queued rows in the store)
 
 Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
 ``create_app`` never starts a scheduler: gunicorn workers or test apps would each run one.
@@ -173,6 +175,34 @@ def pull_labels(services: Services) -> int:
     return changed
 
 
+def connect_label_studio(services: Services, webhook_url: str | None = None) -> bool:
+    """Find or create the Label Studio project and register the webhook; False while Label Studio is away.
+
+    ``juicer serve`` calls it at start and, when it fails, the ``connect-label-studio`` job calls it again until
+    it succeeds: predictions are served meanwhile, review tasks wait in the outbox.
+    """
+    if services.desk is None:
+        return False
+    webhook_url = webhook_url or services.extras.get("webhook_url")
+    try:
+        project = services.desk.ensure_project(list(services.classes), services.settings.label_studio.project_title)
+        if webhook_url:
+            services.desk.register_webhook(project, webhook_url, services.webhook_secret)
+    except AnnotationError as exc:
+        logger.warning("Label Studio is not reachable (%s): serving predictions, review tasks wait in the outbox", exc)
+        return False
+    services.project = project
+    logger.info("connected to Label Studio project %r (id %s)", project.title, project.id)
+    return True
+
+
+def _connect_and_stop(services: Services) -> bool:
+    if connect_label_studio(services) and services.jobs is not None:
+        services.jobs.remove("connect-label-studio")
+        services.wake("deliver-outbox")
+    return services.project is not None
+
+
 def retrain_if_due(services: Services) -> dict[str, Any] | None:
     """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet)."""
     new = services.trainer.new_labels()
@@ -190,13 +220,18 @@ def retrain_on_schedule(services: Services) -> dict[str, Any] | None:
     return services.trainer.retrain(reason="schedule").to_dict()
 
 
+RETRAIN_KINDS = {"retrain": False, "retrain-force": True}  # job kind -> force
+
+
 def run_retrain_request(services: Services, job_id: int, force: bool = False) -> None:
     """Run the retrain a client asked for, recording its progress in the store's job ``job_id``.
 
     Without ``force`` it is skipped (the job's result says why) when no label changed since the serving
-    model: a second version on the same labels would only add a duplicate point to the report.
+    model: a second version on the same labels would only add a duplicate point to the report. A job another
+    runner already claimed is left alone.
     """
-    services.store.update_job(job_id, "running")
+    if not services.store.claim_job(job_id):
+        return
     try:
         result = services.trainer.retrain(reason=f"request {job_id}", force=force)
     except Exception as exc:  # the job row must say it failed; the serving model is untouched
@@ -204,6 +239,22 @@ def run_retrain_request(services: Services, job_id: int, force: bool = False) ->
         services.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         return
     services.store.update_job(job_id, "done", result=result.to_dict())
+
+
+def run_queued_jobs(services: Services) -> int:
+    """Run the retrains queued in the store (by this worker or another), oldest first; returns how many ran."""
+    ran = 0
+    for job in services.store.queued_jobs(list(RETRAIN_KINDS)):
+        run_retrain_request(services, job["id"], force=RETRAIN_KINDS[job["kind"]])
+        ran += 1
+    return ran
+
+
+def queue_retrain(services: Services, force: bool = False) -> int:
+    """Queue a retrain in the store for the scheduler (in this process or another) and wake it; the job id."""
+    job_id = services.store.create_job("retrain-force" if force else "retrain")
+    services.wake("run-queued-jobs")
+    return job_id
 
 
 def refresh_queue(services: Services) -> int:
@@ -233,14 +284,19 @@ class Jobs:
     def start(self) -> None:
         """Add the recurring jobs and start the scheduler thread."""
         service = self.services.settings.service
-        stale = self.services.store.fail_unfinished_jobs("the service restarted before this job finished; ask again")
+        stale = self.services.store.fail_unfinished_jobs(
+            "the service restarted before this job finished; ask again", before=datetime.now(timezone.utc)
+        )
         if stale:
             logger.warning("%d jobs left queued or running by the last process marked failed", stale)
         now = datetime.now(timezone.utc)
+        if self.services.project is None:
+            self._add("connect-label-studio", _connect_and_stop, 30.0, next_run_time=now)
         self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
         self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, 30.0)
+        self._add("run-queued-jobs", run_queued_jobs, 1.0, next_run_time=now)
         self._add("refresh-queue", refresh_queue, 3600.0)
         if service.retrain_interval_s > 0:
             self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
@@ -257,6 +313,13 @@ class Jobs:
         """Whether the scheduler thread runs."""
         return bool(self.scheduler.running)
 
+    def remove(self, job_id: str) -> None:
+        """Drop a recurring job (a no-op when it is not there)."""
+        try:
+            self.scheduler.remove_job(job_id)
+        except JobLookupError:
+            pass
+
     def wake(self, job_id: str) -> None:
         """Run a recurring job as soon as possible (coalesced with a run already due)."""
         if not self.scheduler.running:
@@ -268,12 +331,7 @@ class Jobs:
 
     def submit_retrain(self, force: bool = False) -> int:
         """Queue a retrain now (``force``: even with no new labels); returns the store's job id to poll."""
-        job_id = self.services.store.create_job("retrain")
-        self.scheduler.add_job(
-            _logged(f"retrain-request-{job_id}", run_retrain_request), "date", run_date=datetime.now(timezone.utc),
-            id=f"retrain-request-{job_id}", args=[self.services, job_id, force],
-        )  # fmt: skip
-        return job_id
+        return queue_retrain(self.services, force=force)
 
 
 def _logged(job_id: str, func: Any) -> Any:

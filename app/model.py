@@ -108,8 +108,8 @@ def load_head(path: Path) -> Any:
     try:
         with open(path, "rb") as file:
             head = pickle.load(file)  # our own file under the data folder, written by save_head
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise ModelLoadError(f"cannot load the head {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise anything (ValueError, TypeError, ...)
+        raise ModelLoadError(f"cannot load the head {path}: {type(exc).__name__}: {exc}") from exc
     if not hasattr(head, "predict_proba") or not hasattr(head, "classes_"):
         raise ModelLoadError(f"{path} does not hold a fitted classifier")
     return head
@@ -132,15 +132,20 @@ def model_from_row(row: dict[str, Any], head: Any) -> ServingModel:
 
 def load_last_good(rows: Sequence[dict[str, Any]], data_dir: Path, backbone_id: str) -> ServingModel | None:
     """The newest recorded version (``rows`` oldest first) whose head loads and matches the backbone."""
+    skipped = []
     for row in reversed(list(rows)):
         if row["backbone_id"] != backbone_id:
             logger.warning("model %s was trained on backbone %s, not %s: skipped", row["version"], row["backbone_id"], backbone_id)
+            skipped.append(row["version"])
             continue
         try:
             head = load_head(Path(data_dir) / row["head_path"])
         except ModelLoadError as exc:
             logger.error("%s; trying the version before", exc)
+            skipped.append(row["version"])
             continue
+        if skipped:
+            logger.warning("serving %s: the newer %s did not load", row["version"], ", ".join(skipped))
         return model_from_row(row, head)
     return None
 
@@ -153,6 +158,10 @@ class Embeddings:
         self.cache = cache
         self._memo: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+
+    def memo_hashes(self) -> list[str]:
+        """Content hashes whose vectors are held in memory."""
+        return list(self._memo)
 
     @property
     def backbone_id(self) -> str:

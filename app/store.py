@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ items = sa.Table(
     sa.Column("split", sa.String(16), nullable=False, index=True),
     sa.Column("image_path", sa.Text, nullable=True),  # relative to the data folder
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("quarantined", sa.Text, nullable=True),  # why its image cannot be used (missing, unreadable); migration 0002
     sa.CheckConstraint(f"split IN {SPLITS}", name="items_split"),
 )
 
@@ -232,6 +237,51 @@ class LabelledItem:
     split: str = field(default="seed")
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+BASELINE = "0001"  # the schema of main on 2026-12-01, before migrations existed
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the store's schema to the newest revision (Alembic, SQLite in batch mode), once for many processes.
+
+    A store made before migrations existed (tables, no ``alembic_version``) is stamped at the baseline first,
+    so it is upgraded in place. Processes starting at once are serialised: a file lock beside an SQLite file,
+    a transaction-scoped advisory lock on PostgreSQL; the second finds nothing left to do.
+    """
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger("alembic").getEffectiveLevel()))
+    lock = None
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        import fcntl
+
+        lock = open(f"{database}.migrate.lock", "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263110)"))  # juicer's migration lock
+            inspector = sa.inspect(conn)
+            config = _alembic_config(conn)
+            if not inspector.has_table("alembic_version") and inspector.has_table("items"):
+                logger.info("store without a schema version: stamping it at the baseline %s before upgrading", BASELINE)
+                command.stamp(config, BASELINE)
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+            if before != after:
+                logger.info("store schema migrated from %s to %s", before or "nothing", after)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
 class StoreError(Exception):
     """The store cannot be opened or a write broke a rule (unknown item, bad split)."""
 
@@ -270,7 +320,7 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 5) -> "Store":
-        """Open a store at a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``) with every table."""
+        """Open a store at a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``), migrated to the newest schema."""
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
@@ -279,7 +329,7 @@ class Store:
             engine = sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
         shown = engine.url.render_as_string(hide_password=True)
         try:
-            metadata.create_all(engine)
+            migrate(engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {shown}: {exc}") from exc
         return cls(engine)
@@ -306,6 +356,16 @@ class Store:
                 conn.rollback()
                 raise
             conn.commit()
+
+    def schema_version(self) -> str | None:
+        """The Alembic revision the store is at."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    def head_version() -> str:
+        """The newest revision this code knows."""
+        return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
     def close(self) -> None:
         """Release every connection."""
@@ -383,6 +443,23 @@ class Store:
         item["prediction"] = prediction
         item["review"] = review
         return item
+
+    def quarantine(self, item_id: str, reason: str) -> None:
+        """Set an item aside: its image is missing or unreadable; it stays listed, out of training and queues."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=reason[:2000]))
+        logger.warning("item %s quarantined: %s", item_id, reason)
+
+    def release(self, item_id: str) -> None:
+        """Take an item out of quarantine (its image is back)."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=None))
+
+    def quarantined(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Quarantined items with the reason, in id order."""
+        query = sa.select(items).where(items.c.quarantined.is_not(None)).order_by(items.c.id).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
 
     def item_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
         """content hash -> the first item id holding it, for the hashes already stored."""
@@ -541,6 +618,7 @@ class Store:
             .order_by(labels.c.id)
         )
         query = query.where(items.c.split == "holdout") if holdout else query.where(items.c.split != "holdout")
+        query = query.where(items.c.quarantined.is_(None))
         with self.engine.connect() as conn:
             return [LabelledItem(*row) for row in conn.execute(query)]
 
@@ -624,7 +702,7 @@ class Store:
         query = (
             sa.select(items.c.id, items.c.content_hash, items.c.source, items.c.image_path, review_tasks.c.status)
             .select_from(items.outerjoin(review_tasks, review_tasks.c.item_id == items.c.id))
-            .where(items.c.split == "pool", items.c.id.not_in(labelled))
+            .where(items.c.split == "pool", items.c.id.not_in(labelled), items.c.quarantined.is_(None))
             .order_by(items.c.id)
         )
         with self.engine.connect() as conn:
@@ -805,13 +883,28 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
-    def fail_unfinished_jobs(self, error: str) -> int:
-        """Mark jobs a dead process left ``queued`` or ``running`` as failed (their work is gone); returns how many."""
+    def fail_unfinished_jobs(self, error: str, before: datetime | None = None) -> int:
+        """Mark jobs a dead process left ``running``, and ``queued`` ones created ``before`` (default: now), as
+        failed (their work is gone); returns how many."""
+        before = before or utcnow()
+        unfinished = sa.or_(jobs.c.status == "running", sa.and_(jobs.c.status == "queued", jobs.c.created_at < before))
+        with self.engine.begin() as conn:
+            result = conn.execute(jobs.update().where(unfinished).values(status="failed", finished_at=utcnow(), error=error))
+        return int(result.rowcount)
+
+    def queued_jobs(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Jobs of ``kinds`` waiting to run, oldest first."""
+        query = sa.select(jobs).where(jobs.c.status == "queued", jobs.c.kind.in_(list(kinds))).order_by(jobs.c.id)
+        with self.engine.connect() as conn:
+            return [_row(row) for row in conn.execute(query)]
+
+    def claim_job(self, job_id: int) -> bool:
+        """Move a queued job to ``running``; False when another runner claimed it first (or it is not queued)."""
         with self.engine.begin() as conn:
             result = conn.execute(
-                jobs.update().where(jobs.c.status.in_(["queued", "running"])).values(status="failed", finished_at=utcnow(), error=error)
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(status="running", started_at=utcnow())
             )
-        return int(result.rowcount)
+        return result.rowcount == 1
 
     def get_job(self, job_id: int) -> dict[str, Any] | None:
         """One job, or None."""

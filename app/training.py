@@ -97,6 +97,36 @@ class Trainer:
             raise ValueError(f"item {item_id} has no stored image")
         return FileImage(self.data_dir / image_path, self.max_image_pixels, content_hash=content_hash, source=source)
 
+    def embed_items(self, rows: Sequence[tuple[str, str, str, str | None]], progress: bool = False) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of items given as (item id, content hash, source, image path); (X, indices of ``rows`` kept).
+
+        An item whose image file is gone (and whose embedding is not cached) or cannot be decoded is quarantined
+        (:meth:`app.store.Store.quarantine`: kept, listed by ``GET /v1/items?quarantined=true``, out of training)
+        and left out, instead of failing the start-up or every retrain.
+        """
+        from learner.errors import ImageError
+
+        kept = list(range(len(rows)))
+        absent = [i for i in kept if rows[i][3] is None or not (self.data_dir / str(rows[i][3])).is_file()]
+        if absent:
+            uncached = set(self.embeddings.cache.missing([rows[i][1] for i in absent])) - set(self.embeddings.memo_hashes())
+            for i in absent:
+                if rows[i][1] in uncached:
+                    self.store.quarantine(rows[i][0], f"image file missing: {rows[i][3]} (and no cached embedding)")
+            kept = [i for i in kept if not (i in absent and rows[i][1] in uncached)]
+        for _ in range(len(kept) + 1):
+            sources = [self.source_for(*rows[i]) for i in kept]
+            try:
+                return self.embeddings.embed(sources, progress=progress), kept
+            except ImageError as exc:
+                bad = [i for i in kept if rows[i][2] == exc.source or str(self.data_dir / str(rows[i][3])) == exc.source]
+                if not bad:
+                    raise
+                for i in bad:
+                    self.store.quarantine(rows[i][0], f"image unreadable: {exc.reason}")
+                kept = [i for i in kept if i not in bad]
+        raise RuntimeError("unreachable: every pass quarantines at least one item")
+
     # -- retrain ------------------------------------------------------------------------------------
     def new_labels(self) -> int:
         """Training labels recorded since the serving model was fitted (all of them before the first model)."""
@@ -115,14 +145,14 @@ class Trainer:
                 return RetrainResult(None, skipped="no new labels since the serving model")
             labelled = [row for row in self.store.current_labels() if row.label in self.classes]
             timings = {"labels": time.perf_counter() - started}
+            X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled], progress)
+            labelled = [labelled[i] for i in kept]
             y = np.array([row.label for row in labelled], dtype=object)
             distinct = sorted(set(y.tolist()))
             if len(distinct) < 2:
                 return RetrainResult(
                     None, n_labels=len(labelled), skipped=f"need labels of at least two classes, have {len(distinct)}"
                 )
-            sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled]
-            X = self.embeddings.embed(sources, progress=progress)
             timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
             head = self.head_factory(current.head if current is not None else None)
             head.fit(X, y.astype(str))
@@ -178,9 +208,11 @@ class Trainer:
         holdout = [row for row in self.store.current_labels(holdout=True) if row.label in self.classes]
         if not holdout:
             return None
-        sources = [self.source_for(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout]
-        proba = model.proba(self.embeddings.embed(sources, progress=progress))
-        y_true = [row.label for row in holdout]
+        X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout], progress)
+        if not kept:
+            return None
+        proba = model.proba(X)
+        y_true = [holdout[i].label for i in kept]
         return evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
 
     # -- the review queue ---------------------------------------------------------------------------
@@ -199,8 +231,10 @@ class Trainer:
         pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
         if not pool:
             return 0
-        sources = [self.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool]
-        X = self.embeddings.embed(sources, progress=progress)
+        X, kept = self.embed_items([(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool], progress)
+        pool = [pool[i] for i in kept]
+        if not pool:
+            return 0
         proba = model.proba(X)
         queued = np.array([row["status"] in ("pending", "sent", "failed") for row in pool], dtype=bool)
         fresh = np.flatnonzero(~queued)

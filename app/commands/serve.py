@@ -1,8 +1,9 @@
 """``juicer serve``: Label Studio, the Fashion-MNIST demo, the first model, the scheduler and the HTTP service.
 
-One process: one backbone, one scheduler, a threaded werkzeug server on ``service.host:service.port``
-(127.0.0.1 by default). Label Studio is started from ``.venv-ls`` unless one already runs on the data folder
-(or ``label_studio.url`` points at another). Ctrl-C (or SIGTERM) stops the scheduler, the server, and the
+The preparation runs here (one backbone, the first model); the HTTP service then runs under gunicorn
+(:mod:`app.server`: threaded workers, timeouts, bounded connections, the scheduler in one worker) on
+``service.host:service.port`` (127.0.0.1 by default). Label Studio is started from ``.venv-ls`` unless one
+already runs on the data folder (or ``label_studio.url`` points at another). Ctrl-C (or SIGTERM) stops the scheduler, the server, and the
 Label Studio this command started.
 """
 
@@ -11,9 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import signal
+import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,8 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int) -> N
     seed_demo(store, Path(settings.data_dir), dataset, n_pool, n_holdout, seed=settings.service.demo_seed, progress=True)
 
 
-def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str) -> Any:
-    """Store, demo, backbone, Label Studio project, first model, webhook: the services ready to serve."""
+def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str, webhook_url: str | None = None) -> Any:
+    """Store, demo, backbone, Label Studio project and webhook (when it answers), first model: services ready."""
     from annotation.desk import desk_from_settings
     from app.services import build_services
     from app.store import Store
@@ -92,13 +92,19 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str)
         _seed_demo(settings, store, n_pool, n_holdout)
     _say(f"loading the backbone {settings.learner.backbone} ...")
     services = build_services(settings, store=store, desk=desk_from_settings(settings, url=label_studio_url))
-    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
-    _say(f"Label Studio project {services.project.title!r} (id {services.project.id}) with {len(services.classes)} classes")
+    from app.jobs import connect_label_studio
+
+    if connect_label_studio(services, webhook_url):
+        _say(f"Label Studio project {services.project.title!r} (id {services.project.id}) with {len(services.classes)} classes")
+    else:
+        _say("Label Studio is not reachable: predictions are served, review tasks wait until it answers")
     items = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
-    sources = [services.trainer.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in items if r["image_path"]]
-    if sources:
-        _say(f"embedding {len(sources)} images once (cached under {data_dir / 'embeddings'}) ...")
-        services.embeddings.embed(sources, progress=True)
+    rows = [(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in items if not r.get("quarantined")]
+    if rows:
+        _say(f"embedding {len(rows)} images once (cached under {data_dir / 'embeddings'}) ...")
+        _, kept = services.trainer.embed_items(rows, progress=True)
+        if len(kept) < len(rows):
+            _say(f"{len(rows) - len(kept)} items quarantined (image missing or unreadable): GET /v1/items?quarantined=true")
     current = services.models.current
     if current is not None:
         accuracy = "n/a" if current.holdout_accuracy is None else f"{current.holdout_accuracy:.1%}"
@@ -115,73 +121,67 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run everything until Ctrl-C; 0 on a clean stop."""
-    from werkzeug.serving import make_server
+    """Prepare everything, then become the gunicorn server (``exec``) until Ctrl-C or SIGTERM; 0 on a clean stop.
 
+    Label Studio being down does not stop the start: predictions are served, review tasks wait in the outbox,
+    and a job connects to Label Studio when it is back (``/readyz`` says ``degraded`` meanwhile).
+    """
     from annotation.errors import AnnotationError
-    from app import create_app
-    from app.jobs import Jobs
+    from app.files import sweep_temp_files
+    from app.secrets import api_token, resolve_secrets, secrets_dir
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # One line per Label Studio call or job run drowns what matters; -v brings them back.
         for name in ("httpx", "apscheduler.executors.default", "apscheduler.scheduler"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    from app.secrets import api_token, resolve_secrets, secrets_dir
-
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if overrides:
+        settings = settings.model_copy(update={"service": settings.service.model_copy(update=overrides)})
     settings = resolve_secrets(settings)  # generated on first start into <data_dir>/secrets/, never printed
+    for path in sweep_temp_files(settings.data_dir):
+        logger.warning("removed %s, left by a write that was killed", path)
     service = settings.service
-    host = args.host or service.host
-    port = args.port or service.port
+    ls_server, started_ls = None, False
     try:
         label_studio_url, ls_server, started_ls = _start_label_studio(settings)
     except AnnotationError as exc:
-        print(f"juicer: Label Studio did not start: {exc}", file=sys.stderr)
-        return 1
-    jobs = None
+        label_studio_url = settings.label_studio.url or f"http://127.0.0.1:{settings.label_studio.port}"
+        print(f"juicer: Label Studio did not start ({exc}); serving predictions without it, reviews wait", file=sys.stderr)
+    public_url = (service.public_url or f"http://{service.host}:{service.port}").rstrip("/")
     try:
-        services = prepare(settings, args, label_studio_url)
-        public_url = (service.public_url or f"http://{host}:{port}").rstrip("/")
-        webhook_url = f"{public_url}/v1/webhooks/label-studio"
-        services.desk.register_webhook(services.project, webhook_url, services.webhook_secret)
-        app = create_app(services=services)
-        http = make_server(host, port, app, threaded=True)
-        if not args.setup_only:
-            jobs = Jobs(services)
-            jobs.start()
-        ls = settings.label_studio
-        where = secrets_dir(settings.data_dir)
-        _say(
-            "\njuicer is running\n"
-            f"  service      {public_url}   (POST /v1/predict, /v1/items, /v1/labels; GET /v1/models)\n"
-            f"  report       {public_url}/report\n"
-            f"  health       {public_url}/healthz  {public_url}/readyz  {public_url}/metrics\n"
-            f"  Label Studio {services.project.url}\n"
-            f"  login        {ls.username}, password in {where / 'label-studio-password'} (unless label_studio.password is set)\n"
-            + (f"  API token    required for /v1/*: in {where / 'api-token'} (unless service.api_token is set)\n"
-               if api_token(settings) else "  API token    NONE: authentication is off (service.api_token: none)\n")
-            + "Ctrl-C stops everything."
-        )
-        if args.setup_only:
-            http.server_close()
-            return 0
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            threading.Thread(target=http.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        try:
-            http.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            http.server_close()
-        return 0
-    except AnnotationError as exc:
-        print(f"juicer: Label Studio refused or failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if jobs is not None:
-            jobs.shutdown(wait=True)
+        services = prepare(settings, args, label_studio_url, f"{public_url}/v1/webhooks/label-studio")
+    except BaseException:
+        if ls_server is not None and started_ls and not args.keep_label_studio:
+            ls_server.stop()
+        raise
+    where = secrets_dir(settings.data_dir)
+    ls = settings.label_studio
+    project = services.project.url if services.project is not None else f"{label_studio_url} (not reachable yet)"
+    _say(
+        "\njuicer is running\n"
+        f"  service      {public_url}   (POST /v1/predict, /v1/items, /v1/labels; GET /v1/models; /openapi.json)\n"
+        f"  report       {public_url}/report\n"
+        f"  health       {public_url}/healthz  {public_url}/readyz  {public_url}/metrics\n"
+        f"  Label Studio {project}\n"
+        f"  login        {ls.username}, password in {where / 'label-studio-password'} (unless label_studio.password is set)\n"
+        + (f"  API token    required for /v1/*: in {where / 'api-token'} (unless service.api_token is set)\n"
+           if api_token(settings) else "  API token    NONE: authentication is off (service.api_token: none)\n")
+        + f"  server       gunicorn, {service.workers} worker(s) x {service.threads} threads\n"
+        + "Ctrl-C stops everything."
+    )  # fmt: skip
+    if args.setup_only:
+        services.store.close()
         if ls_server is not None and started_ls and not args.keep_label_studio:
             _say("stopping Label Studio ...")
             ls_server.stop()
+        return 0
+    from app.server import write_settings
+
+    services.store.close()
+    command = [sys.executable, "-m", "app.server", str(write_settings(settings))]
+    if ls_server is not None and started_ls and not args.keep_label_studio:
+        command.append("--stop-label-studio")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)  # TensorFlow from the preparation is not carried into the server
+    return 0  # not reached

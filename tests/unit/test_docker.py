@@ -139,7 +139,13 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     juicer_env, studio_env = env(juicer), env(studio)
     assert juicer_env["JUICER_LABEL_STUDIO__TOKEN"].split(":")[0] == studio_env["LABEL_STUDIO_USER_TOKEN"].split(":")[0]
     assert studio_env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
-    assert studio_env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    # SSRF protection on, with only the compose network cut out of Label Studio's default banned list.
+    assert studio_env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true" and studio_env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    from annotation.server import banned_subnets
+
+    [subnet] = [entry["subnet"] for entry in compose["networks"]["juicer-net"]["ipam"]["config"]]
+    assert studio_env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",") == banned_subnets(subnet)
+    assert juicer["networks"] == studio["networks"] == ["juicer-net"]
 
     declared = set(compose["volumes"])
     juicer_mounts, studio_mounts = volume_mounts(juicer), volume_mounts(studio)

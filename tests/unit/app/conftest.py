@@ -56,6 +56,15 @@ class FakeDesk:
     def health(self) -> bool:
         return not self.down
 
+    def ensure_project(self, classes: Any, title: str) -> Any:
+        self._check()
+        return FakeProject()
+
+    def register_webhook(self, project: Any, url: str, secret: str) -> int:
+        self._check()
+        self.webhook = (url, secret)
+        return 1
+
     def send_for_review(self, project: Any, requests: list[Any]) -> list[ReviewTask]:
         self._check()
         out = []
@@ -74,6 +83,7 @@ class FakeDesk:
 class FakeProject:
     id = 1
     title = "test"
+    url = "http://127.0.0.1:1/projects/1"
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:

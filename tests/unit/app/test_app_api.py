@@ -193,11 +193,14 @@ def test_models_report_and_readiness(client, trained):
     assert client.get("/report.png").data[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"v0001" in client.get("/report").data
     assert client.get("/readyz").status_code == 200
-    trained.desk.down = True
-    body = assert_problem(client.get("/readyz"), 503)
-    assert body["checks"] == {"model": True, "store": True, "label_studio": False}
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "juicer_model_info" in metrics and 'model_version="v0001"' in metrics
+    trained.desk.down = True  # predictions do not need Label Studio: ready, reported degraded
+    body = client.get("/readyz").json
+    assert body["status"] == "degraded" and body["checks"] == {"model": True, "store": True, "label_studio": False}
+    trained.models._current = None  # no model: not ready
+    body = assert_problem(client.get("/readyz"), 503)
+    assert body["checks"]["model"] is False
 
 
 def test_retrain_without_a_scheduler_is_refused_and_jobs_can_be_polled(client, trained):

@@ -194,3 +194,15 @@ def test_the_same_image_twice_in_one_batch_is_one_review_task(store):
     store.record_predictions([_prediction("item-1", score=0.4), _prediction("item-1", score=0.3)], [_item(1), _item(1)])
     due = store.due_reviews(10)
     assert [(row["item_id"], row["score"]) for row in due] == [("item-1", pytest.approx(0.3))]
+
+
+def test_the_same_migrations_bring_either_database_to_the_newest_schema_once_for_many_openers(store_url):
+    """Four workers open a new store together: the schema is made once, at Alembic's head, on both databases."""
+    stores = _at_once(4, lambda k: Store.from_url(store_url))
+    try:
+        assert {one.schema_version() for one in stores} == {Store.head_version()}
+        inspector = sa.inspect(stores[0].engine)
+        assert {"items", "labels", "review_tasks", "model_versions", "jobs"} <= set(inspector.get_table_names())
+    finally:
+        for one in stores:
+            one.close()

@@ -1,0 +1,220 @@
+"""The production HTTP server of ``juicer serve``: gunicorn, threaded workers, one scheduler among them.
+
+``juicer serve`` prepares everything (Label Studio, the demo, the first model) and then replaces its own
+process with ``python -m app.server <settings file>`` (``exec``: TensorFlow loaded for the preparation is not
+carried into the server, and gunicorn's workers never fork a process that has it). :class:`JuicerServer` is a
+gunicorn application configured from ``service.*``:
+
+- ``workers`` processes of ``threads`` threads each (gthread); every worker loads its own backbone and model;
+- ``max_connections`` connections per worker at most (gunicorn's ``worker_connections``), a listen backlog,
+  and gunicorn's limits on the request line and headers;
+- a slow client cannot pin a thread: every read from (and write to) a client socket times out after
+  ``read_timeout_s`` (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
+- ``worker_timeout_s``: a worker whose main loop stops answering is killed and replaced;
+- the scheduler (:class:`app.jobs.Jobs`) runs in exactly one worker, the one holding the lock file
+  ``<data_dir>/scheduler.lock``; when it dies the lock is released and the worker gunicorn starts in its place
+  takes it. Other workers queue retrains in the store (the scheduler runs them) and follow the newest model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
+
+from config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_FILE = "serve-settings.json"  # under <data_dir>/secrets/ (0600: it carries the secrets)
+SCHEDULER_LOCK = "scheduler.lock"
+FOLLOW_EVERY_S = 2.0
+
+
+class ReadTimeoutSocket(socket.socket):
+    """A client socket whose blocking mode has a timeout: a read that waits longer raises ``TimeoutError``."""
+
+    read_timeout_s = 30.0
+
+    def setblocking(self, flag: bool) -> None:
+        """Blocking with a timeout instead of forever; non-blocking as asked."""
+        if flag:
+            self.settimeout(self.read_timeout_s)
+        else:
+            super().setblocking(False)
+
+
+class JuicerWorker(ThreadWorker):
+    """gunicorn's threaded worker with a read timeout on every client connection (slow clients)."""
+
+    def accept(self, listener: Any) -> None:
+        """Accept like gunicorn does, then give the connection a :class:`ReadTimeoutSocket`."""
+        import errno
+
+        from gunicorn.workers.gthread import TConn
+
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        wrapped = ReadTimeoutSocket(client_sock.family, client_sock.type, client_sock.proto, fileno=client_sock.detach())
+        wrapped.setblocking(True)
+        self.enqueue_req(TConn(self.cfg, wrapped, client_addr, listener.getsockname()))
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's settings from ``service.*`` (see the module docstring)."""
+    service = settings.service
+    return {
+        "bind": f"{service.host}:{service.port}",
+        "workers": service.workers,
+        "threads": service.threads,
+        "worker_class": "app.server.JuicerWorker",
+        "worker_connections": service.max_connections,
+        "backlog": 64,
+        "timeout": max(1, round(service.worker_timeout_s)),
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        "preload_app": False,  # each worker builds its own services after the fork
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "juicer",
+    }
+
+
+def try_scheduler_lock(data_dir: Path) -> Any | None:
+    """The open lock file when this process is the one to run the scheduler, else None (held until exit)."""
+    handle = open(Path(data_dir) / SCHEDULER_LOCK, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def follow_models(services: Any, every_s: float = FOLLOW_EVERY_S) -> Any:
+    """A before-request hook for workers without the scheduler: load a newer model version when one is recorded."""
+    state = {"checked": 0.0}
+
+    def check() -> None:
+        now = time.monotonic()
+        if now - state["checked"] < every_s:
+            return
+        state["checked"] = now
+        latest = services.store.latest_model()
+        current = services.models.current
+        if latest is None or (current is not None and latest["version"] == current.version):
+            return
+        from app.model import load_last_good
+
+        model = load_last_good(services.store.list_models(), services.data_dir, services.embeddings.backbone_id)
+        if model is not None and (current is None or model.version != current.version):
+            services.models.swap(model)
+
+    return check
+
+
+class JuicerServer(BaseApplication):
+    """gunicorn running juicer's app; ``stop_label_studio``: stop the Label Studio ``juicer serve`` started, at exit."""
+
+    def __init__(self, settings: Settings, stop_label_studio: bool = False) -> None:
+        self.settings = settings
+        self.stop_label_studio = stop_label_studio
+        self.jobs: Any = None
+        self._lock: Any = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Hand gunicorn its options and juicer's hooks."""
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+        ReadTimeoutSocket.read_timeout_s = self.settings.service.read_timeout_s
+        self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("on_exit", self._on_exit)
+
+    def load(self) -> Any:
+        """In a worker, after the fork: the services, the scheduler if this worker holds the lock, the app."""
+        from app import create_app
+        from app.jobs import Jobs
+        from app.services import build_services
+
+        services = build_services(self.settings)
+        public = (self.settings.service.public_url or f"http://{self.settings.service.host}:{self.settings.service.port}")
+        services.extras["webhook_url"] = public.rstrip("/") + "/v1/webhooks/label-studio"
+        from app.jobs import connect_label_studio
+
+        connect_label_studio(services)
+        app = create_app(services=services)
+        self._lock = try_scheduler_lock(services.data_dir)
+        if self._lock is not None:
+            self.jobs = Jobs(services)
+            self.jobs.start()
+            logger.info("worker %d runs the scheduler", os.getpid())
+        else:
+            services.extras["scheduler_elsewhere"] = True  # another worker holds the lock and runs queued jobs
+            app.before_request(follow_models(services))
+        return app
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        if self.jobs is not None:
+            self.jobs.shutdown(wait=True)
+
+    def _on_exit(self, server: Any) -> None:
+        if self.stop_label_studio:
+            from annotation.server import server_from_settings
+
+            print("stopping Label Studio ...", flush=True)
+            server_from_settings(self.settings).stop()
+
+
+def write_settings(settings: Settings) -> Path:
+    """The resolved settings (secrets included) as JSON in ``<data_dir>/secrets/`` (0600), for :func:`main`."""
+    from app.files import write_atomic
+    from app.secrets import secrets_dir
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "get_secret_value"):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    data = plain(settings.model_dump())
+    return write_atomic(secrets_dir(Path(settings.data_dir)) / SETTINGS_FILE, json.dumps(data).encode(), mode=0o600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app.server <settings.json> [--stop-label-studio]``: what ``juicer serve`` execs into."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "apscheduler.executors.default", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: already running" is the design
+    settings = Settings(**json.loads(Path(argv[0]).read_text()))
+    JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
