@@ -100,6 +100,9 @@ class ServiceSettings(BaseModel):
     demo_pool: int = Field(1000, ge=0, description="`juicer serve` demo: unlabelled Fashion-MNIST pool size")
     demo_holdout: int = Field(1000, ge=10, description="`juicer serve` demo: holdout size")
     demo_seed: int = Field(0, description="`juicer serve` demo: which images are picked")
+    scheduler_retry_s: float = Field(
+        1.0, gt=0, le=60, description="A worker without the scheduler lease tries to take it this often (failover delay)"
+    )
 
     @field_validator("classes")
     @classmethod
