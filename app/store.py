@@ -504,10 +504,7 @@ class Store:
         ids: list[int] = []
         with self._serialised() as conn:
             wanted = {label.item_id for label in new_labels}
-            known = _lock_items(conn, wanted)
-            missing = sorted(wanted - known)
-            if missing:
-                raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            _require_items(conn, wanted, lock=True)
             for label in new_labels:
                 same = conn.execute(
                     sa.select(labels.c.id, labels.c.label, labels.c.annotator)
@@ -714,12 +711,15 @@ class Store:
     ) -> None:
         """In ONE transaction: insert new items, the predictions, and queue every ``review`` one (the outbox).
 
+        Raises :class:`StoreError` naming an unknown item (and writes nothing).
+
         With ``review_only`` only the predictions that go to review are stored (re-scoring a large pool).
         """
         now = utcnow()
         with self.engine.begin() as conn:
             if new_items:
                 self.add_items(new_items, conn=conn)
+            _require_items(conn, {prediction.item_id for prediction in new_predictions})
             rows = [
                 {**prediction.__dict__, "created_at": now}
                 for prediction in new_predictions
@@ -912,17 +912,25 @@ class Store:
             return _row(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first())
 
 
+def _require_items(conn: Connection, wanted: set[str], lock: bool = False) -> None:
+    """Raise :class:`StoreError` naming the ids in ``wanted`` that are not items (``lock``: see :func:`_lock_items`)."""
+    known = _lock_items(conn, wanted, lock=lock)
+    missing = sorted(wanted - known)
+    if missing:
+        raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+
+
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-def _lock_items(conn: Connection, item_ids: Iterable[str]) -> set[str]:
+def _lock_items(conn: Connection, item_ids: Iterable[str], lock: bool = True) -> set[str]:
     """The ids among ``item_ids`` that exist; on PostgreSQL their rows are locked (FOR UPDATE, id order) until commit."""
     found: set[str] = set()
     for chunk in _chunks(sorted(set(item_ids)), 500):
         query = sa.select(items.c.id).where(items.c.id.in_(list(chunk))).order_by(items.c.id)
-        if conn.dialect.name == "postgresql":
+        if lock and conn.dialect.name == "postgresql":
             query = query.with_for_update()
         found.update(conn.execute(query).scalars())
     return found

@@ -55,6 +55,19 @@ def free_port_fixture():
     return free_port
 
 
+@pytest.fixture(scope="session")
+def lite0_backbone_dir(tmp_path_factory) -> Path:
+    """The EfficientNet-Lite0 SavedModel folder: the one `make backbone` built (read only, never written), or one
+    built for this session in a temp folder, so no test writes into the repository's data folder."""
+    from learner.backbones import ensure_backbone
+    from learner.efficientnet_lite import read_sidecar
+
+    built = REPO / "data" / "backbones" / "efficientnet-lite0"
+    if (built / "saved_model.pb").is_file() and read_sidecar(built) is not None:
+        return built
+    return ensure_backbone("efficientnet-lite0", tmp_path_factory.mktemp("data"))[0]
+
+
 def write_sample_images(files_root: Path) -> dict[str, str]:
     """scikit-image's photos as JPEG files under ``files_root``; name -> path relative to it."""
     from PIL import Image

@@ -18,6 +18,7 @@ from annotation.errors import (
     ProjectConfigError,
 )
 from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, SeenAnnotation
+from annotation.webhooks import CHOICES_NAME
 
 URL = "http://ls.test"
 
@@ -204,3 +205,24 @@ def test_cursor_round_trips_through_json():
 def test_cursor_from_another_project_is_refused():
     with desk_answering(answer(500, {})) as desk, pytest.raises(ValueError, match="project"):
         desk.pull_labels(Project(1, "p", ("a",), URL), PullCursor(2))
+
+
+def test_pulled_labels_name_the_annotator_whether_or_not_the_user_is_expanded():
+    def choice(label):
+        return [{"from_name": CHOICES_NAME, "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+
+    export = [
+        {"id": 10, "data": {"item_id": "a"}, "annotations": [
+            {"id": 1, "completed_by": 5, "result": choice("x"), "updated_at": "2026-12-01T10:00:00Z"}]},
+        {"id": 11, "data": {"item_id": "b"}, "annotations": [
+            {"id": 2, "completed_by": {"id": 6, "email": "p@q.test"}, "result": choice("y"),
+             "updated_at": "2026-12-01T10:00:01Z"}]},
+    ]  # fmt: skip
+
+    def handler(request):
+        assert request.url.path == "/api/projects/1/export"
+        return httpx.Response(200, json=export)
+
+    with desk_answering(handler) as desk:
+        events, _ = desk.pull_labels(Project(1, "p", ("x", "y"), URL))
+    assert sorted((event.item_id, event.label, event.annotator) for event in events) == [("a", "x", "5"), ("b", "y", "6")]

@@ -56,6 +56,19 @@ def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
     assert server.port == 9123 and server.username == settings.label_studio.username
 
 
+def test_the_desk_goes_to_the_port_label_studio_really_took_unless_a_url_is_given(tmp_path):
+    from annotation.desk import desk_from_settings
+
+    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    (tmp_path / "label-studio").mkdir()
+    (tmp_path / "label-studio" / "label-studio.port").write_text("9124\n")  # 9123 was busy
+    assert desk_from_settings(settings).url == "http://127.0.0.1:9124"
+    assert desk_from_settings(settings, url="http://127.0.0.1:7000").url == "http://127.0.0.1:7000"
+    configured = load_settings(environ={}, data_dir=tmp_path, label_studio={"url": "http://ls.test:8080"})
+    assert desk_from_settings(configured).url == "http://ls.test:8080"
+    assert desk_from_settings(settings).files_root == settings.images_dir.resolve()
+
+
 FAKE_LABEL_STUDIO = '''#!{python}
 # Stands in for label-studio: like the real one, it takes another port when asked for a busy one, says so in
 # its log line, and answers /health.

@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from annotation.errors import AnnotationError
-from annotation.models import LabelEvent, PullCursor, ReviewTask
+from annotation.models import LabelEvent, PullCursor, ReviewTask, SeenAnnotation
 from app.model import Embeddings, ModelHolder
 from app.services import Services
 from app.store import Store
@@ -47,6 +47,7 @@ class FakeDesk:
         self.down = False
         self.tasks: dict[str, dict[str, Any]] = {}
         self.events: list[LabelEvent] = []
+        self.cursors: list[PullCursor | None] = []  # what each pull_labels call was handed
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -76,8 +77,14 @@ class FakeDesk:
         return out
 
     def pull_labels(self, project: Any, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
+        """Like the real desk: only the events the cursor has not seen, and a cursor that has seen them all."""
         self._check()
-        return list(self.events), PullCursor(project.id)
+        self.cursors.append(cursor)
+        seen = dict(cursor.seen) if cursor is not None else {}
+        new = [event for event in self.events if event.annotation_id not in seen]
+        for event in new:
+            seen[event.annotation_id] = SeenAnnotation(event.item_id or "", event.task_id or 0, event.label or "", event.annotator, "")
+        return new, PullCursor(project.id, seen)
 
 
 class FakeProject:

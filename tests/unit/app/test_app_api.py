@@ -42,7 +42,9 @@ def assert_still_serving(client) -> None:
     assert response.status_code == 200, response.json
 
 
-def test_predict_multipart_gives_every_field_and_queues_reviews_in_the_outbox(client, trained):
+@pytest.mark.parametrize("rule, threshold, decision", [("threshold", 1.0, "review"), ("argmax", 0.8, "accept")])
+def test_predict_multipart_gives_every_field_and_queues_reviews_in_the_outbox(client, trained, rule, threshold, decision):
+    trained.settings.service.decision_rule, trained.settings.service.decision_threshold = rule, threshold
     files = {"image": (io.BytesIO(png(COLOURS["blue"], seed=5)), "blue.png")}
     response = client.post("/v1/predict", data=files, content_type="multipart/form-data")
     assert response.status_code == 200, response.json
@@ -51,12 +53,27 @@ def test_predict_multipart_gives_every_field_and_queues_reviews_in_the_outbox(cl
     assert prediction["label"] == "blue"
     assert set(prediction["probabilities"]) == set(CLASSES)
     assert prediction["model_version"] == "v0001"
-    assert prediction["decision"] in ("accept", "review")
+    assert (prediction["decision"], prediction["rule"]) == (decision, rule)
     item = trained.store.get_item(prediction["item_id"])
     assert item["split"] == "served" and item["prediction"]["model_version"] == "v0001"
     assert (trained.data_dir / item["image_path"]).read_bytes() == png(COLOURS["blue"], seed=5)
-    queued = trained.store.review_counts()["pending"]
-    assert queued == (1 if prediction["decision"] == "review" else 0)
+    due = [row["item_id"] for row in trained.store.due_reviews(10)]
+    assert due == ([prediction["item_id"]] if decision == "review" else [])
+
+
+def test_predictions_are_counted_by_decision_in_metrics(client, trained):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    trained.settings.service.decision_threshold = 1.0
+    client.post("/v1/predict", json={"images": [b64(png(COLOURS["red"], seed=s)) for s in (70, 71)]})
+    trained.settings.service.decision_rule = "argmax"
+    client.post("/v1/predict", json={"image": b64(png(COLOURS["red"], seed=72))})
+    counts = {
+        sample.labels["decision"]: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+        for sample in family.samples if sample.name == "juicer_predictions_total"
+    }  # fmt: skip
+    assert counts == {"review": 2, "accept": 1}
 
 
 def test_predict_json_many_and_review_rule_routes_to_outbox(client, trained):
@@ -183,7 +200,6 @@ def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(cl
 
 
 def test_models_report_and_readiness(client, trained):
-    trained.store.add_items([NewItem(f"h{i}", f"hh{i}", f"holdout/{i}", "holdout", None) for i in range(0)])
     models = client.get("/v1/models").json
     assert models["current"] == "v0001" and models["models"][0]["serving"] is True
     assert client.get("/v1/models/current").json["model_version"] == "v0001"

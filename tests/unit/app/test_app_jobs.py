@@ -106,8 +106,10 @@ def test_pull_labels_applies_what_webhooks_missed_and_keeps_a_cursor(services):
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
     services.desk.events = [LabelEvent("p1", 3, 77, "red", "1", utcnow(), "set"), LabelEvent("p1", 3, 78, "mauve", "1", utcnow(), "set")]
     assert pull_labels(services) == 1  # the label outside the class list is ignored
-    assert pull_labels(services) == 0
-    assert services.store.get_cursor("label-studio-pull") is not None
+    services.desk.events.append(LabelEvent("p1", 3, 79, "green", "2", utcnow(), "set"))
+    assert pull_labels(services) == 1  # only the annotation the stored cursor has not seen
+    first, second = services.desk.cursors
+    assert first is None and set(second.seen) == {77, 78}
     services.desk.down = True
     from annotation.errors import AnnotationError
 

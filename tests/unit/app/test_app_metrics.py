@@ -42,7 +42,6 @@ def make_app(refresh=None):
 
     @app.post("/v1/predict")
     def predict():
-        metrics.observe_predictions(["accept", "review", "accept"])
         return {"ok": True}
 
     @app.get("/secret")
@@ -66,15 +65,6 @@ def test_requests_are_counted_by_rule_method_and_status():
     # a request refused by an earlier before-request hook is timed as well
     assert got[("juicer_http_request_duration_seconds_count", frozenset({("endpoint", "/secret"), ("method", "GET")}))] == 1
     assert got[("juicer_http_request_duration_seconds_count", frozenset({("endpoint", "/v1/models/<version>"), ("method", "GET")}))] == 2
-
-
-def test_predictions_by_decision():
-    app, _ = make_app()
-    client = app.test_client()
-    client.post("/v1/predict")
-    got = samples(client)
-    assert got[("juicer_predictions_total", frozenset({("decision", "accept")}))] == 2
-    assert got[("juicer_predictions_total", frozenset({("decision", "review")}))] == 1
 
 
 def test_refresh_copies_store_state_at_scrape_time():

@@ -84,8 +84,9 @@ def test_prediction_and_review_queue_commit_together(store):
 
 
 def test_prediction_for_unknown_item_rolls_back_the_whole_batch(store):
-    with pytest.raises(Exception):
-        store.record_predictions([_prediction("missing")])
+    with pytest.raises(StoreError, match="unknown item id.*missing"):
+        store.record_predictions([_prediction("item-1"), _prediction("missing")], [_item(1)])
+    assert store.get_item("item-1") is None
     assert store.prediction_counts() == {}
     assert store.review_counts()["pending"] == 0
 

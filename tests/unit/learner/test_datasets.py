@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from learner.datasets import FASHION_MNIST_CLASSES, Dataset, load_dataset, load_fashion_mnist, load_folder
-from learner.errors import DatasetError
+from learner.errors import DatasetError, ImageTooLargeError
 from learner.images import ArrayImage, FileImage
 
 
@@ -60,7 +60,7 @@ def test_load_folder_reads_classes_sorted_and_skips_non_images(flowers_like):
 
 def test_load_folder_passes_the_pixel_limit_on(flowers_like):
     dataset = load_folder(flowers_like, max_pixels=10)
-    with pytest.raises(Exception, match="above the limit of 10"):
+    with pytest.raises(ImageTooLargeError, match="above the limit of 10"):
         dataset.sources[0].pixels((4, 4))
 
 

@@ -37,14 +37,15 @@ def test_learns_separable_classes_with_string_labels():
     assert np.array_equal(head.classes_[proba.argmax(axis=1)], head.predict(X))
 
 
-def test_same_random_state_gives_identical_weights():
+def test_same_random_state_gives_the_same_weights():
+    # To a tolerance, not bit for bit: reductions on a GPU are not deterministic in their last bits.
     X, y = _blobs()
     first = SoftmaxHead(random_state=7, max_iter=50, tol=0).fit(X, y)
     second = SoftmaxHead(random_state=7, max_iter=50, tol=0).fit(X, y)
-    assert np.array_equal(first.coef_, second.coef_)
-    assert np.array_equal(first.intercept_, second.intercept_)
+    np.testing.assert_allclose(first.coef_, second.coef_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.intercept_, second.intercept_, rtol=1e-5, atol=1e-6)
     other = SoftmaxHead(random_state=8, max_iter=50, tol=0).fit(X, y)
-    assert not np.array_equal(first.coef_, other.coef_)
+    assert not np.allclose(first.coef_, other.coef_, rtol=1e-3, atol=1e-4)
 
 
 def test_not_fitted_raises():
