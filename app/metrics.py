@@ -17,6 +17,7 @@ Exposed (prefix ``juicer_``)::
     model_holdout_accuracy                           gauge      argmax accuracy of the serving model
     model_labels                                     gauge      labels the serving model was trained on
     model_info{model_version}                        gauge = 1  which version serves
+    scheduler_running                                gauge      1 in the process holding the scheduler lease
 
 Several workers (``juicer serve --workers N``): the server turns on prometheus-client's multiprocess mode
 (:func:`use_multiprocess_dir`, before any worker starts), every worker writes its values to files in that folder,
@@ -93,6 +94,10 @@ class Metrics:
         self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **store_state)
         self.model_info = Gauge(
             "model_info", "The model version that serves (value 1; one series per worker process)", ["model_version"],
+            **common, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.scheduler_running = Gauge(
+            "scheduler_running", "1 in the process that holds the scheduler lease (one series per worker process)",
             **common, multiprocess_mode="liveall",
         )  # fmt: skip
         self._model_version: str | None = None

@@ -155,13 +155,18 @@ class JuicerServer(BaseApplication):
         app.before_request(follow_models(services))  # the lease may move here later: every worker follows the store
         services.extras["scheduler_elsewhere"] = True  # some process holds the lease (or takes it within seconds)
 
+        metrics = services.extras["metrics"]
+        metrics.scheduler_running.set(0)
+
         def start_jobs() -> None:
             self.jobs = Jobs(services)
             self.jobs.start()
+            metrics.scheduler_running.set(1)
             logger.info("worker %d runs the scheduler", os.getpid())
 
         def stop_jobs() -> None:
             jobs, self.jobs = self.jobs, None
+            metrics.scheduler_running.set(0)
             if jobs is not None:
                 jobs.shutdown(wait=False)
 
