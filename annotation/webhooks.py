@@ -33,9 +33,10 @@ def annotation_label(result: Any) -> str | None:
     for region in result:
         if not isinstance(region, Mapping) or region.get("from_name") != CHOICES_NAME:
             continue
-        choices = (region.get("value") or {}).get("choices") or []
-        if choices:
-            return str(choices[0])
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, Mapping) else None
+        if isinstance(choices, list) and choices and isinstance(choices[0], str):
+            return choices[0]
     return None
 
 

@@ -26,7 +26,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
 
             settings = load_settings()
         services = build_services(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static route: every route is in the OpenAPI document
     app.config["MAX_CONTENT_LENGTH"] = services.settings.service.max_request_bytes
     app.json.sort_keys = False
     app.extensions["juicer"] = services

@@ -444,6 +444,14 @@ def report_plot() -> Response:
 
 
 # -- health -----------------------------------------------------------------------------------------
+@web.get("/openapi.json")
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 description of every route (:mod:`app.openapi`)."""
+    from app.openapi import openapi_document
+
+    return jsonify(openapi_document())
+
+
 @web.get("/healthz")
 def healthz() -> Response:
     """The process answers."""

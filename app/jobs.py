@@ -10,6 +10,7 @@ Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``)::
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
+    apply-retention    delete served images and predictions older than ``service.keep_served_days``
     run-queued-jobs    the retrains asked for through ``POST /v1/retrain`` in any worker (queued rows in the store)
 
 Each job function takes :class:`app.services.Services` and is a plain function, so tests call them directly.
@@ -257,6 +258,24 @@ def queue_retrain(services: Services, force: bool = False) -> int:
     return job_id
 
 
+def apply_retention(services: Services) -> int:
+    """Delete served images and predictions older than ``service.keep_served_days``; returns items removed.
+
+    Kept whatever the age: items with a label (they train), items whose review is open, every item's newest
+    prediction. Rows go first, files after, so a crash between the two leaves an unreferenced file, never a
+    row naming a missing one.
+    """
+    days = services.settings.service.keep_served_days
+    if days is None:
+        return 0
+    paths = services.store.forget_served(utcnow() - timedelta(days=days))
+    for relative in paths:
+        (services.data_dir / relative).unlink(missing_ok=True)
+    if paths:
+        logger.info("retention: %d served images older than %g days removed", len(paths), days)
+    return len(paths)
+
+
 def refresh_queue(services: Services) -> int:
     """Top up the review queue from the pool under the serving model."""
     return services.trainer.refresh_review_queue()
@@ -291,13 +310,14 @@ class Jobs:
             logger.warning("%d jobs left queued or running by the last process marked failed", stale)
         now = datetime.now(timezone.utc)
         if self.services.project is None:
-            self._add("connect-label-studio", _connect_and_stop, 30.0, next_run_time=now)
+            self._add("connect-label-studio", _connect_and_stop, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("deliver-outbox", deliver_outbox, service.deliver_interval_s, next_run_time=now)
         self._add("process-webhooks", process_webhook_events, max(1.0, service.deliver_interval_s), next_run_time=now)
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, 30.0)
         self._add("run-queued-jobs", run_queued_jobs, 1.0, next_run_time=now)
         self._add("refresh-queue", refresh_queue, 3600.0)
+        self._add("apply-retention", apply_retention, 6 * 3600.0, next_run_time=now + timedelta(minutes=5))
         if service.retrain_interval_s > 0:
             self._add("retrain-schedule", retrain_on_schedule, service.retrain_interval_s)
         self.scheduler.start()

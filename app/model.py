@@ -8,7 +8,7 @@ at start :func:`load_last_good` walks back from the newest version to the first 
 
 There is one backbone per process: :class:`Embeddings` wraps it with the persistent
 :class:`learner.cache.EmbeddingCache` (each image embedded once, ever) and an in-memory memo (a retrain over
-thousands of labels reads vectors from a dict, not from disk).
+thousands of labels reads vectors from memory, not from disk), an LRU of ``service.embedding_memo_size`` vectors.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -153,15 +154,17 @@ def load_last_good(rows: Sequence[dict[str, Any]], data_dir: Path, backbone_id: 
 class Embeddings:
     """The process's one backbone behind the persistent cache and an in-memory memo (content hash -> vector)."""
 
-    def __init__(self, backbone: Embedder, cache: EmbeddingCache) -> None:
+    def __init__(self, backbone: Embedder, cache: EmbeddingCache, memo_size: int = 20_000) -> None:
         self.backbone = backbone
         self.cache = cache
-        self._memo: dict[str, np.ndarray] = {}
+        self.memo_size = memo_size  # vectors held in memory, least recently used dropped first
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def memo_hashes(self) -> list[str]:
-        """Content hashes whose vectors are held in memory."""
-        return list(self._memo)
+        """Content hashes whose vectors are held in memory, least recently used first."""
+        with self._lock:
+            return list(self._memo)
 
     @property
     def backbone_id(self) -> str:
@@ -179,13 +182,23 @@ class Embeddings:
         Raises :class:`learner.errors.ImageError` naming the source of an image that cannot be decoded.
         """
         hashes = [source.content_hash for source in sources]
-        memo = self._memo
-        missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in memo]
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for content_hash in hashes:
+                vector = self._memo.get(content_hash)
+                if vector is not None:
+                    self._memo.move_to_end(content_hash)
+                    found[content_hash] = vector
+        missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in found]
         if missing:
             vectors = embed_sources(self.backbone, self.cache, missing, progress=progress)
             with self._lock:
                 for source, vector in zip(missing, vectors):
-                    memo[source.content_hash] = vector
+                    found[source.content_hash] = vector
+                    self._memo[source.content_hash] = vector
+                    self._memo.move_to_end(source.content_hash)
+                while len(self._memo) > self.memo_size:
+                    self._memo.popitem(last=False)
         if not hashes:
             return np.zeros((0, int(self.backbone.dim)), dtype=np.float32)
-        return np.stack([memo[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)
+        return np.stack([found[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)

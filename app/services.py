@@ -101,7 +101,7 @@ def build_services(
         spec = resolve_backbone(settings.learner.backbone, data_dir, settings.learner.input_size)
         backbone = load_backbone(spec, settings.learner.batch_size, settings.learner.mixed_precision)
     cache = EmbeddingCache(embedding_cache_dir(data_dir), backbone.id)
-    embeddings = Embeddings(backbone, cache)
+    embeddings = Embeddings(backbone, cache, settings.service.embedding_memo_size)
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
         logger.info("serving the last good model %s", models.current.version)

@@ -804,6 +804,32 @@ class Store:
                 counts[status] = count
         return counts
 
+    def forget_served(self, before: datetime) -> list[str]:
+        """Delete served items created ``before`` that no label names and no open review task holds, with their
+        predictions and finished review rows; also every item's predictions older than ``before`` except its
+        newest. Returns the image paths no remaining item uses (for the caller to delete)."""
+        open_reviews = sa.select(review_tasks.c.item_id).where(review_tasks.c.status.in_(["pending", "sent"]))
+        with self.engine.begin() as conn:
+            doomed = list(
+                conn.execute(
+                    sa.select(items.c.id).where(
+                        items.c.split == "served", items.c.created_at < before,
+                        items.c.id.not_in(sa.select(labels.c.item_id)), items.c.id.not_in(open_reviews),
+                    )
+                ).scalars()
+            )  # fmt: skip
+            paths: set[str] = set()
+            for chunk in _chunks(doomed, 500):
+                ids = list(chunk)
+                paths.update(p for p in conn.execute(sa.select(items.c.image_path).where(items.c.id.in_(ids))).scalars() if p)
+                conn.execute(predictions.delete().where(predictions.c.item_id.in_(ids)))
+                conn.execute(review_tasks.delete().where(review_tasks.c.item_id.in_(ids)))
+                conn.execute(items.delete().where(items.c.id.in_(ids)))
+            newest = sa.select(sa.func.max(predictions.c.id)).group_by(predictions.c.item_id)
+            conn.execute(predictions.delete().where(predictions.c.created_at < before, predictions.c.id.not_in(newest)))
+            still_used = set(conn.execute(sa.select(items.c.image_path).where(items.c.image_path.in_(sorted(paths)))).scalars()) if paths else set()
+        return sorted(paths - still_used)
+
     def prediction_counts(self) -> dict[str, int]:
         """Predictions recorded per decision."""
         with self.engine.connect() as conn:

@@ -79,6 +79,12 @@ class ServiceSettings(BaseModel):
     max_request_pixels: int = Field(
         100_000_000, ge=1, description="Most pixels of all images in one request together (read from their headers)"
     )
+    embedding_memo_size: int = Field(
+        20_000, ge=0, description="Embeddings held in memory (LRU; ~5 KB each at 1280 floats); the disk cache has all"
+    )
+    keep_served_days: float | None = Field(
+        30, gt=0, description="Served images (never labelled, not queued) and their predictions are deleted after this (None: kept)"
+    )
     workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes (each loads the backbone; one runs the scheduler)")
     threads: int = Field(8, ge=1, le=256, description="Request threads per worker")
     max_connections: int = Field(64, ge=1, le=10_000, description="Open connections per worker at most (more wait in the backlog)")

@@ -135,3 +135,47 @@ def test_label_studio_down_at_start_is_retried_by_a_job(services):
     services.desk.down = False
     assert connect_label_studio(services, "http://127.0.0.1:8000/v1/webhooks/label-studio") is True
     assert services.project is not None
+
+
+# -- bounded memory and disk ------------------------------------------------------------------------
+def test_the_embedding_memo_is_an_lru_of_bounded_size(services):
+    import numpy as np
+
+    from learner.images import ArrayImage
+
+    services.embeddings.memo_size = 3
+    images = [ArrayImage(np.full((8, 8, 3), value, dtype=np.uint8), f"a{value}") for value in range(5)]
+    services.embeddings.embed(images[:3])
+    services.embeddings.embed(images[:1])  # a0 used again: the oldest unused is a1
+    services.embeddings.embed(images[3:4])
+    held = set(services.embeddings.memo_hashes())
+    assert len(held) == 3 and images[0].content_hash in held and images[1].content_hash not in held
+    assert services.embeddings.embed(images).shape == (5, 192)  # evicted ones come back from the disk cache
+
+
+def test_retention_removes_old_served_images_and_predictions_only(services):
+    from datetime import timedelta
+
+    from app.jobs import apply_retention
+    from app.store import NewPrediction, items, predictions, utcnow
+
+    images = services.data_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for name in ("old", "new", "labelled", "queued"):
+        (images / f"{name}.png").write_bytes(b"png")
+    services.store.record_predictions(
+        [NewPrediction(name, "v0001", "red", 0.9, {"red": 0.9}, "review" if name == "queued" else "accept", "threshold")
+         for name in ("old", "new", "labelled", "queued")],
+        [NewItem(name, name * 16, name, "served", f"images/{name}.png") for name in ("old", "new", "labelled", "queued")],
+    )  # fmt: skip
+    services.store.add_labels([NewLabel("labelled", "red", "api")])
+    long_ago = utcnow() - timedelta(days=40)
+    with services.store.engine.begin() as conn:
+        conn.execute(items.update().where(items.c.id != "new").values(created_at=long_ago))
+        conn.execute(predictions.update().where(predictions.c.item_id != "new").values(created_at=long_ago))
+    services.settings.service.keep_served_days = 30
+    removed = apply_retention(services)
+    assert removed == 1
+    assert services.store.get_item("old") is None and not (images / "old.png").exists()
+    for kept in ("new", "labelled", "queued"):
+        assert services.store.get_item(kept) is not None and (images / f"{kept}.png").exists()

@@ -1,0 +1,244 @@
+"""The fault suite: the real service (``juicer serve``: gunicorn, the real backbone) killed with SIGKILL mid-work,
+Label Studio stopped and started under it, poison and replayed webhooks. After each fault: every acknowledged
+label is still there (counted), the last good model serves, and Label Studio holds one task per item.
+
+The tests share one data folder and run in file order, each starting from what the one before left.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.integration.faults.service import Service, data_folder, service_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+SECRET = "fault-suite-secret"
+
+
+def noise_png(seed: int) -> str:
+    """A distinct image the demo model is unsure of (so it is decided ``review``), as base64."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (28, 28), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class Ledger:
+    """What the service acknowledged, to count after every fault."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, str] = {}  # item id -> label, acknowledged with 201
+        self.reviews: set[str] = set()  # item ids acknowledged as decided "review"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, free_port, label_studio):
+    root = tmp_path_factory.mktemp("faults")
+    data_dir = data_folder(root)
+    port = free_port()
+    title = label_studio.project_title("faults")
+    env = service_env(data_dir, port, label_studio, title, JUICER_SERVICE__DELIVER_BATCH_SIZE="1")
+    service = Service(data_dir, port, env)
+    service.start()
+    try:
+        yield service, Ledger(), label_studio, title
+    finally:
+        service.stop()
+        if not label_studio.server.running:
+            label_studio.server.start(wait=True, timeout_s=240)
+
+
+def _classes(client: httpx.Client) -> list[str]:
+    return list(client.get("/v1/models/current").json()["classes"])
+
+
+def _check_everything_acknowledged_is_there(service: Service, ledger: Ledger) -> None:
+    with service.client() as client:
+        for item_id, label in ledger.labels.items():
+            item = client.get(f"/v1/items/{item_id}").json()
+            assert item["label"] is not None and item["label"]["label"] == label, f"acknowledged label of {item_id} lost"
+        for item_id in ledger.reviews:
+            item = client.get(f"/v1/items/{item_id}").json()
+            assert item["review"] is not None, f"acknowledged review of {item_id} lost"
+
+
+def _check_last_good_model_serves(service: Service) -> None:
+    with service.client() as client:
+        models = client.get("/v1/models").json()
+        versions = [row["model_version"] for row in models["models"]]
+        for version in versions:
+            assert (service.data_dir / "models" / f"{version}.pkl").is_file(), f"{version} recorded without its file"
+        assert models["current"] == versions[-1]
+        response = client.post("/v1/predict", json={"image": noise_png(0)})
+        assert response.status_code == 200 and response.json()["model_version"] == versions[-1]
+
+
+def _pending(client: httpx.Client) -> int:
+    text = client.get("/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith('juicer_review_tasks{status="pending"}'))
+    return int(float(line.split()[-1]))
+
+
+def _one_task_per_item(service: Service, label_studio, title: str) -> Counter:
+    with service.client() as client:
+        classes = _classes(client)
+    desk = label_studio.desk()
+    project = desk.ensure_project(classes, title)  # the service's own project (idempotent: found by title)
+    counts = Counter(task.item_id for task in desk.open_tasks(project))
+    assert counts and max(counts.values()) == 1, f"items delivered twice: {[i for i, n in counts.items() if n > 1]}"
+    return counts
+
+
+def test_sigkill_in_the_middle_of_a_labels_batch_loses_no_acknowledged_label(world):
+    service, ledger, _, _ = world
+    with service.client() as client:
+        pool = [row["id"] for row in client.get("/v1/items", params={"split": "pool", "limit": 40}).json()["items"]]
+        classes = _classes(client)
+    acknowledged = threading.Event()
+
+    def post_labels() -> None:
+        with service.client(timeout_s=10) as client:
+            for index, item_id in enumerate(pool[:30]):
+                label = classes[index % len(classes)]
+                try:
+                    response = client.post("/v1/labels", json={"labels": [{"item_id": item_id, "label": label}]})
+                except httpx.HTTPError:
+                    return  # the service is gone
+                if response.status_code == 201:
+                    ledger.labels[item_id] = label
+                    if len(ledger.labels) >= 8:
+                        acknowledged.set()
+
+    writer = threading.Thread(target=post_labels)
+    writer.start()
+    assert acknowledged.wait(120), service.tail()
+    service.kill()
+    writer.join(60)
+    assert 8 <= len(ledger.labels) <= 30
+    service.start()
+    _check_everything_acknowledged_is_there(service, ledger)
+    _check_last_good_model_serves(service)
+
+
+def test_sigkill_mid_retrain_leaves_the_last_good_model_and_fails_the_job(world):
+    service, ledger, _, _ = world
+    with service.client() as client:
+        job_id = client.post("/v1/retrain", params={"force": "true"}).json()["job_id"]
+        service.wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] != "queued", 60, "retrain running")
+    service.kill()
+    service.start()
+    with service.client() as client:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] in ("failed", "done")
+    if job["status"] == "failed":
+        assert "restarted" in job["error"]
+    _check_everything_acknowledged_is_there(service, ledger)
+    _check_last_good_model_serves(service)
+
+
+def test_sigkill_mid_delivery_delivers_every_review_once(world):
+    service, ledger, label_studio, title = world
+    with service.client() as client:
+        for seed in range(100, 116):
+            body = client.post("/v1/predict", json={"image": noise_png(seed)}).json()
+            for prediction in body["predictions"]:
+                if prediction["decision"] == "review":
+                    ledger.reviews.add(prediction["item_id"])
+        assert ledger.reviews, "the demo model was sure of noise: nothing to deliver"
+        service.wait_for(lambda: _pending(client) < len(ledger.reviews), 120, "delivery started")
+    service.kill()
+    service.start()
+    with service.client() as client:
+        service.wait_for(lambda: _pending(client) == 0, 180, "every review delivered")
+    counts = _one_task_per_item(service, label_studio, title)
+    assert ledger.reviews <= set(counts)
+    _check_everything_acknowledged_is_there(service, ledger)
+
+
+def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
+    service, ledger, label_studio, title = world
+    label_studio.server.stop()
+    try:
+        with service.client() as client:
+            assert client.get("/readyz").json()["status"] == "degraded"
+            for seed in range(200, 208):
+                response = client.post("/v1/predict", json={"image": noise_png(seed)})
+                assert response.status_code == 200
+                ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
+            assert _pending(client) > 0
+    finally:
+        label_studio.server.start(wait=True, timeout_s=240)
+    with service.client() as client:
+        service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered after Label Studio came back")
+        assert client.get("/readyz").json()["status"] == "ready"
+    assert ledger.reviews <= set(_one_task_per_item(service, label_studio, title))
+    _check_everything_acknowledged_is_there(service, ledger)
+
+
+def _webhook(item_id: str, annotation_id: int, label: str, at: str) -> dict:
+    return {
+        "action": "ANNOTATION_UPDATED",
+        "annotation": {"id": annotation_id, "completed_by": 1, "updated_at": at, "was_cancelled": False,
+                       "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]},
+        "task": {"id": 1, "data": {"item_id": item_id}},
+    }  # fmt: skip
+
+
+def test_a_poison_webhook_does_not_block_the_good_ones_and_a_stale_replay_changes_nothing(world):
+    service, ledger, _, _ = world
+    with service.client() as client:
+        pool = [row["id"] for row in client.get("/v1/items", params={"split": "pool", "limit": 40}).json()["items"]]
+        fresh = [item for item in pool if item not in ledger.labels][:3]
+        classes = _classes(client)
+    hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=10)
+    with hooks:
+        assert hooks.post("/v1/webhooks/label-studio", json={"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}).status_code == 200
+        for offset, item_id in enumerate(fresh):
+            body = _webhook(item_id, 900_000 + offset, classes[offset], "2026-12-01T12:00:00Z")
+            assert hooks.post("/v1/webhooks/label-studio", json=body).status_code == 200
+        with service.client() as client:
+            for offset, item_id in enumerate(fresh):
+                service.wait_for(lambda: (client.get(f"/v1/items/{item_id}").json()["label"] or {}).get("label") == classes[offset],
+                                 60, f"label of {item_id} from its webhook")  # fmt: skip
+                ledger.labels[item_id] = classes[offset]
+        stale = _webhook(fresh[0], 900_000, classes[5], "2026-12-01T11:00:00Z")  # an hour older than what is stored
+        assert hooks.post("/v1/webhooks/label-studio", json=stale).status_code == 200
+        marker = _webhook(fresh[1], 900_001, classes[6], "2026-12-01T13:00:00Z")  # a newer one, applied after the replay
+        assert hooks.post("/v1/webhooks/label-studio", json=marker).status_code == 200
+    with service.client() as client:
+        service.wait_for(lambda: client.get(f"/v1/items/{fresh[1]}").json()["label"]["label"] == classes[6], 60, "newer label")
+        ledger.labels[fresh[1]] = classes[6]
+        assert client.get(f"/v1/items/{fresh[0]}").json()["label"]["label"] == classes[0]  # the replay changed nothing
+    _check_everything_acknowledged_is_there(service, ledger)
+
+
+def test_label_studio_down_at_service_start(world):
+    service, ledger, label_studio, title = world
+    service.stop()
+    label_studio.server.stop()
+    try:
+        service.start()
+        with service.client() as client:
+            assert client.get("/readyz").json()["status"] == "degraded"
+            response = client.post("/v1/predict", json={"image": noise_png(300)})
+            assert response.status_code == 200
+            ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
+    finally:
+        label_studio.server.start(wait=True, timeout_s=240)
+    with service.client() as client:
+        service.wait_for(lambda: client.get("/readyz").json()["status"] == "ready", 120, "connected to Label Studio")
+        service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered")
+    assert ledger.reviews <= set(_one_task_per_item(service, label_studio, title))
+    _check_everything_acknowledged_is_there(service, ledger)
+    _check_last_good_model_serves(service)

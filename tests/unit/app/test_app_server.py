@@ -1,0 +1,37 @@
+"""The gunicorn server's settings and its slow-client guard (the real run: fault suite)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from app.server import ReadTimeoutSocket, gunicorn_options
+from config import load_settings
+
+
+def test_gunicorn_runs_threaded_workers_with_bounded_connections_and_timeouts(tmp_path):
+    settings = load_settings(environ={}, data_dir=tmp_path, service={"workers": 3, "max_connections": 50})
+    options = gunicorn_options(settings)
+    assert options["workers"] == 3 and options["worker_class"] == "app.server.JuicerWorker"
+    assert options["worker_connections"] == 50 and options["timeout"] > 0 and options["keepalive"] <= 10
+    assert options["limit_request_line"] and options["limit_request_fields"] and not options["preload_app"]
+
+
+def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
+    ours, theirs = socket.socketpair()
+    wrapped = ReadTimeoutSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    wrapped.read_timeout_s = 0.2
+    wrapped.setblocking(True)  # what gunicorn asks for; it gets a timeout
+    theirs.sendall(b"GET / HTTP/1.1\r\n")  # and then nothing more
+    assert wrapped.recv(100)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        wrapped.recv(100)
+    assert time.monotonic() - started < 2
+    wrapped.close()
+    theirs.close()
+
+
+# The one-scheduler lease (file lock on SQLite, advisory lock on PostgreSQL, takeover after SIGKILL): test_app_leader.py
