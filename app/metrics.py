@@ -20,7 +20,7 @@ Exposed (prefix ``juicer_``)::
     scheduler_running                                gauge      1 in the process holding the scheduler lease
 
 Several workers (``juicer serve --workers N``): the server turns on prometheus-client's multiprocess mode
-(:func:`use_multiprocess_dir`, before any worker starts), every worker writes its values to files in that folder,
+(``app.server.use_multiprocess_dir``, before any worker starts and before prometheus_client is imported), every worker writes its values to files in that folder,
 and a scrape of any worker answers for all of them: counters and histograms add up; the store's gauges show the
 most recent value a live worker read; ``model_info`` carries a ``pid`` label per live worker (the version each
 one served its last request with), so a model swap is visible on every worker.
@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from flask import Flask, Response, g, request
@@ -45,21 +42,7 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "<unmatched>"
 # Latency buckets from 5 ms (a cached health check) to 30 s (a large batch on the CPU).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch, read when it is imported
-
-
-def use_multiprocess_dir(folder: Path | None = None) -> Path:
-    """Turn on multiprocess mode for the processes started after this call: an empty folder for their values.
-
-    Call it in the parent before prometheus_client is imported anywhere (gunicorn's master, before the fork).
-    The folder must be local to the machine (values are files named by pid) and empty at every server start.
-    """
-    folder = Path(folder or tempfile.mkdtemp(prefix="juicer-metrics-"))
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    os.environ[MULTIPROC_ENV] = str(folder)
-    return folder
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch (app.server sets it before the fork)
 
 
 def multiprocess_on() -> bool:
@@ -123,8 +106,9 @@ class Metrics:
             self.review_tasks.labels(status=status).set(count)
 
     def set_labels(self, counts_by_source: Mapping[str, int]) -> None:
-        """Labels in the store by source; sources not given are dropped."""
-        self.labels.clear()
+        """Labels in the store by source; sources not given are dropped (in one process: multiprocess files keep them)."""
+        if not multiprocess_on():
+            self.labels.clear()
         for source, count in counts_by_source.items():
             self.labels.labels(source).set(count)
 
@@ -133,7 +117,8 @@ class Metrics:
         if multiprocess_on() and self._model_version is not None and self._model_version != model_version:
             self.model_info.labels(self._model_version).set(0)  # the file of the old series stays: mark it not serving
         self._model_version = model_version
-        self.model_info.clear()
+        if not multiprocess_on():
+            self.model_info.clear()
         if model_version is None:
             self.holdout_accuracy.set(float("nan"))
             self.model_labels.set(0)

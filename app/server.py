@@ -193,6 +193,24 @@ class JuicerServer(BaseApplication):
             server_from_settings(self.settings).stop()
 
 
+def use_multiprocess_dir(folder: Path | None = None) -> Path:
+    """Turn on prometheus-client's multiprocess mode for the workers forked after this call: an empty folder.
+
+    prometheus_client picks how it stores values when it is imported, so this module never imports it before the
+    fork (nor :mod:`app.metrics`). The folder must be local to the machine (values are files named by pid) and
+    empty at every server start.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="juicer-metrics-"))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     """In the master, when a worker ended: its live gauges leave /metrics (prometheus-client multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -229,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: already running" is the design
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
-    from app.metrics import use_multiprocess_dir
-
     use_multiprocess_dir()  # before any worker imports prometheus_client
     JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
     return 0

@@ -35,3 +35,14 @@ def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
 
 
 # The one-scheduler lease (file lock on SQLite, advisory lock on PostgreSQL, takeover after SIGKILL): test_app_leader.py
+
+
+def test_the_server_module_leaves_prometheus_client_unimported_until_the_workers_fork():
+    """prometheus_client chooses its value store at import: imported in the master, workers would not share /metrics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    code = "import sys, app.server; sys.exit('prometheus_client' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
