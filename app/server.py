@@ -186,6 +186,11 @@ class JuicerServer(BaseApplication):
             self.jobs.shutdown(wait=True)
 
     def _on_exit(self, server: Any) -> None:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and Path(folder).name.startswith("juicer-metrics-"):  # the one use_multiprocess_dir made
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
         if self.stop_label_studio:
             from annotation.server import server_from_settings
 
