@@ -20,6 +20,8 @@ from app.uploads import Upload, check_pixel_budget, read_uploads, store_image
 
 logger = logging.getLogger(__name__)
 
+MAX_ID = 2**63 - 1  # the largest integer key the store's databases hold
+
 api = Blueprint("api", __name__, url_prefix="/v1")
 web = Blueprint("web", __name__)
 
@@ -379,7 +381,7 @@ def _retrain_force(req: Any) -> bool:
 @api.get("/jobs/<int:job_id>")
 def get_job(job_id: int) -> Response:
     """A background job's status (queued, running, done, failed) and result."""
-    job = services().store.get_job(job_id)
+    job = services().store.get_job(job_id) if job_id <= MAX_ID else None  # past 64 bits no row can match
     if job is None:
         raise Problem(404, "Unknown job", f"no job {job_id}", type="unknown-job")
     return jsonify(_plain(job))

@@ -167,7 +167,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/v1/jobs/{job_id}": {"get": _operation(
             "A background job's status and result",
             _ok({"type": "object", "required": ["id", "kind", "status"]}) | _problem_responses(401, 404),
-            params=[_path("job_id", {"type": "integer", "minimum": 0})])},
+            params=[_path("job_id", {"type": "integer", "minimum": 0})])},  # no maximum: a huge id is a 404 too
         "/v1/models": {"get": _operation(
             "Every model version, oldest first",
             _ok({"type": "object", "required": ["models", "current"]}) | _problem_responses(401))},

@@ -76,10 +76,38 @@ class LabelStudioSecrets:
     webhook_secret: str
 
 
+#: What juicer shipped before secrets were generated: a Label Studio data folder made then has them baked in.
+LEGACY_LABEL_STUDIO = {"label-studio-password": "juicer-admin", "label-studio-token": "juicer-dev-token-change-me"}
+
+
+def _adopt_legacy(settings: Settings) -> None:
+    """A Label Studio database created by an older juicer knows only the old shipped password and token (the token
+    is fixed at its first start): record those as this data folder's secrets, and say they should be changed."""
+    ls = settings.label_studio
+    database = Path(ls.data_dir or Path(settings.data_dir) / "label-studio") / "label_studio.sqlite3"
+    folder = secrets_dir(Path(settings.data_dir))
+    if not database.exists():
+        return
+    for name, value in LEGACY_LABEL_STUDIO.items():
+        configured = ls.password if name == "label-studio-password" else ls.token
+        if configured or (folder / name).exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        from app.files import write_atomic
+
+        write_atomic(folder / name, value.encode() + b"\n", mode=0o600)
+        logger.warning(
+            "Label Studio in %s was created with juicer's old shipped %s; it is kept in %s so the desk still "
+            "logs in: change it in Label Studio and set label_studio.%s",
+            database.parent, name.split("-")[-1], folder / name, name.split("-")[-1],
+        )  # fmt: skip
+
+
 def label_studio_secrets(settings: Settings) -> LabelStudioSecrets:
     """Configured values, else the generated ones under ``<data_dir>/secrets/``."""
     ls = settings.label_studio
     data_dir = Path(settings.data_dir)
+    _adopt_legacy(settings)
     return LabelStudioSecrets(
         password=ls.password or ensure_secret(data_dir, "label-studio-password", 18)[0],
         token=ls.token or ensure_secret(data_dir, "label-studio-token", 30)[0],

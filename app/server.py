@@ -95,6 +95,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "juicer",
+        # gunicorn's runtime control socket (worker count, reload) lives at one path per user: two services on a
+        # machine would fight over it, and nothing of juicer's uses it.
+        "control_socket_disable": True,
     }
 
 

@@ -43,8 +43,9 @@ class Ledger:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, free_port, label_studio):
-    root = tmp_path_factory.mktemp("faults")
+def world(free_port, label_studio):
+    # Label Studio serves local files only under its document root: the data folder lives there.
+    root = label_studio.files_root.parent / f"faults-{label_studio.project_title('d').split()[-1]}"
     data_dir = data_folder(root)
     port = free_port()
     title = label_studio.project_title("faults")

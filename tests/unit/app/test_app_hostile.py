@@ -206,3 +206,19 @@ def test_metrics_do_not_label_by_invented_methods(client, trained):
         client.open("/v1/models", method=method)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'method="FOO"' not in text and 'method="BAR"' not in text
+
+
+def test_a_label_studio_made_by_an_older_juicer_keeps_its_login(tmp_path, caplog):
+    from app.secrets import label_studio_secrets
+    from config import load_settings
+
+    (tmp_path / "label-studio").mkdir()
+    (tmp_path / "label-studio" / "label_studio.sqlite3").write_bytes(b"")  # its token was fixed at its first start
+    found = label_studio_secrets(load_settings(environ={}, data_dir=tmp_path))
+    assert found.token == "juicer-dev-token-change-me" and found.password == "juicer-admin"
+    assert "change it" in caplog.text and found.webhook_secret != "juicer-webhook-secret-change-me"
+
+
+def test_a_job_id_past_64_bits_is_a_404_not_an_overflow(client):
+    response = client.get("/v1/jobs/999999999999999999999")  # found by benchmarks/bad_inputs.py: it was a 500
+    assert response.status_code == 404 and response.mimetype == PROBLEM

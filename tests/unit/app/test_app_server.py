@@ -17,6 +17,7 @@ def test_gunicorn_runs_threaded_workers_with_bounded_connections_and_timeouts(tm
     assert options["workers"] == 3 and options["worker_class"] == "app.server.JuicerWorker"
     assert options["worker_connections"] == 50 and options["timeout"] > 0 and options["keepalive"] <= 10
     assert options["limit_request_line"] and options["limit_request_fields"] and not options["preload_app"]
+    assert options["control_socket_disable"]
 
 
 def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
