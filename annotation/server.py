@@ -86,8 +86,8 @@ class LabelStudioServer:
         *,
         port: int,
         username: str,
-        password: str,
-        token: str,
+        password: str | None,
+        token: str | None,
         log_path: Path | None = None,
     ) -> None:
         self.venv = Path(venv).absolute()  # the process runs in data_dir: a relative path would miss
@@ -157,8 +157,6 @@ class LabelStudioServer:
             LABEL_STUDIO_BASE_DATA_DIR=str(self.data_dir),
             LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
             LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(document_root(self.files_root)),
-            LABEL_STUDIO_PASSWORD=self.password,
-            LABEL_STUDIO_USER_TOKEN=self.token,
             LABEL_STUDIO_SSRF_PROTECTION_ENABLED="true",
             USE_DEFAULT_BANNED_SUBNETS="false",  # replaced by the same list minus juicer's own network:
             USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets(JUICER_NETWORK)),
@@ -166,6 +164,7 @@ class LabelStudioServer:
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",  # people join through the invite link only
             PYTHONUNBUFFERED="1",  # the port line must reach the log at once
         )
+        env.update({k: v for k, v in (("LABEL_STUDIO_PASSWORD", self.password), ("LABEL_STUDIO_USER_TOKEN", self.token)) if v})
         return env
 
     def start(self, wait: bool = True, timeout_s: float = 120, progress: Callable[[float], None] | None = None) -> str:
@@ -180,6 +179,11 @@ class LabelStudioServer:
             if wait:
                 self._wait_healthy(time.monotonic() + timeout_s, process=None, log_offset=0)
             return self.url
+        if not self.password or not self.token:
+            raise LabelStudioUnavailable(
+                "no Label Studio password or token to start it with: set label_studio.password and .token, or let "
+                "juicer generate them (app.secrets.resolve_secrets, as `juicer serve` and `juicer labelstudio` do)"
+            )
         executable = self.venv / "bin" / "label-studio"
         if not executable.exists():
             raise LabelStudioUnavailable(f"no Label Studio at {executable}: create its venv with `make ls-venv`")
@@ -296,8 +300,6 @@ def _is_label_studio(pid: int) -> bool:
 def server_from_settings(settings: Settings) -> LabelStudioServer:
     """The server ``juicer labelstudio`` and ``make serve`` run, from ``settings.label_studio``."""
     ls = settings.label_studio
-    if not ls.password or not ls.token:
-        raise ValueError("label_studio.password and .token are unset: resolve them first (app.secrets.resolve_secrets)")
     return LabelStudioServer(
         venv=ls.venv,
         data_dir=ls.data_dir or settings.data_dir / "label-studio",

@@ -64,7 +64,7 @@ def main() -> int:
     service.start()
     latencies: dict[int, list[float]] = {1: [], 8: []}
     errors: list[str] = []
-    counters = {"retrains": 0, "retrain_requests": 0, "webhooks": 0}
+    counters = {"retrains": 0, "retrain_requests": 0, "webhooks": 0, "webhooks_offered": 0}
     lock = threading.Lock()
     stop = threading.Event()
     seeds = iter(range(10**6, 10**9))
@@ -95,27 +95,41 @@ def main() -> int:
                     errors.append(f"retrain {job.status_code}")
                 counters["retrain_requests"] += 1
 
+    webhook_latencies: list[float] = []
+
     def webhooks() -> None:
-        hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=30)
-        n = 0
-        next_at = time.monotonic()
-        while not stop.is_set():
+        """20 per second on a schedule, each sent from a pool (a slow answer does not slow the rate offered)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=60,
+                             limits=httpx.Limits(max_connections=32))  # fmt: skip
+
+        def send(n: int) -> None:
             item = pool[n % len(pool)]
             body = {"action": "ANNOTATION_CREATED", "task": {"id": n, "data": {"item_id": item}},
                     "annotation": {"id": 10_000 + n, "completed_by": 1, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "result": [{"from_name": "label", "to_name": "image", "type": "choices",
                                                "value": {"choices": [classes[n % len(classes)]]}}]}}  # fmt: skip
+            started = time.perf_counter()
             try:
                 response = hooks.post("/v1/webhooks/label-studio", json=body)
                 if response.status_code == 200:
-                    counters["webhooks"] += 1
+                    with lock:
+                        counters["webhooks"] += 1
+                        webhook_latencies.append(time.perf_counter() - started)
                 else:
                     errors.append(f"webhook {response.status_code}")
             except httpx.HTTPError as exc:
                 errors.append(f"webhook {exc!r}")
-            n += 1
-            next_at += 1 / 20
-            time.sleep(max(0.0, next_at - time.monotonic()))
+
+        with ThreadPoolExecutor(max_workers=32) as senders:
+            n = 0
+            next_at = time.monotonic()
+            while not stop.is_set():
+                senders.submit(send, n)
+                counters["webhooks_offered"] = n = n + 1
+                next_at += 1 / 20
+                time.sleep(max(0.0, next_at - time.monotonic()))
         hooks.close()
 
     idle = tree_rss_mb(service.process.pid)
@@ -143,7 +157,9 @@ def main() -> int:
         print(f"  batch {batch}: {len(values)} requests, p50 {1000 * percentile(values, 0.5):.0f} ms, "
               f"p99 {1000 * percentile(values, 0.99):.0f} ms")  # fmt: skip
     print(f"retrains asked {counters['retrain_requests']}, model versions now {len(models)}; "
-          f"webhooks accepted {counters['webhooks']} ({counters['webhooks'] / elapsed:.1f}/s), pool items labelled {labelled}")
+          f"webhooks offered {counters['webhooks_offered']} ({counters['webhooks_offered'] / elapsed:.1f}/s), accepted "
+          f"{counters['webhooks']}, p50 {1000 * percentile(webhook_latencies, 0.5):.0f} ms, "
+          f"p99 {1000 * percentile(webhook_latencies, 0.99):.0f} ms; pool items labelled {labelled}")
     print(f"peak RSS {sampler.peak:.0f} MB (idle {idle:.0f} MB)")
     for error in errors[:10]:
         print("  error:", error)

@@ -44,6 +44,8 @@ def test_removing_a_class_that_has_labels_is_refused(label_studio):
         desk.submit_annotation(task.task_id, "cup")
         shrunk = desk.ensure_project(["cat", "cup"], title)  # "person" has no labels: removed
         with pytest.raises(ProjectConfigError, match="cup"):
+            desk.ensure_project(["cat", "person"], title)  # drops "cup", which has a label
+        with pytest.raises(ProjectConfigError, match="at least two"):
             desk.ensure_project(["cat"], title)
     assert shrunk.classes == ("cat", "cup")
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
-API_TOKEN = "it-api-token-123"
 
 
 
@@ -71,7 +70,7 @@ def juicer(label_studio, backbone, dataset, free_port, store_url):
         environ={},
         data_dir=data_dir,
         service={"retrain_after_labels": 1000, "review_batch_size": 30, "port": port, "pull_interval_s": 3600,
-                 "deliver_interval_s": 3600, "retry_backoff_s": 0.2, "retry_backoff_max_s": 1, "api_token": API_TOKEN},
+                 "deliver_interval_s": 3600, "retry_backoff_s": 0.2, "retry_backoff_max_s": 1},
         label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
                       "project_title": label_studio.project_title("juicer loop")},
         store={"url": store_url},
@@ -88,7 +87,7 @@ def juicer(label_studio, backbone, dataset, free_port, store_url):
     services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
     truth = dict(zip(dataset.item_ids, dataset.label_names))
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_TOKEN}"  # /v1/* needs the token (service.api_token)
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {services.settings.service.api_token.get_secret_value()}"  # generated
     try:
         yield services, client, truth
     finally:
@@ -185,7 +184,7 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
         assert deliver_outbox(services) == 0
         rows = [services.store.get_item(item_id)["review"] for item_id in routed]
         assert all(row["status"] == "pending" and row["attempts"] >= 1 and row["last_error"] for row in rows)
-        ready = client.get("/readyz")  # Label Studio away: still serving predictions, so ready but degraded
+        ready = client.get("/readyz")  # still serving predictions: ready, with Label Studio reported degraded
         assert ready.status_code == 200 and ready.json["status"] == "degraded"
     finally:
         label_studio.server.start(wait=True, timeout_s=180)

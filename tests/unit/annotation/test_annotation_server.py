@@ -59,12 +59,12 @@ def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
 def test_the_desk_goes_to_the_port_label_studio_really_took_unless_a_url_is_given(tmp_path):
     from annotation.desk import desk_from_settings
 
-    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123})
+    settings = load_settings(environ={}, data_dir=tmp_path, label_studio={"port": 9123, "token": "tok12345"})
     (tmp_path / "label-studio").mkdir()
     (tmp_path / "label-studio" / "label-studio.port").write_text("9124\n")  # 9123 was busy
     assert desk_from_settings(settings).url == "http://127.0.0.1:9124"
     assert desk_from_settings(settings, url="http://127.0.0.1:7000").url == "http://127.0.0.1:7000"
-    configured = load_settings(environ={}, data_dir=tmp_path, label_studio={"url": "http://ls.test:8080"})
+    configured = load_settings(environ={}, data_dir=tmp_path, label_studio={"url": "http://ls.test:8080", "token": "tok12345"})
     assert desk_from_settings(configured).url == "http://ls.test:8080"
     assert desk_from_settings(settings).files_root == settings.images_dir.resolve()
 

@@ -47,3 +47,14 @@ def test_the_server_module_leaves_prometheus_client_unimported_until_the_workers
     repo = Path(__file__).resolve().parents[3]
     code = "import sys, app.server; sys.exit('prometheus_client' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
+
+
+def test_a_worker_follows_the_newest_recorded_model(services, trained):
+    from app.server import follow_models
+
+    trained.trainer.retrain(force=True)  # the scheduler's worker records v0002
+    newest = services.models.current
+    services.models._current = None  # this worker still has nothing (or an older version)
+    check = follow_models(services, every_s=0)
+    check()
+    assert services.models.current.version == newest.version
