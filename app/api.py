@@ -7,6 +7,7 @@ The token, the origin of browser writes and the JSON depth are checked before an
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 from typing import Any
 
@@ -91,7 +92,9 @@ def _request_uploads(svc: Services) -> list[Upload]:
 @api.post("/predict")
 def predict() -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
-    from learner.rules import decide, rule_params
+    from learner.rules import decide
+
+    from app.training import decision_params
 
     svc = services()
     limits = svc.settings.service
@@ -99,7 +102,7 @@ def predict() -> Response:
     model = _serving_model()
     X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
-    decisions = decide(proba, limits.decision_rule, **rule_params(limits.decision_rule, limits.decision_threshold))
+    decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
     new_items: dict[str, NewItem] = {}
     item_ids = [item_id for item_id, _ in _items_for_uploads(svc, uploads, "served", new_items)]
     records = [
@@ -429,20 +432,87 @@ def report_json() -> Response:
     return jsonify({"points": report_points(services().store.list_models())})
 
 
+def _forecast(points: list[dict[str, Any]], extra_target: float | None = None) -> dict[str, Any]:
+    from app.reports import forecast_document
+
+    limits = services().settings.service
+    targets = sorted({*limits.forecast_targets, *([extra_target] if extra_target is not None else [])})
+    return forecast_document(points, targets=targets, max_multiple=limits.forecast_max_multiple,
+                             backtest_tolerance=limits.forecast_backtest_tolerance)
+
+
+@api.get("/forecast")
+def forecast_json() -> Response:
+    """The learning-curve forecast over the model versions; ``?target=0.9`` adds a target to the configured ones."""
+    from app.reports import report_points
+
+    raw = request.args.get("target")
+    target = None
+    if raw is not None:
+        try:
+            target = float(raw)
+        except ValueError:
+            target = math.nan
+        if not 0 < target < 1:
+            raise Problem(400, "Bad target", f"target must be an accuracy between 0 and 1, not {raw!r}",
+                          type="bad-parameter", parameter="target")
+    return jsonify(_forecast(report_points(services().store.list_models()), target))
+
+
 @web.get("/report")
 def report_page() -> Response:
-    """The report as an HTML page (plot and table)."""
+    """The report page: the forecast in words, the plot, the serving model's per-class figures, the tables."""
     from app.reports import report_html, report_points
 
-    return Response(report_html(report_points(services().store.list_models())), mimetype="text/html")
+    svc = services()
+    points = report_points(svc.store.list_models())
+    serving = svc.store.get_model(svc.models.current.version) if svc.models.current else None
+    return Response(report_html(points, forecast=_forecast(points), serving=serving), mimetype="text/html")
 
 
 @web.get("/report.png")
 def report_plot() -> Response:
-    """The report's plot."""
+    """The report's plot (points with 95% intervals, the forecast with its band)."""
     from app.reports import report_png, report_points
 
-    return Response(report_png(report_points(services().store.list_models())), mimetype="image/png")
+    points = report_points(services().store.list_models())
+    return Response(report_png(points, forecast=_forecast(points)), mimetype="image/png")
+
+
+# -- the gallery ------------------------------------------------------------------------------------
+def _gallery() -> Any:
+    """The gallery of the current versions, rebuilt only when a version was added (heads load once per set)."""
+    from app.gallery import build_gallery
+
+    svc = services()
+    rows = svc.store.list_models()
+    size = svc.settings.service.gallery_size
+    key = (tuple(row["version"] for row in rows), size)
+    cached = svc.extras.get("gallery")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    gallery = build_gallery(rows, svc.store.current_labels(holdout=True), svc.embeddings.cache, svc.data_dir, size,
+                            backbone_id=svc.embeddings.backbone_id)
+    svc.extras["gallery"] = (key, gallery)
+    return gallery
+
+
+@web.get("/gallery")
+def gallery_page() -> Response:
+    """Holdout thumbnails captioned by a model version's guesses (``?version=``, default the serving one)."""
+    from app.gallery import gallery_html
+
+    svc = services()
+    version = request.args.get("version") or (svc.models.current.version if svc.models.current else None)
+    return Response(gallery_html(_gallery(), version), mimetype="text/html")
+
+
+@web.get("/gallery.gif")
+def gallery_animation() -> Response:
+    """The gallery as one animated GIF, a frame per model version."""
+    from app.gallery import gallery_gif
+
+    return Response(gallery_gif(_gallery()), mimetype="image/gif")
 
 
 # -- health -----------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class ServingModel:
     max_label_id: int
     created_at: datetime | None = None
     holdout_accuracy: float | None = None
+    precision_rule: dict[str, Any] | None = None  # the precision rule's promise (learner.selective), from metrics
 
     def proba(self, embeddings: np.ndarray) -> np.ndarray:
         """Probabilities (n, len(classes)) in the service's class order; classes the head never saw get 0."""
@@ -128,6 +129,7 @@ def model_from_row(row: dict[str, Any], head: Any) -> ServingModel:
         max_label_id=int(row["max_label_id"]),
         created_at=row.get("created_at"),
         holdout_accuracy=metrics.get("accuracy"),
+        precision_rule=metrics.get("precision_rule"),
     )
 
 

@@ -12,13 +12,14 @@ Pure functions of the points (no store, no Flask), so the views, the CLI and the
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
@@ -40,6 +41,9 @@ class ReportPoint:
     coverage: dict[str, float | None] = field(default_factory=dict)
     selective_accuracy: dict[str, float | None] = field(default_factory=dict)
     created: str | None = None
+    holdout_n: int | None = None
+    accuracy_interval: tuple[float, float] | None = None
+    precision_rule: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ReportPoint":
@@ -53,6 +57,9 @@ class ReportPoint:
                 coverage={str(k): _float_or_none(v) for k, v in (data.get("coverage") or {}).items()},
                 selective_accuracy={str(k): _float_or_none(v) for k, v in (data.get("selective_accuracy") or {}).items()},
                 created=None if data.get("created") is None else str(data["created"]),
+                holdout_n=None if data.get("holdout_n") is None else int(data["holdout_n"]),
+                accuracy_interval=None if data.get("accuracy_interval") is None else tuple(data["accuracy_interval"]),
+                precision_rule=data.get("precision_rule"),
             )
         except KeyError as exc:
             raise ValueError(f"report point lacks {exc.args[0]!r}: {dict(data)!r}") from exc
@@ -108,19 +115,36 @@ def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "n_labels": row["n_labels"],
                 "labels_per_class": row["labels_per_class"],
                 "holdout_accuracy": metrics.get("accuracy"),
+                "holdout_n": metrics.get("n"),
+                "accuracy_interval": _accuracy_interval(metrics),
                 "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
                 "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
+                "precision_rule": metrics.get("precision_rule"),
                 "created": row["created_at"].isoformat() if isinstance(row["created_at"], datetime) else row["created_at"],
             }
         )
     return points
 
 
+def _accuracy_interval(metrics: Mapping[str, Any]) -> list[float] | None:
+    """The 95% Wilson interval of a version's holdout accuracy (recomputed for versions recorded before it was)."""
+    from learner.metrics import wilson_interval
+
+    if metrics.get("accuracy_interval") is not None:
+        return list(metrics["accuracy_interval"])
+    if metrics.get("accuracy") is None or not metrics.get("n"):
+        return None
+    return list(wilson_interval(metrics["accuracy"] * metrics["n"], int(metrics["n"])))
+
+
 # ---------------------------------------------------------------------------------------------- the plot
 
 
-def report_figure(points: Iterable[Mapping[str, Any] | ReportPoint], *, study_overlay: bool = True) -> Figure:
-    """The accuracy-versus-labels figure.
+def report_figure(
+    points: Iterable[Mapping[str, Any] | ReportPoint], *, study_overlay: bool = True,
+    forecast: Mapping[str, Any] | None = None,
+) -> Figure:
+    """The accuracy-versus-labels figure: points with 95% error bars, the forecast dashed with its band.
 
     A bare ``Figure`` rendered by the Agg canvas, never pyplot: no global state, safe in a threaded server.
     """
@@ -155,9 +179,21 @@ def report_figure(points: Iterable[Mapping[str, Any] | ReportPoint], *, study_ov
         top.set_xlabel(f"labels ({n_classes} classes)")
         top.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
-    acc = [(x, p.holdout_accuracy) for x, p in zip(xs, pts) if p.holdout_accuracy is not None]
+    acc = [(x, p) for x, p in zip(xs, pts) if p.holdout_accuracy is not None]
     if acc:
-        ax.plot(*zip(*acc), "o-", color="tab:blue", label="holdout accuracy (argmax)")
+        ax_x = [x for x, _ in acc]
+        ax_y = [p.holdout_accuracy for _, p in acc]
+        below = [p.holdout_accuracy - p.accuracy_interval[0] if p.accuracy_interval else 0 for _, p in acc]
+        above = [p.accuracy_interval[1] - p.holdout_accuracy if p.accuracy_interval else 0 for _, p in acc]
+        ax.errorbar(ax_x, ax_y, yerr=[below, above], fmt="o-", color="tab:blue", capsize=3,
+                    label="holdout accuracy (argmax), 95% interval")
+    curve = (forecast or {}).get("curve")
+    if curve:
+        scale = n_classes if per_class else 1
+        fx = [n / scale for n in curve["n_labels"]]
+        ax.fill_between(fx, curve["low"], curve["high"], color="tab:purple", alpha=0.15, linewidth=0)
+        ax.plot(fx, curve["expected"], "--", color="tab:purple", label="forecast, 80% band (to the refusal limit)")
+        xs = [*xs, fx[-1]]
     selective = [(x, p.selective_accuracy.get(PLOT_THRESHOLD)) for x, p in zip(xs, pts)]
     selective = [(x, y) for x, y in selective if y is not None]
     if selective:
@@ -198,9 +234,12 @@ def _plot_study(ax: Any) -> None:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8, color="0.2")
 
 
-def report_png(points: Iterable[Mapping[str, Any] | ReportPoint], *, study_overlay: bool = True) -> bytes:
+def report_png(
+    points: Iterable[Mapping[str, Any] | ReportPoint], *, study_overlay: bool = True,
+    forecast: Mapping[str, Any] | None = None,
+) -> bytes:
     """The accuracy-versus-labels plot as PNG bytes (800x500 pixels)."""
-    fig = report_figure(points, study_overlay=study_overlay)
+    fig = report_figure(points, study_overlay=study_overlay, forecast=forecast)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PNG_DPI)
     return buffer.getvalue()
@@ -210,14 +249,15 @@ def report_png(points: Iterable[Mapping[str, Any] | ReportPoint], *, study_overl
 
 
 def _rows(pts: Sequence[ReportPoint], thresholds: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["model version", "created", "labels", "labels/class", "holdout acc"]
+    header = ["model version", "created", "labels", "labels/class", "holdout acc", "95% interval"]
     for t in thresholds:
         header += [f"coverage@{t}", f"sel. acc@{t}"]
     rows = []
     for p in pts:
         counts = list(p.labels_per_class.values())
         per_class = f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts) else (str(counts[0]) if counts else "-")
-        row = [p.model_version, p.created or "-", str(p.n_labels), per_class, _percent(p.holdout_accuracy)]
+        interval = f"{_percent(p.accuracy_interval[0])}-{_percent(p.accuracy_interval[1])}" if p.accuracy_interval else "-"
+        row = [p.model_version, p.created or "-", str(p.n_labels), per_class, _percent(p.holdout_accuracy), interval]
         for t in thresholds:
             row += [_percent(p.coverage.get(t)), _percent(p.selective_accuracy.get(t))]
         rows.append(row)
@@ -241,50 +281,121 @@ def report_table(points: Iterable[Mapping[str, Any] | ReportPoint]) -> str:
 
 # ---------------------------------------------------------------------------------------------- the page
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; padding: 0 1rem; }
-table { border-collapse: collapse; font-size: 0.9rem; margin-top: 1rem; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; white-space: nowrap; }
-.scroll { overflow-x: auto; }
-th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
-img { max-width: 100%; height: auto; }
-.note { color: #555; font-size: 0.9rem; }
-"""
+
+@functools.lru_cache(maxsize=1)
+def templates() -> Any:
+    """The Jinja2 environment over ``app/templates`` (autoescaped), usable with or without a Flask app."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    environment = Environment(loader=PackageLoader("app", "templates"), autoescape=select_autoescape(),
+                              undefined=StrictUndefined)
+    environment.globals.update(pct=_pct, pts=_pts, count=_count)
+    return environment
 
 
-def report_html(points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report") -> str:
-    """One self-contained HTML page (plot embedded as a data URI, no JavaScript): the plot and the table."""
-    pts = _points(points)
-    png = base64.b64encode(report_png(pts)).decode("ascii")
-    esc = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-        f'<img src="data:image/png;base64,{png}" alt="holdout accuracy against the number of labels" '
-        'width="800" height="500">',
-    ]
-    if not pts:
-        parts.append(
-            "<p><strong>No model versions yet.</strong> The first version appears after the first retrain: add "
-            "labels (<code>POST /v1/labels</code>, or annotate in Label Studio), then <code>POST /v1/retrain</code>; "
-            "or watch the loop with <code>juicer simulate --labels 100 --order uncertainty</code>.</p>"
-        )
-    else:
-        header, rows = _rows(pts, _thresholds(pts))
-        parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        for p, row in zip(pts, rows):
-            per_class = ", ".join(f"{k}: {v}" for k, v in p.labels_per_class.items())
-            cells = [f"<td>{esc(c)}</td>" for c in row]
-            cells[3] = f'<td title="{esc(per_class, quote=True)}">{esc(row[3])}</td>'
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table></div>")
-        parts.append(
-            '<p class="note">Coverage@t: share of holdout images whose top probability exceeds t (accepted without '
-            "review); sel. acc@t: accuracy on those. Crosses: "
-            f"{esc(STUDY_LABEL)}, placed at labels per class. Machine-readable: <a href=\"/v1/report\">/v1/report</a>.</p>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _pts(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def serving_view(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Per-class accuracy and the confusion matrix of one model version's row, shaped for the report page."""
+    metrics = (row or {}).get("metrics") or {}
+    if not metrics.get("confusion"):
+        return None
+    classes = [str(c) for c in metrics["classes"]]
+    confusion = metrics["confusion"]
+    largest = max((max(r) for r in confusion), default=1) or 1
+    return {
+        "version": row["version"],
+        "classes": classes,
+        "per_class": [(name, metrics["per_class_accuracy"].get(name)) for name in classes],
+        "confusion": [(name, [{"count": c, "shade": round(0.6 * c / largest, 3), "diagonal": i == j}
+                              for j, c in enumerate(r)])
+                      for i, (name, r) in enumerate(zip(classes, confusion))],
+    }
+
+
+def report_html(
+    points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report",
+    forecast: Mapping[str, Any] | None = None, serving: Mapping[str, Any] | None = None,
+) -> str:
+    """The report page (``app/templates/report.html``): forecast in words, plot, per-class figures, tables.
+
+    ``serving`` is the serving version's ``model_versions`` row (its per-class accuracy and confusion matrix).
+    One self-contained page: the plot is embedded as a data URI; no JavaScript.
+    """
+    pts = sorted(_points(points), key=lambda p: (p.n_labels, p.created or ""))
+    header, rows = _rows(pts, _thresholds(pts))
+    png = base64.b64encode(report_png(pts, forecast=forecast)).decode("ascii")
+    return templates().get_template("report.html").render(
+        title=title, points=pts, forecast=forecast, png=png, header=header, rows=rows,
+        serving=serving_view(serving), study_label=STUDY_LABEL,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the forecast
+
+
+def forecast_points(points: Iterable[Mapping[str, Any] | ReportPoint]) -> list[Any]:
+    """:class:`learner.forecast.Point` per distinct label count (the newest version at each count wins)."""
+    from learner.forecast import Point
+
+    by_n: dict[int, Any] = {}
+    for p in sorted(_points(points), key=lambda p: p.created or ""):
+        if p.holdout_accuracy is not None and p.holdout_n and p.n_labels > 0:
+            by_n[p.n_labels] = Point(p.n_labels, p.holdout_accuracy, p.holdout_n)
+    return [by_n[n] for n in sorted(by_n)]
+
+
+def forecast_document(
+    points: Iterable[Mapping[str, Any] | ReportPoint],
+    *,
+    targets: Sequence[float] = (0.8, 0.9, 0.95),
+    max_multiple: float = 4.0,
+    backtest_tolerance: float = 0.03,
+    n_curve: int = 40,
+) -> dict[str, Any]:
+    """``GET /v1/forecast``: the fitted curve, its band up to the limit, backtest, refusals, labels to ``targets``.
+
+    ``curve`` holds the dashed line and its band for plotting (``n_labels`` log-spaced from the smallest
+    measured n to the refusal limit); ``next`` says what the next labels buy, in numbers and in words.
+    """
+    pts = forecast_points(points)
+    key = (tuple((p.n_labels, p.accuracy, p.n_holdout) for p in pts), tuple(targets), max_multiple, backtest_tolerance, n_curve)
+    return _forecast_cached(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _forecast_cached(key: tuple) -> dict[str, Any]:
+    from learner.forecast import Point, fit_forecast
+
+    raw_points, targets, max_multiple, backtest_tolerance, n_curve = key
+    pts = [Point(n, a, h) for n, a, h in raw_points]
+    forecast = fit_forecast(pts, max_multiple=max_multiple, backtest_tolerance=backtest_tolerance)
+    document = forecast.to_dict(targets=targets)
+    document["curve"] = None
+    document["next"] = []
+    if forecast.refused is None:
+        grid = np.geomspace(min(p.n_labels for p in pts), forecast.limit_n, n_curve)
+        expected, low, high = forecast.expected_curve(grid)
+        document["curve"] = {"n_labels": grid.tolist(), "expected": expected.tolist(), "low": low.tolist(),
+                             "high": high.tolist()}
+        for more in sorted({100, forecast.n_max, int(forecast.limit_n - forecast.n_max)}):
+            prediction = forecast.predict(forecast.n_max + more)
+            if prediction.expected is None:
+                continue
+            document["next"].append({
+                "more_labels": more, **prediction.to_dict(),
+                "words": f"{more:,} more labels -> expected {prediction.expected:.1%} "
+                         f"({prediction.low:.1%}-{prediction.high:.1%})",
+            })
+    return document
+

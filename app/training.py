@@ -29,6 +29,21 @@ from learner.images import FileImage
 
 logger = logging.getLogger(__name__)
 
+def decision_params(service: ServiceSettings, model: ServingModel | None = None) -> dict[str, Any]:
+    """The keyword arguments :func:`learner.rules.decide` takes for the configured rule.
+
+    The ``precision`` rule's threshold belongs to the model version (chosen on the holdout when it was
+    trained); a version without one (trained before the rule existed, or without a holdout) reviews everything.
+    """
+    from learner.rules import rule_params
+
+    if service.decision_rule == "precision":
+        promise = (model.precision_rule if model is not None else None) or {}
+        return {"threshold": promise.get("threshold"), "temperature": promise.get("temperature", 1.0),
+                "target_precision": promise.get("target_precision", service.target_precision)}
+    return rule_params(service.decision_rule, service.decision_threshold)
+
+
 def default_head_factory(previous: Any | None, warm_start_max_iter: int | None = None) -> Any:
     """A copy of ``previous`` set to warm-start (at most ``warm_start_max_iter`` steps), or a fresh seeded head.
 
@@ -188,7 +203,8 @@ class Trainer:
                 )
             )
             accuracy = metrics.get("accuracy") if metrics else None
-            serving = dataclasses.replace(candidate, created_at=row["created_at"], holdout_accuracy=accuracy)
+            serving = dataclasses.replace(candidate, created_at=row["created_at"], holdout_accuracy=accuracy,
+                                          precision_rule=(metrics or {}).get("precision_rule"))
             self.models.swap(serving)
             seconds = time.perf_counter() - started
             timings["record_and_swap"] = seconds - sum(timings.values())
@@ -213,7 +229,20 @@ class Trainer:
             return None
         proba = model.proba(X)
         y_true = [holdout[i].label for i in kept]
-        return evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
+        figures = evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
+        figures["precision_rule"] = self.precision_promise(proba, y_true, seed=self.store.next_model_seq())
+        return figures
+
+    def precision_promise(self, proba: np.ndarray, y_true: Sequence[str], seed: int = 0) -> dict[str, Any]:
+        """The ``precision`` rule's threshold for this version, chosen on the holdout (recorded for every version)."""
+        from learner.selective import calibrate_precision_rule
+
+        index = {name: j for j, name in enumerate(self.classes)}
+        promise = calibrate_precision_rule(
+            proba, np.array([index[label] for label in y_true]), self.service.target_precision,
+            self.service.risk_confidence, self.service.temperature_scaling, random_state=seed,
+        )
+        return promise.to_dict()
 
     # -- the review queue ---------------------------------------------------------------------------
     def refresh_review_queue(self, progress: bool = False) -> int:

@@ -42,12 +42,32 @@ class ServiceSettings(BaseModel):
     classes: list[str] | None = Field(
         None, description="Class names, in order; unset: taken from the demo dataset or the store's first run"
     )
-    decision_rule: Literal["argmax", "threshold", "margin", "entropy"] = Field(
-        "threshold", description="How a prediction is decided accept or review (learner.rules)"
+    decision_rule: Literal["argmax", "threshold", "margin", "entropy", "precision"] = Field(
+        "threshold", description="How a prediction is decided accept or review (learner.rules); precision: a "
+        "threshold chosen per model version on the holdout to keep target_precision"
     )
     decision_threshold: float = Field(
         0.8, gt=0, description="threshold: max probability >= it; margin: top-1 minus top-2 >= it; entropy: <= it (nats)"
     )
+    target_precision: float = Field(
+        0.95, gt=0, lt=1, description="precision rule: accuracy promised for auto-accepted predictions"
+    )
+    risk_confidence: float = Field(
+        0.9, gt=0, lt=1, description="precision rule: confidence with which the holdout supports that promise"
+    )
+    temperature_scaling: bool = Field(
+        False, description="precision rule: fit one temperature on the holdout before choosing the threshold"
+    )
+    forecast_targets: list[float] = Field(
+        default_factory=lambda: [0.8, 0.9, 0.95], description="Accuracies GET /v1/forecast says the labels needed for"
+    )
+    forecast_max_multiple: float = Field(
+        4.0, ge=1, le=100, description="The forecast answers up to this multiple of the largest labelled n"
+    )
+    forecast_backtest_tolerance: float = Field(
+        0.03, gt=0, lt=1, description="The forecast refuses when its backtest misses the newest points by more"
+    )
+    gallery_size: int = Field(48, ge=1, le=1000, description="Holdout images shown by GET /gallery (a fixed sample)")
     report_thresholds: list[float] = Field(
         default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
     )

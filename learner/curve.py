@@ -301,3 +301,93 @@ def _threshold_summary(
             "p_true_above_mean": float(np.mean(p_true)),
         })
     return summary
+
+
+FORECAST_FIT_BUDGETS = ("1/class", "3/class", "5%", "10%")
+FORECAST_PREDICT_BUDGETS = ("20%", "50%", "100%")
+
+
+def _forecast_budgets(points: list[tuple[str, int, float]], predict: list[tuple[str, int, float]], n_holdout: int,
+                      **options: Any) -> dict[str, Any]:
+    from learner.forecast import Point, fit_forecast
+
+    forecast = fit_forecast([Point(n, accuracy, n_holdout) for _, n, accuracy in points], **options)
+    budgets = {}
+    for name, n, measured in predict:
+        prediction = forecast.predict(n)
+        budgets[name] = {"n_labels": n, "predicted": prediction.expected, "low": prediction.low,
+                         "high": prediction.high, "measured": measured, "refused": prediction.refused}
+    return {"fitted_on": [name for name, _, _ in points], "budgets": budgets,
+            "backtest_error": forecast.backtest_error, "refused": forecast.refused, "family": forecast.family,
+            "non_monotone": forecast.non_monotone}
+
+
+def curve_forecast(
+    result: CurveResult,
+    n_holdout: int,
+    fit_budgets: Sequence[str] = FORECAST_FIT_BUDGETS,
+    predict_budgets: Sequence[str] = FORECAST_PREDICT_BUDGETS,
+    **options: Any,
+) -> dict[str, Any]:
+    """The forecast fitted on the small budgets, checked against the large ones (``curve.json``'s ``forecast``).
+
+    The headline fit uses the seed means (holdout size ``n_holdout`` x seeds); ``per_seed`` repeats it on
+    every seed alone, and ``summary`` gives the mean absolute error per predicted budget and how often the
+    band covered the measured value over all (seed, budget) pairs. ``options`` go to
+    :func:`learner.forecast.fit_forecast` (``max_multiple``, ``backtest_tolerance``, ``band``, ...).
+    """
+    by_name = {b.budget: b for b in result.budgets}
+    missing = [name for name in (*fit_budgets, *predict_budgets) if name not in by_name]
+    if missing:
+        raise ValueError(f"the curve has no budget(s) {', '.join(missing)}")
+    fit = [by_name[name] for name in fit_budgets]
+    predict = [by_name[name] for name in predict_budgets]
+    document = _forecast_budgets([(b.budget, b.n_labels, b.accuracy_mean) for b in fit],
+                                 [(b.budget, b.n_labels, b.accuracy_mean) for b in predict],
+                                 n_holdout * len(result.seeds), **options)
+    per_seed = []
+    for i, seed in enumerate(result.seeds):
+        one = _forecast_budgets([(b.budget, b.n_labels, b.accuracies[i]) for b in fit],
+                                [(b.budget, b.n_labels, b.accuracies[i]) for b in predict], n_holdout, **options)
+        per_seed.append({"seed": seed, **one})
+    document["per_seed"] = per_seed
+    errors: dict[str, list[float]] = {name: [] for name in predict_budgets}
+    covered = []
+    for one in per_seed:
+        for name, figures in one["budgets"].items():
+            if figures["predicted"] is None:
+                continue
+            errors[name].append(abs(figures["predicted"] - figures["measured"]))
+            covered.append(figures["low"] <= figures["measured"] <= figures["high"])
+    document["summary"] = {
+        "seeds_refused": sum(one["refused"] is not None for one in per_seed),
+        "mean_abs_error": {name: float(np.mean(e)) if e else None for name, e in errors.items()},
+        "max_abs_error": {name: float(np.max(e)) if e else None for name, e in errors.items()},
+        "band_coverage": float(np.mean(covered)) if covered else None,
+        "band_cases": len(covered),
+    }
+    return document
+
+
+def forecast_table(document: dict[str, Any]) -> str:
+    """Predicted beside measured, for people (the ``forecast`` member of ``curve.json``)."""
+    fitted = ", ".join(document["fitted_on"])
+    lines = [f"forecast fitted on {fitted} ({document['family'] or 'no family'}); backtest error "
+             + ("-" if document["backtest_error"] is None else f"{document['backtest_error']:.1%}")]
+    if document["refused"]:
+        lines.append(f"  refused: {document['refused']}")
+    lines.append(f"{'budget':>8} {'labels':>7} {'predicted':>10} {'80% band':>15} {'measured':>9} {'error':>7}")
+    for name, b in document["budgets"].items():
+        if b["predicted"] is None:
+            lines.append(f"{name:>8} {b['n_labels']:>7d} {'-':>10} {'-':>15} {b['measured']:>9.1%}   ({b['refused']})")
+            continue
+        band = f"{b['low']:.1%}-{b['high']:.1%}"
+        lines.append(f"{name:>8} {b['n_labels']:>7d} {b['predicted']:>10.1%} {band:>15} {b['measured']:>9.1%} "
+                     f"{(b['predicted'] - b['measured']) * 100:>+6.1f}pp")
+    summary = document.get("summary")
+    if summary and len(document.get("per_seed", [])) > 1:
+        errors = ", ".join(f"{k} {v * 100:.1f}pp" for k, v in summary["mean_abs_error"].items() if v is not None)
+        coverage = "-" if summary["band_coverage"] is None else f"{summary['band_coverage']:.0%}"
+        lines.append(f"per seed: mean |error| {errors}; 80% band covered {coverage} of {summary['band_cases']} "
+                     f"(seed, budget) pairs; {summary['seeds_refused']} seed(s) refused")
+    return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 :func:`evaluate` takes the true labels, the model's probabilities and the class order of its columns:
 
-- ``accuracy``: argmax accuracy over every holdout item;
+- ``accuracy``: argmax accuracy over every holdout item, with its 95% Wilson interval (``accuracy_interval``,
+  :func:`wilson_interval`): what the holdout's size allows one to say about it;
 - per threshold ``t``: ``coverage`` (share of items whose max probability is at least ``t``, i.e. that the
   threshold rule accepts) and ``selective_accuracy`` (argmax accuracy on those accepted items; ``None`` when
   none is accepted);
@@ -19,6 +20,25 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import norm
+
+
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion ``successes / n`` (``(0, 1)`` when ``n`` is 0).
+
+    Unlike the normal approximation it stays inside [0, 1] and keeps its coverage near 0% and 100%, where
+    holdout accuracies of tiny or excellent models sit.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be within (0, 1), got {confidence}")
+    if n <= 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    # min/max: rounding must never leave the observed share outside its own interval.
+    return float(max(0.0, min(centre - half, share))), float(min(1.0, max(centre + half, share)))
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class Evaluation:
             "n": self.n,
             "classes": [_plain(c) for c in self.classes],
             "accuracy": self.accuracy,
+            "accuracy_interval": list(wilson_interval(self.accuracy * self.n, self.n)),
             "thresholds": [
                 {
                     "threshold": t.threshold,

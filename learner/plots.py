@@ -39,6 +39,17 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
             ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
                         fontsize=7, color="tab:blue")
 
+    forecast = curve.get("forecast") or {}
+    n_classes = curve.get("n_classes") or len(curve.get("class_names", [])) or 1
+    predicted = [b for b in (forecast.get("budgets") or {}).values() if b.get("predicted") is not None]
+    if predicted:
+        fx = [b["n_labels"] / n_classes for b in predicted]
+        fy = [100 * b["predicted"] for b in predicted]
+        spread = [[y - 100 * b["low"] for y, b in zip(fy, predicted)], [100 * b["high"] - y for y, b in zip(fy, predicted)]]
+        fitted = ", ".join(forecast.get("fitted_on", []))
+        ax.errorbar(fx, fy, yerr=spread, fmt="D--", color="tab:purple", capsize=3, markersize=4,
+                    label=f"forecast from {fitted} (80% band)")
+
     study = curve.get("study") or []
     if study:
         sx = [p["labels_per_class"] for p in study]

@@ -13,6 +13,10 @@ Rules (names for :func:`decide`):
   0.8).
 - ``margin``: accept when top-1 minus top-2 probability is at least ``min_margin``.
 - ``entropy``: accept when the entropy of the row (in nats) is at most ``max_entropy``.
+- ``precision``: accept when the max probability (after ``temperature`` scaling) is at least the
+  ``threshold`` chosen for this model version by :func:`learner.selective.calibrate_precision_rule`, so that
+  the accepted predictions keep ``target_precision`` on the holdout; ``threshold=None`` (no threshold keeps
+  the promise) sends everything to review.
 """
 
 from __future__ import annotations
@@ -112,11 +116,33 @@ def entropy_rule(proba: np.ndarray, max_entropy: float = DEFAULT_MAX_ENTROPY) ->
     return accept, reasons
 
 
+def precision_rule(
+    proba: np.ndarray, threshold: float | None, temperature: float = 1.0, target_precision: float | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Accept when the (temperature-scaled) max probability reaches the version's promised threshold."""
+    from learner.selective import temperature_scale
+
+    promise = f" (keeps {target_precision:.0%} precision on the holdout)" if target_precision is not None else ""
+    if threshold is None:
+        proba = _check_proba(proba)
+        reason = "no threshold keeps the promised precision for this model version: everything goes to review"
+        return np.zeros(proba.shape[0], dtype=bool), [reason] * proba.shape[0]
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    top = max_probability(temperature_scale(_check_proba(proba), temperature))
+    accept = top >= threshold
+    reasons = [
+        f"max probability {p:.3f} {'>=' if ok else '<'} threshold {threshold:.3f}{promise}" for p, ok in zip(top, accept)
+    ]
+    return accept, reasons
+
+
 RULES: dict[str, Callable[..., tuple[np.ndarray, list[str]]]] = {
     "argmax": argmax_rule,
     "threshold": threshold_rule,
     "margin": margin_rule,
     "entropy": entropy_rule,
+    "precision": precision_rule,
 }
 
 
@@ -130,8 +156,8 @@ def rule_params(rule: str, value: float) -> dict[str, float]:
     return {name: value} if name else {}
 
 
-def decide(proba: np.ndarray, rule: str = "threshold", **params: float) -> list[Decision]:
-    """Apply the named rule (``argmax``, ``threshold``, ``margin``, ``entropy``) to every row of ``proba``."""
+def decide(proba: np.ndarray, rule: str = "threshold", **params: float | None) -> list[Decision]:
+    """Apply the named rule (``argmax``, ``threshold``, ``margin``, ``entropy``, ``precision``) to every row."""
     try:
         function = RULES[rule]
     except KeyError:

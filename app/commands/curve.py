@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add K augmented copies (flip, crop, brightness) of every training image (default 0)")
     parser.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
                         help="share of every class held out for scoring (default 0.1)")
+    parser.add_argument("--forecast-max-multiple", type=float, default=10.0, metavar="X",
+                        help="the forecast fitted on budgets up to 10%% answers up to X times its largest n "
+                             "(default 10, so that 100%% is predicted; the service's default is 4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -67,6 +70,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--augment must be 0 or more"
     if not 0 < args.holdout < 1:
         return "--holdout must be a fraction between 0 and 1"
+    if args.forecast_max_multiple < 1:
+        return "--forecast-max-multiple must be at least 1"
     return None
 
 
@@ -81,6 +86,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except LearnerError as exc:
         print(f"juicer curve: {exc}", file=sys.stderr)
         return 1
+
+
+def _forecast(result: Any, labels: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The forecast on budgets up to 10%, checked against 20%, 50% and 100% (None if a budget is missing)."""
+    from learner.curve import curve_forecast, holdout_split
+
+    n_holdout = len(holdout_split(labels, args.holdout, 0)[1])  # the same size for every seed
+    try:
+        return curve_forecast(result, n_holdout, max_multiple=args.forecast_max_multiple)
+    except ValueError as exc:
+        logger.warning("no forecast: %s", exc)
+        return None
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,6 +157,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         "total_s": 0.0,
     }
     document = result.to_dict()
+    document["forecast"] = _forecast(result, dataset.labels, args)
     document["backbone_id"] = backbone.id
     document["device"] = backbone.device
     (out_dir / "curve.csv").write_text(result.to_csv())
@@ -149,6 +167,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     print()
     print(result.table())
+    if document["forecast"] is not None:
+        from learner.curve import forecast_table
+
+        print()
+        print(forecast_table(document["forecast"]))
     timing = document["timing"]
     print(f"\n{len(seeds) * len(DEFAULT_BUDGETS)} head fits in {timing['train_s']:.1f} s; embedding "
           f"{timing['embed_s']:.1f} s; total {timing['total_s']:.1f} s")

@@ -106,5 +106,30 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         desk.close()
     if result.n_skipped:
         print(f"skipped {result.n_skipped} tasks whose items are not in the demo's ground truth")
+    print(forecast_check(result.report.get("points", [])))
     print(json.dumps(result.report, indent=2))
     return 0 if result.n_labels >= args.labels else 3
+
+
+def forecast_check(points: list[dict]) -> str:
+    """The forecast fitted on the first half of the versions, beside what the second half measured."""
+    from app.reports import forecast_points
+    from learner.forecast import half_backtest
+
+    pts = forecast_points(points)
+    if len(pts) < 8:
+        return f"forecast check: needs at least 8 versions with different label counts, has {len(pts)}"
+    check = half_backtest(pts)
+    fitted = f"{check['fitted_on'][0]}-{check['fitted_on'][-1]}"
+    if check["refused"]:
+        return f"forecast check (fitted on versions with {fitted} labels): refused: {check['refused']}"
+    lines = [f"forecast check: fitted on the {len(check['fitted_on'])} versions with {fitted} labels "
+             f"({check['family']}, backtest error {check['backtest_error']:.1%}), predicting the rest:"]
+    for row in check["predictions"]:
+        lines.append(f"  {row['n_labels']:>6} labels ({row['multiple']:.1f}x): predicted {row['predicted']:.1%} "
+                     f"({row['low']:.1%}-{row['high']:.1%}), measured {row['measured']:.1%}, "
+                     f"error {row['error'] * 100:+.1f}pp")
+    errors = [abs(row["error"]) for row in check["predictions"]]
+    lines.append(f"  mean |error| {100 * sum(errors) / len(errors):.1f}pp; 80% band covered "
+                 f"{check['covered']:.0%} of {len(errors)}")
+    return "\n".join(lines)

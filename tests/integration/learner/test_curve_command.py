@@ -60,6 +60,12 @@ def test_curve_on_fashion_mnist_writes_the_three_files(data_dir, tmp_path, capsy
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "1/class" in printed and "curve.json" in printed
+    forecast = document["forecast"]
+    assert forecast["fitted_on"] == ["1/class", "3/class", "5%", "10%"]
+    assert set(forecast["budgets"]) == {"20%", "50%", "100%"}
+    assert forecast["budgets"]["100%"]["measured"] == pytest.approx(by_name["100%"]["accuracy_mean"])
+    # 18 per class: 5% and 10% round to 1 and 2 per class, so only 3 distinct label counts: refused, and said so
+    assert "at least 4" in forecast["refused"] and "refused" in printed
 
 
 def test_curve_on_a_folder_with_augmentation(data_dir, tmp_path):

@@ -168,3 +168,52 @@ def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
     finally:
         matplotlib.use(before)
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _result_from(accuracies_by_budget, seeds=(0, 1)):
+    from learner.curve import BudgetResult, CurveResult
+
+    n_labels = {"1/class": 10, "3/class": 30, "5%": 320, "10%": 630, "20%": 1260, "50%": 3150, "100%": 6300}
+    budgets = [BudgetResult(name, n_labels[name], n_labels[name] / 10, list(acc), []) for name, acc in accuracies_by_budget.items()]
+    return CurveResult("made-up", "none", 7000, [str(i) for i in range(10)], list(seeds), 0.1, 0, budgets)
+
+
+def test_curve_forecast_predicts_the_large_budgets_from_the_small_ones():
+    from learner.curve import curve_forecast, forecast_table
+    from learner.forecast import power_law
+
+    def acc(n, shift=0.0):
+        return float(power_law(n, 0.92, 1.2, 0.45)) + shift
+
+    sizes = {"1/class": 10, "3/class": 30, "5%": 320, "10%": 630, "20%": 1260, "50%": 3150, "100%": 6300}
+    result = _result_from({name: (acc(n, -0.004), acc(n, 0.004)) for name, n in sizes.items()})
+    document = json.loads(json.dumps(curve_forecast(result, 700, max_multiple=10)))
+    assert document["fitted_on"] == ["1/class", "3/class", "5%", "10%"] and document["refused"] is None
+    hundred = document["budgets"]["100%"]
+    assert set(hundred) >= {"n_labels", "predicted", "low", "high", "measured"}
+    assert abs(hundred["predicted"] - hundred["measured"]) < 0.02
+    assert len(document["per_seed"]) == 2 and document["summary"]["band_cases"] == 6
+    assert "100%" in forecast_table(document)
+
+
+def test_curve_forecast_refuses_beyond_the_multiple():
+    from learner.curve import curve_forecast
+
+    sizes = ("1/class", "3/class", "5%", "10%", "20%", "50%", "100%")
+    result = _result_from({name: (0.5 + 0.05 * i,) for i, name in enumerate(sizes)}, seeds=(0,))
+    document = curve_forecast(result, 700, max_multiple=4, backtest_tolerance=0.5)
+    assert document["budgets"]["20%"]["predicted"] is not None
+    assert document["budgets"]["100%"]["predicted"] is None and "4x" in document["budgets"]["100%"]["refused"]
+
+
+def test_plot_draws_the_forecast_member(tmp_path):
+    from learner.curve import curve_forecast
+    from learner.forecast import error_power_law
+
+    sizes = {"1/class": 10, "3/class": 30, "5%": 320, "10%": 630, "20%": 1260, "50%": 3150, "100%": 6300}
+    result = _result_from({name: (float(error_power_law(n, 1.5, 0.3)),) for name, n in sizes.items()}, seeds=(0,))
+    document = result.to_dict()
+    document["forecast"] = curve_forecast(result, 700, max_multiple=10)
+    without = plot_curve(result.to_dict(), tmp_path / "plain.png").read_bytes()
+    drawn = plot_curve(document, tmp_path / "forecast.png").read_bytes()
+    assert drawn[:8] == b"\x89PNG\r\n\x1a\n" and drawn != without

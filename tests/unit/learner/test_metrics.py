@@ -71,3 +71,21 @@ def test_mismatched_inputs_are_refused():
         evaluate(["wolf"] * 5, PROBA, CLASSES)
     with pytest.raises(ValueError, match="empty"):
         evaluate([], np.zeros((0, 3)), CLASSES)
+
+
+def test_wilson_interval_brackets_the_share_and_narrows_with_n():
+    from learner.metrics import wilson_interval
+
+    small = wilson_interval(8, 10)
+    large = wilson_interval(800, 1000)
+    assert small[0] < 0.8 < small[1] and large[0] < 0.8 < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 3
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(10, 10)[0] > 0.6
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_evaluation_json_carries_the_accuracy_interval():
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    document = evaluate(["a", "b", "b", "b"], proba, ["a", "b"]).to_dict()
+    low, high = document["accuracy_interval"]
+    assert low < document["accuracy"] == 0.75 < high
