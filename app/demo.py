@@ -1,4 +1,4 @@
-"""The demo `juicer serve` seeds: Fashion-MNIST split into 1 labelled image per class, a pool and a holdout.
+"""The demo `juicer serve` seeds: Fashion-MNIST split into K labelled images per class (default 1), a pool and a holdout.
 
 Images are written as PNG files under ``<data_dir>/images/<sha256>.png`` (Label Studio serves them from
 there) and recorded with their Fashion-MNIST item ids (``fashion-mnist/train/00123``), so a simulator can
@@ -39,9 +39,11 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def split_indices(labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int) -> tuple[list[int], list[int], list[int]]:
-    """Seeded, class-stratified row numbers: 1 per class for the seed, then ``n_holdout`` and ``n_pool`` more."""
-    seed_rows, rest = stratified_split(labels, 1, seed)
+def split_indices(
+    labels: np.ndarray, n_classes: int, n_pool: int, n_holdout: int, seed: int, seed_per_class: int = 1
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded, class-stratified row numbers: ``seed_per_class`` per class labelled, then ``n_holdout`` and ``n_pool`` more."""
+    seed_rows, rest = stratified_split(labels, seed_per_class, seed)
     holdout, rest = stratified_split(labels, quotas(n_holdout, n_classes), seed + 1, rows=rest)
     pool, _ = stratified_split(labels, quotas(n_pool, n_classes), seed + 2, rows=rest)
     return seed_rows.tolist(), pool.tolist(), holdout.tolist()
@@ -55,8 +57,14 @@ def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
     return relative
 
 
-def seed_demo(store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False) -> DemoCounts:
+def seed_demo(
+    store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False,
+    seed_per_class: int = 1,
+) -> DemoCounts:
     """Record the demo items and labels (seed and holdout labelled, the pool not) from ``dataset``.
+
+    ``seed_per_class`` 0 starts with no training label: the first pool items annotators see are then the
+    query strategy's cold-start picks.
 
     ``dataset`` is a :class:`learner.datasets.Dataset` whose sources hold arrays (``ArrayImage``).
     """
@@ -65,7 +73,8 @@ def seed_demo(store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout
     from tqdm import tqdm
 
     labels = np.asarray(dataset.labels)
-    seed_rows, pool_rows, holdout_rows = split_indices(labels, len(dataset.class_names), n_pool, n_holdout, seed)
+    seed_rows, pool_rows, holdout_rows = split_indices(
+        labels, len(dataset.class_names), n_pool, n_holdout, seed, seed_per_class)
     new_items: list[NewItem] = []
     new_labels: list[NewLabel] = []
     plan: Sequence[tuple[str, list[int]]] = (("seed", seed_rows), ("holdout", holdout_rows), ("pool", pool_rows))

@@ -78,7 +78,7 @@ def deliver_outbox(services: Services) -> int:
             ReviewRequest(
                 item_id=row["item_id"],
                 image=str(PurePosixPath(row["image_path"]).relative_to("images")),
-                label=row["label"],
+                label=row["label"] or None,  # "" before the first model: no prediction to show
                 score=float(row["score"]),
                 model_version=row["model_version"],
             )

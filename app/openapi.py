@@ -177,14 +177,14 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Accuracy against labels, one point per model version",
             _ok({"type": "object", "required": ["points"], "properties": {"points": {"type": "array"}}}) | _problem_responses(401))},
         "/v1/forecast": {"get": _operation(
-            "The learning-curve forecast over the model versions",
+            "The fitted learning curve and what more labels buy",
             _ok(JSON_OBJECT) | _problem_responses(400, 401),
-            params=[_query("target", {"type": "number"}, "an accuracy to add to service.forecast_targets")])},
-        "/gallery": {"get": _operation("Holdout thumbnails captioned by a version's guesses", _ok({"type": "string"}, mimetype="text/html")
-                                       | _problem_responses(401),
-                                       params=[_query("version", {"type": "string"}, "a model version (default: serving)")])},
-        "/gallery.gif": {"get": _operation("The gallery as an animated GIF", _ok({"type": "string", "format": "binary"}, mimetype="image/gif")
-                                           | _problem_responses(401))},
+            params=[_query("target", {"type": "number"}, "an accuracy to reach (0-1): the labels it needs")])},
+        "/gallery": {"get": _operation("A holdout sample captioned by each version's guess", _ok({"type": "string"}, mimetype="text/html")
+                                       | _problem_responses(401, 404),
+                                       params=[_query("version", {"type": "string"}, "a model version")], security=OPEN)},
+        "/gallery.gif": {"get": _operation("The gallery as one animation", _ok({"type": "string", "format": "binary"}, mimetype="image/gif")
+                                           | _problem_responses(401, 404), security=OPEN)},
         "/report": {"get": _operation("The report as an HTML page", _ok({"type": "string"}, mimetype="text/html")
                                       | _problem_responses(401), security=OPEN)},
         "/report.png": {"get": _operation("The report's plot", _ok({"type": "string", "format": "binary"}, mimetype="image/png")

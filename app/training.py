@@ -29,6 +29,10 @@ from learner.images import FileImage
 
 logger = logging.getLogger(__name__)
 
+#: Strategies that can choose from the embeddings alone, before any model exists.
+COLD_START = ("auto", "typical", "coverage", "diverse_margin")
+#: The model version recorded on review tasks queued before the first model (they carry no prediction).
+COLD_START_VERSION = "none"
 def decision_params(service: ServiceSettings, model: ServingModel | None = None) -> dict[str, Any]:
     """The keyword arguments :func:`learner.rules.decide` takes for the configured rule.
 
@@ -56,9 +60,15 @@ def default_head_factory(previous: Any | None, warm_start_max_iter: int | None =
         if warm_start_max_iter is not None:
             head.set_params(max_iter=warm_start_max_iter)
         return head
-    from learner.head import SoftmaxHead
+    from learner.semi import SemiSupervisedHead
 
-    return SoftmaxHead(random_state=0, warm_start=True)
+    return SemiSupervisedHead(random_state=0, warm_start=True)
+
+
+def takes_unlabelled(head: Any) -> int | None:
+    """How many unlabelled rows ``head.fit`` uses at most (``-1`` in ``y``), None for a supervised head."""
+    limit = getattr(head, "max_unlabelled", None)
+    return None if limit is None else int(limit)
 
 
 @dataclass
@@ -168,9 +178,18 @@ class Trainer:
                 return RetrainResult(
                     None, n_labels=len(labelled), skipped=f"need labels of at least two classes, have {len(distinct)}"
                 )
-            timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
             head = self.head_factory(current.head if current is not None else None)
-            head.fit(X, y.astype(str))
+            y_fit = y.astype(str).astype(object)
+            limit = takes_unlabelled(head)
+            if limit:
+                # The pool's and the served items' embeddings are the unlabelled rows (never the holdout): a
+                # seeded sample of at most ``limit`` of them, drawn before embedding so the cost stays bounded.
+                unlabelled = self.unlabelled_sources(limit, seed=max_label_id)
+                if unlabelled:
+                    X = np.concatenate([X, self.embeddings.embed(unlabelled, progress=progress)])
+                    y_fit = np.concatenate([y_fit, np.full(len(unlabelled), -1, dtype=object)])
+            timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
+            head.fit(X, y_fit)
             timings["fit"] = time.perf_counter() - started - sum(timings.values())
             labels_per_class = {name: 0 for name in self.classes}
             labels_per_class.update(Counter(y.tolist()))
@@ -217,6 +236,16 @@ class Trainer:
             result.queued_for_review = self.refresh_review_queue(progress=progress)
         return result
 
+    def unlabelled_sources(self, limit: int, seed: int) -> list[FileImage]:
+        """Sources of at most ``limit`` unlabelled pool and served items (a seeded sample above it)."""
+        labelled = {row.item_id for row in self.store.current_labels()}
+        rows = [row for row in self.store.unlabelled_pool() if row["image_path"]]
+        rows += [row for row in self.store.items_of_split("served") if row["image_path"] and row["id"] not in labelled]
+        if len(rows) > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
+            rows = [rows[i] for i in keep]
+        return [self.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in rows]
+
     def evaluate(self, model: ServingModel, progress: bool = False) -> dict[str, Any] | None:
         """Holdout figures of ``model`` (:func:`learner.metrics.evaluate`), None without a labelled holdout."""
         from learner.metrics import evaluate
@@ -255,7 +284,8 @@ class Trainer:
         from learner.query import query
 
         model = self.models.current
-        if model is None:
+        strategy = self.service.query_strategy
+        if model is None and strategy not in COLD_START:
             return 0
         pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
         if not pool:
@@ -264,12 +294,16 @@ class Trainer:
         pool = [pool[i] for i in kept]
         if not pool:
             return 0
-        proba = model.proba(X)
         queued = np.array([row["status"] in ("pending", "sent", "failed") for row in pool], dtype=bool)
         fresh = np.flatnonzero(~queued)
-        strategy = self.service.query_strategy
+        labelled = [row for row in self.store.current_labels() if row.label in self.classes and row.image_path]
+        X_labelled = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled])[0] if labelled else None
+        if model is None:
+            return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
+        proba = model.proba(X)
         chosen = fresh[
-            query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels).indices
+            query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels,
+                  X_labelled=X_labelled, n_classes=len(self.classes)).indices
         ] if len(fresh) else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         predictions = [
@@ -281,4 +315,24 @@ class Trainer:
         ]
         self.store.record_predictions(predictions)
         logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
+        return len(chosen)
+
+    def _queue_cold_start(
+        self, pool: list[dict[str, Any]], X: np.ndarray, queued: np.ndarray, fresh: np.ndarray,
+        X_labelled: np.ndarray | None, strategy: str,
+    ) -> int:
+        """No model yet: queue the pool items the strategy picks from the embeddings alone (no prediction)."""
+        from learner.query import query
+
+        if queued.any() or not len(fresh):
+            return 0  # the first picks are still with the annotators; a model will choose the next ones
+        chosen = fresh[query(None, X[fresh], self.service.review_batch_size, strategy, random_state=0,
+                             X_labelled=X_labelled, n_classes=len(self.classes)).indices]
+        self.store.queue_reviews([
+            NewPrediction(item_id=pool[index]["id"], model_version=COLD_START_VERSION, label="", score=0.0,
+                          probabilities={}, decision="review", rule=f"query:{strategy}",
+                          reason=f"chosen with no model yet by {strategy} picks")
+            for index in chosen.tolist()
+        ])
+        logger.info("review queue: no model yet; %d pool items chosen by %s", len(chosen), strategy)
         return len(chosen)

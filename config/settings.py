@@ -72,8 +72,12 @@ class ServiceSettings(BaseModel):
         default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
     )
     review_batch_size: int = Field(20, ge=1, le=10_000, description="Pool items sent to annotators per refresh")
-    query_strategy: Literal["least_confidence", "margin", "entropy", "random"] = Field(
-        "least_confidence", description="How pool items are chosen for annotators (modAL strategies or random)"
+    query_strategy: Literal[
+        "auto", "least_confidence", "margin", "entropy", "diverse_margin", "typical", "coverage", "random"
+    ] = Field(
+        "auto",
+        description="How pool items are chosen for annotators: auto (typical picks while labels are few, then "
+        "margin among distinct clusters), modAL's strategies, typical/coverage (no model needed) or random",
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     warm_start_max_iter: int = Field(
@@ -86,7 +90,7 @@ class ServiceSettings(BaseModel):
         "'none': no token at all, warned at every start)",
     )
     public_paths: list[str] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/report", "/report.png", "/openapi.json"],
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/report", "/report.png", "/gallery", "/gallery.gif", "/openapi.json"],
         description="Paths outside /v1 served without the token (drop /metrics or /report to put them behind it)",
     )
     allowed_origins: list[str] = Field(

@@ -8,8 +8,10 @@ For each seed ``s`` (one independent replicate of the whole experiment):
    ``1/class`` and ``3/class`` take that many per class; ``5%`` ... ``100%`` take that share of each
    class's remaining items (rounded, at least one per class), so a budget never misses a class by bad
    luck and ``n_labels`` is the same for every seed;
-3. fit a fresh head on those items' embeddings (plus their augmented copies, if given) and score argmax
-   accuracy, and the threshold figures of :func:`learner.metrics.evaluate`, on the holdout.
+3. fit a fresh head on those items' embeddings (plus their augmented copies, if given; with
+   ``unlabelled_pool``, plus the rest of the pool marked ``-1`` for a semi-supervised head, never the
+   holdout) and score argmax accuracy, and the threshold figures of :func:`learner.metrics.evaluate`, on
+   the holdout.
 
 Every image is embedded once, before this module is called: the functions here take arrays only, so the
 13 budgets x N seeds cost head fits and nothing else. :func:`run_curve` returns a :class:`CurveResult`;
@@ -198,6 +200,7 @@ def run_curve(
     dataset: str = "",
     backbone: str = "",
     class_names: Sequence[str] | None = None,
+    unlabelled_pool: bool = False,
 ) -> CurveResult:
     """Fit ``make_head(seed)`` for every budget and seed on ``embeddings`` (n, d) and score the holdouts.
 
@@ -233,6 +236,10 @@ def run_curve(
             if augmented is not None:
                 X = np.concatenate([X, augmented[picks].reshape(-1, embeddings.shape[1])])
                 y = np.concatenate([y, np.repeat(y, augmented.shape[1])])
+            if unlabelled_pool:
+                rest = np.setdiff1d(pool, picks)
+                X = np.concatenate([X, embeddings[rest]])
+                y = np.concatenate([y, np.full(len(rest), -1, dtype=y.dtype)])
             head = make_head(seed)
             fit_started, fit_cpu_started = time.perf_counter(), time.process_time()
             head.fit(X, y)

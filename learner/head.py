@@ -49,7 +49,8 @@ _INIT_SCALE = 0.01  # standard deviation of the initial weights; small so the st
 @tf.function(
     input_signature=[
         tf.TensorSpec([None, None], tf.float32),  # X (n, d)
-        tf.TensorSpec([None, None], tf.float32),  # Y one-hot (n, k)
+        tf.TensorSpec([None, None], tf.float32),  # Y targets (n, k): one-hot, or soft rows summing to 1
+        tf.TensorSpec([None], tf.float32),  # row weights (n,)
         tf.TensorSpec([None, None], tf.float32),  # W0 (d, k)
         tf.TensorSpec([None], tf.float32),  # b0 (k,)
         tf.TensorSpec([], tf.float32),  # alpha
@@ -59,16 +60,17 @@ _INIT_SCALE = 0.01  # standard deviation of the initial weights; small so the st
     ],
     reduce_retracing=True,
 )
-def _train(X, Y, W0, b0, alpha, learning_rate, max_iter, tol):  # pragma: no cover - runs as a graph
-    """Full-batch Adam on mean cross-entropy + alpha/2 |W|^2; returns (W, b, iterations, final loss)."""
-    n = tf.cast(tf.shape(X)[0], tf.float32)
+def _train(X, Y, weights, W0, b0, alpha, learning_rate, max_iter, tol):  # pragma: no cover - runs as a graph
+    """Full-batch Adam on weighted mean cross-entropy + alpha/2 |W|^2; returns (W, b, iterations, final loss)."""
+    n = tf.reduce_sum(weights)
+    w = weights[:, None]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
     def loss_and_grads(W, b):
         logits = tf.matmul(X, W) + b
         log_p = tf.nn.log_softmax(logits)
-        loss = -tf.reduce_sum(Y * log_p) / n + 0.5 * alpha * tf.reduce_sum(W * W)
-        residual = (tf.exp(log_p) - Y) / n
+        loss = -tf.reduce_sum(w * Y * log_p) / n + 0.5 * alpha * tf.reduce_sum(W * W)
+        residual = w * (tf.exp(log_p) - Y) / n
         grad_W = tf.matmul(X, residual, transpose_a=True) + alpha * W
         grad_b = tf.reduce_sum(residual, axis=0)
         return loss, grad_W, grad_b
@@ -183,21 +185,53 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         W0 = (rng.standard_normal((n_features, n_classes)) * _INIT_SCALE).astype(np.float32)
         b0 = np.zeros(n_classes, dtype=np.float32)
         if previous is not None:
-            old_classes, old_W, old_b = previous
-            if old_W.shape[0] != n_features:
-                raise ValueError(
-                    f"warm_start: X has {n_features} features but the previous fit had {old_W.shape[0]}; "
-                    "refit with warm_start=False for a different backbone"
-                )
-            old_index = {label: j for j, label in enumerate(old_classes.tolist())}
-            for j, label in enumerate(classes.tolist()):
-                if label in old_index:
-                    W0[:, j] = old_W[:, old_index[label]]
-                    b0[j] = old_b[old_index[label]]
-
-        learning_rate = self.learning_rate if previous is None else self.warm_start_learning_rate
+            W0, b0 = self._carry_over(previous, classes, W0, b0, n_features)
         Y = np.zeros((X.shape[0], n_classes), dtype=np.float32)
         Y[np.arange(X.shape[0]), y_index] = 1.0
+        return self._fit_targets(X, Y, np.ones(X.shape[0], dtype=np.float32), classes, W0, b0, previous is not None)
+
+    def fit_soft(self, X: Any, targets: np.ndarray, weights: np.ndarray, classes: np.ndarray) -> "SoftmaxHead":
+        """Train on soft targets (n, k) (rows summing to 1, columns in ``classes`` order) with row weights (n,).
+
+        For heads that label part of their training set themselves (:mod:`learner.semi`); ``warm_start``
+        applies as in :meth:`fit`. Returns self.
+        """
+        self._check_params()
+        previous = self._previous_weights()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
+        classes = np.asarray(classes)
+        targets = np.asarray(targets, dtype=np.float32)
+        weights = np.asarray(weights, dtype=np.float32)
+        if targets.shape != (X.shape[0], len(classes)) or weights.shape != (X.shape[0],):
+            raise ValueError(f"targets {targets.shape} and weights {weights.shape} do not fit X {X.shape} "
+                             f"and {len(classes)} classes")
+        if not (weights >= 0).all() or not weights.sum() > 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        rng = check_random_state(self.random_state)
+        n_features, n_classes = X.shape[1], len(classes)
+        W0 = (rng.standard_normal((n_features, n_classes)) * _INIT_SCALE).astype(np.float32)
+        b0 = np.zeros(n_classes, dtype=np.float32)
+        if previous is not None:
+            W0, b0 = self._carry_over(previous, classes, W0, b0, n_features)
+        return self._fit_targets(X, targets, weights, classes, W0, b0, previous is not None)
+
+    def _carry_over(self, previous, classes, W0, b0, n_features):
+        old_classes, old_W, old_b = previous
+        if old_W.shape[0] != n_features:
+            raise ValueError(
+                f"warm_start: X has {n_features} features but the previous fit had {old_W.shape[0]}; "
+                "refit with warm_start=False for a different backbone"
+            )
+        old_index = {label: j for j, label in enumerate(old_classes.tolist())}
+        for j, label in enumerate(classes.tolist()):
+            if label in old_index:
+                W0[:, j] = old_W[:, old_index[label]]
+                b0[j] = old_b[old_index[label]]
+        return W0, b0
+
+    def _fit_targets(self, X, Y, weights, classes, W0, b0, warm: bool) -> "SoftmaxHead":
+        n_features, n_classes = X.shape[1], len(classes)
+        learning_rate = self.warm_start_learning_rate if warm else self.learning_rate
         Xt = self._transform(X)
         # Centre the rows for the optimiser only: logits W'(x - m) + b' equal W'x + (b' - W'm), so the model
         # and its penalty are unchanged, but the shared mean direction (large, as every embedding is
@@ -207,6 +241,7 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         W, b, n_iter, loss = _train(
             tf.constant(Xt - center),
             tf.constant(Y),
+            tf.constant(weights),
             tf.constant(W0),
             tf.constant(b0),
             tf.constant(self.alpha, tf.float32),

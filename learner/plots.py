@@ -30,7 +30,8 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
 
     fig = Figure(figsize=(8, 5), dpi=120)
     ax = fig.add_subplot()
-    label = f"juicer: {curve.get('backbone', '?')} + softmax head (mean of {n_seeds} seed(s))"
+    head = (curve.get("head") or {}).get("class", "softmax head")
+    label = f"juicer: {curve.get('backbone', '?')} + {head} (mean of {n_seeds} seed(s))"
     ax.plot(x, mean, "o-", color="tab:blue", label=label)
     if n_seeds > 1:
         ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, label="min-max over seeds")
@@ -39,6 +40,11 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
             ax.annotate(b["budget"], (xi, yi), textcoords="offset points", xytext=(5, -13), ha="left",
                         fontsize=7, color="tab:blue")
 
+    supervised = (curve.get("supervised") or {}).get("budgets")
+    if supervised:  # the plain head on the same picks, beside the default one
+        plain = sorted(supervised, key=lambda b: b["labels_per_class"])
+        ax.plot([b["labels_per_class"] for b in plain], [100 * b["accuracy_mean"] for b in plain], "o--",
+                color="tab:grey", markersize=3, label="plain SoftmaxHead, same picks")
     forecast = curve.get("forecast") or {}
     n_classes = curve.get("n_classes") or len(curve.get("class_names", [])) or 1
     predicted = [b for b in (forecast.get("budgets") or {}).values() if b.get("predicted") is not None]
@@ -74,4 +80,29 @@ def plot_curve(curve: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     logger.debug("wrote %s", path)
+    return path
+
+
+def plot_simulation(document: Mapping[str, Any], path: str | Path) -> Path:
+    """Draw ``simulate.json`` (accuracy against labels, a line and a p10-p90 band per strategy) into a PNG."""
+    path = Path(path)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.add_subplot()
+    for name, entry in document["strategies"].items():
+        x = entry["n_labels"]
+        line, = ax.plot(x, [100 * a for a in entry["accuracy_mean"]], "-", label=name,
+                        linewidth=2.0 if name == "auto" else 1.2)
+        ax.fill_between(x, [100 * a for a in entry["accuracy_p10"]], [100 * a for a in entry["accuracy_p90"]],
+                        color=line.get_color(), alpha=0.15)
+    full = document.get("full_data_accuracy")
+    if full:
+        ax.axhline(100 * full, color="grey", linestyle=":", label=f"all labels ({100 * full:.1f}%)")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("holdout accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Active learning offline: mean and 10-90th percentile over {document.get('seeds', '?')} seed(s)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     return path

@@ -1,8 +1,12 @@
 """``juicer curve``: holdout accuracy against the number of labels (the origin study's data-size curve).
 
 Loads a dataset (Fashion-MNIST from the Debian idx files, or a folder per class), embeds every image once
-through the embedding cache (``<data_dir>/embeddings``), fits a fresh softmax head for 13 budgets x N seeds,
-prints a table and writes ``curve.json``, ``curve.csv`` and ``curve.png`` into ``--out``.
+through the embedding cache (``<data_dir>/embeddings``), fits a fresh head for 13 budgets x N seeds, prints a
+table and writes ``curve.json``, ``curve.csv`` and ``curve.png`` into ``--out``. The default head is the
+semi-supervised one (:class:`learner.semi.SemiSupervisedHead`: the rest of the pool, never the holdout, is its
+unlabelled data); the plain :class:`learner.head.SoftmaxHead` is fitted beside it on the same picks and shown
+in the table's comparison columns (``curve.json``'s ``supervised``). ``--head supervised`` runs the plain
+head alone (the origin study's protocol).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add K augmented copies (flip, crop, brightness) of every training image (default 0)")
     parser.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
                         help="share of every class held out for scoring (default 0.1)")
+    parser.add_argument("--budgets", default=None, metavar="A,B,...",
+                        help="only these budgets, e.g. 1/class,3/class,5%%,100%% (default: all 13)")
+    parser.add_argument("--head", choices=("semi", "supervised"), default="semi",
+                        help="semi: soft k-means over the unlabelled pool, then the softmax head (default), with "
+                             "the plain head beside it; supervised: the plain softmax head only")
     parser.add_argument("--forecast-max-multiple", type=float, default=10.0, metavar="X",
                         help="the forecast fitted on budgets up to 10%% answers up to X times its largest n "
                              "(default 10, so that 100%% is predicted; the service's default is 4)")
@@ -70,6 +79,12 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--augment must be 0 or more"
     if not 0 < args.holdout < 1:
         return "--holdout must be a fraction between 0 and 1"
+    if getattr(args, "budgets", None):
+        from learner.curve import DEFAULT_BUDGETS
+
+        unknown = set(args.budgets.split(",")) - {b.name for b in DEFAULT_BUDGETS}
+        if unknown:
+            return f"unknown budgets {', '.join(sorted(unknown))}; choose among {', '.join(b.name for b in DEFAULT_BUDGETS)}"
     if args.forecast_max_multiple < 1:
         return "--forecast-max-multiple must be at least 1"
     return None
@@ -108,6 +123,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from learner.curve import run_curve
     from learner.head import SoftmaxHead
     from learner.plots import plot_curve
+    from learner.semi import SemiSupervisedHead
 
     out_dir = args.out or settings.data_dir / "curve"
     progress = not args.no_progress
@@ -138,14 +154,26 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     seeds = list(range(args.seeds))
     from learner.curve import DEFAULT_BUDGETS
 
-    with tqdm(total=len(seeds) * len(DEFAULT_BUDGETS), unit="fit", desc="training heads",
-              disable=not progress) as bar:
-        result = run_curve(
-            embeddings, dataset.labels, lambda seed: SoftmaxHead(random_state=seed),
-            seeds=seeds, holdout_fraction=args.holdout, augmented=augmented, progress=bar.update,
-            dataset=args.dataset if args.dataset == FASHION_MNIST else str(Path(args.dataset).resolve()),
-            backbone=spec.name, class_names=dataset.class_names,
-        )
+    semi = args.head == "semi"
+    wanted = args.budgets.split(",") if getattr(args, "budgets", None) else None
+    budgets = [b for b in DEFAULT_BUDGETS if wanted is None or b.name in wanted]
+    n_fits = len(seeds) * len(budgets) * (2 if semi else 1)
+    common = dict(
+        seeds=seeds, budgets=budgets, holdout_fraction=args.holdout, augmented=augmented,
+        dataset=args.dataset if args.dataset == FASHION_MNIST else str(Path(args.dataset).resolve()),
+        backbone=spec.name, class_names=dataset.class_names,
+    )
+    with tqdm(total=n_fits, unit="fit", desc="training heads", disable=not progress) as bar:
+        supervised = run_curve(embeddings, dataset.labels, lambda seed: SoftmaxHead(random_state=seed),
+                               progress=bar.update, **common)
+        result = supervised
+        if semi:
+            # The same seeds give the same holdouts and picks: the two heads are compared on identical labels.
+            result = run_curve(embeddings, dataset.labels, lambda seed: SemiSupervisedHead(random_state=seed),
+                               progress=bar.update, unlabelled_pool=True, **common)
+            result.timing["train_s"] += supervised.timing["train_s"]
+            result.timing["train_cpu_s"] += supervised.timing["train_cpu_s"]
+            result.timing["curve_s"] += supervised.timing["curve_s"]
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +187,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     document = result.to_dict()
     document["forecast"] = _forecast(result, dataset.labels, args)
     document["backbone_id"] = backbone.id
+    if semi:
+        document["supervised"] = {"head": supervised.head, "budgets": [b.to_dict() for b in supervised.budgets]}
     document["device"] = backbone.device
     (out_dir / "curve.csv").write_text(result.to_csv())
     plot_curve(document, out_dir / "curve.png")
@@ -166,14 +196,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     (out_dir / "curve.json").write_text(json.dumps(document, indent=2) + "\n")
 
     print()
-    print(result.table())
+    baseline = {b.budget: b.accuracy_mean for b in supervised.budgets} if semi else None
+    if semi:
+        print(f"{result.head.get('class')} (mean/min/max) against the plain SoftmaxHead on the same picks (baseline)")
+    print(result.table(baseline))
     if document["forecast"] is not None:
         from learner.curve import forecast_table
 
         print()
         print(forecast_table(document["forecast"]))
     timing = document["timing"]
-    print(f"\n{len(seeds) * len(DEFAULT_BUDGETS)} head fits in {timing['train_s']:.1f} s; embedding "
+    print(f"\n{n_fits} head fits in {timing['train_s']:.1f} s; embedding "
           f"{timing['embed_s']:.1f} s; total {timing['total_s']:.1f} s")
     print(f"wrote {out_dir / 'curve.json'}, {out_dir / 'curve.csv'}, {out_dir / 'curve.png'}")
     return 0

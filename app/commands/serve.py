@@ -27,7 +27,11 @@ HELP = "run Label Studio and the juicer service, seeding a Fashion-MNIST demo on
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Demo sizes, bind address, and setup-only mode."""
+    parser.add_argument("--demo", action="store_true", help="seed the Fashion-MNIST demo on first start (the default)")
     parser.add_argument("--no-demo", action="store_true", help="do not seed the Fashion-MNIST demo (needs service.classes)")
+    parser.add_argument("--seed-labels", type=int, default=1, metavar="K",
+                        help="demo: labelled images per class to start from (default 1; 0: none, annotators get "
+                             "the query strategy's cold-start picks first)")
     parser.add_argument("--demo-pool", type=int, default=None, help="unlabelled pool size of the demo (default service.demo_pool)")
     parser.add_argument("--holdout", type=int, default=None, help="holdout size of the demo (default service.demo_holdout)")
     parser.add_argument("--host", default=None, help="bind address (default service.host, 127.0.0.1)")
@@ -57,7 +61,7 @@ def _start_label_studio(settings: Settings) -> tuple[str, Any, bool]:
     return url, server, not already
 
 
-def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int) -> None:
+def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int, seed_per_class: int = 1) -> None:
     from app.demo import seed_demo
     from learner.datasets import load_fashion_mnist
 
@@ -65,9 +69,9 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int) -> N
     if counts:
         _say(f"store already holds {sum(counts.values())} items ({counts}); not seeding the demo again")
         return
-    _say(f"seeding the demo from Fashion-MNIST ({settings.fashion_mnist_dir}): 1 labelled image per class, "
+    _say(f"seeding the demo from Fashion-MNIST ({settings.fashion_mnist_dir}): {seed_per_class} labelled image(s) per class, "
          f"a pool of {n_pool}, a holdout of {n_holdout}")  # fmt: skip
-    per_class = math.ceil((n_pool + n_holdout) / 10) + 2
+    per_class = math.ceil((n_pool + n_holdout) / 10) + 1 + max(seed_per_class, 1)  # 202 for the default demo
     dataset = load_fashion_mnist(settings.fashion_mnist_dir, per_class_limit=per_class, seed=settings.service.demo_seed)
     if settings.service.classes and list(settings.service.classes) != list(dataset.class_names):
         raise SystemExit(
@@ -75,7 +79,8 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int) -> N
             "unset service.classes for the demo or run with --no-demo"
         )
     store.set_meta("classes", list(dataset.class_names))
-    seed_demo(store, Path(settings.data_dir), dataset, n_pool, n_holdout, seed=settings.service.demo_seed, progress=True)
+    seed_demo(store, Path(settings.data_dir), dataset, n_pool, n_holdout, seed=settings.service.demo_seed, progress=True,
+              seed_per_class=seed_per_class)
 
 
 def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str, webhook_url: str | None = None) -> Any:
@@ -90,7 +95,10 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
     if not args.no_demo:
         n_pool = settings.service.demo_pool if args.demo_pool is None else args.demo_pool
         n_holdout = settings.service.demo_holdout if args.holdout is None else args.holdout
-        _seed_demo(settings, store, n_pool, n_holdout)
+        seed_labels = getattr(args, "seed_labels", 1)
+        if seed_labels < 0:
+            raise SystemExit("juicer serve: --seed-labels must be 0 or more")
+        _seed_demo(settings, store, n_pool, n_holdout, seed_per_class=seed_labels)
     _say(f"loading the backbone {settings.learner.backbone} ...")
     services = build_services(settings, store=store, desk=desk_from_settings(settings, url=label_studio_url))
     from app.jobs import connect_label_studio
@@ -117,7 +125,9 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
             _say(f"first model {result.version}: {result.n_labels} labels, holdout accuracy {accuracy}, "
                  f"{result.queued_for_review} pool items queued for review")  # fmt: skip
         else:
-            _say(f"no model yet: {result.skipped}")
+            queued = services.trainer.refresh_review_queue()
+            _say(f"no model yet: {result.skipped}; {queued} pool items chosen by "
+                 f"{settings.service.query_strategy} picks queued for annotators")
     return services
 
 

@@ -3,6 +3,10 @@
 Run it against a service started with ``juicer serve`` (the Fashion-MNIST demo): it takes Label Studio's next
 task as a person would, posts the true label as the editor does, asks the service to retrain every K labels,
 prints one line per model version, and ends with the report's JSON (``GET /v1/report``).
+
+``juicer simulate --offline`` runs the same loop on cached embeddings with no Label Studio and no service
+(:mod:`learner.offline`): every strategy from the same holdout and start labels per seed, ``random`` always
+beside them; it prints a table and writes ``simulate.json`` and ``simulate.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``juicer simulate``."""
-    parser.add_argument("--labels", type=int, default=100, metavar="N", help="labels to post (default 100)")
+    parser.add_argument("--labels", type=int, default=None, metavar="N",
+                        help="labels to post (default 100); --offline: labels to end at (default 300)")
     parser.add_argument(
         "--order",
         choices=ORDERS,
@@ -36,6 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=float, default=300.0, metavar="S", help="longest wait for a retrain, a label or the queue (default 300 s)"
     )
+    offline = parser.add_argument_group("offline (no Label Studio, no service: the loop on cached embeddings)")
+    offline.add_argument("--offline", action="store_true", help="run the loop offline and compare strategies")
+    offline.add_argument("--dataset", default="fashion-mnist", help="'fashion-mnist' or a folder with a sub-folder per class")
+    offline.add_argument("--per-class-limit", type=int, default=None, metavar="N", help="at most N images per class")
+    offline.add_argument("--start-per-class", type=int, default=1, metavar="K",
+                         help="random labels per class to start from, the same for every strategy (0: none; default 1)")
+    offline.add_argument("--batch", type=int, default=10, metavar="B", help="labels per round (default 10)")
+    offline.add_argument("--strategies", default="auto,least_confidence,typical,random", metavar="A,B,...",
+                         help="query strategies to compare (random is always run; default %(default)s)")
+    offline.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds 0..S-1 (default 3)")
+    offline.add_argument("--head", choices=("semi", "supervised"), default="semi", help="the head every strategy trains")
+    offline.add_argument("--backbone", default=None, metavar="NAME|HANDLE", help="default: learner.backbone")
+    offline.add_argument("--out", default=None, metavar="DIR", help="where simulate.json/.png go (default <data_dir>/simulate)")
+    offline.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def service_url(settings: Any) -> str:
@@ -60,6 +79,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     from annotation.errors import AnnotationError
     from tqdm import tqdm
 
+    if getattr(args, "offline", False):
+        return run_offline_command(args, settings)
+    if args.labels is None:
+        args.labels = 100
     if not getattr(args, "verbose", False):
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the version lines
     if args.labels < 1 or args.retrain_every < 1:
@@ -111,6 +134,81 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     return 0 if result.n_labels >= args.labels else 3
 
 
+def run_offline_command(args: argparse.Namespace, settings: Any) -> int:
+    """``juicer simulate --offline``: 0 on success, 1 on a learner error, 2 on bad arguments."""
+    from pathlib import Path
+
+    from learner.errors import LearnerError
+    from learner.query import STRATEGIES
+
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    unknown = [name for name in strategies if name not in STRATEGIES]
+    labels = 300 if args.labels is None else args.labels
+    problem = (
+        f"unknown strategies {', '.join(unknown)}; choose among {', '.join(STRATEGIES)}" if unknown
+        else "--seeds, --batch and --labels must be at least 1" if min(args.seeds, args.batch, labels) < 1
+        else "--start-per-class must be 0 or more" if args.start_per_class < 0
+        else None
+    )
+    if problem:
+        print(f"juicer simulate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return _run_offline(args, settings, strategies, labels, Path(args.out or Path(settings.data_dir) / "simulate"))
+    except (LearnerError, ValueError) as exc:
+        print(f"juicer simulate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str], labels: int, out_dir: Any) -> int:
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from learner.backbones import load_backbone, resolve_backbone
+    from learner.cache import EmbeddingCache, embed_sources
+    from learner.datasets import load_dataset
+    from learner.head import SoftmaxHead
+    from learner.offline import run_offline
+    from learner.plots import plot_simulation
+    from learner.semi import SemiSupervisedHead
+
+    started = time.perf_counter()
+    progress = not args.no_progress
+    dataset = load_dataset(args.dataset, fashion_mnist_dir=settings.fashion_mnist_dir,
+                           per_class_limit=args.per_class_limit, seed=0, max_pixels=settings.learner.max_image_pixels)
+    print(dataset.describe())
+    spec = resolve_backbone(args.backbone or settings.learner.backbone, settings.data_dir,
+                            input_size=settings.learner.input_size)
+    backbone = load_backbone(spec, batch_size=settings.learner.batch_size,
+                             mixed_precision=settings.learner.mixed_precision)
+    with EmbeddingCache(Path(settings.data_dir) / "embeddings", backbone.id) as cache:
+        embeddings = embed_sources(backbone, cache, dataset.sources, progress=progress)
+    semi = args.head == "semi"
+    make_head = (lambda seed: SemiSupervisedHead(random_state=seed)) if semi else (lambda seed: SoftmaxHead(random_state=seed))
+    names = list(dict.fromkeys([*strategies, "random"]))
+    first = args.start_per_class * len(dataset.class_names)
+    rounds = 1 + -(-(labels - first) // args.batch) if labels > first else 1
+    with tqdm(total=args.seeds * len(names) * rounds, unit="fit", desc="simulating", disable=not progress) as bar:
+        result = run_offline(
+            embeddings, dataset.labels, make_head, strategies=names, seeds=range(args.seeds),
+            start_per_class=args.start_per_class, n_labels=labels, batch=args.batch, semi_supervised=semi,
+            progress=bar.update,
+        )
+    document = result.to_dict()
+    document["settings"].update(dataset=args.dataset, backbone=spec.name, head=args.head,
+                                per_class_limit=args.per_class_limit, n_images=len(dataset))
+    document["timing_s"] = round(time.perf_counter() - started, 1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "simulate.json").write_text(json.dumps(document, indent=2) + "\n")
+    plot_simulation(document, out_dir / "simulate.png")
+    print()
+    print(f"{args.head} head, {args.seeds} seed(s), start {args.start_per_class}/class, rounds of {args.batch}:")
+    print(result.table())
+    print(f"wrote {out_dir / 'simulate.json'} and {out_dir / 'simulate.png'} ({document['timing_s']} s)")
+    return 0
 def forecast_check(points: list[dict]) -> str:
     """The forecast fitted on the first half of the versions, beside what the second half measured."""
     from app.reports import forecast_points

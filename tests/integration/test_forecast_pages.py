@@ -25,6 +25,10 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 BATCHES = (10, 20, 40, 80, 150)  # labels added before each retrain after the first model
 
 
+TOKEN = "pages-token-123"  # /v1/* needs a token (a generated one when unset)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, free_port):
     """A juicer HTTP server on a free port with six model versions; yields its base URL and services."""
@@ -47,7 +51,7 @@ def served(tmp_path_factory, free_port):
     port = free_port()
     settings = load_settings(
         environ={}, data_dir=data_dir,
-        service={"port": port, "retrain_after_labels": 100000, "gallery_size": 40},
+        service={"port": port, "retrain_after_labels": 100000, "gallery_size": 40, "api_token": TOKEN},
         label_studio={"url": "http://127.0.0.1:9", "webhook_secret": "pages-secret-123"},
     )
     store = Store.open(data_dir)
@@ -64,7 +68,7 @@ def served(tmp_path_factory, free_port):
         assert services.trainer.retrain(reason="first", refresh_queue=False).version == "v0001"
         pool = [row["id"] for row in store.items_of_split("pool")]
         start = 0
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
             for size in BATCHES:
                 labels = [{"item_id": item_id, "label": truth[item_id]} for item_id in pool[start:start + size]]
                 start += size
@@ -79,7 +83,7 @@ def served(tmp_path_factory, free_port):
 
 def test_the_forecast_through_the_service(served):
     url, services = served
-    body = httpx.get(f"{url}/v1/forecast", params={"target": 0.9}, timeout=60).json()
+    body = httpx.get(f"{url}/v1/forecast", params={"target": 0.9}, timeout=60, headers=AUTH).json()
     assert [p["n_labels"] for p in body["points"]] == [10, 20, 40, 80, 160, 310]
     assert body["backtest_error"] is not None
     assert 0.9 in [t["target"] for t in body["targets"]]
@@ -88,7 +92,7 @@ def test_the_forecast_through_the_service(served):
         assert body["next"] and "more labels -> expected" in body["next"][0]["words"]
     else:
         assert body["curve"] is None and body["refused"]
-    points = httpx.get(f"{url}/v1/report", timeout=60).json()["points"]
+    points = httpx.get(f"{url}/v1/report", timeout=60, headers=AUTH).json()["points"]
     assert all(p["accuracy_interval"][0] <= p["holdout_accuracy"] <= p["accuracy_interval"][1] for p in points)
     assert all(p["precision_rule"]["n_holdout"] == 200 for p in points)
     assert points[-1]["holdout_accuracy"] > points[0]["holdout_accuracy"]

@@ -1,0 +1,102 @@
+"""Choose the semi-supervised head's settings on tuning seeds (disjoint from the 0-19 the benchmarks report).
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/semi_head.py [--seeds 100-109] [--grid temperature=0.05,0.1 ...]
+
+Fashion-MNIST 700/class, EfficientNet-Lite0 embeddings from the shared cache (data/embeddings), the curve's
+holdout and stratified random picks (learner.curve) at 1, 3, 10 per class, 10% and 50%; the unlabelled rows
+are the pool minus the picks (never the holdout). Prints mean holdout accuracy per setting and budget,
+with the plain SoftmaxHead on the same picks as the first row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+
+def fashion_embeddings(per_class: int = 700, backbone: str = "efficientnet-lite0"):
+    """(embeddings, labels) of Fashion-MNIST ``per_class`` per class (seed 0), embedded through the cache."""
+    from learner.backbones import load_backbone, resolve_backbone
+    from learner.cache import EmbeddingCache, embed_sources
+    from learner.datasets import load_dataset
+
+    dataset = load_dataset("fashion-mnist", fashion_mnist_dir=Path("/usr/share/datasets/fashion-mnist"),
+                           per_class_limit=per_class, seed=0, max_pixels=40_000_000)
+    spec = resolve_backbone(backbone, REPO / "data")
+    model = load_backbone(spec, batch_size=32)
+    with EmbeddingCache(REPO / "data" / "embeddings", model.id) as cache:
+        return embed_sources(model, cache, dataset.sources, progress=True), np.asarray(dataset.labels)
+
+
+def seed_range(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="100-109", help="tuning seeds, FIRST-LAST (default 100-109)")
+    parser.add_argument("--grid", nargs="*", default=["temperature=0.05,0.1,0.2", "whiten_dims=0,128"],
+                        help="NAME=V1,V2 of SemiSupervisedHead parameters")
+    parser.add_argument("--fixed", nargs="*", default=[], help="NAME=V held for every setting")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
+    args = parser.parse_args()
+
+    from learner.curve import Budget, budget_picks, holdout_split
+    from learner.rules import proba_in_order
+    from learner.head import SoftmaxHead
+    from learner.semi import SemiSupervisedHead
+
+    X, y = fashion_embeddings()
+    budgets = [Budget("1/class", per_class=1), Budget("3/class", per_class=3), Budget("10/class", per_class=10),
+               Budget("10%", fraction=0.1), Budget("50%", fraction=0.5)]
+    def parse(value):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    fixed = {k: parse(v) for k, v in (item.split("=") for item in args.fixed)}
+    names = [item.split("=")[0] for item in args.grid]
+    values = [[parse(v) for v in item.split("=")[1].split(",")] for item in args.grid]
+    settings = ([] if args.no_baseline else [None]) + [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    seeds = seed_range(args.seeds)
+    classes = np.unique(y)
+    results = {i: {b.name: [] for b in budgets} for i in range(len(settings))}
+    started = time.perf_counter()
+    for seed in seeds:
+        pool, holdout = holdout_split(y, 0.1, seed)
+        for budget in budgets:
+            picks = budget_picks(y, pool, budget, seed)
+            rest = np.setdiff1d(pool, picks)
+            for i, setting in enumerate(settings):
+                if setting is None:
+                    head = SoftmaxHead(random_state=seed).fit(X[picks], y[picks])
+                else:
+                    head = SemiSupervisedHead(random_state=seed, **fixed, **setting)
+                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
+                proba = proba_in_order(head, X[holdout], classes)
+                results[i][budget.name].append(float(np.mean(classes[proba.argmax(1)] == y[holdout])))
+        print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"\nseeds {seeds[0]}-{seed}, fixed {fixed}; load {os.getloadavg()[0]:.1f}")
+        print(f"{'setting':>44} " + " ".join(f"{b.name:>9}" for b in budgets))
+        for i, setting in enumerate(settings):
+            label = "SoftmaxHead (supervised)" if setting is None else ", ".join(f"{k}={v}" for k, v in setting.items())
+            print(f"{label:>44} " + " ".join(f"{np.mean(results[i][b.name]):>9.1%}" for b in budgets), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

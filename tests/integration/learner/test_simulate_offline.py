@@ -1,0 +1,47 @@
+"""``juicer simulate --offline`` end to end: real Fashion-MNIST images, the real backbone, the shared cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main as juicer
+
+pytestmark = pytest.mark.integration
+
+
+def test_offline_simulation_compares_strategies_from_the_same_start(tmp_path, capsys):
+    out = tmp_path / "out"
+    # The default data folder: its embedding cache is shared, so after the first run nothing is embedded.
+    rc = juicer(["simulate", "--offline", "--dataset", "fashion-mnist", "--per-class-limit", "30", "--seeds", "2",
+                 "--start-per-class", "1", "--labels", "30", "--batch", "10",
+                 "--strategies", "auto,least_confidence,coverage", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    document = json.loads((out / "simulate.json").read_text())
+    assert set(document["strategies"]) == {"auto", "least_confidence", "coverage", "random"}  # random always runs
+    assert document["seeds"] == 2 and 0.5 < document["full_data_accuracy"] <= 1.0
+    first_round = {name: entry["accuracy_mean"][0] for name, entry in document["strategies"].items()}
+    assert len(set(first_round.values())) == 1  # the same start labels for every strategy
+    for entry in document["strategies"].values():
+        assert entry["n_labels"] == [10, 20, 30]
+        assert all(0.1 < a <= 1.0 for a in entry["accuracy_mean"])
+        assert all(lo <= hi for lo, hi in zip(entry["accuracy_p10"], entry["accuracy_p90"]))
+        assert set(entry["labels_to_reach"]) == {"0.85", "0.98_of_full"}
+    assert (out / "simulate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "to 85%" in capsys.readouterr().out
+
+
+def test_offline_simulation_from_no_labels(tmp_path):
+    out = tmp_path / "out"
+    rc = juicer(["simulate", "--offline", "--per-class-limit", "30", "--seeds", "1", "--start-per-class", "0",
+                 "--labels", "10", "--batch", "10", "--strategies", "typical", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    document = json.loads((out / "simulate.json").read_text())
+    assert document["strategies"]["typical"]["n_labels"] == [10]
+    assert document["strategies"]["random"]["n_labels"] == [10]
+
+
+def test_offline_simulation_refuses_an_unknown_strategy(capsys):
+    assert juicer(["simulate", "--offline", "--strategies", "clairvoyant"]) == 2
+    assert "unknown strategies clairvoyant" in capsys.readouterr().err
