@@ -35,6 +35,14 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     metrics = services.extras.get("metrics") or Metrics()
     services.extras["metrics"] = metrics
     install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
+
+    @app.after_request
+    def note_serving_model(response: Any) -> Any:  # with several workers each one's model_info is its own
+        model = services.models.current
+        if model is not None and model.version != metrics.model_version:
+            metrics.set_model(model.version, model.holdout_accuracy, model.n_labels)
+        return response
+
     install_guards(app)
     app.register_blueprint(api)
     app.register_blueprint(web)

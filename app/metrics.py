@@ -17,19 +17,24 @@ Exposed (prefix ``juicer_``)::
     model_holdout_accuracy                           gauge      argmax accuracy of the serving model
     model_labels                                     gauge      labels the serving model was trained on
     model_info{model_version}                        gauge = 1  which version serves
+    scheduler_running                                gauge      1 in the process holding the scheduler lease
 
-With several gunicorn workers each worker has its own registry; run the service with one worker process
-(threads for concurrency), as ``juicer serve`` does, for figures that add up.
+Several workers (``juicer serve --workers N``): the server turns on prometheus-client's multiprocess mode
+(``app.server.use_multiprocess_dir``, before any worker starts and before prometheus_client is imported), every worker writes its values to files in that folder,
+and a scrape of any worker answers for all of them: counters and histograms add up; the store's gauges show the
+most recent value a live worker read; ``model_info`` carries a ``pid`` label per live worker (the version each
+one served its last request with), so a model swap is visible on every worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, Iterable, Mapping
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
@@ -37,6 +42,12 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "<unmatched>"
 # Latency buckets from 5 ms (a cached health check) to 30 s (a large batch on the CPU).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch (app.server sets it before the fork)
+
+
+def multiprocess_on() -> bool:
+    """Whether this process writes its metric values to a multiprocess folder (set by the server)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
 
 
 class Metrics:
@@ -56,12 +67,23 @@ class Metrics:
             **common,
         )
         self.predictions = Counter("predictions", "Images predicted, by decision (accept or review)", ["decision"], **common)
-        self.review_queue_length = Gauge("review_queue_length", "Review tasks waiting for annotators", **common)
-        self.review_tasks = Gauge("review_tasks", "Review tasks by status (failed: gave up, see POST /v1/reviews/retry)", ["status"], **common)
-        self.labels = Gauge("labels", "Labels in the store, by source", ["source"], **common)
-        self.holdout_accuracy = Gauge("model_holdout_accuracy", "Holdout accuracy (argmax) of the serving model", **common)
-        self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **common)
-        self.model_info = Gauge("model_info", "The model version that serves (value 1)", ["model_version"], **common)
+        # Multiprocess modes (ignored in one process): store state is the same for every worker, the newest read
+        # wins; model_info is per worker (a pid label), so a swap can be seen reaching each of them.
+        store_state = {**common, "multiprocess_mode": "livemostrecent"}
+        self.review_queue_length = Gauge("review_queue_length", "Review tasks waiting for annotators", **store_state)
+        self.review_tasks = Gauge("review_tasks", "Review tasks by status (failed: gave up, see POST /v1/reviews/retry)", ["status"], **store_state)
+        self.labels = Gauge("labels", "Labels in the store, by source", ["source"], **store_state)
+        self.holdout_accuracy = Gauge("model_holdout_accuracy", "Holdout accuracy (argmax) of the serving model", **store_state)
+        self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **store_state)
+        self.model_info = Gauge(
+            "model_info", "The model version that serves (value 1; one series per worker process)", ["model_version"],
+            **common, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.scheduler_running = Gauge(
+            "scheduler_running", "1 in the process that holds the scheduler lease (one series per worker process)",
+            **common, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self._model_version: str | None = None
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float | None) -> None:
         """Count one answered request and, when known, its latency."""
@@ -84,14 +106,19 @@ class Metrics:
             self.review_tasks.labels(status=status).set(count)
 
     def set_labels(self, counts_by_source: Mapping[str, int]) -> None:
-        """Labels in the store by source; sources not given are dropped."""
-        self.labels.clear()
+        """Labels in the store by source; sources not given are dropped (in one process: multiprocess files keep them)."""
+        if not multiprocess_on():
+            self.labels.clear()
         for source, count in counts_by_source.items():
             self.labels.labels(source).set(count)
 
     def set_model(self, model_version: str | None, holdout_accuracy: float | None, n_labels: int | None) -> None:
         """The serving model: its version, holdout accuracy and the labels it used (None: no model yet)."""
-        self.model_info.clear()
+        if multiprocess_on() and self._model_version is not None and self._model_version != model_version:
+            self.model_info.labels(self._model_version).set(0)  # the file of the old series stays: mark it not serving
+        self._model_version = model_version
+        if not multiprocess_on():
+            self.model_info.clear()
         if model_version is None:
             self.holdout_accuracy.set(float("nan"))
             self.model_labels.set(0)
@@ -101,8 +128,17 @@ class Metrics:
         self.model_labels.set(n_labels or 0)
 
     def render(self) -> bytes:
-        """The registry in Prometheus' text exposition format."""
+        """The registry in Prometheus' text exposition format (every worker's values in multiprocess mode)."""
+        if multiprocess_on():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+    @property
+    def model_version(self) -> str | None:
+        """The version :meth:`set_model` last set (None before)."""
+        return self._model_version
 
 
 _START_KEY = "_juicer_metrics_started"

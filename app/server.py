@@ -11,14 +11,15 @@ gunicorn application configured from ``service.*``:
 - a slow client cannot pin a thread: every read from (and write to) a client socket times out after
   ``read_timeout_s`` (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
 - ``worker_timeout_s``: a worker whose main loop stops answering is killed and replaced;
-- the scheduler (:class:`app.jobs.Jobs`) runs in exactly one worker, the one holding the lock file
-  ``<data_dir>/scheduler.lock``; when it dies the lock is released and the worker gunicorn starts in its place
-  takes it. Other workers queue retrains in the store (the scheduler runs them) and follow the newest model.
+- the scheduler (:class:`app.jobs.Jobs`) runs in exactly one process, the holder of the scheduler lease
+  (:mod:`app.leader`: a PostgreSQL advisory lock, or ``<data_dir>/scheduler.lock`` on SQLite); every other worker,
+  here or on another machine, retries every ``service.scheduler_retry_s`` and takes over within about that long
+  when the holder dies. Workers queue retrains in the store (the scheduler runs them) and follow the newest model;
+- ``/metrics`` adds up every worker (prometheus-client's multiprocess mode in a fresh folder per server start).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -36,7 +37,6 @@ from config.settings import Settings
 logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "serve-settings.json"  # under <data_dir>/secrets/ (0600: it carries the secrets)
-SCHEDULER_LOCK = "scheduler.lock"
 FOLLOW_EVERY_S = 2.0
 
 
@@ -101,19 +101,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def try_scheduler_lock(data_dir: Path) -> Any | None:
-    """The open lock file when this process is the one to run the scheduler, else None (held until exit)."""
-    handle = open(Path(data_dir) / SCHEDULER_LOCK, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 def follow_models(services: Any, every_s: float = FOLLOW_EVERY_S) -> Any:
-    """A before-request hook for workers without the scheduler: load a newer model version when one is recorded."""
+    """A before-request hook for every worker: load a newer model version when one is recorded (by another process)."""
     state = {"checked": 0.0}
 
     def check() -> None:
@@ -141,7 +130,7 @@ class JuicerServer(BaseApplication):
         self.settings = settings
         self.stop_label_studio = stop_label_studio
         self.jobs: Any = None
-        self._lock: Any = None
+        self._lease: Any = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -150,6 +139,7 @@ class JuicerServer(BaseApplication):
             self.cfg.set(key, value)
         ReadTimeoutSocket.read_timeout_s = self.settings.service.read_timeout_s
         self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("child_exit", _child_exit)
         self.cfg.set("on_exit", self._on_exit)
 
     def load(self) -> Any:
@@ -165,26 +155,76 @@ class JuicerServer(BaseApplication):
 
         connect_label_studio(services)
         app = create_app(services=services)
-        self._lock = try_scheduler_lock(services.data_dir)
-        if self._lock is not None:
+        app.before_request(follow_models(services))  # the lease may move here later: every worker follows the store
+        services.extras["scheduler_elsewhere"] = True  # some process holds the lease (or takes it within seconds)
+
+        metrics = services.extras["metrics"]
+        metrics.scheduler_running.set(0)
+
+        def start_jobs() -> None:
             self.jobs = Jobs(services)
             self.jobs.start()
+            metrics.scheduler_running.set(1)
             logger.info("worker %d runs the scheduler", os.getpid())
-        else:
-            services.extras["scheduler_elsewhere"] = True  # another worker holds the lock and runs queued jobs
-            app.before_request(follow_models(services))
+
+        def stop_jobs() -> None:
+            jobs, self.jobs = self.jobs, None
+            metrics.scheduler_running.set(0)
+            if jobs is not None:
+                jobs.shutdown(wait=False)
+
+        from app.leader import SchedulerLease
+
+        self._lease = SchedulerLease(
+            services.store, services.data_dir, on_acquired=start_jobs, on_lost=stop_jobs,
+            retry_s=self.settings.service.scheduler_retry_s,
+        )  # fmt: skip
+        self._lease.start()
         return app
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
+        if self._lease is not None:
+            self._lease.release()  # stops trying first, so a dying worker does not take the lease back
         if self.jobs is not None:
             self.jobs.shutdown(wait=True)
 
     def _on_exit(self, server: Any) -> None:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and Path(folder).name.startswith("juicer-metrics-"):  # the one use_multiprocess_dir made
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
         if self.stop_label_studio:
             from annotation.server import server_from_settings
 
             print("stopping Label Studio ...", flush=True)
             server_from_settings(self.settings).stop()
+
+
+def use_multiprocess_dir(folder: Path | None = None) -> Path:
+    """Turn on prometheus-client's multiprocess mode for the workers forked after this call: an empty folder.
+
+    prometheus_client picks how it stores values when it is imported, so this module never imports it before the
+    fork (nor :mod:`app.metrics`). The folder must be local to the machine (values are files named by pid) and
+    empty at every server start.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="juicer-metrics-"))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """In the master, when a worker ended: its live gauges leave /metrics (prometheus-client multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def write_settings(settings: Settings) -> Path:
@@ -215,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: already running" is the design
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
+    use_multiprocess_dir()  # before any worker imports prometheus_client
     JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
     return 0
 

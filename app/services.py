@@ -93,7 +93,7 @@ def build_services(
 
     settings = resolve_secrets(settings)  # generated secrets on first start; idempotent
     data_dir = Path(settings.data_dir)
-    store = store or Store.open(data_dir)
+    store = store or Store.from_settings(settings)
     classes = resolve_classes(settings, store)
     if backbone is None:
         from learner.backbones import load_backbone, resolve_backbone

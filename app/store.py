@@ -1,4 +1,4 @@
-"""juicer's state: SQLAlchemy Core over SQLite (``<data_dir>/juicer.db``, WAL), portable to PostgreSQL.
+"""juicer's state: SQLAlchemy Core over SQLite (``<data_dir>/juicer.db``, WAL, the default) or PostgreSQL.
 
 Tables (one row each): ``items`` (an image: content hash, source, split, file under ``<data_dir>/images/``),
 ``labels`` (who said which class, when; withdrawn rows are kept), ``predictions`` (model version,
@@ -8,17 +8,25 @@ probabilities, decision, rule), ``review_tasks`` (the outbox to Label Studio, on
 ``cursors`` and ``meta`` (small named values), ``jobs`` (background work a client can poll).
 
 Only portable SQL is used (``JSON`` columns, timezone-aware timestamps, ON CONFLICT upserts that both
-SQLite and PostgreSQL dialects provide), so an engine URL is the only thing to change later.
+SQLite and PostgreSQL dialects provide): ``store.url`` is the only thing to change.
+
+Concurrency: every operation keeps its meaning when several processes (gunicorn workers, replicas on other
+machines) write at once. Single statements are atomic on both databases (upserts with ON CONFLICT, conditional
+updates such as "pending and still this model version", ``attempts + 1``). The read-then-write label rules
+(the same answer twice is one label, a stale event is ignored, a changed answer withdraws the old row) run in
+:meth:`Store._serialised` transactions: ``BEGIN IMMEDIATE`` on SQLite (the one writer lock, taken before the
+reads), and on PostgreSQL ``SELECT ... FOR UPDATE`` on the items the labels belong to, in id order (so two
+writers of different items do not wait for each other, and no two wait for each other in a cycle).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -298,11 +306,10 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store:
-    """All reads and writes of juicer's state; thread-safe (one engine, short transactions)."""
+    """All reads and writes of juicer's state; safe for threads and processes (short transactions, see above)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._label_lock = threading.Lock()  # label events come from the webhook job and the pull job
 
     @classmethod
     def open(cls, data_dir: str | Path) -> "Store":
@@ -315,18 +322,50 @@ class Store:
         return cls.from_url(f"sqlite:///{path}")
 
     @classmethod
-    def from_url(cls, url: str) -> "Store":
-        """Open a store at a SQLAlchemy URL (``sqlite:///...``; PostgreSQL later), migrated to the newest schema."""
+    def from_settings(cls, settings: Any) -> "Store":
+        """The store ``settings.store.url`` names, else ``<data_dir>/juicer.db``."""
+        if settings.store.url:
+            return cls.from_url(settings.store.url, pool_size=settings.store.pool_size)
+        return cls.open(settings.data_dir)
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 5) -> "Store":
+        """Open a store at a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``), migrated to the newest schema."""
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            # pre_ping: a connection the server closed (restart, failover) is replaced, not handed to a request.
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+        shown = engine.url.render_as_string(hide_password=True)
         try:
             migrate(engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the store at {url}: {exc}") from exc
+            raise StoreError(f"cannot open the store at {shown}: {exc}") from exc
         return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _serialised(self) -> Iterator[Connection]:
+        """A write transaction for read-then-write rules: on SQLite it holds the write lock from its first read.
+
+        A plain SQLite transaction reads a snapshot and fails ("database is locked") when it later tries to write
+        after another process wrote; ``BEGIN IMMEDIATE`` waits (busy_timeout) for the lock up front instead.
+        On PostgreSQL the caller locks the rows it reads with :func:`_lock_items`.
+        """
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def schema_version(self) -> str | None:
         """The Alembic revision the store is at."""
@@ -473,9 +512,9 @@ class Store:
         """
         now = utcnow()
         ids: list[int] = []
-        with self._label_lock, self.engine.begin() as conn:
+        with self._serialised() as conn:
             wanted = {label.item_id for label in new_labels}
-            _require_items(conn, wanted)
+            _require_items(conn, wanted, lock=True)
             for label in new_labels:
                 same = conn.execute(
                     sa.select(labels.c.id, labels.c.label, labels.c.annotator)
@@ -511,7 +550,16 @@ class Store:
         """
         changed = 0
         now = utcnow()
-        with self._label_lock, self.engine.begin() as conn:
+        with self._serialised() as conn:
+            named = {change.item_id for change in changes if change.item_id is not None}
+            unnamed = [change.annotation_id for change in changes if change.item_id is None]
+            for chunk in _chunks(unnamed, 500):
+                named.update(
+                    conn.execute(
+                        sa.select(labels.c.item_id).where(labels.c.source == "label-studio", labels.c.external_id.in_(list(chunk)))
+                    ).scalars()
+                )
+            _lock_items(conn, named)  # the items these events touch, so two appliers take turns per item
             for change in changes:
                 if change.item_id is None and change.action != "withdrawn":
                     continue
@@ -927,11 +975,9 @@ class Store:
             return _row(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first())
 
 
-def _require_items(conn: Connection, wanted: set[str]) -> None:
-    """Raise :class:`StoreError` naming the ids in ``wanted`` that are not items."""
-    known: set[str] = set()
-    for chunk in _chunks(sorted(wanted), 500):
-        known.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(chunk))).scalars())
+def _require_items(conn: Connection, wanted: set[str], lock: bool = False) -> None:
+    """Raise :class:`StoreError` naming the ids in ``wanted`` that are not items (``lock``: see :func:`_lock_items`)."""
+    known = _lock_items(conn, wanted, lock=lock)
     missing = sorted(wanted - known)
     if missing:
         raise StoreError(f"unknown item id(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
@@ -940,6 +986,17 @@ def _require_items(conn: Connection, wanted: set[str]) -> None:
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _lock_items(conn: Connection, item_ids: Iterable[str], lock: bool = True) -> set[str]:
+    """The ids among ``item_ids`` that exist; on PostgreSQL their rows are locked (FOR UPDATE, id order) until commit."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(item_ids)), 500):
+        query = sa.select(items.c.id).where(items.c.id.in_(list(chunk))).order_by(items.c.id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found.update(conn.execute(query).scalars())
+    return found
 
 
 def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
@@ -953,7 +1010,9 @@ def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
 def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> int:
     inserted = 0
     for chunk in _chunks(rows, 500):
-        result = conn.execute(_dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys), list(chunk))
+        # One multi-row statement (not executemany), its rowcount kept (psycopg's is otherwise dropped for INSERT).
+        statement = _dialect_insert(conn, table).values(list(chunk)).on_conflict_do_nothing(index_elements=keys)
+        result = conn.execute(statement.execution_options(preserve_rowcount=True))
         inserted += max(result.rowcount, 0)
     return inserted
 
@@ -966,7 +1025,9 @@ def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[s
 
 def _queue_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datetime) -> None:
     """Upsert outbox rows: new -> pending; already queued and not labelled -> pending with the new prediction."""
-    for chunk in _chunks(list(queued), 500):
+    # One row per item (the last prediction wins): PostgreSQL refuses an upsert that touches a row twice.
+    latest = list({prediction.item_id: prediction for prediction in queued}.values())
+    for chunk in _chunks(latest, 500):
         statement = _dialect_insert(conn, review_tasks).values(
             [
                 {

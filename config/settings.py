@@ -130,6 +130,9 @@ class ServiceSettings(BaseModel):
     demo_pool: int = Field(1000, ge=0, description="`juicer serve` demo: unlabelled Fashion-MNIST pool size")
     demo_holdout: int = Field(1000, ge=10, description="`juicer serve` demo: holdout size")
     demo_seed: int = Field(0, description="`juicer serve` demo: which images are picked")
+    scheduler_retry_s: float = Field(
+        1.0, gt=0, le=60, description="A worker without the scheduler lease tries to take it this often (failover delay)"
+    )
 
     @field_validator("classes")
     @classmethod
@@ -195,6 +198,20 @@ class LabelStudioSettings(BaseModel):
     )
 
 
+class StoreSettings(BaseModel):
+    """Where juicer's state lives (``store:``): SQLite in the data folder, or a PostgreSQL server shared by replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None,
+        pattern=r"^(sqlite|postgresql\+psycopg)://",
+        description="SQLAlchemy URL of the store: unset means sqlite:///<data_dir>/juicer.db; "
+        "postgresql+psycopg://user:password@host:5432/juicer for several workers or machines",
+    )
+    pool_size: int = Field(5, ge=1, le=100, description="PostgreSQL: connections kept open per process")
+
+
 class Settings(BaseSettings):
     """Everything juicer can be configured with."""
 
@@ -211,6 +228,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     learner: LearnerSettings = Field(default_factory=LearnerSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @property
     def images_dir(self) -> Path:

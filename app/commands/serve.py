@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", type=int, default=None, help="holdout size of the demo (default service.demo_holdout)")
     parser.add_argument("--host", default=None, help="bind address (default service.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default service.port)")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default service.workers)")
     parser.add_argument("--keep-label-studio", action="store_true", help="leave Label Studio running on exit")
     parser.add_argument("--setup-only", action="store_true", help="do everything up to serving, then exit (checks, CI)")
 
@@ -90,7 +91,7 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
 
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(data_dir)
+    store = Store.from_settings(settings)
     if not args.no_demo:
         n_pool = settings.service.demo_pool if args.demo_pool is None else args.demo_pool
         n_holdout = settings.service.demo_holdout if args.holdout is None else args.holdout
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # One line per Label Studio call or job run drowns what matters; -v brings them back.
         for name in ("httpx", "apscheduler.executors.default", "apscheduler.scheduler"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers)) if value is not None}
     if overrides:
         settings = settings.model_copy(update={"service": settings.service.model_copy(update=overrides)})
     settings = resolve_secrets(settings)  # generated on first start into <data_dir>/secrets/, never printed

@@ -4,6 +4,8 @@ One juicer instance for the module (its images live under the session Label Stud
 labelled image per class, predictions, review tasks in Label Studio, annotations posted as the editor posts
 them, webhooks into the running service, a retrain through ``POST /v1/retrain``; then Label Studio is
 stopped while review tasks are routed, and they are delivered once it is back.
+
+The module runs twice: on the SQLite store and on a real PostgreSQL (marked ``postgres``).
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def dataset(backbone):
     return load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=40, seed=3)
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request):
+    """None (SQLite in the data folder) or a fresh PostgreSQL database, for the whole module."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, dataset, free_port):
+def juicer(label_studio, backbone, dataset, free_port, store_url):
     """A running juicer: services, its HTTP server on a free port (for Label Studio's webhooks), a test client."""
     from werkzeug.serving import make_server
 
@@ -65,8 +73,9 @@ def juicer(label_studio, backbone, dataset, free_port):
                  "deliver_interval_s": 3600, "retry_backoff_s": 0.2, "retry_backoff_max_s": 1},
         label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
                       "project_title": label_studio.project_title("juicer loop")},
+        store={"url": store_url},
     )
-    store = Store.open(data_dir)
+    store = Store.from_settings(settings)
     store.set_meta("classes", list(dataset.class_names))
     seed_demo(store, data_dir, dataset, n_pool=120, n_holdout=200, seed=5)
     services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
@@ -209,8 +218,9 @@ def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(serv
         service={"port": free_port()},
         label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
                       "project_title": services.settings.label_studio.project_title},
+        store={"url": services.settings.store.url},
     )
-    args = argparse.Namespace(no_demo=False, demo_pool=None, holdout=None, host=None, port=None,
+    args = argparse.Namespace(no_demo=False, demo_pool=None, holdout=None, host=None, port=None, workers=None,
                               keep_label_studio=False, setup_only=True)
     assert serve.run(args, settings) == 0
     out = capsys.readouterr().out

@@ -110,7 +110,7 @@ def test_healthcheck_uses_the_exposed_port_and_healthz():
 
 def test_compose_runs_juicer_beside_label_studio(compose):
     services = compose["services"]
-    assert set(services) == {"juicer", "label-studio"}
+    assert set(services) == {"juicer", "label-studio", "postgres"}
     assert services["juicer"]["build"] == "."
     assert services["label-studio"]["image"] == "heartexlabs/label-studio:1.23.2"
     assert services["juicer"]["depends_on"]["label-studio"]["condition"] == "service_healthy"
@@ -158,6 +158,27 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     files_root = load_settings(environ=juicer_env | {"JUICER_SERVICE__CLASSES": '["a", "b"]'}).images_dir
     assert files_root.parent == Path(studio_env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"])
     assert files_root.is_relative_to(juicer_mounts[data_volume])
+
+
+def test_compose_keeps_the_state_in_postgresql_and_runs_several_workers(compose):
+    from app import cli
+
+    juicer, postgres = compose["services"]["juicer"], compose["services"]["postgres"]
+    assert juicer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    store = urlparse(_substituted(env(juicer)["JUICER_STORE__URL"]))
+    pg_env = {k: _substituted(v) for k, v in env(postgres).items()}
+    assert store.scheme == "postgresql+psycopg" and (store.hostname, store.port) == ("postgres", 5432)
+    assert (store.username, store.password, store.path) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], f"/{pg_env['POSTGRES_DB']}")
+    assert env(juicer)["JUICER_STORE__URL"].count("${POSTGRES_PASSWORD:?") == 1  # the one password, required
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?.*\}", env(postgres)["POSTGRES_PASSWORD"])
+    assert postgres["networks"] == ["juicer-net"] and "ports" not in postgres  # reachable from juicer only
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert volume_mounts(postgres) == {"postgres-data": "/var/lib/postgresql/data"} and "postgres-data" in compose["volumes"]
+    argv = [_substituted(part) for part in juicer["command"]]
+    args = cli.build_parser().parse_args(argv[1:])
+    assert argv[0] == "juicer" and args.workers > 1
+    settings = load_settings(environ={k: _substituted(v) for k, v in env(juicer).items()})
+    assert settings.store.url.startswith("postgresql+psycopg://")
 
 
 def test_compose_reserves_a_gpu_for_juicer(compose):

@@ -116,3 +116,42 @@ def test_two_apps_in_one_process_do_not_share_counts():
     first.test_client().get("/v1/models/a")
     got = samples(second.test_client())
     assert not any(name == "juicer_http_requests_total" and ("endpoint", "/v1/models/<version>") in labels for name, labels in got)
+
+
+WORKER = """
+import sys
+from app.metrics import Metrics
+metrics = Metrics()
+for _ in range(int(sys.argv[1])):
+    metrics.observe_request("/v1/predict", "POST", 200, 0.01)
+metrics.set_model(sys.argv[2], 0.9, 10)
+if len(sys.argv) > 3:
+    metrics.set_model(sys.argv[3], 0.95, 20)
+sys.stdout.buffer.write(metrics.render())
+"""
+
+
+def test_several_worker_processes_add_up_in_multiprocess_mode(tmp_path):
+    """Three processes write into one folder (as gunicorn's workers do); any one's scrape answers for all."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(repo), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+
+    def worker(*args: str) -> str:
+        return subprocess.run([sys.executable, "-c", WORKER, *args], env=env, cwd=repo, capture_output=True, text=True,
+                              check=True, timeout=60).stdout  # fmt: skip
+
+    worker("3", "v0001")
+    worker("4", "v0001", "v0002")  # this one swapped to the new model
+    scraped = {}
+    for family in text_string_to_metric_families(worker("1", "v0002")):
+        for sample in family.samples:
+            scraped.setdefault(sample.name, []).append((sample.labels, sample.value))
+    requests = [value for labels, value in scraped["juicer_http_requests_total"] if labels["endpoint"] == "/v1/predict"]
+    assert requests == [8.0]
+    serving = sorted((labels["model_version"], value) for labels, value in scraped["juicer_model_info"])
+    assert serving == [("v0001", 0.0), ("v0001", 1.0), ("v0002", 1.0), ("v0002", 1.0)]  # per worker: one old, two new

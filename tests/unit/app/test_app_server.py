@@ -1,4 +1,4 @@
-"""The gunicorn server's settings, its slow-client guard and the one-scheduler lock (the real run: fault suite)."""
+"""The gunicorn server's settings and its slow-client guard (the real run: fault suite)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.server import ReadTimeoutSocket, gunicorn_options, try_scheduler_lock
+from app.server import ReadTimeoutSocket, gunicorn_options
 from config import load_settings
 
 
@@ -35,17 +35,21 @@ def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
     theirs.close()
 
 
-def test_exactly_one_process_holds_the_scheduler_lock(tmp_path):
-    first = try_scheduler_lock(tmp_path)
-    assert first is not None
-    assert try_scheduler_lock(tmp_path) is None  # a second worker runs no scheduler
-    first.close()  # the holder dies: the lock is free for its replacement
-    again = try_scheduler_lock(tmp_path)
-    assert again is not None
-    again.close()
+# The one-scheduler lease (file lock on SQLite, advisory lock on PostgreSQL, takeover after SIGKILL): test_app_leader.py
 
 
-def test_a_worker_without_the_scheduler_follows_the_newest_recorded_model(services, trained):
+def test_the_server_module_leaves_prometheus_client_unimported_until_the_workers_fork():
+    """prometheus_client chooses its value store at import: imported in the master, workers would not share /metrics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    code = "import sys, app.server; sys.exit('prometheus_client' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
+
+
+def test_a_worker_follows_the_newest_recorded_model(services, trained):
     from app.server import follow_models
 
     trained.trainer.retrain(force=True)  # the scheduler's worker records v0002

@@ -1,17 +1,22 @@
-"""The store: items, labels, the review outbox, model versions, events, jobs (SQLite in a temp folder)."""
+"""The store: items, labels, the review outbox, model versions, events, jobs.
+
+Every test runs on SQLite in a temp folder and on a real PostgreSQL (a fresh database each; marked ``postgres``).
+"""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from app.store import LabelChange, NewItem, NewLabel, NewPrediction, Store, StoreError, utcnow
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store.open(tmp_path)
+def store(store_url):
+    store = Store.from_url(store_url)
     yield store
     store.close()
 
@@ -128,3 +133,77 @@ def test_model_versions_events_cursors_jobs(store):
     job = store.create_job("retrain")
     store.update_job(job, "done", result={"version": "v0001"})
     assert store.get_job(job)["result"] == {"version": "v0001"}
+
+
+def _at_once(n_writers: int, work) -> list:
+    """Run ``work(k)`` in ``n_writers`` threads released together; their results (an exception re-raised)."""
+    barrier = threading.Barrier(n_writers)
+    results: list = [None] * n_writers
+
+    def run(k: int) -> None:
+        barrier.wait()
+        try:
+            results[k] = work(k)
+        except Exception as exc:  # handed back to the test thread
+            results[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n_writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def test_the_same_label_from_many_writers_at_once_is_recorded_once(store_url):
+    """Eight writers (separate stores, as separate workers have) post the same answer together: one label row."""
+    stores = [Store.from_url(store_url) for _ in range(8)]
+    try:
+        stores[0].add_items([_item(1), _item(2)])
+        ids = _at_once(8, lambda k: stores[k].add_labels([NewLabel("item-1", "cat", "api", annotator="ann@x"),
+                                                          NewLabel("item-2", "dog", "api", annotator="ann@x")]))
+        assert len({tuple(row) for row in ids}) == 1  # everyone got the ids of the same two rows
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM labels")).scalar_one() == 2
+        assert stores[0].count_new_labels(0) == 2
+    finally:
+        for one in stores:
+            one.close()
+
+
+def test_one_annotation_event_applied_by_two_processes_at_once_changes_one_label(store_url):
+    """The webhook job and the pull job (in different workers after a failover) apply the same event together."""
+    stores = [Store.from_url(store_url) for _ in range(6)]
+    try:
+        stores[0].add_items([_item(1)])
+        event = LabelChange("item-1", "101", "cat", "ann@x", utcnow(), "set")
+        changed = _at_once(6, lambda k: stores[k].apply_label_events([event]))
+        assert sum(changed) == 1
+        assert [(row.item_id, row.label) for row in stores[0].current_labels()] == [("item-1", "cat")]
+        withdrawn = LabelChange(None, "101", None, None, None, "withdrawn")
+        assert sum(_at_once(6, lambda k: stores[k].apply_label_events([withdrawn]))) == 1
+        assert stores[0].current_labels() == []
+    finally:
+        for one in stores:
+            one.close()
+
+
+def test_the_same_image_twice_in_one_batch_is_one_review_task(store):
+    store.record_predictions([_prediction("item-1", score=0.4), _prediction("item-1", score=0.3)], [_item(1), _item(1)])
+    due = store.due_reviews(10)
+    assert [(row["item_id"], row["score"]) for row in due] == [("item-1", pytest.approx(0.3))]
+
+
+def test_the_same_migrations_bring_either_database_to_the_newest_schema_once_for_many_openers(store_url):
+    """Four workers open a new store together: the schema is made once, at Alembic's head, on both databases."""
+    stores = _at_once(4, lambda k: Store.from_url(store_url))
+    try:
+        assert {one.schema_version() for one in stores} == {Store.head_version()}
+        inspector = sa.inspect(stores[0].engine)
+        assert {"items", "labels", "review_tasks", "model_versions", "jobs"} <= set(inspector.get_table_names())
+    finally:
+        for one in stores:
+            one.close()

@@ -1,0 +1,133 @@
+"""`juicer serve --workers 4` on a real PostgreSQL: the end-to-end loop with one scheduler and every worker swapping.
+
+Starts the real service as a user does (its own Label Studio, the Fashion-MNIST demo) with ``store.url`` on the
+session's PostgreSQL, plays 100 labels through Label Studio with `juicer simulate`, and checks from the aggregated
+``/metrics`` that exactly one of the four worker processes ran the scheduler and that each of them served with the
+newest model afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = 4
+
+
+def _get(url: str, timeout: float = 10) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def _ready(url: str) -> bool:
+    try:
+        _get(f"{url}/readyz", timeout=5)
+        return True
+    except OSError:
+        return False
+
+
+def per_worker(url: str) -> dict[str, dict[str, float]]:
+    """{metric: {pid or "pid/version": value}} for the per-worker gauges of one scrape."""
+    found: dict[str, dict[str, float]] = {"scheduler": {}, "model": {}}
+    for family in text_string_to_metric_families(_get(f"{url}/metrics").decode()):
+        for sample in family.samples:
+            if sample.name == "juicer_scheduler_running":
+                found["scheduler"][sample.labels["pid"]] = sample.value
+            elif sample.name == "juicer_model_info":
+                found["model"][f"{sample.labels['pid']}/{sample.labels['model_version']}"] = sample.value
+    return found
+
+
+def poll(condition, timeout_s: float, what: str):
+    """Call ``condition`` until it returns something truthy or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, free_port, postgres):
+    """`juicer serve --workers 4` on PostgreSQL, until /readyz answers and every worker has loaded."""
+    data_dir = tmp_path_factory.mktemp("workers") / "data"
+    data_dir.mkdir()
+    built = REPO / "data" / "backbones"
+    if built.is_dir():
+        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        JUICER_DATA_DIR=str(data_dir),
+        JUICER_STORE__URL=postgres.new_database(),
+        JUICER_SERVICE__PORT=str(port),
+        JUICER_SERVICE__THREADS="4",
+        JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains
+        JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
+        JUICER_LABEL_STUDIO__PORT=str(free_port()),
+        JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
+    )
+    log_path = data_dir.parent / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", str(WORKERS), "--demo-pool", "150", "--holdout", "100"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while not _ready(url) or len(per_worker(url)["scheduler"]) < WORKERS:
+            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"juicer serve not ready in 600 s:\n{log_path.read_text()[-3000:]}"
+            time.sleep(1)
+        yield url, env, log_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_four_workers_on_postgresql_run_the_loop_with_one_scheduler_and_all_swap(served):
+    url, env, log_path = served
+    assert sorted(per_worker(url)["scheduler"].values()) == [0.0] * (WORKERS - 1) + [1.0]  # exactly one scheduler
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "simulate", "--labels", "100", "--order", "uncertainty",
+         "--retrain-every", "50", "--service", url, "--wait", "300"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:] + log_path.read_text()[-3000:]
+    points = json.loads(result.stdout[result.stdout.index("{") :])["points"]
+    counts = [p["n_labels"] for p in points]
+    assert counts[0] == 10 and counts[-1] == 110 and counts == sorted(set(counts))  # one version per retrain
+    assert points[-1]["holdout_accuracy"] > points[0]["holdout_accuracy"]
+    newest = points[-1]["model_version"]
+
+    def every_worker_serves_the_newest() -> bool:
+        for _ in range(8 * WORKERS):  # new connections: gunicorn hands them to whichever worker accepts first
+            _get(f"{url}/healthz")
+        seen = per_worker(url)
+        pids = [pid for pid in seen["scheduler"]]
+        return len(pids) == WORKERS and all(seen["model"].get(f"{pid}/{newest}") == 1.0 for pid in pids)
+
+    poll(every_worker_serves_the_newest, 60, f"every worker serving {newest}")
+    assert sum(per_worker(url)["scheduler"].values()) == 1.0  # still one scheduler after the loop
