@@ -26,6 +26,7 @@ import os
 import queue
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,29 @@ from annotation.server import LabelStudioServer
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut")
+
+
+def poll(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    """Call ``condition`` until it returns something truthy (returned) or ``timeout_s`` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def stop_process_group(process: Any, timeout_s: float = 60) -> None:
+    """SIGTERM a process started with ``start_new_session=True``; SIGKILL its whole group if it does not stop."""
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from tests.integration.conftest import poll
 pytestmark = pytest.mark.integration
 
 TOKEN = "ml-backend-token-123"
@@ -25,15 +26,6 @@ CONFIG_TEMPLATE = (
 )
 
 
-def poll(condition, timeout_s: float, what: str):
-    """Call ``condition`` until it returns something truthy or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +67,7 @@ def served(tmp_path_factory, free_port):
             time.sleep(1)
         yield url, env
     finally:
-        process.send_signal(signal.SIGTERM)  # serve stops its scheduler and the Label Studio it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)  # serve stops its scheduler and the Label Studio it started
 
 
 def test_simulate_uncertainty_order_improves_the_model(served):

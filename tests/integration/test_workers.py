@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import poll, stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -51,15 +52,6 @@ def per_worker(url: str) -> dict[str, dict[str, float]]:
     return found
 
 
-def poll(condition, timeout_s: float, what: str):
-    """Call ``condition`` until it returns something truthy or ``timeout_s`` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +91,7 @@ def served(tmp_path_factory, free_port, postgres):
             time.sleep(1)
         yield url, env, log_path
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)  # serve stops its scheduler and the Label Studio it started
 
 
 def test_four_workers_on_postgresql_run_the_loop_with_one_scheduler_and_all_swap(served):
