@@ -179,14 +179,8 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
-        rng = check_random_state(self.random_state)
-        n_features, n_classes = X.shape[1], len(classes)
-
-        W0 = (rng.standard_normal((n_features, n_classes)) * _INIT_SCALE).astype(np.float32)
-        b0 = np.zeros(n_classes, dtype=np.float32)
-        if previous is not None:
-            W0, b0 = self._carry_over(previous, classes, W0, b0, n_features)
-        Y = np.zeros((X.shape[0], n_classes), dtype=np.float32)
+        W0, b0 = self._initial_weights(previous, classes, X.shape[1])
+        Y = np.zeros((X.shape[0], len(classes)), dtype=np.float32)
         Y[np.arange(X.shape[0]), y_index] = 1.0
         return self._fit_targets(X, Y, np.ones(X.shape[0], dtype=np.float32), classes, W0, b0, previous is not None)
 
@@ -207,13 +201,17 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
                              f"and {len(classes)} classes")
         if not (weights >= 0).all() or not weights.sum() > 0:
             raise ValueError("weights must be >= 0 with a positive sum")
+        W0, b0 = self._initial_weights(previous, classes, X.shape[1])
+        return self._fit_targets(X, targets, weights, classes, W0, b0, previous is not None)
+
+    def _initial_weights(self, previous, classes, n_features):
+        """Seeded small random weights and zero biases, with the previous fit's rows kept under ``warm_start``."""
         rng = check_random_state(self.random_state)
-        n_features, n_classes = X.shape[1], len(classes)
-        W0 = (rng.standard_normal((n_features, n_classes)) * _INIT_SCALE).astype(np.float32)
-        b0 = np.zeros(n_classes, dtype=np.float32)
+        W0 = (rng.standard_normal((n_features, len(classes))) * _INIT_SCALE).astype(np.float32)
+        b0 = np.zeros(len(classes), dtype=np.float32)
         if previous is not None:
             W0, b0 = self._carry_over(previous, classes, W0, b0, n_features)
-        return self._fit_targets(X, targets, weights, classes, W0, b0, previous is not None)
+        return W0, b0
 
     def _carry_over(self, previous, classes, W0, b0, n_features):
         old_classes, old_W, old_b = previous

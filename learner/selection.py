@@ -95,11 +95,16 @@ def typical_picks(
     return chosen.astype(np.int64)
 
 
+def _unit_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Euclidean distances between rows of unit vectors (from their dot products)."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * (A @ B.T), 0.0))
+
+
 def _most_typical(Z: np.ndarray, k_neighbors: int) -> int:
     if len(Z) <= 2:
         return 0
     k = min(k_neighbors, len(Z) - 1)
-    distances = np.sqrt(np.maximum(2.0 - 2.0 * (Z @ Z.T), 0.0))
+    distances = _unit_distances(Z, Z)
     nearest = np.partition(distances, k, axis=1)[:, 1 : k + 1]  # column 0 is the row itself
     return int(np.argmax(1.0 / (nearest.mean(axis=1) + 1e-12)))
 
@@ -108,7 +113,7 @@ def coverage_radius(Z: np.ndarray, n_balls: int, rng: np.random.RandomState, n_p
     """The median distance from a row to its ``len(Z) / n_balls``-th nearest neighbour (sampled rows)."""
     m = int(np.clip(round(len(Z) / max(n_balls, 1)), 1, len(Z) - 1))
     probe = Z[rng.choice(len(Z), size=min(n_probe, len(Z)), replace=False)]
-    distances = np.sqrt(np.maximum(2.0 - 2.0 * (probe @ Z.T), 0.0))
+    distances = _unit_distances(probe, Z)
     return float(np.median(np.partition(distances, m, axis=1)[:, m]))
 
 
