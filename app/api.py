@@ -17,7 +17,7 @@ from app.problems import Problem
 from app.services import Services
 from app.model import prediction_record
 from app.store import NewItem, NewLabel, StoreError
-from app.uploads import Upload, check_pixel_budget, read_uploads, store_image
+from app.uploads import Upload, check_pixel_budget, items_for_uploads, read_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def predict() -> Response:
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
     new_items: dict[str, NewItem] = {}
-    item_ids = [item_id for item_id, _ in _items_for_uploads(svc, uploads, "served", new_items)]
+    item_ids = [item_id for item_id, _ in items_for_uploads(svc.store, svc.data_dir, uploads, "served", new_items)]
     records = [
         prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
         for item_id, row, decision in zip(item_ids, proba, decisions)
@@ -133,7 +133,7 @@ def add_items() -> tuple[Response, int]:
     # Decode and embed now: a truncated file is refused here instead of breaking every later re-scoring.
     svc.embeddings.embed([upload.image for upload in uploads])
     new_items: dict[str, NewItem] = {}
-    answer = [{"item_id": item_id, "created": created} for item_id, created in _items_for_uploads(svc, uploads, "pool", new_items)]
+    answer = [{"item_id": item_id, "created": created} for item_id, created in items_for_uploads(svc.store, svc.data_dir, uploads, "pool", new_items)]
     svc.store.add_items(list(new_items.values()))
     if new_items:
         svc.wake("refresh-queue")
@@ -291,27 +291,9 @@ def _labels_for_uploads(svc: Services, pairs: list[tuple[Any, Any]], annotator: 
         _check_label(label, upload.image.source)
     # Decode every image before anything is stored: a truncated file fails the whole request.
     svc.embeddings.embed([upload.image for upload, _ in pairs])
-    item_ids = _items_for_uploads(svc, [upload for upload, _ in pairs], "seed", new_items)
+    item_ids = items_for_uploads(svc.store, svc.data_dir, [upload for upload, _ in pairs], "seed", new_items)
     for (item_id, _), (_, label) in zip(item_ids, pairs):
         new_labels.append(NewLabel(item_id, label, "api", annotator))
-
-
-def _items_for_uploads(svc: Services, uploads: list[Upload], split: str, new_items: dict[str, NewItem]) -> list[tuple[str, bool]]:
-    """(item id, created) per upload: the known item with the same content, or a new one in ``split``.
-
-    New items are added to ``new_items`` (their image stored once); the caller writes them with its own rows.
-    """
-    known = svc.store.item_ids_by_hash([upload.content_hash for upload in uploads])
-    resolved = []
-    for upload in uploads:
-        item_id = known.get(upload.content_hash)
-        created = item_id is None and upload.item_id not in new_items
-        if created:
-            new_items[upload.item_id] = NewItem(
-                upload.item_id, upload.content_hash, upload.image.source, split, store_image(svc.data_dir, upload)
-            )
-        resolved.append((item_id or upload.item_id, created))
-    return resolved
 
 
 # -- review tasks -----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.api import _items_for_uploads  # the one upload-to-item resolution
+from app.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.model import prediction_record
 from app.problems import Problem
 from app.services import Services
@@ -280,7 +280,7 @@ def predict() -> Response:
     proba = model.proba(np.stack([vectors[i] for i in order])) if order else np.zeros((0, len(model.classes)))
     new_items: dict[str, NewItem] = {}
     uploaded = [i for i in order if isinstance(sources[i], Upload)]
-    resolved = _items_for_uploads(svc, [sources[i] for i in uploaded], "served", new_items)
+    resolved = items_for_uploads(svc.store, svc.data_dir, [sources[i] for i in uploaded], "served", new_items)
     item_of = {**own_items, **{index: item_id for index, (item_id, _) in zip(uploaded, resolved)}}
     records: list[NewPrediction] = []
     links: dict[int, str] = {}

@@ -23,6 +23,7 @@ from flask import Request
 
 from app.files import write_atomic
 from app.problems import Problem
+from app.store import NewItem, Store
 from learner.errors import ImageTooLargeError
 from learner.images import BytesImage
 
@@ -160,3 +161,23 @@ def store_image(data_dir: Path, upload: Upload) -> str:
     if not path.exists():
         write_atomic(path, upload.image.data, mode=0o644)  # Label Studio serves it to browsers
     return upload.relative_path
+
+
+def items_for_uploads(
+    store: Store, data_dir: Path, uploads: list[Upload], split: str, new_items: dict[str, NewItem]
+) -> list[tuple[str, bool]]:
+    """(item id, created) per upload: the known item with the same content, or a new one in ``split``.
+
+    New items are added to ``new_items`` (their image stored once); the caller writes them with its own rows.
+    """
+    known = store.item_ids_by_hash([upload.content_hash for upload in uploads])
+    resolved = []
+    for upload in uploads:
+        item_id = known.get(upload.content_hash)
+        created = item_id is None and upload.item_id not in new_items
+        if created:
+            new_items[upload.item_id] = NewItem(
+                upload.item_id, upload.content_hash, upload.image.source, split, store_image(data_dir, upload)
+            )
+        resolved.append((item_id or upload.item_id, created))
+    return resolved
