@@ -66,6 +66,21 @@ def stop_process_group(process: Any, timeout_s: float = 60) -> None:
         process.wait()
 
 
+def subprocess_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of juicer run as a subprocess on ``data_dir``: the shell's, minus ``JUICER_*`` and the plain
+    names Label Studio misreads, plus this checkout on the path and ``settings`` (``JUICER_*`` variables)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
+    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", JUICER_DATA_DIR=str(data_dir), **settings)
+    return env
+
+
+def link_built_backbones(data_dir: Path) -> None:
+    """Reuse the backbones `make backbone` converted (a symlink, read only) instead of converting them again."""
+    built = REPO / "data" / "backbones"
+    if built.is_dir():
+        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -8,7 +8,6 @@ and that accuracy grows from 1 label per class.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import stop_process_group
+from tests.integration.conftest import link_built_backbones, stop_process_group, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +36,10 @@ def served(tmp_path_factory, free_port):
     """`juicer serve` with a small demo, until /readyz answers 200; stopped (with its Label Studio) afterwards."""
     data_dir = tmp_path_factory.mktemp("simulate") / "data"
     data_dir.mkdir()
-    built = REPO / "data" / "backbones"
-    if built.is_dir():  # the converted backbone from `make backbone`: reuse it instead of converting it again
-        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
+    link_built_backbones(data_dir)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        JUICER_DATA_DIR=str(data_dir),
+    env = subprocess_env(
+        data_dir,
         JUICER_SERVICE__PORT=str(port),
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains, at known label counts
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",

@@ -9,7 +9,6 @@ newest model afterwards.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import poll, stop_process_group
+from tests.integration.conftest import link_built_backbones, poll, stop_process_group, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -59,15 +58,10 @@ def served(tmp_path_factory, free_port, postgres):
     """`juicer serve --workers 4` on PostgreSQL, until /readyz answers and every worker has loaded."""
     data_dir = tmp_path_factory.mktemp("workers") / "data"
     data_dir.mkdir()
-    built = REPO / "data" / "backbones"
-    if built.is_dir():
-        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
+    link_built_backbones(data_dir)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        JUICER_DATA_DIR=str(data_dir),
+    env = subprocess_env(
+        data_dir,
         JUICER_STORE__URL=postgres.new_database(),
         JUICER_SERVICE__PORT=str(port),
         JUICER_SERVICE__THREADS="4",

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from tests.integration.conftest import subprocess_env
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -108,11 +110,8 @@ class Service:
 
 def service_env(data_dir: Path, port: int, label_studio: Any, project_title: str, **extra: str) -> dict[str, str]:
     """The environment of a service on ``data_dir`` using the session's Label Studio (or none at ``label_studio``)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        JUICER_DATA_DIR=str(data_dir),
+    return subprocess_env(
+        data_dir,
         JUICER_SERVICE__PORT=str(port),
         JUICER_LEARNER__BACKBONE=str(REPO / "data" / "backbones" / "efficientnet-lite0"),
         JUICER_LABEL_STUDIO__URL=label_studio.url if hasattr(label_studio, "url") else str(label_studio),
@@ -123,7 +122,6 @@ def service_env(data_dir: Path, port: int, label_studio: Any, project_title: str
         JUICER_SERVICE__PULL_INTERVAL_S="3600",  # the suite checks webhooks and the outbox, not the safety-net pull
         **extra,
     )
-    return env
 
 
 def data_folder(root: Path) -> Path:
