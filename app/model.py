@@ -47,6 +47,7 @@ class ServingModel:
     n_labels: int
     max_label_id: int
     created_at: datetime | None = None
+    labels_read_at: datetime | None = None  # when its training labels were read (before the fit)
     holdout_accuracy: float | None = None
     precision_rule: dict[str, Any] | None = None  # the precision rule's promise (learner.selective), from metrics
 
@@ -128,6 +129,7 @@ def model_from_row(row: dict[str, Any], head: Any) -> ServingModel:
         n_labels=int(row["n_labels"]),
         max_label_id=int(row["max_label_id"]),
         created_at=row.get("created_at"),
+        labels_read_at=row.get("labels_read_at"),
         holdout_accuracy=metrics.get("accuracy"),
         precision_rule=metrics.get("precision_rule"),
     )

@@ -115,6 +115,8 @@ model_versions = sa.Table(
     sa.Column("metrics", sa.JSON, nullable=True),  # holdout evaluation
     sa.Column("head_path", sa.Text, nullable=False),  # relative to the data folder
     sa.Column("train_seconds", sa.Float, nullable=True),
+    # when the fit read its labels (a withdrawal after it is a change; created_at is later, after the fit)
+    sa.Column("labels_read_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 webhook_events = sa.Table(

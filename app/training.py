@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from app.model import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
-from app.store import NewPrediction, Store
+from app.store import NewPrediction, Store, utcnow
 from config.settings import ServiceSettings
 from learner.images import FileImage
 
@@ -158,13 +158,16 @@ class Trainer:
         current = self.models.current
         if current is None:
             return self.store.count_new_labels(0)
-        return self.store.count_new_labels(current.max_label_id, current.created_at)  # withdrawals are changes too
+        # Withdrawals are changes too: those after the labels were read (a fit takes seconds; one withdrawn while
+        # it ran is not in the model). Versions recorded before labels_read_at existed fall back to created_at.
+        return self.store.count_new_labels(current.max_label_id, current.labels_read_at or current.created_at)
 
     def retrain(self, reason: str = "manual", force: bool = False, refresh_queue: bool = True, progress: bool = False) -> RetrainResult:
         """Fit a new version aside, evaluate, record and swap it in; skip when nothing changed unless ``force``."""
         with self._lock:
             started = time.perf_counter()
             current = self.models.current
+            labels_read_at = utcnow()  # before the reads: a change from here on is not in this fit
             max_label_id = self.store.max_label_id()
             if current is not None and not force and self.new_labels() == 0:
                 return RetrainResult(None, skipped="no new labels since the serving model")
@@ -219,10 +222,12 @@ class Trainer:
                     metrics=metrics,
                     head_path=str(path.relative_to(self.data_dir)),
                     train_seconds=train_seconds,
+                    labels_read_at=labels_read_at,
                 )
             )
             accuracy = metrics.get("accuracy") if metrics else None
-            serving = dataclasses.replace(candidate, created_at=row["created_at"], holdout_accuracy=accuracy,
+            serving = dataclasses.replace(candidate, created_at=row["created_at"], labels_read_at=labels_read_at,
+                                          holdout_accuracy=accuracy,
                                           precision_rule=(metrics or {}).get("precision_rule"))
             self.models.swap(serving)
             seconds = time.perf_counter() - started

@@ -93,6 +93,24 @@ def test_a_withdrawal_counts_as_a_change(services, trained):
     assert trained.trainer.retrain().version is not None  # not skipped: the model must forget that label
 
 
+def test_a_withdrawal_while_the_model_fits_still_counts_as_a_change(services, trained, monkeypatch):
+    """The fit reads the labels, then takes seconds: a label withdrawn meanwhile is not in it, so it is a change."""
+    services.store.apply_label_events([LabelChange(_item(services), "42", "red", "1", utcnow(), "set")])
+    read_labels = services.store.current_labels
+
+    def read_then_withdraw(**kwargs):
+        rows = read_labels(**kwargs)
+        if not kwargs:  # the training labels (the holdout is read with holdout=True)
+            services.store.apply_label_events([LabelChange(None, "42", None, "", utcnow(), "withdrawn")])
+        return rows
+
+    monkeypatch.setattr(services.store, "current_labels", read_then_withdraw)
+    assert trained.trainer.retrain(force=True).version is not None  # fitted with "42", withdrawn meanwhile
+    monkeypatch.setattr(services.store, "current_labels", read_labels)
+    assert trained.trainer.new_labels() == 1  # the model must be retrained without it
+    assert trained.trainer.retrain().version is not None
+
+
 def test_a_replayed_stale_event_does_not_overwrite_a_newer_label(services):
     item = _item(services)
     now = utcnow()
