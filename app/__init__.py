@@ -17,6 +17,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     from app.api import api, web
     from app.guards import install_guards
     from app.metrics import Metrics, install_metrics
+    from app.jsonbody import request_class
     from app.ml_backend import ml_backend
     from app.problems import register_error_handlers
     from app.services import build_services
@@ -28,6 +29,7 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
             settings = load_settings()
         services = build_services(settings)
     app = Flask(__name__, static_folder=None)  # no /static route: every route is in the OpenAPI document
+    app.request_class = request_class(services.settings.service.max_json_depth)  # JSON bodies parsed as a stream
     app.config["MAX_CONTENT_LENGTH"] = services.settings.service.max_request_bytes
     app.json.sort_keys = False
     app.extensions["juicer"] = services

@@ -338,9 +338,9 @@ def retrain() -> tuple[Response, int, dict[str, str]]:
     from app.jobs import queue_retrain
 
     svc = services()
+    force = _retrain_force(request)  # a bad request is a 4xx whatever state the service is in
     if (svc.jobs is None or not svc.jobs.running) and not svc.extras.get("scheduler_elsewhere"):
         raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
-    force = _retrain_force(request)
     job_id = queue_retrain(svc, force=force)
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}

@@ -1,4 +1,4 @@
-"""Checks every request passes before a view runs: the token, the origin of browser writes, JSON depth.
+"""Checks every request passes before a view runs: the token and the origin of browser writes.
 
 Cheap before expensive, and in this order (:func:`install_guards`):
 
@@ -8,8 +8,8 @@ Cheap before expensive, and in this order (:func:`install_guards`):
 2. **Origin.** A write (any method but GET, HEAD, OPTIONS) carrying an ``Origin`` header that is neither the
    service's own host nor listed in ``service.allowed_origins`` is refused (403): a web page a user happens to
    open cannot make their browser POST to a service on their machine.
-3. **JSON depth.** A JSON body nested deeper than ``service.max_json_depth`` is refused (400) before it is
-   parsed (Python's parser recurses, so 5,000 levels would otherwise end in a ``RecursionError``).
+
+The JSON depth limit is enforced while a body is parsed (:mod:`app.jsonbody`), never by reading it whole first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-import numpy as np
 from flask import Flask, current_app, request
 
 from app.problems import Problem, unauthorized
@@ -25,37 +24,6 @@ from app.problems import Problem, unauthorized
 WEBHOOK_ENDPOINT = "api.label_studio_webhook"
 ML_BACKEND_PREFIX = "/label-studio-ml"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-_CHUNK = 1 << 18  # bytes scanned per numpy pass: bounded memory on a 32 MiB body
-_OPEN = (ord("["), ord("{"))
-_CLOSE = (ord("]"), ord("}"))
-
-
-def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
-    """Whether the brackets of ``body`` (outside JSON strings) nest deeper than ``max_depth``; never parses.
-
-    A body with at most ``max_depth`` opening brackets in all cannot be too deep (one ``bytes.count``, the
-    usual case: images are base64 strings). Otherwise the body is scanned in chunks with numpy: a quote
-    preceded by an odd run of backslashes is escaped; brackets between unescaped quotes do not count.
-    """
-    if body.count(b"[") + body.count(b"{") <= max_depth:
-        return False
-    depth, in_string, backslashes = 0, 0, 0
-    for start in range(0, len(body), _CHUNK):
-        chunk = np.frombuffer(body, dtype=np.uint8, count=min(_CHUNK, len(body) - start), offset=start)
-        index = np.arange(len(chunk), dtype=np.int64)
-        is_backslash = chunk == 92
-        last_other = np.maximum.accumulate(np.where(is_backslash, -1, index))
-        run = index - last_other  # backslashes ending at each position (0 where it is no backslash)
-        run = np.where(last_other < 0, run + backslashes, run)
-        before = np.concatenate(([backslashes], run[:-1]))
-        quote = (chunk == 34) & (before % 2 == 0)
-        inside = (np.cumsum(quote) + in_string) % 2
-        step = np.isin(chunk, _OPEN).astype(np.int64) - np.isin(chunk, _CLOSE)
-        levels = depth + np.cumsum(np.where(inside == 0, step, 0))
-        if levels.max(initial=0) > max_depth:
-            return True
-        depth, in_string, backslashes = int(levels[-1]), int(inside[-1]), int(run[-1])
-    return False
 
 
 def _services():
@@ -107,22 +75,7 @@ def check_origin() -> None:
     )
 
 
-def check_json_depth() -> None:
-    """400 for a JSON body nested deeper than ``service.max_json_depth`` (before anything parses it)."""
-    if not request.is_json:
-        return
-    limit = _services().settings.service.max_json_depth
-    if json_depth_exceeds(request.get_data(cache=True), limit):
-        raise Problem(
-            400,
-            "JSON too deep",
-            f"the JSON body is nested deeper than {limit} levels; juicer's bodies are a few levels deep",
-            type="json-too-deep",
-            max_depth=limit,
-        )
-
-
 def install_guards(app: Flask) -> None:
     """Run the checks above before every request of ``app``."""
-    for check in (check_token, check_origin, check_json_depth):
+    for check in (check_token, check_origin):
         app.before_request(check)

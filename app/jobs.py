@@ -308,6 +308,19 @@ def refresh_queue(services: Services) -> int:
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
+class _StillRunningFilter(logging.Filter):
+    """Drops APScheduler's "skipped: maximum number of running instances reached": ``run-queued-jobs`` ticks
+    every second and a retrain it runs takes seconds, so every retrain would print one warning per second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SCHEDULER_LOGGER = logging.getLogger("apscheduler.scheduler")
+if not any(isinstance(f, _StillRunningFilter) for f in _SCHEDULER_LOGGER.filters):
+    _SCHEDULER_LOGGER.addFilter(_StillRunningFilter())
+
+
 class Jobs:
     """The process's scheduler and its jobs; :meth:`start` once, :meth:`shutdown` at exit."""
 

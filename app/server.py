@@ -9,7 +9,8 @@ gunicorn application configured from ``service.*``:
 - ``max_connections`` connections per worker at most (gunicorn's ``worker_connections``), a listen backlog,
   and gunicorn's limits on the request line and headers;
 - a slow client cannot pin a thread: every read from (and write to) a client socket times out after
-  ``read_timeout_s`` (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
+  ``read_timeout_s``, a request that has not arrived whole within ``request_deadline_s`` is cut off however
+  steadily it trickles (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
 - ``worker_timeout_s``: a worker whose main loop stops answering is killed and replaced;
 - the scheduler (:class:`app.jobs.Jobs`) runs in exactly one process, the holder of the scheduler lease
   (:mod:`app.leader`: a PostgreSQL advisory lock, or ``<data_dir>/scheduler.lock`` on SQLite); every other worker,
@@ -41,16 +42,48 @@ FOLLOW_EVERY_S = 2.0
 
 
 class ReadTimeoutSocket(socket.socket):
-    """A client socket whose blocking mode has a timeout: a read that waits longer raises ``TimeoutError``."""
+    """A client socket with two bounds on a slow client: each blocking read or write waits at most
+    ``read_timeout_s``, and the request itself (request line, headers, body) must have arrived within
+    ``request_deadline_s`` of the thread taking the connection, so one byte every few seconds cannot hold a
+    thread either. Past either, the call raises ``TimeoutError`` and gunicorn closes the connection."""
 
     read_timeout_s = 30.0
+    request_deadline_s = 120.0
+    _deadline: float | None = None
 
     def setblocking(self, flag: bool) -> None:
-        """Blocking with a timeout instead of forever; non-blocking as asked."""
+        """Blocking with a timeout instead of forever (gunicorn asks once per request: the deadline starts);
+        non-blocking as asked (between the requests of a kept-alive connection)."""
         if flag:
+            self._deadline = time.monotonic() + self.request_deadline_s
             self.settimeout(self.read_timeout_s)
         else:
+            self._deadline = None
             super().setblocking(False)
+
+    def _before_read(self) -> None:
+        if self._deadline is None:
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request did not arrive within {self.request_deadline_s:g} s")
+        self.settimeout(min(self.read_timeout_s, left))
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv`` within the per-read timeout and the request deadline."""
+        self._before_read()
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into`` within the per-read timeout and the request deadline."""
+        self._before_read()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall`` within ``read_timeout_s`` for the whole call (a client that stops reading)."""
+        if self._deadline is not None:
+            self.settimeout(self.read_timeout_s)
+        super().sendall(data, flags)
 
 
 class JuicerWorker(ThreadWorker):
@@ -138,6 +171,7 @@ class JuicerServer(BaseApplication):
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
         ReadTimeoutSocket.read_timeout_s = self.settings.service.read_timeout_s
+        ReadTimeoutSocket.request_deadline_s = self.settings.service.request_deadline_s
         self.cfg.set("worker_exit", self._worker_exit)
         self.cfg.set("child_exit", _child_exit)
         self.cfg.set("on_exit", self._on_exit)

@@ -65,10 +65,14 @@ def default_head_factory(previous: Any | None, warm_start_max_iter: int | None =
     return SemiSupervisedHead(random_state=0, warm_start=True)
 
 
-def takes_unlabelled(head: Any) -> int | None:
-    """How many unlabelled rows ``head.fit`` uses at most (``-1`` in ``y``), None for a supervised head."""
+def takes_unlabelled(head: Any, n_labelled: int, n_classes: int) -> int | None:
+    """How many unlabelled rows (``-1`` in ``y``) ``head.fit`` would use at most on these labels; None for a
+    supervised head, or a semi-supervised one that has handed over to its labels (no say left for the pool)."""
     limit = getattr(head, "max_unlabelled", None)
-    return None if limit is None else int(limit)
+    weight = getattr(head, "unlabelled_weight", None)
+    if limit is None or (weight is not None and weight(n_labelled, n_classes) == 0):
+        return None
+    return int(limit)
 
 
 @dataclass
@@ -183,7 +187,7 @@ class Trainer:
                 )
             head = self.head_factory(current.head if current is not None else None)
             y_fit = y.astype(str).astype(object)
-            limit = takes_unlabelled(head)
+            limit = takes_unlabelled(head, len(y), len(distinct))
             if limit:
                 # The pool's and the served items' embeddings are the unlabelled rows (never the holdout): a
                 # seeded sample of at most ``limit`` of them, drawn before embedding so the cost stays bounded.

@@ -30,10 +30,6 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
     from app.services import build_services
     from app.store import NewLabel, Store
     from config import load_settings
-    class NoDesk:
-        def health(self) -> bool:
-            return True
-
     with tempfile.TemporaryDirectory(prefix="juicer-demo-") as tmp:
         data_dir = Path(tmp)
         settings = load_settings(environ={}, data_dir=data_dir,
@@ -41,7 +37,8 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
         store = Store.open(data_dir)
         store.set_meta("classes", list(dataset.class_names))
         seed_demo(store, data_dir, dataset, n_pool=1000, n_holdout=1000, seed=0, seed_per_class=args.seed_labels)
-        services = build_services(settings, store=store, backbone=backbone, desk=NoDesk())
+        services = build_services(settings, store=store, backbone=backbone)
+        services.desk = None  # no Label Studio: the jobs that need it wait
         # The demo's PNG files decode to the dataset's pixels: their vectors are the arrays' cached ones.
         every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
         row_of = {item_id: i for i, item_id in enumerate(dataset.item_ids)}

@@ -89,11 +89,8 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
         # The labelled items enter as "pool" and get labels below, in steps; seed_demo labels 1 per class.
         seed_demo(store, data_dir, dataset, n_pool=sizes[-1] - 10 + n_real_pool, n_holdout=args.holdout, seed=2, progress=True)
 
-        class NoDesk:
-            def health(self) -> bool:
-                return True
-
-        services = build_services(settings, store=store, backbone=backbone, desk=NoDesk())
+        services = build_services(settings, store=store, backbone=backbone)
+        services.desk = None  # no Label Studio: the jobs that need it wait
         every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
         hashes = [r["content_hash"] for r in every]
         started = time.perf_counter()

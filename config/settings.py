@@ -113,6 +113,9 @@ class ServiceSettings(BaseModel):
     threads: int = Field(8, ge=1, le=256, description="Request threads per worker")
     max_connections: int = Field(64, ge=1, le=10_000, description="Open connections per worker at most (more wait in the backlog)")
     read_timeout_s: float = Field(30, gt=0, le=600, description="A client read or write waiting longer fails (slow clients)")
+    request_deadline_s: float = Field(
+        120, gt=0, le=3600, description="A request (line, headers, body) must arrive whole within this (trickling clients)"
+    )
     worker_timeout_s: float = Field(120, gt=0, description="A worker silent this long is killed and replaced")
     host: str = Field("127.0.0.1", description="Address the service binds to")
     port: int = Field(8000, ge=1, le=65535, description="Port the service binds to")

@@ -24,6 +24,7 @@ from tests.integration.faults.service import Service, data_folder, service_env
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SECRET = "fault-suite-secret"
+DEADLINE_S = 8  # service.request_deadline_s of the suite's service (read_timeout_s 3)
 
 
 def noise_png(seed: int) -> str:
@@ -49,7 +50,8 @@ def world(free_port, label_studio):
     data_dir = data_folder(root)
     port = free_port()
     title = label_studio.project_title("faults")
-    env = service_env(data_dir, port, label_studio, title, JUICER_SERVICE__DELIVER_BATCH_SIZE="1")
+    env = service_env(data_dir, port, label_studio, title, JUICER_SERVICE__DELIVER_BATCH_SIZE="1",
+                      JUICER_SERVICE__READ_TIMEOUT_S="3", JUICER_SERVICE__REQUEST_DEADLINE_S=str(DEADLINE_S))
     service = Service(data_dir, port, env)
     service.start()
     try:
@@ -257,3 +259,32 @@ def test_label_studio_down_at_service_start(world):
     assert ledger.reviews <= set(_one_task_per_item(service, label_studio, title))
     _check_everything_acknowledged_is_there(service, ledger)
     _check_last_good_model_serves(service)
+
+
+def test_a_client_trickling_its_request_is_cut_off_at_the_deadline_and_others_are_served(world):
+    """One byte a second never trips the 3 s read timeout; the request deadline still closes the connection."""
+    import socket
+
+    service = world[0]
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\nAuthorization: Bearer {service.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as slow:
+        slow.sendall(head)
+        started = time.monotonic()
+        closed_after = None
+        while time.monotonic() - started < 4 * DEADLINE_S:
+            try:
+                slow.sendall(b" ")
+                slow.settimeout(1.0)
+                if slow.recv(4096) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue  # nothing from the server yet: trickle on
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            with service.client() as client:  # meanwhile everyone else is answered
+                assert client.get("/healthz").status_code == 200
+    _record(f"trickling client: connection closed after {closed_after} s (deadline {DEADLINE_S} s)")
+    assert closed_after is not None and closed_after < DEADLINE_S + 4, closed_after

@@ -37,3 +37,14 @@ def test_the_default_head_learns_from_the_pool_as_unlabelled_rows(client, servic
     assert isinstance(head, SemiSupervisedHead)
     assert head.n_unlabelled_ == 4 * len(CLASSES)  # the pool; the holdout never
     assert result.holdout_accuracy is None or result.holdout_accuracy >= 0
+
+
+def test_the_trainer_gathers_no_pool_for_a_head_that_handed_over():
+    from app.training import takes_unlabelled
+    from learner.head import SoftmaxHead
+    from learner.semi import SemiSupervisedHead
+
+    semi = SemiSupervisedHead(max_unlabelled=5000)
+    assert takes_unlabelled(semi, 10, 10) == 5000
+    assert takes_unlabelled(semi, 6000, 10) is None
+    assert takes_unlabelled(SoftmaxHead(), 10, 10) is None

@@ -69,7 +69,7 @@ def test_a_poison_webhook_is_marked_failed_and_the_good_ones_behind_it_are_appli
 
 # -- deep or huge JSON ------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/v1/predict", "/v1/items", "/v1/labels", "/v1/retrain", "/v1/webhooks/label-studio"])
-def test_deeply_nested_json_is_a_400_before_parsing(client, trained, path):
+def test_deeply_nested_json_is_a_400_while_parsing(client, trained, path):
     body = '{"images": ' + "[" * 5000 + "]" * 5000 + "}"
     response = client.post(path, data=body, content_type="application/json", headers={"X-Juicer-Secret": "hook-secret-123"})
     assert response.status_code == 400, response.get_data(as_text=True)

@@ -135,3 +135,15 @@ def test_one_scheduler_with_explicit_ids_and_a_retrain_request(services, trained
         assert services.models.current.version == "v0002"
     finally:
         jobs.shutdown()
+
+
+def test_apschedulers_still_running_warning_is_not_printed_every_second_of_a_retrain(caplog):
+    import logging
+
+    import app.jobs  # noqa: F401  (installs the filter)
+
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    with caplog.at_level(logging.INFO):
+        scheduler_log.warning('Execution of job "%s" skipped: maximum number of running instances reached (%d)', "run-queued-jobs", 1)
+        scheduler_log.warning("Run time of job %s was missed", "other")
+    assert [record.getMessage() for record in caplog.records] == ["Run time of job other was missed"]

@@ -35,6 +35,36 @@ def test_a_slow_client_read_times_out_instead_of_pinning_a_thread():
     theirs.close()
 
 
+def test_a_request_trickling_in_is_cut_off_at_the_deadline_though_every_read_is_quick():
+    import threading
+
+    ours, theirs = socket.socketpair()
+    wrapped = ReadTimeoutSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    wrapped.read_timeout_s, wrapped.request_deadline_s = 0.5, 1.0
+    stop = threading.Event()
+
+    def trickle() -> None:  # one byte every 0.1 s: never a read that waits 0.5 s
+        while not stop.wait(0.1):
+            try:
+                theirs.sendall(b"x")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    wrapped.setblocking(True)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # at the deadline, or inside the last read that would pass it
+        while True:
+            assert wrapped.recv(100)
+    assert 0.9 < time.monotonic() - started < 2
+    wrapped.setblocking(False)
+    wrapped.setblocking(True)  # the next request on a kept-alive connection gets a deadline of its own
+    assert wrapped.recv(100)
+    stop.set()
+    wrapped.close()
+    theirs.close()
+
+
 # The one-scheduler lease (file lock on SQLite, advisory lock on PostgreSQL, takeover after SIGKILL): test_app_leader.py
 
 

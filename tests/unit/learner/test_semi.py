@@ -51,6 +51,19 @@ def test_unlabelled_pool_beats_labels_alone_at_one_label_per_class():
     assert np.mean(gains) > 0.05
 
 
+def test_with_many_labels_per_class_the_pool_is_left_out_and_the_fit_is_the_plain_heads():
+    X, y = _clusters(n_per_class=150)
+    labelled = np.arange(len(y)) % 3 != 0  # 100 labels per class: the pool's weight would be (8/100)^3
+    y_fit = np.where(labelled, y, -1)
+    semi = SemiSupervisedHead(random_state=0)
+    assert semi.unlabelled_weight(int(labelled.sum()), 4) == 0
+    assert semi.unlabelled_weight(4, 4) > 1  # one label per class: the pool has the say
+    semi.fit(X, y_fit)
+    plain = SoftmaxHead(random_state=0).fit(X[labelled], y[labelled])
+    assert semi.n_unlabelled_ == 0 and semi.unlabelled_weight_ == 0
+    np.testing.assert_allclose(semi.predict_proba(X), plain.predict_proba(X), atol=1e-5)
+
+
 def test_string_labels_with_unlabelled_rows_and_inductive_predict():
     X, y = _clusters(n_classes=3)
     names = np.array(["bag", "coat", "shirt"], dtype=object)[y]
