@@ -3,7 +3,7 @@
 Flask's ``request.get_json`` reads the whole body into memory, then parses it with Python's recursive parser:
 a 32 MiB body of base64 images is held twice (the bytes and the parsed strings), and 5,000 nested brackets end
 in a ``RecursionError``. :class:`StreamedJSONRequest` (the app's ``request_class``) parses instead from the
-request stream with ijson's C parser (yajl, iterative), 64 KiB at a time, and counts the nesting on the way:
+request stream with ijson's C parser (yajl, iterative), 256 KiB at a time, and counts the nesting on the way:
 the body deeper than ``max_json_depth`` is refused (400 ``json-too-deep``) as soon as the parser gets there,
 and the raw body is never held whole. The result is the same Python object ``json.loads`` would give
 (``use_float``: numbers are ``int`` or ``float``). Every view keeps calling ``request.get_json``.
@@ -19,7 +19,7 @@ from flask import Request
 
 from app.problems import Problem
 
-READ_SIZE = 64 * 1024  # bytes handed to the parser per read
+READ_SIZE = 256 * 1024  # bytes handed to the parser per read
 _OPEN = frozenset(("start_map", "start_array"))
 _CLOSE = frozenset(("end_map", "end_array"))
 
