@@ -1,9 +1,10 @@
 """Choose the semi-supervised head's settings on tuning seeds (disjoint from the 0-19 the benchmarks report).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/semi_head.py [--seeds 100-109] [--grid temperature=0.05,0.1 ...]
+        [--fixed NAME=V ...] [--budgets 1/class,3/class,5/class,10/class,5%]
 
 Fashion-MNIST 700/class, EfficientNet-Lite0 embeddings from the shared cache (data/embeddings), the curve's
-holdout and stratified random picks (learner.curve) at 1, 3, 10 per class, 10% and 50%; the unlabelled rows
+holdout and stratified random picks (learner.curve) at the budgets (default 1, 3, 10 per class, 10%, 50%); the unlabelled rows
 are the pool minus the picks (never the holdout). Prints mean holdout accuracy per setting and budget,
 with the plain SoftmaxHead on the same picks as the first row.
 """
@@ -50,6 +51,8 @@ def main() -> int:
                         help="NAME=V1,V2 of SemiSupervisedHead parameters")
     parser.add_argument("--fixed", nargs="*", default=[], help="NAME=V held for every setting")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
+    parser.add_argument("--budgets", default="1/class,3/class,10/class,10%,50%",
+                        help="N/class or P%% budgets, comma-separated (default 1/class,3/class,10/class,10%%,50%%)")
     args = parser.parse_args()
 
     from learner.curve import Budget, budget_picks, holdout_split
@@ -58,8 +61,8 @@ def main() -> int:
     from learner.semi import SemiSupervisedHead
 
     X, y = fashion_embeddings()
-    budgets = [Budget("1/class", per_class=1), Budget("3/class", per_class=3), Budget("10/class", per_class=10),
-               Budget("10%", fraction=0.1), Budget("50%", fraction=0.5)]
+    budgets = [Budget(name, per_class=int(name.split("/")[0])) if name.endswith("/class")
+               else Budget(name, fraction=float(name.rstrip("%")) / 100) for name in args.budgets.split(",")]
     def parse(value):
         try:
             return int(value)

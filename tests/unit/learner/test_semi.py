@@ -109,6 +109,17 @@ def test_whitening_is_skipped_on_small_pools():
     np.testing.assert_allclose(whitened.head_.coef_, plain.head_.coef_)  # 60 rows < 15 x 64: no whitening
 
 
+def test_whitening_waits_for_two_labels_per_class():
+    X, y = _clusters(n_per_class=100)  # 400 rows >= 15 x 8: the pool is large enough to whiten 8 dimensions
+    for per_class, same in ((1, True), (3, False)):
+        y_fit = np.full(len(y), -1)
+        for c in range(4):
+            y_fit[np.flatnonzero(y == c)[:per_class]] = c
+        whitened = SemiSupervisedHead(random_state=0, whiten_dims=8, whitened_temperature=0.05).fit(X, y_fit)
+        plain = SemiSupervisedHead(random_state=0, whiten_dims=0).fit(X, y_fit)
+        assert np.allclose(whitened.head_.coef_, plain.head_.coef_) == same, per_class
+
+
 def test_unlabelled_mask():
     assert unlabelled_mask(np.array([1, -1, 2])).tolist() == [False, True, False]
     assert unlabelled_mask(np.array(["a", -1, "b"], dtype=object)).tolist() == [False, True, False]
