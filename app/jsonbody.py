@@ -16,8 +16,9 @@ from typing import IO, Any
 
 import ijson
 from flask import Request
+from werkzeug.exceptions import ClientDisconnected
 
-from app.problems import Problem
+from app.problems import Problem, request_timeout
 
 READ_SIZE = 256 * 1024  # bytes handed to the parser per read
 _OPEN = frozenset(("start_map", "start_array"))
@@ -84,6 +85,8 @@ class StreamedJSONRequest(Request):
         source = io.BytesIO(cached) if cached is not None else self.stream
         try:
             value = load_json(source, self.max_json_depth)
+        except (TimeoutError, ConnectionError, ClientDisconnected) as exc:  # the read deadline, or the client left
+            raise request_timeout() from exc
         except JSONTooDeepError as exc:
             raise Problem(
                 400,

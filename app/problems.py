@@ -11,6 +11,7 @@ raised                                                status  why
 ``learner.errors.ImageError`` (decode, truncated)     422     the bytes arrived but are not a usable image
 werkzeug ``RequestEntityTooLarge``                    413     the upload is over ``MAX_CONTENT_LENGTH``
 werkzeug ``BadRequest`` (bad JSON, bad form)          400     the caller's request is malformed
+werkzeug ``ClientDisconnected``                       408     the body stopped arriving (request deadline)
 werkzeug ``Unauthorized``                             401     with a ``WWW-Authenticate: Bearer`` header
 werkzeug ``NotFound`` / ``MethodNotAllowed``          404/405 unknown route / wrong method (``Allow`` kept)
 ``annotation.errors.AnnotationError``, retryable      503     Label Studio is down or slow; ``Retry-After``
@@ -30,7 +31,7 @@ from http import HTTPStatus
 from typing import Any, Mapping
 
 from flask import Flask, Response, json, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from annotation.errors import AnnotationError
 from learner.errors import ImageError, ImageTooLargeError
@@ -110,7 +111,20 @@ def _instance() -> str | None:
         return None
 
 
+def request_timeout() -> Problem:
+    """408: the request body stopped arriving (a read past ``service.read_timeout_s`` or the request deadline)."""
+    return Problem(
+        408,
+        "Request timeout",
+        "the request body did not arrive in time (service.request_deadline_s, service.read_timeout_s); "
+        "send it again in one go, or send fewer images per request",
+        type="request-timeout",
+    )
+
+
 def _from_http_exception(exc: HTTPException) -> Problem:
+    if isinstance(exc, ClientDisconnected):  # the body stopped arriving: the request deadline, or the client left
+        return request_timeout()
     status = exc.code or 500
     headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
     if status == 401 and "WWW-Authenticate" not in headers:

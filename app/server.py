@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "apscheduler.executors.default", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: already running" is the design
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
     use_multiprocess_dir()  # before any worker imports prometheus_client
     JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
@@ -295,4 +294,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, not this __main__ copy: gunicorn loads the worker class by name
+    # (app.server.JuicerWorker), so the settings must land on app.server's ReadTimeoutSocket, not on ours.
+    from app.server import main as _main
+
+    sys.exit(_main())

@@ -77,3 +77,29 @@ def test_the_service_refuses_deep_and_malformed_json_with_problem_bodies(client)
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
     response = client.post("/v1/labels", data=b"{nope", content_type="application/json")
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
+
+
+class StalledStream(io.BytesIO):
+    """A request body whose socket times out after the first bytes (app.server's deadline raising in recv)."""
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            raise TimeoutError("the request did not arrive within 120 s")
+        return data
+
+
+def test_a_body_that_stops_arriving_is_a_408_problem():
+    from werkzeug.exceptions import ClientDisconnected
+    from werkzeug.test import EnvironBuilder
+
+    from app.jsonbody import request_class
+    from app.problems import Problem, _from_http_exception
+
+    environ = EnvironBuilder(method="POST", input_stream=StalledStream(b'{"images": ["' + b"A" * 5_000),
+                             content_type="application/json", content_length=100_000).get_environ()
+    environ["wsgi.input_terminated"] = True  # as gunicorn sets it: the app reads the server's own body stream
+    with pytest.raises(Problem) as caught:
+        request_class(32)(environ).get_json(silent=True)
+    assert caught.value.status == 408 and caught.value.type.endswith("request-timeout")
+    assert _from_http_exception(ClientDisconnected()).status == 408  # a multipart body that stops arriving
