@@ -39,6 +39,33 @@ def fashion_embeddings(per_class: int = 700, backbone: str = "efficientnet-lite0
         return embed_sources(model, cache, dataset.sources, progress=True), np.asarray(dataset.labels)
 
 
+class LabelSpreadingOnPCA:
+    """scikit-learn's LabelSpreading on signed-sqrt, centred, PCA-whitened (256), L2 rows; kNN graph, k=50."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LabelSpreadingOnPCA":
+        from sklearn.semi_supervised import LabelSpreading
+
+        from learner.selection import unit_rows
+
+        Z = unit_rows(X).astype(np.float64)
+        self.mean_ = Z.mean(axis=0)
+        eigenvalues, eigenvectors = np.linalg.eigh((Z - self.mean_).T @ (Z - self.mean_) / len(Z))
+        top = np.argsort(eigenvalues)[::-1][:256]
+        self.projection_ = eigenvectors[:, top] / np.sqrt(eigenvalues[top])
+        self.model_ = LabelSpreading(kernel="knn", n_neighbors=50, alpha=0.99, max_iter=100).fit(self._rows(X), y)
+        self.classes_ = self.model_.classes_[self.model_.classes_ != -1]
+        return self
+
+    def _rows(self, X: np.ndarray) -> np.ndarray:
+        from learner.selection import unit_rows
+
+        Z = (unit_rows(X).astype(np.float64) - self.mean_) @ self.projection_
+        return Z / np.linalg.norm(Z, axis=1, keepdims=True)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(self._rows(X))
+
+
 def seed_range(text: str) -> list[int]:
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
@@ -51,6 +78,8 @@ def main() -> int:
                         help="NAME=V1,V2 of SemiSupervisedHead parameters")
     parser.add_argument("--fixed", nargs="*", default=[], help="NAME=V held for every setting")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
+    parser.add_argument("--label-spreading", action="store_true",
+                        help="add scikit-learn's LabelSpreading (kNN graph, k=50, on whitened PCA-256 rows) as a row")
     parser.add_argument("--budgets", default="1/class,3/class,10/class,10%,50%",
                         help="N/class or P%% budgets, comma-separated (default 1/class,3/class,10/class,10%%,50%%)")
     args = parser.parse_args()
@@ -74,7 +103,9 @@ def main() -> int:
     fixed = {k: parse(v) for k, v in (item.split("=") for item in args.fixed)}
     names = [item.split("=")[0] for item in args.grid]
     values = [[parse(v) for v in item.split("=")[1].split(",")] for item in args.grid]
-    settings = ([] if args.no_baseline else [None]) + [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    settings = ([] if args.no_baseline else [None]) + (["label_spreading"] if args.label_spreading else []) + [
+        dict(zip(names, combo)) for combo in itertools.product(*values)
+    ]
     seeds = seed_range(args.seeds)
     classes = np.unique(y)
     results = {i: {b.name: [] for b in budgets} for i in range(len(settings))}
@@ -87,6 +118,9 @@ def main() -> int:
             for i, setting in enumerate(settings):
                 if setting is None:
                     head = SoftmaxHead(random_state=seed).fit(X[picks], y[picks])
+                elif setting == "label_spreading":
+                    head = LabelSpreadingOnPCA().fit(np.concatenate([X[picks], X[rest]]),
+                                                     np.concatenate([y[picks], np.full(len(rest), -1)]))
                 else:
                     head = SemiSupervisedHead(random_state=seed, **fixed, **setting)
                     head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
@@ -96,7 +130,8 @@ def main() -> int:
         print(f"\nseeds {seeds[0]}-{seed}, fixed {fixed}; load {os.getloadavg()[0]:.1f}")
         print(f"{'setting':>44} " + " ".join(f"{b.name:>9}" for b in budgets))
         for i, setting in enumerate(settings):
-            label = "SoftmaxHead (supervised)" if setting is None else ", ".join(f"{k}={v}" for k, v in setting.items())
+            label = ("SoftmaxHead (supervised)" if setting is None else "LabelSpreading (kNN 50, PCA-w 256)"
+                     if setting == "label_spreading" else ", ".join(f"{k}={v}" for k, v in setting.items()))
             print(f"{label:>44} " + " ".join(f"{np.mean(results[i][b.name]):>9.1%}" for b in budgets), flush=True)
     return 0
 
