@@ -45,7 +45,9 @@ class ReadTimeoutSocket(socket.socket):
     """A client socket with two bounds on a slow client: each blocking read or write waits at most
     ``read_timeout_s``, and the request itself (request line, headers, body) must have arrived within
     ``request_deadline_s`` of the thread taking the connection, so one byte every few seconds cannot hold a
-    thread either. Past either, the call raises ``TimeoutError`` and gunicorn closes the connection."""
+    thread either. Past either, the call raises ``TimeoutError``: a body that stops arriving is answered 408
+    (``app.problems.request_timeout``) and the connection closed; a request line or headers that stop arriving
+    close the connection."""
 
     read_timeout_s = 30.0
     request_deadline_s = 120.0
