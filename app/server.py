@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m app.server <settings.json> [--stop-label-studio]``: what ``juicer serve`` execs into."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("httpx", "apscheduler.executors.default", "alembic"):
+    for name in ("httpx", "apscheduler.scheduler", "apscheduler.executors.default", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
     use_multiprocess_dir()  # before any worker imports prometheus_client
