@@ -59,26 +59,25 @@ def workers_of(master_pid: int) -> dict[int, float]:
     return found
 
 
-def review_tasks(url: str) -> dict[str, float]:
-    """{status: review tasks} from /metrics (the store's outbox)."""
+def metric_values(url: str, name: str, label: str) -> dict[str, float]:
+    """{label value: sample value} of the samples called ``name`` in one scrape of /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return {
-        sample.labels["status"]: sample.value
+        sample.labels[label]: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "juicer_review_tasks"
+        if sample.name == name
     }
+
+
+def review_tasks(url: str) -> dict[str, float]:
+    """{status: review tasks} from /metrics (the store's outbox)."""
+    return metric_values(url, "juicer_review_tasks", "status")
 
 
 def scheduler_pids(url: str) -> dict[str, float]:
     """{pid: juicer_scheduler_running} from one scrape (every live worker has a series)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {
-        sample.labels["pid"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "juicer_scheduler_running"
-    }
+    return metric_values(url, "juicer_scheduler_running", "pid")
 
 
 def start(store: str, workers: int, pg: PostgresServer | None) -> Service:
