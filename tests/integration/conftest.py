@@ -20,6 +20,7 @@ Set ``JUICER_TEST_LS_VENV`` to use another Label Studio venv.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -64,6 +65,41 @@ def stop_process_group(process: Any, timeout_s: float = 60) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def answers_ready(url: str) -> bool:
+    """Whether ``GET {url}/readyz`` answers 200 (False while the service is not up or not ready)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def juicer_serve(data_dir: Path, env: dict[str, str], args: list[str], url: str,
+                 ready: Callable[[str], bool] = answers_ready, timeout_s: float = 600) -> Iterator[Path]:
+    """``juicer serve ARGS`` in its own process group, logging to ``serve.log`` beside ``data_dir``; yields that
+    log's path once ``ready(url)``; stops it (its scheduler and the Label Studio it started) afterwards."""
+    import sys
+
+    log_path = data_dir.parent / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", *args],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready(url):
+            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"juicer serve not ready in {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
+            time.sleep(1)
+        yield log_path
+    finally:
+        stop_process_group(process)
 
 
 def subprocess_env(data_dir: Path, **settings: str) -> dict[str, str]:

@@ -10,25 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import link_built_backbones, stop_process_group, subprocess_env
+from tests.integration.conftest import juicer_serve, link_built_backbones, subprocess_env
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +37,9 @@ def served(tmp_path_factory, free_port):
         JUICER_LABEL_STUDIO__PORT=str(free_port()),
         JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
     )
-    log_path = data_dir.parent / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--demo-pool", "80", "--holdout", "100"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while not _ready(url):
-            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"juicer serve not ready in 600 s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(1)
+    with juicer_serve(data_dir, env, ["--demo-pool", "80", "--holdout", "100"], url):
         yield url, env
-    finally:
-        stop_process_group(process)  # serve stops its scheduler and the Label Studio it started
 
 
 def test_simulate_uncertainty_order_improves_the_model(served):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import link_built_backbones, poll, stop_process_group, subprocess_env
+from tests.integration.conftest import answers_ready, juicer_serve, link_built_backbones, poll, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -31,14 +30,6 @@ def _get(url: str, timeout: float = 10) -> bytes:
         return response.read()
 
 
-def _ready(url: str) -> bool:
-    try:
-        _get(f"{url}/readyz", timeout=5)
-        return True
-    except OSError:
-        return False
-
-
 def per_worker(url: str) -> dict[str, dict[str, float]]:
     """{metric: {pid or "pid/version": value}} for the per-worker gauges of one scrape."""
     found: dict[str, dict[str, float]] = {"scheduler": {}, "model": {}}
@@ -49,8 +40,6 @@ def per_worker(url: str) -> dict[str, dict[str, float]]:
             elif sample.name == "juicer_model_info":
                 found["model"][f"{sample.labels['pid']}/{sample.labels['model_version']}"] = sample.value
     return found
-
-
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +59,14 @@ def served(tmp_path_factory, free_port, postgres):
         JUICER_LABEL_STUDIO__PORT=str(free_port()),
         JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
     )
-    log_path = data_dir.parent / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--workers", str(WORKERS), "--demo-pool", "150", "--holdout", "100"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while not _ready(url) or len(per_worker(url)["scheduler"]) < WORKERS:
-            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"juicer serve not ready in 600 s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(1)
+
+    def every_worker_ready(url: str) -> bool:
+        return answers_ready(url) and len(per_worker(url)["scheduler"]) >= WORKERS
+
+    with juicer_serve(data_dir, env, ["--workers", str(WORKERS), "--demo-pool", "150", "--holdout", "100"], url,
+                      ready=every_worker_ready) as log_path:
         yield url, env, log_path
-    finally:
-        stop_process_group(process)  # serve stops its scheduler and the Label Studio it started
 
 
 def test_four_workers_on_postgresql_run_the_loop_with_one_scheduler_and_all_swap(served):
