@@ -66,6 +66,33 @@ class LabelSpreadingOnPCA:
         return self.model_.predict_proba(self._rows(X))
 
 
+def balanced_head(**params):
+    """The default head with class-balanced soft k-means: each EM step's responsibilities are Sinkhorn-scaled so
+    every class takes an equal share of the unlabelled rows (as PT-MAP, Hu et al. 2021), which stops a prototype
+    from drifting onto another class's cluster, at the price of assuming balanced classes."""
+    from learner.semi import SemiSupervisedHead, _normalise, _softmax
+
+    def sinkhorn(R: np.ndarray, n_iter: int = 30) -> np.ndarray:
+        share = len(R) / R.shape[1]
+        for _ in range(n_iter):
+            R = R * (share / np.maximum(R.sum(axis=0), 1e-12))
+            R = R / R.sum(axis=1, keepdims=True)
+        return R
+
+    class BalancedSemiSupervisedHead(SemiSupervisedHead):
+        def _responsibilities(self, X_l, y_index, X_u, n_classes):
+            Z, temperature = self._unit_rows(X_l, X_u, n_classes)
+            Z_l, Z_u = Z[: len(X_l)], Z[len(X_l):]
+            labelled_sum = np.eye(n_classes)[y_index].T @ Z_l
+            prototypes = _normalise(labelled_sum)
+            for _ in range(int(self.n_em_iter)):
+                responsibilities = sinkhorn(_softmax(Z_u @ prototypes.T / temperature))
+                prototypes = _normalise(labelled_sum + responsibilities.T @ Z_u)
+            return sinkhorn(_softmax(Z_u @ prototypes.T / temperature))
+
+    return BalancedSemiSupervisedHead(**params)
+
+
 def seed_range(text: str) -> list[int]:
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
@@ -80,6 +107,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
     parser.add_argument("--label-spreading", action="store_true",
                         help="add scikit-learn's LabelSpreading (kNN graph, k=50, on whitened PCA-256 rows) as a row")
+    parser.add_argument("--balanced", action="store_true",
+                        help="add the default head with class-balanced (Sinkhorn) soft k-means as a row")
     parser.add_argument("--budgets", default="1/class,3/class,10/class,10%,50%",
                         help="N/class or P%% budgets, comma-separated (default 1/class,3/class,10/class,10%%,50%%)")
     args = parser.parse_args()
@@ -103,7 +132,8 @@ def main() -> int:
     fixed = {k: parse(v) for k, v in (item.split("=") for item in args.fixed)}
     names = [item.split("=")[0] for item in args.grid]
     values = [[parse(v) for v in item.split("=")[1].split(",")] for item in args.grid]
-    settings = ([] if args.no_baseline else [None]) + (["label_spreading"] if args.label_spreading else []) + [
+    settings = ([] if args.no_baseline else [None]) + (["label_spreading"] if args.label_spreading else []) + (
+        ["balanced"] if args.balanced else []) + [
         dict(zip(names, combo)) for combo in itertools.product(*values)
     ]
     seeds = seed_range(args.seeds)
@@ -121,6 +151,9 @@ def main() -> int:
                 elif setting == "label_spreading":
                     head = LabelSpreadingOnPCA().fit(np.concatenate([X[picks], X[rest]]),
                                                      np.concatenate([y[picks], np.full(len(rest), -1)]))
+                elif setting == "balanced":
+                    head = balanced_head(random_state=seed, **fixed)
+                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
                 else:
                     head = SemiSupervisedHead(random_state=seed, **fixed, **setting)
                     head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
@@ -131,7 +164,8 @@ def main() -> int:
         print(f"{'setting':>44} " + " ".join(f"{b.name:>9}" for b in budgets))
         for i, setting in enumerate(settings):
             label = ("SoftmaxHead (supervised)" if setting is None else "LabelSpreading (kNN 50, PCA-w 256)"
-                     if setting == "label_spreading" else ", ".join(f"{k}={v}" for k, v in setting.items()))
+                     if setting == "label_spreading" else "class-balanced soft k-means (Sinkhorn)"
+                     if setting == "balanced" else ", ".join(f"{k}={v}" for k, v in setting.items()))
             print(f"{label:>44} " + " ".join(f"{np.mean(results[i][b.name]):>9.1%}" for b in budgets), flush=True)
     return 0
 
