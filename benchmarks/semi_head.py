@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/semi_head.py [--seeds 100-109] [--grid temperature=0.05,0.1 ...]
         [--fixed NAME=V ...] [--budgets 1/class,3/class,5/class,10/class,5%]
+        [--label-spreading] [--self-training] [--balanced]
 
 Fashion-MNIST 700/class, EfficientNet-Lite0 embeddings from the shared cache (data/embeddings), the curve's
 holdout and stratified random picks (learner.curve) at the budgets (default 1, 3, 10 per class, 10%, 50%); the unlabelled rows
@@ -107,6 +108,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain SoftmaxHead row")
     parser.add_argument("--label-spreading", action="store_true",
                         help="add scikit-learn's LabelSpreading (kNN graph, k=50, on whitened PCA-256 rows) as a row")
+    parser.add_argument("--self-training", action="store_true",
+                        help="add scikit-learn's SelfTrainingClassifier around the plain SoftmaxHead as a row")
     parser.add_argument("--balanced", action="store_true",
                         help="add the default head with class-balanced (Sinkhorn) soft k-means as a row")
     parser.add_argument("--budgets", default="1/class,3/class,10/class,10%,50%",
@@ -133,7 +136,7 @@ def main() -> int:
     names = [item.split("=")[0] for item in args.grid]
     values = [[parse(v) for v in item.split("=")[1].split(",")] for item in args.grid]
     settings = ([] if args.no_baseline else [None]) + (["label_spreading"] if args.label_spreading else []) + (
-        ["balanced"] if args.balanced else []) + [
+        ["balanced"] if args.balanced else []) + (["self_training"] if args.self_training else []) + [
         dict(zip(names, combo)) for combo in itertools.product(*values)
     ]
     seeds = seed_range(args.seeds)
@@ -151,6 +154,11 @@ def main() -> int:
                 elif setting == "label_spreading":
                     head = LabelSpreadingOnPCA().fit(np.concatenate([X[picks], X[rest]]),
                                                      np.concatenate([y[picks], np.full(len(rest), -1)]))
+                elif setting == "self_training":
+                    from sklearn.semi_supervised import SelfTrainingClassifier
+
+                    head = SelfTrainingClassifier(SoftmaxHead(random_state=seed), threshold=0.75, max_iter=10)
+                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
                 elif setting == "balanced":
                     head = balanced_head(random_state=seed, **fixed)
                     head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
@@ -164,7 +172,8 @@ def main() -> int:
         print(f"{'setting':>44} " + " ".join(f"{b.name:>9}" for b in budgets))
         for i, setting in enumerate(settings):
             label = ("SoftmaxHead (supervised)" if setting is None else "LabelSpreading (kNN 50, PCA-w 256)"
-                     if setting == "label_spreading" else "class-balanced soft k-means (Sinkhorn)"
+                     if setting == "label_spreading" else "self-training (SoftmaxHead, p >= 0.75)"
+                     if setting == "self_training" else "class-balanced soft k-means (Sinkhorn)"
                      if setting == "balanced" else ", ".join(f"{k}={v}" for k, v in setting.items()))
             print(f"{label:>44} " + " ".join(f"{np.mean(results[i][b.name]):>9.1%}" for b in budgets), flush=True)
     return 0
