@@ -148,23 +148,23 @@ def main() -> int:
         for budget in budgets:
             picks = budget_picks(y, pool, budget, seed)
             rest = np.setdiff1d(pool, picks)
+            # The picks, then the rest of the pool unlabelled (-1); never the holdout.
+            X_fit = np.concatenate([X[picks], X[rest]])
+            y_fit = np.concatenate([y[picks], np.full(len(rest), -1)])
             for i, setting in enumerate(settings):
                 if setting is None:
                     head = SoftmaxHead(random_state=seed).fit(X[picks], y[picks])
                 elif setting == "label_spreading":
-                    head = LabelSpreadingOnPCA().fit(np.concatenate([X[picks], X[rest]]),
-                                                     np.concatenate([y[picks], np.full(len(rest), -1)]))
+                    head = LabelSpreadingOnPCA().fit(X_fit, y_fit)
                 elif setting == "self_training":
                     from sklearn.semi_supervised import SelfTrainingClassifier
 
                     head = SelfTrainingClassifier(SoftmaxHead(random_state=seed), threshold=0.75, max_iter=10)
-                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
+                    head.fit(X_fit, y_fit)
                 elif setting == "balanced":
-                    head = balanced_head(random_state=seed, **fixed)
-                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
+                    head = balanced_head(random_state=seed, **fixed).fit(X_fit, y_fit)
                 else:
-                    head = SemiSupervisedHead(random_state=seed, **fixed, **setting)
-                    head.fit(np.concatenate([X[picks], X[rest]]), np.concatenate([y[picks], np.full(len(rest), -1)]))
+                    head = SemiSupervisedHead(random_state=seed, **fixed, **setting).fit(X_fit, y_fit)
                 proba = proba_in_order(head, X[holdout], classes)
                 results[i][budget.name].append(float(np.mean(classes[proba.argmax(1)] == y[holdout])))
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
