@@ -15,8 +15,8 @@ same picks, for each way of turning an image into an embedding:
   1,152-channel expansion (a mid-level layer, often better on images far from ImageNet), each part scaled to
   unit mean row norm.
 
-Every variant is embedded once through the shared cache (data/embeddings; the multi-layer one under a
-backbone id of its own), so a rerun costs head fits only. Prints mean holdout accuracy per variant, head
+Every variant is embedded once through the shared cache (data/embeddings; the mid layer under a backbone id
+of its own), so a rerun costs head fits only. Prints mean holdout accuracy per variant, head
 and budget.
 """
 
@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 MID_LAYER = "block14_expand_relu"
 
 
-class MultiLayerLite0:
-    """EfficientNet-Lite0's pooled features with a mid layer's pooled activations beside them (an Embedder)."""
+class MidLayerLite0:
+    """EfficientNet-Lite0 cut at a mid layer, globally average-pooled (an Embedder for the cache)."""
 
     batch_size = 32
     input_size = (224, 224)
@@ -50,15 +50,14 @@ class MultiLayerLite0:
         from learner.efficientnet_lite import CONVERTER_VERSION, build_model
 
         model = build_model("efficientnet-lite0")
-        mid = tf_keras.layers.GlobalAveragePooling2D()(model.get_layer(MID_LAYER).output)
-        both = tf_keras.Model(model.input, [model.output, mid])
-        self._features = tf.function(lambda images: both(images, training=False))
-        self.dim = model.output.shape[-1] + mid.shape[-1]
-        self.id = f"efficientnet-lite0+{MID_LAYER}:c{CONVERTER_VERSION}:224x224 (benchmark)"
+        pooled = tf_keras.layers.GlobalAveragePooling2D()(model.get_layer(MID_LAYER).output)
+        mid = tf_keras.Model(model.input, pooled)
+        self._features = tf.function(lambda images: mid(images, training=False))
+        self.dim = pooled.shape[-1]
+        self.id = f"efficientnet-lite0/{MID_LAYER}:c{CONVERTER_VERSION}:224x224 (benchmark)"
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        top, mid = self._features(pixels)
-        return np.concatenate([top.numpy(), mid.numpy()], axis=1)
+        return self._features(pixels).numpy()
 
 
 def main() -> int:
@@ -66,43 +65,34 @@ def main() -> int:
     parser.add_argument("--seeds", default="100-104", help="tuning seeds, FIRST-LAST (default 100-104)")
     parser.add_argument("--budgets", default="1/class,3/class,5%,100%", help="N/class or P%% budgets, comma-separated")
     args = parser.parse_args()
-    from semi_head import seed_range
+    from semi_head import budget_list, embed_through_cache, fashion_dataset, seed_range
 
     from learner.backbones import load_backbone, resolve_backbone
-    from learner.cache import EmbeddingCache, embed_sources
-    from learner.curve import Budget, budget_picks, holdout_split
-    from learner.datasets import load_dataset
+    from learner.curve import budget_picks, holdout_split
     from learner.head import SoftmaxHead
     from learner.images import ArrayImage
     from learner.rules import proba_in_order
     from learner.semi import SemiSupervisedHead
 
-    dataset = load_dataset("fashion-mnist", fashion_mnist_dir=Path("/usr/share/datasets/fashion-mnist"),
-                           per_class_limit=700, seed=0, max_pixels=40_000_000)
+    dataset = fashion_dataset()
     y = np.asarray(dataset.labels)
 
-    def embed(model, transform=None) -> np.ndarray:
-        sources = dataset.sources if transform is None else [
-            ArrayImage(np.ascontiguousarray(transform(source.array)), source.source) for source in dataset.sources]
-        with EmbeddingCache(REPO / "data" / "embeddings", model.id) as cache:
-            return embed_sources(model, cache, sources, progress=True)
+    def transformed(transform) -> list[ArrayImage]:
+        return [ArrayImage(np.ascontiguousarray(transform(source.array)), source.source) for source in dataset.sources]
 
     def unit_mean_norm(Z: np.ndarray) -> np.ndarray:
         return Z / np.mean(np.linalg.norm(Z, axis=1))
 
     lite0 = load_backbone(resolve_backbone("efficientnet-lite0", REPO / "data"), batch_size=32)
-    as_is = embed(lite0)
-    multi = embed(MultiLayerLite0())
-    top_dim = as_is.shape[1]
+    as_is = embed_through_cache(lite0, dataset.sources)
     variants = {
         "as is": as_is,
-        "flip-averaged": (as_is + embed(lite0, lambda a: a[:, ::-1])) / 2,
-        "inverted greys": embed(lite0, lambda a: 255 - a),
-        "+ block 14 expansion": np.concatenate([unit_mean_norm(multi[:, :top_dim]),
-                                                unit_mean_norm(multi[:, top_dim:])], axis=1),
+        "flip-averaged": (as_is + embed_through_cache(lite0, transformed(lambda a: a[:, ::-1]))) / 2,
+        "inverted greys": embed_through_cache(lite0, transformed(lambda a: 255 - a)),
+        "+ block 14 expansion": np.concatenate(
+            [unit_mean_norm(as_is), unit_mean_norm(embed_through_cache(MidLayerLite0(), dataset.sources))], axis=1),
     }
-    budgets = [Budget(name, per_class=int(name.split("/")[0])) if name.endswith("/class")
-               else Budget(name, fraction=float(name.rstrip("%")) / 100) for name in args.budgets.split(",")]
+    budgets = budget_list(args.budgets)
     classes = np.unique(y)
     seeds = seed_range(args.seeds)
     rows = {(name, head): {b.name: [] for b in budgets} for name in variants for head in ("semi", "plain")}

@@ -26,18 +26,37 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 
+def fashion_dataset(per_class: int = 700):
+    """Fashion-MNIST, ``per_class`` images per class (seed 0), from Debian's idx files."""
+    from learner.datasets import load_dataset
+
+    return load_dataset("fashion-mnist", fashion_mnist_dir=Path("/usr/share/datasets/fashion-mnist"),
+                        per_class_limit=per_class, seed=0, max_pixels=40_000_000)
+
+
+def embed_through_cache(model, sources) -> np.ndarray:
+    """Features of ``sources`` from ``model``, through the shared cache (data/embeddings): each image embedded once."""
+    from learner.cache import EmbeddingCache, embed_sources
+
+    with EmbeddingCache(REPO / "data" / "embeddings", model.id) as cache:
+        return embed_sources(model, cache, sources, progress=True)
+
+
 def fashion_embeddings(per_class: int = 700, backbone: str = "efficientnet-lite0"):
     """(embeddings, labels) of Fashion-MNIST ``per_class`` per class (seed 0), embedded through the cache."""
     from learner.backbones import load_backbone, resolve_backbone
-    from learner.cache import EmbeddingCache, embed_sources
-    from learner.datasets import load_dataset
 
-    dataset = load_dataset("fashion-mnist", fashion_mnist_dir=Path("/usr/share/datasets/fashion-mnist"),
-                           per_class_limit=per_class, seed=0, max_pixels=40_000_000)
-    spec = resolve_backbone(backbone, REPO / "data")
-    model = load_backbone(spec, batch_size=32)
-    with EmbeddingCache(REPO / "data" / "embeddings", model.id) as cache:
-        return embed_sources(model, cache, dataset.sources, progress=True), np.asarray(dataset.labels)
+    dataset = fashion_dataset(per_class)
+    model = load_backbone(resolve_backbone(backbone, REPO / "data"), batch_size=32)
+    return embed_through_cache(model, dataset.sources), np.asarray(dataset.labels)
+
+
+def budget_list(text: str) -> list:
+    """``N/class`` and ``P%`` budget names, comma-separated, as :class:`learner.curve.Budget` objects."""
+    from learner.curve import Budget
+
+    return [Budget(name, per_class=int(name.split("/")[0])) if name.endswith("/class")
+            else Budget(name, fraction=float(name.rstrip("%")) / 100) for name in text.split(",")]
 
 
 class LabelSpreadingOnPCA:
@@ -116,14 +135,13 @@ def main() -> int:
                         help="N/class or P%% budgets, comma-separated (default 1/class,3/class,10/class,10%%,50%%)")
     args = parser.parse_args()
 
-    from learner.curve import Budget, budget_picks, holdout_split
+    from learner.curve import budget_picks, holdout_split
     from learner.rules import proba_in_order
     from learner.head import SoftmaxHead
     from learner.semi import SemiSupervisedHead
 
     X, y = fashion_embeddings()
-    budgets = [Budget(name, per_class=int(name.split("/")[0])) if name.endswith("/class")
-               else Budget(name, fraction=float(name.rstrip("%")) / 100) for name in args.budgets.split(",")]
+    budgets = budget_list(args.budgets)
     def parse(value):
         try:
             return int(value)
