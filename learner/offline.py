@@ -152,6 +152,7 @@ def run_offline(
         _, full_accuracy = _fit_and_score(make_head, seed, embeddings, labels, pool, np.zeros(0, np.int64), holdout,
                                           classes, semi_supervised)
         full.append(full_accuracy)
+        finals = []
         for name in names:
             counts, accuracies = _one_run(
                 name, seed, embeddings, labels, pool, holdout, start, classes, make_head, n_labels, batch,
@@ -164,6 +165,11 @@ def run_offline(
                 raise RuntimeError(f"{name}: rounds differ between seeds ({counts} vs {curve.n_labels})")
             curve.accuracies.append(accuracies)
             logger.debug("seed %d %s: %s", seed, name, " ".join(f"{n}:{a:.3f}" for n, a in zip(counts, accuracies)))
+            finals.append(f"{name} {accuracies[-1]:.1%}" if accuracies else f"{name} -")
+        # One line per seed, so a long run without progress bars still shows that (and how) it goes.
+        logger.info("seed %d (%d of %d) at %d labels: %s; all labels %.1f%%", seed, len(full), len(seeds),
+                    curves[names[0]].n_labels[-1] if curves[names[0]].n_labels else 0, ", ".join(finals),
+                    100 * full_accuracy)
     return OfflineResult(
         curves, float(np.mean(full)), len(seeds),
         settings={"start_per_class": start_per_class, "n_labels": n_labels, "batch": batch,

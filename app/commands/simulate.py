@@ -210,6 +210,8 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     print(result.table())
     print(f"wrote {out_dir / 'simulate.json'} and {out_dir / 'simulate.png'} ({document['timing_s']} s)")
     return 0
+
+
 def forecast_check(points: list[dict]) -> str:
     """The forecast fitted on the first half of the versions, beside what the second half measured."""
     from app.reports import forecast_points

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,14 @@ def test_offline_auto_never_trails_random_by_more_than_noise():
     assert auto[0] > random[0]  # five typical picks find all five classes; five random ones do not
     assert set(document) >= {"strategies", "full_data_accuracy", "seeds"}
     assert set(document["strategies"]["auto"]["labels_to_reach"]) == {"0.85", "0.98_of_full"}
+
+
+def test_offline_logs_one_line_per_seed(caplog):
+    X, y = _clusters(n_classes=3, n_per_class=20)
+    with caplog.at_level(logging.INFO, logger="learner.offline"):
+        run_offline(X, y, lambda seed: SoftmaxHead(random_state=seed), strategies=["auto"], seeds=[7, 8],
+                    start_per_class=1, n_labels=9, batch=3, semi_supervised=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "learner.offline" and r.levelno == logging.INFO]
+    assert len(lines) == 2
+    assert lines[0].startswith("seed 7 (1 of 2) at 9 labels: auto ") and "random " in lines[0]
+    assert lines[1].startswith("seed 8 (2 of 2)") and "all labels" in lines[1]
