@@ -13,7 +13,9 @@ same picks, for each way of turning an image into an embedding:
   catalogue photos they came from, and ImageNet's product shots, are dark on light);
 - ``+ block 14 expansion``: the 1,280 features concatenated with the global average pool of block 14's
   1,152-channel expansion (a mid-level layer, often better on images far from ImageNet), each part scaled to
-  unit mean row norm.
+  unit mean row norm;
+- ``at 160 px`` / ``at 288 px``: the same network fed the 28-pixel images upscaled to 160 or 288 pixels
+  instead of the 224 it was trained at.
 
 Every variant is embedded once through the shared cache (data/embeddings; the mid layer under a backbone id
 of its own), so a rerun costs head fits only. Prints mean holdout accuracy per variant, head
@@ -37,27 +39,34 @@ import numpy as np  # noqa: E402
 MID_LAYER = "block14_expand_relu"
 
 
-class MidLayerLite0:
-    """EfficientNet-Lite0 cut at a mid layer, globally average-pooled (an Embedder for the cache)."""
+class Lite0View:
+    """EfficientNet-Lite0 at another input size, or cut at a mid layer and globally average-pooled (an Embedder).
+
+    The converted weights are the backbone's own; only the graph differs (the network is fully convolutional,
+    so any input size works). Each view has a cache id of its own.
+    """
 
     batch_size = 32
-    input_size = (224, 224)
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 224, layer: str | None = None) -> None:
         import tensorflow as tf
         import tf_keras
 
-        from learner.efficientnet_lite import CONVERTER_VERSION, build_model
+        from learner.efficientnet_lite import CONVERTER_VERSION, build_keras_model, load_weights
 
-        model = build_model("efficientnet-lite0")
-        pooled = tf_keras.layers.GlobalAveragePooling2D()(model.get_layer(MID_LAYER).output)
-        mid = tf_keras.Model(model.input, pooled)
-        self._features = tf.function(lambda images: mid(images, training=False))
-        self.dim = pooled.shape[-1]
-        self.id = f"efficientnet-lite0/{MID_LAYER}:c{CONVERTER_VERSION}:224x224 (benchmark)"
+        model = build_keras_model(load_weights("efficientnet-lite0"), size, name="efficientnet_lite0")
+        if layer is not None:
+            pooled = tf_keras.layers.GlobalAveragePooling2D()(model.get_layer(layer).output)
+            model = tf_keras.Model(model.input, pooled)
+        self._features = tf.function(lambda images: model(images, training=False))
+        self.dim = model.output.shape[-1]
+        self.input_size = (size, size)
+        cut = f"/{layer}" if layer else ""
+        self.id = f"efficientnet-lite0{cut}:c{CONVERTER_VERSION}:{size}x{size} (benchmark)"
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        return self._features(pixels).numpy()
+        return np.concatenate([self._features(pixels[i:i + self.batch_size]).numpy()
+                               for i in range(0, len(pixels), self.batch_size)])
 
 
 def main() -> int:
@@ -90,7 +99,9 @@ def main() -> int:
         "flip-averaged": (as_is + embed_through_cache(lite0, transformed(lambda a: a[:, ::-1]))) / 2,
         "inverted greys": embed_through_cache(lite0, transformed(lambda a: 255 - a)),
         "+ block 14 expansion": np.concatenate(
-            [unit_mean_norm(as_is), unit_mean_norm(embed_through_cache(MidLayerLite0(), dataset.sources))], axis=1),
+            [unit_mean_norm(as_is), unit_mean_norm(embed_through_cache(Lite0View(layer=MID_LAYER), dataset.sources))],
+            axis=1),
+        **{f"at {size} px": embed_through_cache(Lite0View(size), dataset.sources) for size in (160, 288)},
     }
     budgets = budget_list(args.budgets)
     classes = np.unique(y)
