@@ -166,6 +166,7 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     from pathlib import Path
 
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from learner.backbones import load_backbone, resolve_backbone
     from learner.cache import EmbeddingCache, embed_sources
@@ -191,7 +192,9 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     names = list(dict.fromkeys([*strategies, "random"]))
     first = args.start_per_class * len(dataset.class_names)
     rounds = 1 + -(-(labels - first) // args.batch) if labels > first else 1
-    with tqdm(total=args.seeds * len(names) * rounds, unit="fit", desc="simulating", disable=not progress) as bar:
+    # The per-seed log lines are written above the bar, not through it.
+    with logging_redirect_tqdm(), tqdm(total=args.seeds * len(names) * rounds, unit="fit", desc="simulating",
+                                       disable=not progress) as bar:
         result = run_offline(
             embeddings, dataset.labels, make_head, strategies=names, seeds=range(args.seeds),
             start_per_class=args.start_per_class, n_labels=labels, batch=args.batch, semi_supervised=semi,
