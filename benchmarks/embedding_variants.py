@@ -15,7 +15,10 @@ same picks, for each way of turning an image into an embedding:
   1,152-channel expansion (a mid-level layer, often better on images far from ImageNet), each part scaled to
   unit mean row norm;
 - ``at 160 px`` / ``at 288 px``: the same network fed the 28-pixel images upscaled to 160 or 288 pixels
-  instead of the 224 it was trained at.
+  instead of the 224 it was trained at;
+- ``bicubic`` / ``nearest``: the images upscaled to 224 pixels by another filter than juicer's bilinear one
+  (sharper, and blocky);
+- ``padded by 4 px``: a black border first, so the item fills less of the frame (as ImageNet's objects do).
 
 Every variant is embedded once through the shared cache (data/embeddings; the mid layer under a backbone id
 of its own), so a rerun costs head fits only. Prints mean holdout accuracy per variant, head
@@ -74,6 +77,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="100-104", help="tuning seeds, FIRST-LAST (default 100-104)")
     parser.add_argument("--budgets", default="1/class,3/class,5%,100%", help="N/class or P%% budgets, comma-separated")
     args = parser.parse_args()
+    from PIL import Image
     from semi_head import budget_list, embed_through_cache, fashion_dataset, seed_range
 
     from learner.backbones import load_backbone, resolve_backbone
@@ -89,6 +93,10 @@ def main() -> int:
     def transformed(transform) -> list[ArrayImage]:
         return [ArrayImage(np.ascontiguousarray(transform(source.array)), source.source) for source in dataset.sources]
 
+    def upscaled(resample):
+        size = lite0.input_size[::-1]
+        return lambda a: np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize(size, resample))
+
     def unit_mean_norm(Z: np.ndarray) -> np.ndarray:
         return Z / np.mean(np.linalg.norm(Z, axis=1))
 
@@ -102,6 +110,9 @@ def main() -> int:
             [unit_mean_norm(as_is), unit_mean_norm(embed_through_cache(Lite0View(layer=MID_LAYER), dataset.sources))],
             axis=1),
         **{f"at {size} px": embed_through_cache(Lite0View(size), dataset.sources) for size in (160, 288)},
+        "bicubic": embed_through_cache(lite0, transformed(upscaled(Image.Resampling.BICUBIC))),
+        "nearest": embed_through_cache(lite0, transformed(upscaled(Image.Resampling.NEAREST))),
+        "padded by 4 px": embed_through_cache(lite0, transformed(lambda a: np.pad(a, 4))),
     }
     budgets = budget_list(args.budgets)
     classes = np.unique(y)
