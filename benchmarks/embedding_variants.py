@@ -67,9 +67,8 @@ class Lite0View:
         cut = f"/{layer}" if layer else ""
         self.id = f"efficientnet-lite0{cut}:c{CONVERTER_VERSION}:{size}x{size} (benchmark)"
 
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._features(pixels[i:i + self.batch_size]).numpy()
-                               for i in range(0, len(pixels), self.batch_size)])
+    def embed(self, pixels: np.ndarray) -> np.ndarray:  # embed_sources hands it batch_size images at a time
+        return self._features(pixels).numpy()
 
 
 def main() -> int:

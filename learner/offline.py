@@ -168,7 +168,7 @@ def run_offline(
             finals.append(f"{name} {accuracies[-1]:.1%}" if accuracies else f"{name} -")
         # One line per seed, so a long run without progress bars still shows that (and how) it goes.
         logger.info("seed %d (%d of %d) at %d labels: %s; all labels %.1f%%", seed, len(full), len(seeds),
-                    curves[names[0]].n_labels[-1] if curves[names[0]].n_labels else 0, ", ".join(finals),
+                    counts[-1] if counts else 0, ", ".join(finals),
                     100 * full_accuracy)
     return OfflineResult(
         curves, float(np.mean(full)), len(seeds),
