@@ -53,6 +53,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
 # The service alone: no Fashion-MNIST demo, Label Studio at JUICER_LABEL_STUDIO__URL (see compose.yaml).
-# `juicer serve` prepares, then execs into gunicorn (app/server.py: JUICER_SERVICE__WORKERS workers of
+# `juicer serve` prepares, then execs into gunicorn (app/http/server.py: JUICER_SERVICE__WORKERS workers of
 # JUICER_SERVICE__THREADS threads, read timeouts, bounded connections, the scheduler in one worker).
 CMD ["juicer", "serve", "--no-demo"]

@@ -9,7 +9,7 @@ here (the caller owns retry policy, guided by ``retryable``). The rooms:
 - :mod:`annotation.projects`: the project, its labelling config, its queue tab and its file storage;
 - :mod:`annotation.reviews`: sending review tasks and re-scoring them in bulk;
 - :mod:`annotation.labels`: pulling labels, webhooks, annotators;
-- :mod:`annotation.simulated`: a person's moves in the editor, for ``juicer simulate`` and tests only.
+- :mod:`simulate.annotator`: a person's moves in the editor, for ``juicer simulate`` and tests only.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def desk_from_settings(
     """The desk for ``settings.label_studio``: at ``url`` if given, else its ``url`` setting, else the server juicer
     runs, at the port it really took (Label Studio silently moves off a busy port).
 
-    ``desk_class``: a subclass to build instead (``juicer simulate`` passes :class:`annotation.simulated.AnnotatorDesk`).
+    ``desk_class``: a subclass to build instead (``juicer simulate`` passes :class:`simulate.annotator.AnnotatorDesk`).
     """
     from annotation.server import server_from_settings  # the server module is only needed for its URL here
 

@@ -187,7 +187,7 @@ class LabelStudioServer:
         if not self.password or not self.token:
             raise LabelStudioUnavailable(
                 "no Label Studio password or token to start it with: set label_studio.password and .token, or let "
-                "juicer generate them (app.secrets.resolve_secrets, as `juicer serve` and `juicer labelstudio` do)"
+                "juicer generate them (app.core.secrets.resolve_secrets, as `juicer serve` and `juicer labelstudio` do)"
             )
         executable = self.venv / "bin" / "label-studio"
         if not executable.exists():

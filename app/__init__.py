@@ -2,7 +2,7 @@
 
 ``create_app(settings=None, services=None)`` builds the Flask app (Flask's application-factory pattern). It
 wires the real parts from ``settings`` unless ``services`` are handed in (tests pass fakes), and it never
-starts a scheduler: ``juicer serve`` starts the one scheduler of the process (see :mod:`app.jobs`).
+starts a scheduler: ``juicer serve`` starts the one scheduler of the process (see :mod:`app.worker.scheduler`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from flask import Flask
 
 def create_app(settings: Any = None, services: Any = None) -> Flask:
     """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
-    from app.api import api, web
-    from app.guards import install_guards
-    from app.metrics import Metrics, install_metrics
-    from app.jsonbody import request_class
-    from app.ml_backend import ml_backend
-    from app.problems import register_error_handlers
+    from app.http.api import api, web
+    from app.http.auth import install_guards
+    from app.http.metrics import Metrics, install_metrics
+    from app.http.jsonbody import request_class
+    from app.http.ml_backend import ml_backend
+    from app.http.problems import register_error_handlers
     from app.services import build_services
 
     if services is None:

@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.model import Embeddings, ModelHolder, load_last_good
+from app.core.serving import Embeddings, ModelHolder, load_last_good
 from app.store import Store
 from learner.cache import Embedder
-from app.training import Trainer
+from app.core.training import Trainer
 from config.settings import Settings
 
 if TYPE_CHECKING:  # annotations only: the jobs import this module, and the desk pulls in the SDK
     from annotation.desk import LabelStudioDesk
     from annotation.models import Project
-    from app.jobs import Jobs
+    from app.worker.scheduler import Jobs
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_services(
     settings: Settings, *, store: Store | None = None, backbone: Embedder | None = None, desk: LabelStudioDesk | None = None
 ) -> Services:
     """Wire the real parts: store, backbone + embedding cache, the last good model, trainer, Label Studio desk."""
-    from app.secrets import resolve_secrets
+    from app.core.secrets import resolve_secrets
     from learner.cache import EmbeddingCache, embedding_cache_dir
 
     settings = resolve_secrets(settings)  # generated secrets on first start; idempotent

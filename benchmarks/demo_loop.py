@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) -> list[tuple[int, float]]:
     """(labels, holdout accuracy) of every model version with one head."""
-    from app.demo import seed_demo
+    from app.core.demo import seed_demo
     from app.services import build_services
     from app.store import NewLabel, Store
     from config import load_settings
@@ -45,7 +45,7 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
         services.embeddings.cache.put_many([r["content_hash"] for r in every],
                                            vectors[[row_of[r["id"]] for r in every]])
         if head_name == "supervised":
-            from app.training import default_head_factory
+            from app.core.training import default_head_factory
             from learner.head import SoftmaxHead
 
             services.trainer.head_factory = lambda previous: (

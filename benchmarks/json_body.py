@@ -28,7 +28,7 @@ def main() -> int:
     args = parser.parse_args()
     from flask import Flask, Request
 
-    from app.jsonbody import request_class
+    from app.http.jsonbody import request_class
 
     image = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()  # 4 MB of base64 per image
     body = json.dumps({"images": [image] * max(1, round(args.mb / 4))}).encode()

@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotation.simulated import AnnotatorDesk  # noqa: E402
+from simulate.annotator import AnnotatorDesk  # noqa: E402
 from annotation.models import ReviewRequest  # noqa: E402
 from annotation.server import LabelStudioServer  # noqa: E402
 from annotation.webhooks import SECRET_HEADER, check_secret, parse_webhook  # noqa: E402

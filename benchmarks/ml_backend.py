@@ -60,8 +60,8 @@ def main() -> int:
 
     from annotation.server import LabelStudioServer
     from app import create_app
-    from app.demo import encode_png, seed_demo
-    from app.jobs import Jobs
+    from app.core.demo import encode_png, seed_demo
+    from app.worker.scheduler import Jobs
     from app.services import build_services
     from app.store import Store
     from config import load_settings
@@ -71,8 +71,8 @@ def main() -> int:
     from learner.images import BytesImage
 
     log = PredictLog()
-    logging.getLogger("app.ml_backend").addHandler(log)
-    logging.getLogger("app.ml_backend").setLevel(logging.INFO)
+    logging.getLogger("app.http.ml_backend").addHandler(log)
+    logging.getLogger("app.http.ml_backend").setLevel(logging.INFO)
     rows: list[tuple[str, str]] = []
     dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=(2 * sum(sizes) + 200) // 10 + 10, seed=7)
     with tempfile.TemporaryDirectory(prefix="juicer-ml-bench-") as tmp:

@@ -53,7 +53,7 @@ def main() -> int:
     from werkzeug.serving import make_server
 
     from app import create_app
-    from app.demo import encode_png, seed_demo
+    from app.core.demo import encode_png, seed_demo
     from app.services import build_services
     from app.store import Store
     from learner.rules import rule_params

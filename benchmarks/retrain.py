@@ -59,11 +59,11 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
 
     import numpy as np
 
-    from app.demo import seed_demo
-    from app.jobs import Jobs
+    from app.core.demo import seed_demo
+    from app.worker.scheduler import Jobs
     from app.services import build_services
     from app.store import NewItem, NewLabel, Store
-    from app.training import default_head_factory
+    from app.core.training import default_head_factory
     from config import load_settings
     from learner.backbones import load_backbone, resolve_backbone
     from learner.cache import EmbeddingCache

@@ -7,7 +7,7 @@ fresh data folder under pytest's tmp dir, and stops it when the session ends. It
 - ``url``, ``token`` (the admin's API token), ``username`` (an email) and ``password`` (to log in a browser);
 - ``files_root``: the folder Label Studio serves images from; ``images`` maps ``chelsea``/``coffee``/
   ``astronaut`` to real JPEGs (scikit-image's photos) there, as paths relative to ``files_root``;
-- ``desk(token=None, timeout_s=10)``: an :class:`annotation.simulated.AnnotatorDesk` on it (admin by default);
+- ``desk(token=None, timeout_s=10)``: an :class:`simulate.annotator.AnnotatorDesk` on it (admin by default);
 - ``invite(email)``: a second annotator's API token (signed up through the invite link);
 - ``project_title(prefix)``: a title no other test uses (tests share the server, so each makes its own project);
 - ``server``: the :class:`annotation.server.LabelStudioServer` (``stop()``/``start()`` restart it on the same data).
@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from annotation.simulated import AnnotatorDesk
+from simulate.annotator import AnnotatorDesk
 from annotation.server import LabelStudioServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -35,7 +35,7 @@ def served(tmp_path_factory, free_port):
     from werkzeug.serving import make_server
 
     from app import create_app
-    from app.demo import seed_demo
+    from app.core.demo import seed_demo
     from app.services import build_services
     from app.store import Store
     from config import load_settings

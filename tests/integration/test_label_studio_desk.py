@@ -122,7 +122,7 @@ def test_an_annotation_whose_prediction_vanished_is_still_saved(label_studio, ca
         opened = desk.next_task(project)
         httpx.delete(f"{label_studio.url}/api/predictions/{opened.prediction_id}", headers=auth, timeout=10).raise_for_status()
         desk.send_for_review(project, [ReviewRequest("gone", label_studio.images["astronaut"], "person", 0.4, "v2")])
-        with caplog.at_level(logging.WARNING, logger="annotation.simulated"):
+        with caplog.at_level(logging.WARNING, logger="simulate.annotator"):
             annotation_id = desk.submit_annotation(task.task_id, "person", prediction_id=opened.prediction_id)
         events, _ = desk.pull_labels(project)
     assert any("vanished" in r.getMessage() for r in caplog.records)  # Label Studio did refuse the stale parent

@@ -41,8 +41,8 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
     from werkzeug.serving import make_server
 
     from app import create_app
-    from app.demo import seed_demo
-    from app.jobs import Jobs
+    from app.core.demo import seed_demo
+    from app.worker.scheduler import Jobs
     from app.services import build_services
     from app.store import Store
     from config import load_settings
@@ -77,7 +77,7 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
 def test_label_studio_uses_juicer_as_its_ml_backend(label_studio, juicer, dataset):
     from label_studio_sdk import LabelStudio
 
-    from app.demo import encode_png
+    from app.core.demo import encode_png
 
     services, juicer_url = juicer
     ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)

@@ -50,7 +50,7 @@ def juicer(label_studio, backbone, dataset, free_port, store_url):
     from werkzeug.serving import make_server
 
     from app import create_app
-    from app.demo import seed_demo
+    from app.core.demo import seed_demo
     from app.services import build_services
     from app.store import Store
     from config import load_settings
@@ -102,7 +102,7 @@ def _png_of(services, item_id: str) -> bytes:
 
 
 def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
-    from app.jobs import Jobs, deliver_outbox, process_webhook_events, pull_labels
+    from app.worker.scheduler import Jobs, deliver_outbox, process_webhook_events, pull_labels
 
     services, client, truth = juicer
     first = services.trainer.retrain(reason="first model", force=True)
@@ -157,7 +157,7 @@ def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
 
 
 def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, monkeypatch):
-    from app.jobs import deliver_outbox
+    from app.worker.scheduler import deliver_outbox
 
     services, client, truth = serving
     monkeypatch.setattr(services.settings.service, "decision_threshold", 1.0)  # all but certain ones go to review
@@ -197,7 +197,7 @@ def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(serv
     """`juicer serve` on the same data folder: no second demo, the newest model reloaded, webhook registered."""
     import argparse
 
-    from app.commands import serve
+    from app.cli.commands import serve
     from config import load_settings
 
     services, _, _ = serving

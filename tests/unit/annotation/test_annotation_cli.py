@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands import labelstudio
+from app.cli.commands import labelstudio
 from config import load_settings
 
 

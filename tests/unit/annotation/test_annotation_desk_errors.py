@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from annotation.simulated import AnnotatorDesk
+from simulate.annotator import AnnotatorDesk
 from annotation.desk import LabelStudioDesk
 from annotation.errors import (
     AnnotationError,

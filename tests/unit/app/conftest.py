@@ -13,10 +13,10 @@ from sklearn.linear_model import LogisticRegression
 
 from annotation.errors import AnnotationError
 from annotation.models import LabelEvent, PullCursor, ReviewTask, SeenAnnotation
-from app.model import Embeddings, ModelHolder
+from app.core.serving import Embeddings, ModelHolder
 from app.services import Services
 from app.store import Store
-from app.training import Trainer
+from app.core.training import Trainer
 from config import load_settings
 from learner.cache import EmbeddingCache
 

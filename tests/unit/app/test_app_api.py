@@ -179,7 +179,7 @@ def test_items_go_to_the_pool_once(client, services):
 
 
 def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(client, services):
-    from app.jobs import process_webhook_events
+    from app.worker.scheduler import process_webhook_events
 
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
     payload = {
@@ -220,7 +220,7 @@ def test_models_report_and_readiness(client, trained):
 
 
 def test_retrain_without_a_scheduler_is_refused_and_jobs_can_be_polled(client, trained):
-    from app.jobs import run_retrain_request
+    from app.worker.scheduler import run_retrain_request
 
     assert_problem(client.post("/v1/retrain"), 503)
     unchanged = trained.store.create_job("retrain")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.files import sweep_temp_files, write_atomic
+from app.core.files import sweep_temp_files, write_atomic
 from app.store import NewItem, NewLabel, Store
 
 OLD_SCHEMA = Path(__file__).parents[2] / "fixtures" / "juicer-db-main-2026-12-01.sql"
@@ -78,7 +78,7 @@ def test_stray_temp_files_of_a_killed_write_are_swept(tmp_path):
 def test_a_corrupt_newest_model_falls_back_to_the_one_before(services, trained, caplog):
     import pickle
 
-    from app.model import load_last_good
+    from app.core.serving import load_last_good
 
     class Exploding:
         def __reduce__(self):
@@ -127,7 +127,7 @@ def test_readyz_is_ready_but_degraded_while_label_studio_is_down(client, service
 
 
 def test_label_studio_down_at_start_is_retried_by_a_job(services):
-    from app.jobs import connect_label_studio
+    from app.worker.scheduler import connect_label_studio
 
     services.project = None
     services.desk.down = True
@@ -156,7 +156,7 @@ def test_the_embedding_memo_is_an_lru_of_bounded_size(services):
 def test_retention_removes_old_served_images_and_predictions_only(services):
     from datetime import timedelta
 
-    from app.jobs import apply_retention
+    from app.worker.scheduler import apply_retention
     from app.store import NewPrediction, items, predictions, utcnow
 
     images = services.data_dir / "images"

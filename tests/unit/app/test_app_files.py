@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from app.files import TEMP_SUFFIX, write_atomic
+from app.core.files import TEMP_SUFFIX, write_atomic
 
 
 def test_write_atomic_creates_folders_and_sets_the_mode(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from app.jobs import deliver_outbox, refresh_queue
-from app.training import COLD_START_VERSION, default_head_factory
+from app.worker.scheduler import deliver_outbox, refresh_queue
+from app.core.training import COLD_START_VERSION, default_head_factory
 from learner.semi import SemiSupervisedHead
 from tests.unit.app.conftest import CLASSES, COLOURS, png
 
@@ -40,7 +40,7 @@ def test_the_default_head_learns_from_the_pool_as_unlabelled_rows(client, servic
 
 
 def test_the_trainer_gathers_no_pool_for_a_head_that_handed_over():
-    from app.training import takes_unlabelled
+    from app.core.training import takes_unlabelled
     from learner.head import SoftmaxHead
     from learner.semi import SemiSupervisedHead
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs import process_webhook_events
+from app.worker.scheduler import process_webhook_events
 from app.store import NewItem
 from tests.unit.app.conftest import COLOURS, png
 
@@ -112,7 +112,7 @@ def test_the_pixel_budget_is_per_request_not_only_per_image(client, trained, ser
 # -- auth by default --------------------------------------------------------------------------------
 def _app_with(services, **service):
     from app import create_app
-    from app.secrets import resolve_secrets
+    from app.core.secrets import resolve_secrets
 
     validated = type(services.settings.service).model_validate({**services.settings.service.model_dump(), **service})
     services.settings = resolve_secrets(services.settings.model_copy(update={"service": validated}))
@@ -141,7 +141,7 @@ def test_api_token_none_turns_auth_off_with_a_warning(services, caplog):
 
 
 def test_label_studio_secrets_are_generated_and_never_shipped(tmp_path):
-    from app.secrets import label_studio_secrets
+    from app.core.secrets import label_studio_secrets
     from config import load_settings
 
     settings = load_settings(environ={}, data_dir=tmp_path)
@@ -209,7 +209,7 @@ def test_metrics_do_not_label_by_invented_methods(client, trained):
 
 
 def test_a_label_studio_made_by_an_older_juicer_keeps_its_login(tmp_path, caplog):
-    from app.secrets import label_studio_secrets
+    from app.core.secrets import label_studio_secrets
     from config import load_settings
 
     (tmp_path / "label-studio").mkdir()

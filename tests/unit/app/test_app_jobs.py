@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from annotation.models import LabelEvent
-from app.jobs import Jobs, deliver_outbox, pull_labels, retrain_if_due
+from app.worker.scheduler import Jobs, deliver_outbox, pull_labels, retrain_if_due
 from app.store import NewItem, NewLabel, NewPrediction, utcnow
 from tests.unit.app.conftest import CLASSES, COLOURS, png
 
@@ -91,7 +91,7 @@ def test_retrain_waits_for_n_new_labels_then_swaps_and_refreshes_the_queue(servi
 
 
 def test_a_restart_reloads_the_last_good_model(services, trained, settings):
-    from app.model import load_last_good
+    from app.core.serving import load_last_good
 
     (services.data_dir / "models" / "v0002.pkl").write_bytes(b"not a pickle")
     services.store.record_model(
@@ -140,7 +140,7 @@ def test_one_scheduler_with_explicit_ids_and_a_retrain_request(services, trained
 def test_apschedulers_still_running_warning_is_not_printed_every_second_of_a_retrain(caplog):
     import logging
 
-    import app.jobs  # noqa: F401  (installs the filter)
+    import app.worker.scheduler  # noqa: F401  (installs the filter)
 
     scheduler_log = logging.getLogger("apscheduler.scheduler")
     with caplog.at_level(logging.INFO):

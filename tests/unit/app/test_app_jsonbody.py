@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.jsonbody import READ_SIZE, JSONTooDeepError, load_json
+from app.http.jsonbody import READ_SIZE, JSONTooDeepError, load_json
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63) + 1, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
@@ -80,7 +80,7 @@ def test_the_service_refuses_deep_and_malformed_json_with_problem_bodies(client)
 
 
 class StalledStream(io.BytesIO):
-    """A request body whose socket times out after the first bytes (app.server's deadline raising in recv)."""
+    """A request body whose socket times out after the first bytes (app.http.server's deadline raising in recv)."""
 
     def read(self, size: int = -1) -> bytes:
         data = super().read(size)
@@ -93,8 +93,8 @@ def test_a_body_that_stops_arriving_is_a_408_problem():
     from werkzeug.exceptions import ClientDisconnected
     from werkzeug.test import EnvironBuilder
 
-    from app.jsonbody import request_class
-    from app.problems import Problem, _from_http_exception
+    from app.http.jsonbody import request_class
+    from app.http.problems import Problem, _from_http_exception
 
     environ = EnvironBuilder(method="POST", input_stream=StalledStream(b'{"images": ["' + b"A" * 5_000),
                              content_type="application/json", content_length=100_000).get_environ()

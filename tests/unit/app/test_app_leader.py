@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from app.leader import SchedulerLease
+from app.worker.leader import SchedulerLease
 from app.store import Store
 
 REPO = Path(__file__).resolve().parents[3]
 
 HOLDER = """
 import sys, time
-from app.leader import SchedulerLease
+from app.worker.leader import SchedulerLease
 from app.store import Store
 lease = SchedulerLease(Store.from_url(sys.argv[1]), sys.argv[2])
 print("held" if lease.try_acquire() else "refused", flush=True)

@@ -6,8 +6,8 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import UNMATCHED, Metrics, install_metrics
-from app.problems import Problem, register_error_handlers
+from app.http.metrics import UNMATCHED, Metrics, install_metrics
+from app.http.problems import Problem, register_error_handlers
 
 
 def samples(client):
@@ -120,7 +120,7 @@ def test_two_apps_in_one_process_do_not_share_counts():
 
 WORKER = """
 import sys
-from app.metrics import Metrics
+from app.http.metrics import Metrics
 metrics = Metrics()
 for _ in range(int(sys.argv[1])):
     metrics.observe_request("/v1/predict", "POST", 200, 0.01)

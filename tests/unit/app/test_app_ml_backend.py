@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.jobs import process_webhook_events
+from app.worker.scheduler import process_webhook_events
 from tests.unit.app.conftest import COLOURS, png
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "annotation" / "payloads"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.openapi import flask_rule_to_openapi, openapi_document, routes
+from app.http.openapi import flask_rule_to_openapi, openapi_document, routes
 
 
 def test_the_document_matches_the_url_map(app):

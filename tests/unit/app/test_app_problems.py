@@ -5,7 +5,7 @@ import logging
 import pytest
 from flask import Flask, request
 
-from app.problems import PROBLEM_CONTENT_TYPE, Problem, register_error_handlers, unauthorized
+from app.http.problems import PROBLEM_CONTENT_TYPE, Problem, register_error_handlers, unauthorized
 from learner.errors import BackboneError, ImageDecodeError, ImageTooLargeError
 
 
@@ -102,7 +102,7 @@ def test_pixel_bomb_is_413(client):
 
 
 def test_unexpected_exception_is_generic_500_and_logged(client, caplog):
-    with caplog.at_level(logging.ERROR, logger="app.problems"):
+    with caplog.at_level(logging.ERROR, logger="app.http.problems"):
         response = client.get("/crash")
     body = assert_problem(response, 500)
     text = response.get_data(as_text=True)

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from app.reports import ReportPoint, report_html, report_png, report_table
+from app.http.reports import ReportPoint, report_html, report_png, report_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

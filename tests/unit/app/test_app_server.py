@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from app.server import ReadTimeoutSocket, gunicorn_options
+from app.http.server import ReadTimeoutSocket, gunicorn_options
 from config import load_settings
 
 
 def test_gunicorn_runs_threaded_workers_with_bounded_connections_and_timeouts(tmp_path):
     settings = load_settings(environ={}, data_dir=tmp_path, service={"workers": 3, "max_connections": 50})
     options = gunicorn_options(settings)
-    assert options["workers"] == 3 and options["worker_class"] == "app.server.JuicerWorker"
+    assert options["workers"] == 3 and options["worker_class"] == "app.http.server.JuicerWorker"
     assert options["worker_connections"] == 50 and options["timeout"] > 0 and options["keepalive"] <= 10
     assert options["limit_request_line"] and options["limit_request_fields"] and not options["preload_app"]
     assert options["control_socket_disable"]
@@ -75,12 +75,12 @@ def test_the_server_module_leaves_prometheus_client_unimported_until_the_workers
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[3]
-    code = "import sys, app.server; sys.exit('prometheus_client' in sys.modules)"
+    code = "import sys, app.http.server; sys.exit('prometheus_client' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60).returncode == 0
 
 
 def test_a_worker_follows_the_newest_recorded_model(services, trained):
-    from app.server import follow_models
+    from app.http.server import follow_models
 
     trained.trainer.retrain(force=True)  # the scheduler's worker records v0002
     newest = services.models.current

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.demo import seed_demo, split_indices
+from app.core.demo import seed_demo, split_indices
 from app.services import SetupError, resolve_classes
 from app.store import Store
 from config import ConfigError, load_settings

@@ -6,7 +6,7 @@ import base64
 from datetime import timedelta
 
 from annotation.errors import AnnotationError
-from app.jobs import Jobs, deliver_outbox
+from app.worker.scheduler import Jobs, deliver_outbox
 from app.store import LabelChange, NewItem, NewLabel, NewPrediction, review_tasks, utcnow
 from tests.unit.app.conftest import COLOURS, png
 

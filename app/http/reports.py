@@ -284,10 +284,10 @@ def report_table(points: Iterable[Mapping[str, Any] | ReportPoint]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def templates() -> Any:
-    """The Jinja2 environment over ``app/templates`` (autoescaped), usable with or without a Flask app."""
+    """The Jinja2 environment over ``app/http/templates`` (autoescaped), usable with or without a Flask app."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    environment = Environment(loader=PackageLoader("app", "templates"), autoescape=select_autoescape(),
+    environment = Environment(loader=PackageLoader("app.http", "templates"), autoescape=select_autoescape(),
                               undefined=StrictUndefined)
     environment.globals.update(pct=_pct, pts=_pts, count=_count)
     return environment
@@ -327,7 +327,7 @@ def report_html(
     points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report",
     forecast: Mapping[str, Any] | None = None, serving: Mapping[str, Any] | None = None,
 ) -> str:
-    """The report page (``app/templates/report.html``): forecast in words, plot, per-class figures, tables.
+    """The report page (``app/http/templates/report.html``): forecast in words, plot, per-class figures, tables.
 
     ``serving`` is the serving version's ``model_versions`` row (its per-class accuracy and confusion matrix).
     One self-contained page: the plot is embedded as a data URI; no JavaScript.

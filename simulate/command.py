@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Any
 
-from app.simulation import ORDERS, DatasetTruth, ServiceClient, Simulation, SimulationError
+from simulate.driver import ORDERS, DatasetTruth, ServiceClient, Simulation, SimulationError
 
 NAME = "simulate"
 HELP = "play annotators from the demo's ground truth through Label Studio and watch the model improve"
@@ -76,7 +76,7 @@ def fashion_mnist_truth(settings: Any) -> DatasetTruth:
 def run(args: argparse.Namespace, settings: Any) -> int:
     """Run the simulation; 0 when every label was posted, 1 on an error, 3 when the queue ran dry early."""
     from annotation.desk import desk_from_settings
-    from annotation.simulated import AnnotatorDesk
+    from simulate.annotator import AnnotatorDesk
     from annotation.errors import AnnotationError
     from tqdm import tqdm
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     if args.labels < 1 or args.retrain_every < 1:
         print("juicer simulate: --labels and --retrain-every must be at least 1", file=sys.stderr)
         return 2
-    from app.secrets import api_token, resolve_secrets
+    from app.core.secrets import api_token, resolve_secrets
 
     settings = resolve_secrets(settings)  # the same generated secrets `juicer serve` uses on this data folder
     token = api_token(settings)
@@ -217,7 +217,7 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
 
 def forecast_check(points: list[dict]) -> str:
     """The forecast fitted on the first half of the versions, beside what the second half measured."""
-    from app.reports import forecast_points
+    from app.http.reports import forecast_points
     from learner.forecast import half_backtest
 
     pts = forecast_points(points)

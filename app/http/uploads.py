@@ -7,7 +7,7 @@ Accepted shapes (``/v1/predict``, ``/v1/items``, ``/v1/labels``):
 - JSON: ``{"images": ["<base64>", ...]}`` or ``{"images": [{"data": "<base64>", "filename": "a.png",
   ...other fields}]}``, or one image as ``{"image": "<base64>"}``.
 
-Every rejection is a :class:`app.problems.Problem` (4xx) or a :class:`learner.errors.ImageError` that the
+Every rejection is a :class:`app.http.problems.Problem` (4xx) or a :class:`learner.errors.ImageError` that the
 error handlers turn into a problem body; nothing is stored before all images of a request passed.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from flask import Request
 
-from app.files import write_atomic
-from app.problems import Problem
+from app.core.files import write_atomic
+from app.http.problems import Problem
 from app.store import NewItem, Store
 from learner.errors import ImageTooLargeError
 from learner.images import BytesImage

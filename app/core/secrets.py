@@ -93,7 +93,7 @@ def _adopt_legacy(settings: Settings) -> None:
         if configured or (folder / name).exists():
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        from app.files import write_atomic
+        from app.core.files import write_atomic
 
         write_atomic(folder / name, value.encode() + b"\n", mode=0o600)
         logger.warning(

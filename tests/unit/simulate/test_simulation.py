@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from app.commands.simulate import service_url
-from app.simulation import (
+from simulate.command import service_url
+from simulate.driver import (
     Clock,
     DatasetTruth,
     ServiceClient,

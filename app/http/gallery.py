@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from app.model import ModelLoadError, load_head, model_from_row
+from app.core.serving import ModelLoadError, load_head, model_from_row
 
 logger = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ def gallery_gif(gallery: Gallery, frame_ms: int = GIF_FRAME_MS) -> bytes:
 
 
 def gallery_html(gallery: Gallery, selected_version: str | None = None, title: str = "juicer gallery") -> str:
-    """The gallery page (``app/templates/gallery.html``): server-rendered at ``selected_version`` (default the
+    """The gallery page (``app/http/templates/gallery.html``): server-rendered at ``selected_version`` (default the
     newest), with a stepper that re-captions the same images for every version without a reload."""
-    from app.reports import templates
+    from app.http.reports import templates
 
     names = [v.version for v in gallery.versions]
     selected = names.index(selected_version) if selected_version in names else max(len(names) - 1, 0)

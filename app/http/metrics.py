@@ -20,7 +20,7 @@ Exposed (prefix ``juicer_``)::
     scheduler_running                                gauge      1 in the process holding the scheduler lease
 
 Several workers (``juicer serve --workers N``): the server turns on prometheus-client's multiprocess mode
-(``app.server.use_multiprocess_dir``, before any worker starts and before prometheus_client is imported), every worker writes its values to files in that folder,
+(``app.http.server.use_multiprocess_dir``, before any worker starts and before prometheus_client is imported), every worker writes its values to files in that folder,
 and a scrape of any worker answers for all of them: counters and histograms add up; the store's gauges show the
 most recent value a live worker read; ``model_info`` carries a ``pid`` label per live worker (the version each
 one served its last request with), so a model swap is visible on every worker.
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "<unmatched>"
 # Latency buckets from 5 ms (a cached health check) to 30 s (a large batch on the CPU).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch (app.server sets it before the fork)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch (app.http.server sets it before the fork)
 
 
 def multiprocess_on() -> bool:

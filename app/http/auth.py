@@ -2,14 +2,14 @@
 
 Cheap before expensive, and in this order (:func:`install_guards`):
 
-1. **Token.** ``/v1/*`` needs ``Authorization: Bearer <token>`` (:func:`app.secrets.api_token`), except the
+1. **Token.** ``/v1/*`` needs ``Authorization: Bearer <token>`` (:func:`app.core.secrets.api_token`), except the
    Label Studio webhook, which carries its own secret; paths outside ``/v1`` are open only when listed in
    ``service.public_paths`` (health, readiness, metrics and the report pages by default).
 2. **Origin.** A write (any method but GET, HEAD, OPTIONS) carrying an ``Origin`` header that is neither the
    service's own host nor listed in ``service.allowed_origins`` is refused (403): a web page a user happens to
    open cannot make their browser POST to a service on their machine.
 
-The JSON depth limit is enforced while a body is parsed (:mod:`app.jsonbody`), never by reading it whole first.
+The JSON depth limit is enforced while a body is parsed (:mod:`app.http.jsonbody`), never by reading it whole first.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 
-from app.problems import Problem, unauthorized
+from app.http.problems import Problem, unauthorized
 
 WEBHOOK_ENDPOINT = "api.label_studio_webhook"
 ML_BACKEND_PREFIX = "/label-studio-ml"
@@ -31,7 +31,7 @@ def _services():
 
 
 def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bool:
-    if path.startswith(ML_BACKEND_PREFIX):  # Label Studio's door checks its own "Basic auth" (app.ml_backend)
+    if path.startswith(ML_BACKEND_PREFIX):  # Label Studio's door checks its own "Basic auth" (app.http.ml_backend)
         return False
     if path.startswith("/v1/") or path == "/v1":
         return endpoint != WEBHOOK_ENDPOINT
@@ -40,7 +40,7 @@ def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bo
 
 def check_token() -> None:
     """401 unless the request carries the API token (or the path is public, or auth is off)."""
-    from app.secrets import api_token
+    from app.core.secrets import api_token
 
     settings = _services().settings
     token = api_token(settings)

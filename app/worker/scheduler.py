@@ -139,7 +139,7 @@ def process_webhook_events(services: Services) -> int:
     """
     from annotation.webhooks import parse_webhook
 
-    from app.ml_backend import verify_event
+    from app.http.ml_backend import verify_event
 
     changed = 0
     for event in services.store.pending_events():

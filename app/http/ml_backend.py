@@ -38,12 +38,12 @@ from typing import Any, Mapping
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.uploads import items_for_uploads  # the one upload-to-item resolution
-from app.model import prediction_record
-from app.problems import Problem
+from app.http.uploads import items_for_uploads  # the one upload-to-item resolution
+from app.core.serving import prediction_record
+from app.http.problems import Problem
 from app.services import Services
 from app.store import NewItem, NewPrediction
-from app.uploads import Upload, check_upload, decode_base64
+from app.http.uploads import Upload, check_upload, decode_base64
 from learner.errors import ImageError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def services() -> Services:
 
 def _authenticated() -> bool:
     """Whether the request carries juicer's API token (always true when the API is not token-protected)."""
-    from app.secrets import api_token
+    from app.core.secrets import api_token
 
     token = api_token(services().settings)
     if token is None:

@@ -198,7 +198,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/metrics": {"get": _operation("Prometheus metrics", _ok({"type": "string"}, mimetype="text/plain")
                                        | _problem_responses(401), security=OPEN)},
         "/openapi.json": {"get": _operation("This document", _ok(JSON_OBJECT) | _problem_responses(), security=OPEN)},
-        # Label Studio's ML-backend protocol (app.ml_backend): what Label Studio calls once juicer's URL is pasted.
+        # Label Studio's ML-backend protocol (app.http.ml_backend): what Label Studio calls once juicer's URL is pasted.
         "/label-studio-ml/": {"get": _operation("Label Studio's status check", _ok(JSON_OBJECT) | _problem_responses(401),
                                                 security=ML_AUTH)},
         "/label-studio-ml/health": {"get": _operation("Label Studio's health check", _ok(JSON_OBJECT)

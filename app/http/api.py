@@ -1,7 +1,7 @@
 """The HTTP endpoints. Views parse, call the services, and answer JSON; errors are raised as problems.
 
 The token, the origin of browser writes and the JSON depth are checked before any view runs
-(:mod:`app.guards`); the Label Studio webhook is checked by its shared secret here instead.
+(:mod:`app.http.auth`); the Label Studio webhook is checked by its shared secret here instead.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from app.problems import Problem
+from app.http.problems import Problem
 from app.services import Services
-from app.model import prediction_record
+from app.core.serving import prediction_record
 from app.store import NewItem, NewLabel, StoreError
-from app.uploads import Upload, check_pixel_budget, items_for_uploads, read_uploads
+from app.http.uploads import Upload, check_pixel_budget, items_for_uploads, read_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def predict() -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
     from learner.rules import decide
 
-    from app.training import decision_params
+    from app.core.training import decision_params
 
     svc = services()
     limits = svc.settings.service
@@ -278,7 +278,7 @@ def _check_label_targets(svc: Services, new_labels: list[NewLabel], new_items: d
 
 
 def _uploads_from_entries(image_entries: list[tuple[int, dict[str, Any], str]], max_pixels: int) -> list[Any]:
-    from app.uploads import check_upload, decode_base64
+    from app.http.uploads import check_upload, decode_base64
 
     return [
         check_upload(decode_base64(entry["image"], f"labels[{index}].image"), str(entry.get("filename") or f"labels[{index}]"), max_pixels)
@@ -335,7 +335,7 @@ def retrain() -> tuple[Response, int, dict[str, str]]:
     ``{"force": true}`` (or ``?force=true``) retrains even when no label changed since the serving model;
     otherwise such a job finishes at once with ``result.skipped`` saying so.
     """
-    from app.jobs import queue_retrain
+    from app.worker.scheduler import queue_retrain
 
     svc = services()
     force = _retrain_force(request)  # a bad request is a 4xx whatever state the service is in
@@ -409,13 +409,13 @@ def current_model() -> Response:
 @api.get("/report")
 def report_json() -> Response:
     """Accuracy against labels: one point per model version."""
-    from app.reports import report_points
+    from app.http.reports import report_points
 
     return jsonify({"points": report_points(services().store.list_models())})
 
 
 def _forecast(points: list[dict[str, Any]], extra_target: float | None = None) -> dict[str, Any]:
-    from app.reports import forecast_document
+    from app.http.reports import forecast_document
 
     limits = services().settings.service
     targets = sorted({*limits.forecast_targets, *([extra_target] if extra_target is not None else [])})
@@ -426,7 +426,7 @@ def _forecast(points: list[dict[str, Any]], extra_target: float | None = None) -
 @api.get("/forecast")
 def forecast_json() -> Response:
     """The learning-curve forecast over the model versions; ``?target=0.9`` adds a target to the configured ones."""
-    from app.reports import report_points
+    from app.http.reports import report_points
 
     raw = request.args.get("target")
     target = None
@@ -444,7 +444,7 @@ def forecast_json() -> Response:
 @web.get("/report")
 def report_page() -> Response:
     """The report page: the forecast in words, the plot, the serving model's per-class figures, the tables."""
-    from app.reports import report_html, report_points
+    from app.http.reports import report_html, report_points
 
     svc = services()
     points = report_points(svc.store.list_models())
@@ -455,7 +455,7 @@ def report_page() -> Response:
 @web.get("/report.png")
 def report_plot() -> Response:
     """The report's plot (points with 95% intervals, the forecast with its band)."""
-    from app.reports import report_png, report_points
+    from app.http.reports import report_png, report_points
 
     points = report_points(services().store.list_models())
     return Response(report_png(points, forecast=_forecast(points)), mimetype="image/png")
@@ -464,7 +464,7 @@ def report_plot() -> Response:
 # -- the gallery ------------------------------------------------------------------------------------
 def _gallery() -> Any:
     """The gallery of the current versions, rebuilt only when a version was added (heads load once per set)."""
-    from app.gallery import build_gallery
+    from app.http.gallery import build_gallery
 
     svc = services()
     rows = svc.store.list_models()
@@ -482,7 +482,7 @@ def _gallery() -> Any:
 @web.get("/gallery")
 def gallery_page() -> Response:
     """Holdout thumbnails captioned by a model version's guesses (``?version=``, default the serving one)."""
-    from app.gallery import gallery_html
+    from app.http.gallery import gallery_html
 
     svc = services()
     version = request.args.get("version") or (svc.models.current.version if svc.models.current else None)
@@ -492,7 +492,7 @@ def gallery_page() -> Response:
 @web.get("/gallery.gif")
 def gallery_animation() -> Response:
     """The gallery as one animated GIF, a frame per model version."""
-    from app.gallery import gallery_gif
+    from app.http.gallery import gallery_gif
 
     return Response(gallery_gif(_gallery()), mimetype="image/gif")
 
@@ -500,8 +500,8 @@ def gallery_animation() -> Response:
 # -- health -----------------------------------------------------------------------------------------
 @web.get("/openapi.json")
 def openapi_json() -> Response:
-    """The OpenAPI 3.1 description of every route (:mod:`app.openapi`)."""
-    from app.openapi import openapi_document
+    """The OpenAPI 3.1 description of every route (:mod:`app.http.openapi`)."""
+    from app.http.openapi import openapi_document
 
     return jsonify(openapi_document())
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from app.files import write_atomic
+from app.core.files import write_atomic
 from app.store import NewItem, NewLabel, Store
 from learner.sampling import quotas, stratified_split
 

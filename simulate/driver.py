@@ -1,8 +1,8 @@
 """Annotators played from the ground truth, through the real Label Studio and the service's HTTP API.
 
-``juicer simulate`` (:mod:`app.commands.simulate`) wires three seams and runs a :class:`Simulation`:
+``juicer simulate`` (:mod:`simulate.command`) wires three seams and runs a :class:`Simulation`:
 
-- the **desk** (:class:`annotation.simulated.AnnotatorDesk`): the simulated person takes the queue's next task
+- the **desk** (:class:`simulate.annotator.AnnotatorDesk`): the simulated person takes the queue's next task
   as the UI's "Label All Tasks" does (Label Studio's Uncertainty sampling), or a random open task, and posts
   the annotation exactly as the editor does;
 - the **service** (:class:`ServiceClient`): ``POST /v1/retrain`` every K labels, ``GET /v1/jobs/<id>`` until

@@ -1,7 +1,7 @@
 """``juicer serve``: Label Studio, the Fashion-MNIST demo, the first model, the scheduler and the HTTP service.
 
 The preparation runs here (one backbone, the first model); the HTTP service then runs under gunicorn
-(:mod:`app.server`: threaded workers, timeouts, bounded connections, the scheduler in one worker) on
+(:mod:`app.http.server`: threaded workers, timeouts, bounded connections, the scheduler in one worker) on
 ``service.host:service.port`` (127.0.0.1 by default). Label Studio is started from ``.venv-ls`` unless one
 already runs on the data folder (or ``label_studio.url`` points at another). Ctrl-C (or SIGTERM) stops the scheduler, the server, and the
 Label Studio this command started.
@@ -62,7 +62,7 @@ def _start_label_studio(settings: Settings) -> tuple[str, Any, bool]:
 
 
 def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int, seed_per_class: int = 1) -> None:
-    from app.demo import seed_demo
+    from app.core.demo import seed_demo
     from learner.datasets import load_fashion_mnist
 
     counts = store.count_items()
@@ -101,7 +101,7 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
         _seed_demo(settings, store, n_pool, n_holdout, seed_per_class=seed_labels)
     _say(f"loading the backbone {settings.learner.backbone} ...")
     services = build_services(settings, store=store, desk=desk_from_settings(settings, url=label_studio_url))
-    from app.jobs import connect_label_studio
+    from app.worker.scheduler import connect_label_studio
 
     if connect_label_studio(services, webhook_url):
         _say(f"Label Studio project {services.project.title!r} (id {services.project.id}) with {len(services.classes)} classes")
@@ -138,8 +138,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     and a job connects to Label Studio when it is back (``/readyz`` says ``degraded`` meanwhile).
     """
     from annotation.errors import AnnotationError
-    from app.files import sweep_temp_files
-    from app.secrets import api_token, resolve_secrets, secrets_dir
+    from app.core.files import sweep_temp_files
+    from app.core.secrets import api_token, resolve_secrets, secrets_dir
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # One line per Label Studio call or job run drowns what matters; -v brings them back.
@@ -186,10 +186,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _say("stopping Label Studio ...")
             ls_server.stop()
         return 0
-    from app.server import write_settings
+    from app.http.server import write_settings
 
     services.store.close()
-    command = [sys.executable, "-m", "app.server", str(write_settings(settings))]
+    command = [sys.executable, "-m", "app.http.server", str(write_settings(settings))]
     if ls_server is not None and started_ls and not args.keep_label_studio:
         command.append("--stop-label-studio")
     sys.stdout.flush()

@@ -1,24 +1,51 @@
-"""The ``juicer`` command line: one subcommand a module under ``app/commands/``.
+"""The ``juicer`` command line: one subcommand a module under ``app/cli/commands/``.
 
 Each module there defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args, settings) -> int``.
+``juicer simulate`` is not shipped: its module lives in the repository's ``simulate/`` package (the simulated
+annotator), and it is listed only where that package is importable, i.e. from a checkout of the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
 from config import ConfigError, load_settings
 
 # Subcommand modules, in the order `juicer --help` lists them.
 COMMANDS = ("serve", "simulate", "curve", "data", "backbone", "labelstudio")
+# Commands from outside the shipped packages: found by name at run time, never imported statically (the
+# import-linter contract "shipped packages do not import simulate" holds).
+REPOSITORY_COMMANDS = {"simulate": "simulate.command"}
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def _command_modules() -> list:
-    return [importlib.import_module(f"app.commands.{name}") for name in COMMANDS]
+def _repository_command(module_name: str) -> ModuleType | None:
+    """A command module from the repository checkout (``simulate/``), or None in an installed juicer."""
+    top = module_name.split(".")[0]
+    if importlib.util.find_spec(top) is None:
+        if not (REPOSITORY / top / "__init__.py").is_file():
+            return None
+        sys.path.append(str(REPOSITORY))  # the console script runs from anywhere; the checkout holds simulate/
+    return importlib.import_module(module_name)
+
+
+def _command_modules() -> list[ModuleType]:
+    modules = []
+    for name in COMMANDS:
+        if name in REPOSITORY_COMMANDS:
+            module = _repository_command(REPOSITORY_COMMANDS[name])
+            if module is not None:
+                modules.append(module)
+        else:
+            modules.append(importlib.import_module(f"app.cli.commands.{name}"))
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from app.files import write_atomic
+from app.core.files import write_atomic
 from app.store import NewPrediction
 from learner.cache import EmbeddingCache, Embedder, embed_sources
 from learner.rules import proba_in_order
@@ -102,7 +102,7 @@ def head_path(data_dir: Path, version: str) -> Path:
 
 
 def save_head(data_dir: Path, version: str, head: Any) -> Path:
-    """Pickle ``head`` atomically and durably (:func:`app.files.write_atomic`); returns its path."""
+    """Pickle ``head`` atomically and durably (:func:`app.core.files.write_atomic`); returns its path."""
     return write_atomic(head_path(data_dir, version), pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
 
 

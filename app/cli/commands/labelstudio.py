@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _login(settings: Settings, url: str) -> str:
-    from app.secrets import secrets_dir
+    from app.core.secrets import secrets_dir
 
     ls = settings.label_studio
     where = secrets_dir(settings.data_dir)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.label_studio.url:
         print(f"label_studio.url is set ({settings.label_studio.url}): juicer uses that server and does not run one")
         return 0 if args.action != "start" else 1
-    from app.secrets import resolve_secrets
+    from app.core.secrets import resolve_secrets
 
     settings = resolve_secrets(settings)
     server = server_from_settings(settings)

@@ -1,6 +1,6 @@
 """A simulated annotator: what a person at Label Studio does, done through the API exactly as the editor does it.
 
-For ``juicer simulate`` (:mod:`app.simulation`) and the tests, never for production code (an import-linter
+For ``juicer simulate`` (:mod:`simulate.driver`) and the tests, never for production code (an import-linter
 contract in ``pyproject.toml`` keeps it so). :class:`AnnotatorDesk` is the desk plus a person's moves: take the
 queue's next task, list open ones, submit / update / delete an annotation with the editor's body (including the
 ``parent_prediction`` it names), and sign up a second person through the invite link (CSRF token scraped from

@@ -18,7 +18,7 @@ import ijson
 from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
-from app.problems import Problem, request_timeout
+from app.http.problems import Problem, request_timeout
 
 READ_SIZE = 256 * 1024  # bytes handed to the parser per read
 _OPEN = frozenset(("start_map", "start_array"))

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from app.model import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
+from app.core.serving import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
 from app.store import NewPrediction, Store, utcnow
 from config.settings import ServiceSettings
 from learner.images import FileImage

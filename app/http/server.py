@@ -1,7 +1,7 @@
 """The production HTTP server of ``juicer serve``: gunicorn, threaded workers, one scheduler among them.
 
 ``juicer serve`` prepares everything (Label Studio, the demo, the first model) and then replaces its own
-process with ``python -m app.server <settings file>`` (``exec``: TensorFlow loaded for the preparation is not
+process with ``python -m app.http.server <settings file>`` (``exec``: TensorFlow loaded for the preparation is not
 carried into the server, and gunicorn's workers never fork a process that has it). :class:`JuicerServer` is a
 gunicorn application configured from ``service.*``:
 
@@ -12,8 +12,8 @@ gunicorn application configured from ``service.*``:
   ``read_timeout_s``, a request that has not arrived whole within ``request_deadline_s`` is cut off however
   steadily it trickles (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
 - ``worker_timeout_s``: a worker whose main loop stops answering is killed and replaced;
-- the scheduler (:class:`app.jobs.Jobs`) runs in exactly one process, the holder of the scheduler lease
-  (:mod:`app.leader`: a PostgreSQL advisory lock, or ``<data_dir>/scheduler.lock`` on SQLite); every other worker,
+- the scheduler (:class:`app.worker.scheduler.Jobs`) runs in exactly one process, the holder of the scheduler lease
+  (:mod:`app.worker.leader`: a PostgreSQL advisory lock, or ``<data_dir>/scheduler.lock`` on SQLite); every other worker,
   here or on another machine, retries every ``service.scheduler_retry_s`` and takes over within about that long
   when the holder dies. Workers queue retrains in the store (the scheduler runs them) and follow the newest model;
 - ``/metrics`` adds up every worker (prometheus-client's multiprocess mode in a fresh folder per server start).
@@ -46,7 +46,7 @@ class ReadTimeoutSocket(socket.socket):
     ``read_timeout_s``, and the request itself (request line, headers, body) must have arrived within
     ``request_deadline_s`` of the thread taking the connection, so one byte every few seconds cannot hold a
     thread either. Past either, the call raises ``TimeoutError``: a body that stops arriving is answered 408
-    (``app.problems.request_timeout``) and the connection closed; a request line or headers that stop arriving
+    (``app.http.problems.request_timeout``) and the connection closed; a request line or headers that stop arriving
     close the connection."""
 
     read_timeout_s = 30.0
@@ -116,7 +116,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": f"{service.host}:{service.port}",
         "workers": service.workers,
         "threads": service.threads,
-        "worker_class": "app.server.JuicerWorker",
+        "worker_class": "app.http.server.JuicerWorker",
         "worker_connections": service.max_connections,
         "backlog": 64,
         "timeout": max(1, round(service.worker_timeout_s)),
@@ -149,7 +149,7 @@ def follow_models(services: Any, every_s: float = FOLLOW_EVERY_S) -> Any:
         current = services.models.current
         if latest is None or (current is not None and latest["version"] == current.version):
             return
-        from app.model import load_last_good
+        from app.core.serving import load_last_good
 
         model = load_last_good(services.store.list_models(), services.data_dir, services.embeddings.backbone_id)
         if model is not None and (current is None or model.version != current.version):
@@ -181,13 +181,13 @@ class JuicerServer(BaseApplication):
     def load(self) -> Any:
         """In a worker, after the fork: the services, the scheduler if this worker holds the lock, the app."""
         from app import create_app
-        from app.jobs import Jobs
+        from app.worker.scheduler import Jobs
         from app.services import build_services
 
         services = build_services(self.settings)
         public = (self.settings.service.public_url or f"http://{self.settings.service.host}:{self.settings.service.port}")
         services.extras["webhook_url"] = public.rstrip("/") + "/v1/webhooks/label-studio"
-        from app.jobs import connect_label_studio
+        from app.worker.scheduler import connect_label_studio
 
         connect_label_studio(services)
         app = create_app(services=services)
@@ -209,7 +209,7 @@ class JuicerServer(BaseApplication):
             if jobs is not None:
                 jobs.shutdown(wait=False)
 
-        from app.leader import SchedulerLease
+        from app.worker.leader import SchedulerLease
 
         self._lease = SchedulerLease(
             services.store, services.data_dir, on_acquired=start_jobs, on_lost=stop_jobs,
@@ -241,7 +241,7 @@ def use_multiprocess_dir(folder: Path | None = None) -> Path:
     """Turn on prometheus-client's multiprocess mode for the workers forked after this call: an empty folder.
 
     prometheus_client picks how it stores values when it is imported, so this module never imports it before the
-    fork (nor :mod:`app.metrics`). The folder must be local to the machine (values are files named by pid) and
+    fork (nor :mod:`app.http.metrics`). The folder must be local to the machine (values are files named by pid) and
     empty at every server start.
     """
     import shutil
@@ -265,8 +265,8 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 def write_settings(settings: Settings) -> Path:
     """The resolved settings (secrets included) as JSON in ``<data_dir>/secrets/`` (0600), for :func:`main`."""
-    from app.files import write_atomic
-    from app.secrets import secrets_dir
+    from app.core.files import write_atomic
+    from app.core.secrets import secrets_dir
 
     def plain(value: Any) -> Any:
         if hasattr(value, "get_secret_value"):
@@ -284,7 +284,7 @@ def write_settings(settings: Settings) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m app.server <settings.json> [--stop-label-studio]``: what ``juicer serve`` execs into."""
+    """``python -m app.http.server <settings.json> [--stop-label-studio]``: what ``juicer serve`` execs into."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "apscheduler.scheduler", "apscheduler.executors.default", "alembic"):
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run the importable module's main, not this __main__ copy: gunicorn loads the worker class by name
-    # (app.server.JuicerWorker), so the settings must land on app.server's ReadTimeoutSocket, not on ours.
-    from app.server import main as _main
+    # (app.http.server.JuicerWorker), so the settings must land on app.http.server's ReadTimeoutSocket, not on ours.
+    from app.http.server import main as _main
 
     sys.exit(_main())
