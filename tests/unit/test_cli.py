@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from app import cli
+from app.cli import main as cli
 
 
 @pytest.fixture

@@ -161,7 +161,7 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
 
 
 def test_compose_keeps_the_state_in_postgresql_and_runs_several_workers(compose):
-    from app import cli
+    from app.cli import main as cli
 
     juicer, postgres = compose["services"]["juicer"], compose["services"]["postgres"]
     assert juicer["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -217,7 +217,7 @@ def test_every_juicer_variable_names_a_real_setting(compose):
 
 
 def test_the_commands_the_image_runs_parse():
-    from app import cli
+    from app.cli import main as cli
 
     names = {module.NAME for module in cli._command_modules()}
     cmd = yaml.safe_load(args_of("CMD")[0])  # a JSON array is valid YAML

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from app import cli
+from app.cli import main as cli
 from learner.datasets import download_flowers, load_folder
 from learner.errors import DatasetError
 
