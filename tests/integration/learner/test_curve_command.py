@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main as juicer
+from app.cli.main import main as juicer
 from config import load_settings
 from learner.backbones import backbone_dir, ensure_backbone
 from learner.datasets import load_fashion_mnist

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.cli import main as juicer
+from app.cli.main import main as juicer
 
 pytestmark = pytest.mark.integration
 
