@@ -72,12 +72,12 @@ class ServiceSettings(BaseModel):
         default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
     )
     review_batch_size: int = Field(20, ge=1, le=10_000, description="Pool items sent to annotators per refresh")
-    query_strategy: Literal[
-        "auto", "least_confidence", "margin", "entropy", "diverse_margin", "typical", "coverage", "random"
-    ] = Field(
+    # A plain name here: config does not import learner, so the name is checked against learner.query's
+    # registry where the settings meet the learner (app.core.training.query_strategy, at start-up).
+    query_strategy: str = Field(
         "auto",
-        description="How pool items are chosen for annotators: auto (typical picks while labels are few, then "
-        "margin among distinct clusters), modAL's strategies, typical/coverage (no model needed) or random",
+        description="How pool items are chosen for annotators: a name in learner.query.STRATEGIES (auto: typical "
+        "picks while labels are few, then margin among distinct clusters)",
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     warm_start_max_iter: int = Field(
@@ -273,13 +273,20 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def _describe_one(loc: Sequence[Any], message: str) -> str:
+    name = ".".join(str(part) for part in loc) or "(settings)"
+    env = "JUICER_" + "__".join(str(part) for part in loc).upper()
+    return f"  {name} (env {env}): {message}"
+
+
 def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]) or "(settings)"
-        env = "JUICER_" + "__".join(str(part) for part in item["loc"]).upper()
-        lines.append(f"  {name} (env {env}): {item['msg']}")
-    return "invalid settings:\n" + "\n".join(lines)
+    return "invalid settings:\n" + "\n".join(_describe_one(item["loc"], item["msg"]) for item in error.errors())
+
+
+def invalid_setting(loc: Sequence[str], message: str) -> ConfigError:
+    """The error for one setting (``("service", "query_strategy")``) that code outside ``config`` found invalid,
+    worded as :func:`load_settings` words its own (the dotted name, its environment variable, the message)."""
+    return ConfigError("invalid settings:\n" + _describe_one(loc, message))
 
 
 class _Environment(EnvSettingsSource):
