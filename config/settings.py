@@ -2,19 +2,29 @@
 
 Precedence, highest first: keyword arguments to :func:`load_settings`, environment variables
 (``JUICER_DATA_DIR``, nested fields with a double underscore: ``JUICER_LABEL_STUDIO__URL``), the config file
-(``JUICER_CONFIG`` or the ``path`` argument), then the defaults below.
+(``JUICER_CONFIG`` or the ``path`` argument), then the defaults below. pydantic-settings reads and merges them
+with its own sources (``EnvSettingsSource``, ``YamlConfigSettingsSource``), chosen in
+:meth:`Settings.settings_customise_sources`.
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
 
 
 class ConfigError(Exception):
@@ -72,12 +82,12 @@ class ServiceSettings(BaseModel):
         default_factory=lambda: [0.5, 0.8], description="Thresholds for coverage / selective accuracy in reports"
     )
     review_batch_size: int = Field(20, ge=1, le=10_000, description="Pool items sent to annotators per refresh")
-    query_strategy: Literal[
-        "auto", "least_confidence", "margin", "entropy", "diverse_margin", "typical", "coverage", "random"
-    ] = Field(
+    # A plain name here: config does not import learner, so the name is checked against learner.query's
+    # registry where the settings meet the learner (app.core.training.query_strategy, at start-up).
+    query_strategy: str = Field(
         "auto",
-        description="How pool items are chosen for annotators: auto (typical picks while labels are few, then "
-        "margin among distinct clusters), modAL's strategies, typical/coverage (no model needed) or random",
+        description="How pool items are chosen for annotators: a name in learner.query.STRATEGIES (auto: typical "
+        "picks while labels are few, then margin among distinct clusters)",
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     warm_start_max_iter: int = Field(
@@ -247,63 +257,78 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() merges the file and the environment source (which may be given) itself; only init counts.
-        return (init_settings,)
+        """Keyword arguments, then the environment, then the config file (pydantic-settings merges them, nested
+        sections key by key). Outside :func:`load_settings` a ``Settings(...)`` holds its arguments and the
+        defaults only: nothing is read behind the caller's back."""
+        loading = _LOADING.get()
+        if loading is None:
+            return (init_settings,)
+        environment = env_settings if loading.environ is None else _Environment(settings_cls, loading.environ)
+        return (init_settings, environment, *loading.config_file)
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Loading:
+    """What :func:`load_settings` hands :meth:`Settings.settings_customise_sources` for one call."""
+
+    environ: Mapping[str, str] | None  # None: os.environ, read by pydantic-settings' own source
+    config_file: tuple[YamlConfigSettingsSource, ...]  # empty without a config file
+
+
+# Set by load_settings around its one Settings(...) call: a context variable, so concurrent loads (threads,
+# tests) each see their own file and environment.
+_LOADING: ContextVar[_Loading | None] = ContextVar("juicer_settings_loading", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source (prefix, ``__`` nesting, JSON for lists) over a given mapping
+    instead of ``os.environ``, so that tests and tools hand theirs in; ``env_vars`` is the table it reads."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {name if self.case_sensitive else name.lower(): value for name, value in environ.items()}
+
+
+def _config_file(path: Path) -> YamlConfigSettingsSource:
+    """pydantic-settings' YAML source for ``path``; :class:`ConfigError` naming the file when it cannot be used."""
+    if not path.is_file():  # the source itself skips a missing file; a file asked for must be there
+        raise ConfigError(f"cannot read config file {path}: no such file")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        return YamlConfigSettingsSource(Settings, yaml_file=path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
-    return loaded
+    except (TypeError, ValueError) as exc:  # a list or a scalar where the source expects a mapping
+        raise ConfigError(f"config file {path} must hold a mapping of settings ({exc})") from exc
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _describe_one(loc: Sequence[Any], message: str) -> str:
+    name = ".".join(str(part) for part in loc) or "(settings)"
+    env = "JUICER_" + "__".join(str(part) for part in loc).upper()
+    return f"  {name} (env {env}): {message}"
 
 
 def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]) or "(settings)"
-        env = "JUICER_" + "__".join(str(part) for part in item["loc"]).upper()
-        lines.append(f"  {name} (env {env}): {item['msg']}")
-    return "invalid settings:\n" + "\n".join(lines)
+    return "invalid settings:\n" + "\n".join(_describe_one(item["loc"], item["msg"]) for item in error.errors())
 
 
-class _Environment(EnvSettingsSource):
-    """pydantic-settings' own environment source (prefix, ``__`` nesting, JSON for lists) over a given mapping,
-    so that tests and tools can pass their environment instead of patching ``os.environ``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+def invalid_setting(loc: Sequence[str], message: str) -> ConfigError:
+    """The error for one setting (``("service", "query_strategy")``) that code outside ``config`` found invalid,
+    worded as :func:`load_settings` words its own (the dotted name, its environment variable, the message)."""
+    return ConfigError("invalid settings:\n" + _describe_one(loc, message))
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load settings from the config file, the environment and ``overrides``; raise :class:`ConfigError` if invalid."""
-    environ = os.environ if environ is None else environ
-    path = path or environ.get("JUICER_CONFIG")
-    values: dict[str, Any] = _read_config_file(Path(path)) if path else {}
+    path = path or (os.environ if environ is None else environ).get("JUICER_CONFIG")
+    loading = _Loading(environ, (_config_file(Path(path)),) if path else ())
+    token = _LOADING.set(loading)
     try:
-        values = _deep_merge(values, _Environment(Settings, environ)())
-        values = _deep_merge(values, overrides)
-        return Settings(**values)
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
     except SettingsError as exc:  # an environment value that does not parse (bad JSON for a list)
         raise ConfigError(f"invalid settings in the environment: {exc}") from exc
+    finally:
+        _LOADING.reset(token)

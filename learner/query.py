@@ -7,30 +7,26 @@ The strategy functions only call ``estimator.predict_proba`` and work unchanged.
 items are labelled) stays with the caller, keyed by stable item ids, and retraining is
 :class:`learner.head.SoftmaxHead` with ``warm_start``. ``modAL.dropout`` imports torch and is never imported.
 
-Strategies:
-
-- ``least_confidence`` (modAL ``uncertainty_sampling``): highest ``1 - max probability`` first;
-- ``margin`` (modAL ``margin_sampling``): smallest top-1 minus top-2 probability first;
-- ``entropy`` (modAL ``entropy_sampling``): highest entropy first;
-- ``random``: a uniform sample without replacement, seeded by ``random_state`` (the study's baseline);
-- ``typical`` and ``coverage`` (:mod:`learner.selection`: TypiClust, ProbCover): from the embeddings alone,
-  usable with no label at all; they take the labelled rows (``X_labelled``) into account when given;
-- ``diverse_margin``: the smallest margin in each of ``n`` k-means clusters of the least sure rows;
-- ``auto`` (the service's default): ``typical`` while there are fewer than ``AUTO_SWITCH_PER_CLASS`` labels
-  per class, then ``diverse_margin``; while a class has no label yet (``n_classes`` given and the estimator
-  has seen fewer), half of each batch stays ``typical`` to seek it out. The switch point was measured
-  (``benchmarks/auto_switch.py``, tuning seeds disjoint from the reported ones).
+Every strategy is registered once, in :data:`STRATEGIES`: its name, the function that picks the rows,
+whether it needs a fitted model, and a one-line summary. The settings, the trainer and the example config
+read this registry. ``typical`` and ``coverage`` (:mod:`learner.selection`: TypiClust, ProbCover) choose
+from the embeddings alone and take the labelled rows (``X_labelled``) into account when given. ``auto``,
+the service's default, is ``typical`` while there are fewer than ``AUTO_SWITCH_PER_CLASS`` labels per
+class and then ``diverse_margin``; while a class has no label yet (``n_classes`` given and the estimator
+has seen fewer), half of each batch stays ``typical`` to seek it out. The switch point was measured
+(``benchmarks/auto_switch.py``, tuning seeds disjoint from the reported ones).
 
 modAL's ``random_tie_break`` draws from numpy's global RNG, so it is never used; ties are broken by pool
-order. An estimator that is not fitted yet makes every item equally uncertain; the modAL strategies then
-pick at random (seeded), ``auto`` / ``typical`` / ``coverage`` by the pool's shape.
+order. An estimator that is not fitted yet makes every item equally uncertain; the strategies that need a
+model then pick at random (seeded), ``auto`` / ``typical`` / ``diverse_margin`` / ``coverage`` by the
+pool's shape.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
@@ -39,14 +35,6 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 
 logger = logging.getLogger(__name__)
 
-_MODAL_STRATEGIES: dict[str, tuple[Callable[..., Any], bool]] = {
-    # name: (modAL function, whether a larger score is more informative)
-    "least_confidence": (uncertainty_sampling, True),
-    "margin": (margin_sampling, False),
-    "entropy": (entropy_sampling, True),
-}
-COLD_START_STRATEGIES = ("typical", "coverage")
-STRATEGIES = ("auto", *_MODAL_STRATEGIES, "diverse_margin", *COLD_START_STRATEGIES, "random")
 #: ``auto`` switches from typical picks to diverse margin at this many labels per class.
 AUTO_SWITCH_PER_CLASS = 3.0
 
@@ -56,8 +44,31 @@ class Query:
     """The chosen pool rows, most informative first, and each one's score under the strategy."""
 
     indices: np.ndarray  # int64 row numbers into the pool array
-    scores: np.ndarray  # float64: 1 - max p, margin, or entropy; NaN for random
+    scores: np.ndarray  # float64: 1 - max p, margin, or entropy; NaN where the strategy has no score
     strategy: str
+
+
+@dataclass(frozen=True)
+class Pick:
+    """What a strategy's function is given: the pool and everything a strategy may use to rank it."""
+
+    estimator: Any
+    X_pool: np.ndarray
+    n_instances: int  # 1 <= n_instances <= len(X_pool)
+    rng: np.random.RandomState
+    X_labelled: np.ndarray | None
+    n_classes: int | None
+    switch_per_class: float
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A query strategy: its name, the function choosing rows (indices, scores), whether it needs a fitted model."""
+
+    name: str
+    choose: Callable[[Pick], tuple[np.ndarray, np.ndarray]]
+    needs_model: bool  # without a fitted model it can only pick at random
+    summary: str
 
 
 def query(
@@ -75,41 +86,25 @@ def query(
     ``X_labelled`` (the embeddings already labelled) and ``n_classes`` (how many classes exist) are used by
     ``typical``, ``coverage`` and ``auto``; the modAL strategies ignore them.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown query strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    chosen = get_strategy(strategy)
     if n_instances < 0:
         raise ValueError(f"n_instances must be >= 0, got {n_instances}")
     X_pool = np.asarray(X_pool)
     n_instances = min(int(n_instances), len(X_pool))
     if n_instances == 0:
         return Query(np.zeros(0, dtype=np.int64), np.zeros(0), strategy)
+    pick = Pick(estimator, X_pool, n_instances, check_random_state(random_state), X_labelled, n_classes,
+                switch_per_class)
+    indices, scores = chosen.choose(pick)
+    return Query(np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float64), strategy)
 
-    if strategy in ("auto", "diverse_margin", *COLD_START_STRATEGIES):
-        return _query_by_shape(estimator, X_pool, n_instances, strategy, random_state, X_labelled, n_classes,
-                               switch_per_class)
-    if strategy != "random":
-        try:
-            check_is_fitted(estimator)
-        except NotFittedError:
-            logger.info("estimator not fitted yet: choosing %d pool items at random", n_instances)
-            strategy_used = "random"
-        else:
-            strategy_used = strategy
-    else:
-        strategy_used = "random"
 
-    if strategy_used == "random":
-        rng = check_random_state(random_state)
-        indices = rng.choice(len(X_pool), size=n_instances, replace=False)
-        return Query(indices.astype(np.int64), np.full(n_instances, np.nan), strategy)
-
-    function, larger_is_better = _MODAL_STRATEGIES[strategy_used]
-    indices, scores = function(estimator, X_pool, n_instances=n_instances)
-    indices = np.asarray(indices, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    # argpartition leaves the chosen rows unordered: most informative first, ties by pool order.
-    order = np.lexsort((indices, -scores if larger_is_better else scores))
-    return Query(indices[order], scores[order], strategy)
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy called ``name``; ``ValueError`` listing the valid names otherwise."""
+    try:
+        return STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown query strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
 
 
 def _fitted(estimator: Any) -> bool:
@@ -120,32 +115,93 @@ def _fitted(estimator: Any) -> bool:
     return True
 
 
-def _query_by_shape(
-    estimator: Any, X_pool: np.ndarray, n_instances: int, strategy: str, random_state: Any,
-    X_labelled: np.ndarray | None, n_classes: int | None, switch_per_class: float,
-) -> Query:
-    from learner.selection import coverage_picks, diverse_margin_picks, typical_picks
+def _unscored(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return indices, np.full(len(indices), np.nan)
 
-    rng = check_random_state(random_state)
-    if strategy == "coverage":
-        indices = coverage_picks(X_pool, n_instances, X_labelled, random_state=rng)
-        return Query(indices, np.full(len(indices), np.nan), strategy)
-    fitted = estimator is not None and _fitted(estimator)
-    n_labelled = 0 if X_labelled is None else len(X_labelled)
-    n_seen = len(estimator.classes_) if fitted else 0
-    n_known = max(n_classes or 0, n_seen)
-    cold = not fitted or n_labelled < switch_per_class * max(n_known, 1)
-    if strategy == "typical" or (strategy == "auto" and cold):
-        indices = typical_picks(X_pool, n_instances, X_labelled, random_state=rng)
-        return Query(indices, np.full(len(indices), np.nan), strategy)
-    if not fitted:  # diverse_margin before any model: the pool's shape is all there is
-        indices = typical_picks(X_pool, n_instances, X_labelled, random_state=rng)
-        return Query(indices, np.full(len(indices), np.nan), strategy)
-    n_seek = (n_instances + 1) // 2 if strategy == "auto" and n_classes and n_seen < n_classes else 0
-    seek = typical_picks(X_pool, n_seek, X_labelled, random_state=rng) if n_seek else np.zeros(0, np.int64)
-    rest = np.setdiff1d(np.arange(len(X_pool)), seek)
-    proba = estimator.predict_proba(X_pool[rest])
-    picks, margins = diverse_margin_picks(proba, X_pool[rest], n_instances - len(seek), random_state=rng)
+
+def _random(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+    return _unscored(pick.rng.choice(len(pick.X_pool), size=pick.n_instances, replace=False))
+
+
+def _modal(function: Callable[..., Any], larger_is_better: bool) -> Callable[[Pick], tuple[np.ndarray, np.ndarray]]:
+    """A modAL uncertainty function as a strategy: at random before the estimator is fitted."""
+
+    def choose(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+        if not _fitted(pick.estimator):
+            logger.info("estimator not fitted yet: choosing %d pool items at random", pick.n_instances)
+            return _random(pick)
+        indices, scores = function(pick.estimator, pick.X_pool, n_instances=pick.n_instances)
+        indices = np.asarray(indices, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float64)
+        # argpartition leaves the chosen rows unordered: most informative first, ties by pool order.
+        order = np.lexsort((indices, -scores if larger_is_better else scores))
+        return indices[order], scores[order]
+
+    return choose
+
+
+def _typical(pick: Pick, n_instances: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from learner.selection import typical_picks
+
+    n = pick.n_instances if n_instances is None else n_instances
+    return _unscored(typical_picks(pick.X_pool, n, pick.X_labelled, random_state=pick.rng))
+
+
+def _coverage(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+    from learner.selection import coverage_picks
+
+    return _unscored(coverage_picks(pick.X_pool, pick.n_instances, pick.X_labelled, random_state=pick.rng))
+
+
+def _margin_among_clusters(pick: Pick, n_seek: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest margin in each k-means cluster of the least sure rows, after ``n_seek`` typical picks."""
+    from learner.selection import diverse_margin_picks
+
+    seek = _typical(pick, n_seek)[0] if n_seek else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(pick.X_pool)), seek)
+    proba = pick.estimator.predict_proba(pick.X_pool[rest])
+    picks, margins = diverse_margin_picks(proba, pick.X_pool[rest], pick.n_instances - len(seek), random_state=pick.rng)
     indices = np.concatenate([seek, rest[picks]]).astype(np.int64)
-    scores = np.concatenate([np.full(len(seek), np.nan), margins])
-    return Query(indices, scores, strategy)
+    return indices, np.concatenate([np.full(len(seek), np.nan), margins])
+
+
+def _diverse_margin(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+    if pick.estimator is None or not _fitted(pick.estimator):  # before any model the pool's shape is all there is
+        return _typical(pick)
+    return _margin_among_clusters(pick)
+
+
+def _auto(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
+    fitted = pick.estimator is not None and _fitted(pick.estimator)
+    n_labelled = 0 if pick.X_labelled is None else len(pick.X_labelled)
+    n_seen = len(pick.estimator.classes_) if fitted else 0
+    n_known = max(pick.n_classes or 0, n_seen)
+    if not fitted or n_labelled < pick.switch_per_class * max(n_known, 1):
+        return _typical(pick)
+    n_seek = (pick.n_instances + 1) // 2 if pick.n_classes and n_seen < pick.n_classes else 0
+    return _margin_among_clusters(pick, n_seek)
+
+
+def _register(*strategies: Strategy) -> Mapping[str, Strategy]:
+    return {strategy.name: strategy for strategy in strategies}
+
+
+#: Every query strategy, by name, in the order they are listed to people.
+STRATEGIES: Mapping[str, Strategy] = _register(
+    Strategy("auto", _auto, needs_model=False,
+             summary="typical picks while labels are few, then diverse_margin (the service's default)"),
+    Strategy("least_confidence", _modal(uncertainty_sampling, larger_is_better=True), needs_model=True,
+             summary="modAL uncertainty_sampling: highest 1 - max probability first"),
+    Strategy("margin", _modal(margin_sampling, larger_is_better=False), needs_model=True,
+             summary="modAL margin_sampling: smallest top-1 minus top-2 probability first"),
+    Strategy("entropy", _modal(entropy_sampling, larger_is_better=True), needs_model=True,
+             summary="modAL entropy_sampling: highest entropy first"),
+    Strategy("diverse_margin", _diverse_margin, needs_model=False,
+             summary="the smallest margin in each of n k-means clusters of the least sure rows"),
+    Strategy("typical", _typical, needs_model=False,
+             summary="TypiClust: the most typical row of each of the largest unlabelled clusters (no model needed)"),
+    Strategy("coverage", _coverage, needs_model=False,
+             summary="ProbCover: greedy maximum coverage of the embeddings (no model needed)"),
+    Strategy("random", _random, needs_model=False,
+             summary="a uniform sample without replacement, seeded by random_state (the study's baseline)"),
+)  # fmt: skip

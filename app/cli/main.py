@@ -67,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from app.core.training import query_strategy
+
     try:
         settings = load_settings(args.config)
+        query_strategy(settings.service)  # checked against learner's registry before any command starts
     except ConfigError as exc:
         print(f"juicer: {exc}", file=sys.stderr)
         return 2

@@ -18,21 +18,35 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from app.core.serving import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
 from app.store import NewPrediction, Store, utcnow
-from config.settings import ServiceSettings
+from config.settings import ServiceSettings, invalid_setting
 from learner.images import FileImage
+
+if TYPE_CHECKING:
+    from learner.query import Strategy
 
 logger = logging.getLogger(__name__)
 
-#: Strategies that can choose from the embeddings alone, before any model exists.
-COLD_START = ("auto", "typical", "coverage", "diverse_margin")
 #: The model version recorded on review tasks queued before the first model (they carry no prediction).
 COLD_START_VERSION = "none"
+
+
+def query_strategy(service: ServiceSettings) -> Strategy:
+    """The configured query strategy from :data:`learner.query.STRATEGIES`; :class:`config.ConfigError` naming
+    ``service.query_strategy`` and the valid names when it is not registered."""
+    from learner.query import get_strategy
+
+    try:
+        return get_strategy(service.query_strategy)
+    except ValueError as exc:
+        raise invalid_setting(("service", "query_strategy"), str(exc)) from exc
+
+
 def decision_params(service: ServiceSettings, model: ServingModel | None = None) -> dict[str, Any]:
     """The keyword arguments :func:`learner.rules.decide` takes for the configured rule.
 
@@ -114,6 +128,7 @@ class Trainer:
         self.data_dir = Path(data_dir)
         self.classes = tuple(classes)
         self.max_image_pixels = max_image_pixels
+        query_strategy(service)  # an unknown name stops start-up here, not at the first refresh
         self.head_factory = head_factory or functools.partial(
             default_head_factory, warm_start_max_iter=service.warm_start_max_iter
         )
@@ -294,7 +309,7 @@ class Trainer:
 
         model = self.models.current
         strategy = self.service.query_strategy
-        if model is None and strategy not in COLD_START:
+        if model is None and query_strategy(self.service).needs_model:
             return 0
         pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
         if not pool:

@@ -42,6 +42,13 @@ def test_invalid_setting_stops_with_message(monkeypatch, capsys, echo_command):
     assert echo_command == []
 
 
+def test_an_unknown_query_strategy_stops_with_a_message_naming_the_setting(monkeypatch, capsys, echo_command):
+    monkeypatch.setenv("JUICER_SERVICE__QUERY_STRATEGY", "psychic")  # valid for config, unknown to learner
+    assert cli.main(["echo", "hello"]) == 2
+    assert "service.query_strategy" in capsys.readouterr().err
+    assert echo_command == []
+
+
 def test_every_shipped_subcommand_module_has_the_interface():
     for module in cli._command_modules():
         assert module.NAME in cli.COMMANDS

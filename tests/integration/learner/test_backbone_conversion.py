@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from app.cli import main as juicer
+from app.cli.main import main as juicer
 from learner.backbones import backbone_dir, load_backbone, resolve_backbone
 from learner.cache import EmbeddingCache, embed_sources
 from learner.efficientnet_lite import SIDECAR_NAME, VARIANTS, build_model, build_saved_model, load_weights, read_sidecar
@@ -92,17 +95,44 @@ def test_info_on_something_that_is_no_backbone_fails_with_a_message(built, tmp_p
     assert "neither a known name" in capsys.readouterr().err
 
 
-def test_mixed_precision_without_a_gpu_computes_in_float32(built, caplog) -> None:
-    import logging
+# Loads the built lite0 with mixed_precision=True in a fresh process (the float16 rewrite is a process-wide
+# TensorFlow option, so it must not leak into this one), embeds the given pixels and reports what it set.
+MIXED_PRECISION_RUN = """
+import json, logging, sys
+import numpy as np
+import tensorflow as tf
+from learner.backbones import load_backbone, resolve_backbone
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+data_dir, pixels_file, features_file = sys.argv[1:]
+backbone = load_backbone(resolve_backbone("efficientnet-lite0", data_dir), batch_size=2, mixed_precision=True)
+np.save(features_file, backbone.embed(np.load(pixels_file)))
+rewrite = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision", False)
+print(json.dumps({"device": backbone.device, "float16_rewrite": bool(rewrite)}))
+"""
 
+
+def test_mixed_precision_rewrites_to_float16_only_on_a_gpu(built, lite0, tmp_path: Path) -> None:
     _, data_dir, _ = built
-    with caplog.at_level(logging.INFO, logger="learner.backbones"):
-        backbone = load_backbone(resolve_backbone("efficientnet-lite0", data_dir), batch_size=2, mixed_precision=True)
-    features = backbone.embed(np.stack([photo("coffee", 224)]))
-    assert features.dtype == np.float32 and int(classify_with_features(features)[0]) == ESPRESSO
-    if backbone.device.startswith("CPU"):
-        assert "sees no GPU; computing in float32" in caplog.text
-    assert "running on" in caplog.text
+    pixels = np.stack([photo("chelsea", 224), photo("coffee", 224)])
+    np.save(tmp_path / "pixels.npy", pixels)
+    run = subprocess.run(
+        [sys.executable, "-c", MIXED_PRECISION_RUN, str(data_dir), str(tmp_path / "pixels.npy"), str(tmp_path / "features.npy")],
+        cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    mixed = np.load(tmp_path / "features.npy")
+
+    top1 = classify_with_features(mixed)
+    assert int(top1[0]) in CAT_CLASSES and int(top1[1]) == ESPRESSO
+    assert "running on" in run.stderr
+    if report["device"].startswith("CPU"):
+        assert report["float16_rewrite"] is False  # the process-wide option is left alone
+        assert "sees no GPU; computing in float32" in run.stderr
+        np.testing.assert_allclose(mixed, lite0.embed(pixels), rtol=1e-4, atol=1e-4)  # the float32 features
+    else:
+        assert report["float16_rewrite"] is True
+        assert "float16 compute on the GPU" in run.stderr
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

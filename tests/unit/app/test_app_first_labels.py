@@ -29,6 +29,16 @@ def test_items_posted_into_an_empty_service_queue_typical_picks(client, services
     assert all(request.label is None for request in requests)  # no model: no pre-selected choice
 
 
+def test_before_any_model_only_strategies_that_need_none_queue_picks(client, services):
+    _post_items(client)
+    service = services.trainer.service
+    services.trainer.service = service.model_copy(update={"query_strategy": "margin"})  # needs a model
+    assert refresh_queue(services) == 0
+    services.trainer.service = service.model_copy(update={"query_strategy": "random"})  # needs none
+    assert refresh_queue(services) == service.review_batch_size
+    assert len(services.store.due_reviews(100)) == service.review_batch_size
+
+
 def test_the_default_head_learns_from_the_pool_as_unlabelled_rows(client, services, trained):
     _post_items(client)
     services.trainer.head_factory = lambda previous: default_head_factory(None)  # not the fixture's logistic head

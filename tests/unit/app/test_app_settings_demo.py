@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from app.core.demo import seed_demo, split_indices
+from app.core.training import query_strategy
 from app.services import SetupError, resolve_classes
 from app.store import Store
 from config import ConfigError, load_settings
+from learner.query import STRATEGIES
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "config" / "juicer.example.yaml"
 
 
 @pytest.mark.parametrize(
@@ -18,7 +24,6 @@ from config import ConfigError, load_settings
         ({"JUICER_SERVICE__DECISION_THRESHOLD": "1.5"}, "decision_threshold"),
         ({"JUICER_SERVICE__CLASSES": "[cat, cat]"}, "service.classes"),
         ({"JUICER_SERVICE__CLASSES": "[cat]"}, "service.classes"),
-        ({"JUICER_SERVICE__QUERY_STRATEGY": "psychic"}, "service.query_strategy"),
         ({"JUICER_SERVICE__REVIEW_BATCH_SIZE": "0"}, "service.review_batch_size"),
         ({"JUICER_SERVICE__MAX_REQUEST_BYTES": "10"}, "service.max_request_bytes"),
         ({"JUICER_SERVICE__PORT": "70000"}, "service.port"),
@@ -42,11 +47,29 @@ def test_service_settings_from_a_yaml_file_with_env_override(tmp_path):
     assert "abc" not in repr(settings)
 
 
-def test_the_example_config_loads():
-    from pathlib import Path
+def test_an_unknown_query_strategy_stops_start_up_naming_the_setting_and_the_choices():
+    settings = load_settings(environ={"JUICER_SERVICE__QUERY_STRATEGY": "psychic"})  # config does not know learner
+    with pytest.raises(ConfigError, match=r"service\.query_strategy") as raised:
+        query_strategy(settings.service)  # where the settings meet learner's registry (the CLI, the Trainer)
+    assert "psychic" in str(raised.value) and all(name in str(raised.value) for name in STRATEGIES)
 
-    settings = load_settings(Path(__file__).resolve().parents[3] / "config" / "juicer.example.yaml", environ={})
+
+def test_the_example_config_loads():
+    settings = load_settings(EXAMPLE_CONFIG, environ={})
     assert settings.service.query_strategy == "least_confidence"
+    assert query_strategy(settings.service).name == "least_confidence"
+
+
+def test_the_example_config_lists_every_registered_query_strategy():
+    lines = EXAMPLE_CONFIG.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("query_strategy:"))
+    comment = lines[start].split("#", 1)[1]
+    for line in lines[start + 1:]:  # the comment goes on in lines that hold nothing else
+        if not line.strip().startswith("#"):
+            break
+        comment += line.split("#", 1)[1]
+    listed = {choice.split()[0] for choice in comment.split("|") if choice.strip()}
+    assert set(STRATEGIES) <= listed, f"config/juicer.example.yaml lacks {sorted(set(STRATEGIES) - listed)}"
 
 
 def test_demo_split_is_stratified_disjoint_and_seeded():
