@@ -32,15 +32,13 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (what every timestamp column holds)."""
     return datetime.now(timezone.utc)
 
 
 def aware(value: Any) -> Any:
-    """``value`` with UTC attached when it is a naive timestamp (SQLite hands them back naive; they were written as UTC)."""
-    # SQLite hands timestamps back naive; they were written as UTC.
+    """``value`` with UTC attached when it is a naive timestamp (SQLite hands them back naive; written as UTC)."""
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
@@ -54,7 +52,6 @@ def record(cls: type[R], row: sa.Row | None) -> R | None:
 def records(cls: type[R], rows: Iterable[sa.Row]) -> list[R]:
     """The records ``cls`` made from result rows."""
     return [cls(**{key: aware(value) for key, value in row._mapping.items()}) for row in rows]
-
 
 
 class StoreBase:
@@ -178,6 +175,7 @@ def require_items(conn: Connection, wanted: set[str], lock: bool = False) -> Non
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    """``values`` in slices of at most ``size`` (a statement's parameters stay bounded)."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
@@ -194,6 +192,7 @@ def lock_items(conn: Connection, item_ids: Iterable[str], lock: bool = True) -> 
 
 
 def dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT of ``table`` in ``conn``'s dialect (both have ON CONFLICT)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -202,6 +201,7 @@ def dialect_insert(conn: Connection, table: sa.Table) -> Any:
 
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> int:
+    """Insert the rows whose ``keys`` are new, leave the others; returns how many were inserted."""
     inserted = 0
     for chunk in chunks(rows, 500):
         # One multi-row statement (not executemany), its rowcount kept (psycopg's is otherwise dropped for INSERT).
@@ -212,6 +212,7 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
 
 
 def upsert(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[str], update: list[str]) -> None:
+    """Insert ``row``, or update its ``update`` columns when its ``keys`` exist."""
     statement = dialect_insert(conn, table).values(**row)
     statement = statement.on_conflict_do_update(index_elements=keys, set_={name: statement.excluded[name] for name in update})
     conn.execute(statement)

@@ -191,6 +191,7 @@ def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datet
 
 
 def mark_reviews_labelled(conn: Connection, item_ids: Iterable[str]) -> None:
+    """Mark the review tasks of ``item_ids`` labelled (a label arrived, whatever its source)."""
     ids = list(item_ids)
     for chunk in chunks(ids, 500):
         conn.execute(
