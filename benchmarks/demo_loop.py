@@ -42,8 +42,8 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
         # The demo's PNG files decode to the dataset's pixels: their vectors are the arrays' cached ones.
         every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
         row_of = {item_id: i for i, item_id in enumerate(dataset.item_ids)}
-        services.embeddings.cache.put_many([r["content_hash"] for r in every],
-                                           vectors[[row_of[r["id"]] for r in every]])
+        services.embeddings.cache.put_many([r.content_hash for r in every],
+                                           vectors[[row_of[r.id] for r in every]])
         if head_name == "supervised":
             from app.core.training import default_head_factory
             from learner.head import SoftmaxHead
@@ -66,7 +66,7 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
                 due = store.due_reviews(100)
                 if not due:
                     return points
-                store.add_labels([NewLabel(row["item_id"], truth[row["item_id"]], "api") for row in due])
+                store.add_labels([NewLabel(row.item_id, truth[row.item_id], "api") for row in due])
         finally:
             store.close()
 

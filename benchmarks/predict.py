@@ -80,7 +80,7 @@ def main() -> int:
         from app.store import NewItem, NewLabel
         from learner.images import content_hash
 
-        used = {row["id"] for split in ("seed", "holdout") for row in store.items_of_split(split)}
+        used = {row.id for split in ("seed", "holdout") for row in store.items_of_split(split)}
         fresh = [i for i, item_id in enumerate(dataset.item_ids) if item_id not in used]
         extra = fresh[:40]
         items, labels = [], []

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
         services = build_services(settings, store=store, backbone=backbone)
         services.desk = None  # no Label Studio: the jobs that need it wait
         every = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
-        hashes = [r["content_hash"] for r in every]
+        hashes = [r.content_hash for r in every]
         started = time.perf_counter()
         # The images' embeddings, from the shared cache where `juicer curve` put them (keyed by the arrays'
         # hashes); the PNG files the demo wrote decode to the same pixels, so their vectors are these.
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
 
             row_of = {item_id: i for i, item_id in enumerate(dataset.item_ids)}
             vectors = embed_sources(backbone, shared, dataset.sources, progress=True)
-            real = vectors[[row_of[r["id"]] for r in every]]
+            real = vectors[[row_of[r.id] for r in every]]
         print(f"embedded {len(every)} images in {time.perf_counter() - started:.1f} s (cached afterwards)")
         # Stand-ins for the rest of the pool: rows with (noisy copies of real) embeddings in a temporary cache.
         n_fake = args.pool - n_real_pool
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
                 default_head_factory, warm_start_max_iter=settings.service.warm_start_max_iter)
         print(f"{head_name}: pool of {args.pool:,} items ({n_fake:,} stand-ins)")
         truth = dict(zip(dataset.item_ids, dataset.label_names))
-        pool_ids = [row["id"] for row in store.items_of_split("pool")]
+        pool_ids = [row.id for row in store.items_of_split("pool")]
 
         jobs = Jobs(services)
         jobs.start()
@@ -142,14 +142,14 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
                 trigger = time.perf_counter()
                 job_id = jobs.submit_retrain()
                 while (services.models.current.version if services.models.current else None) == before:
-                    if services.store.get_job(job_id)["status"] == "failed":
-                        raise SystemExit(f"retrain failed: {services.store.get_job(job_id)['error']}")
+                    if services.store.get_job(job_id).status == "failed":
+                        raise SystemExit(f"retrain failed: {services.store.get_job(job_id).error}")
                     time.sleep(0.002)
                 serving = time.perf_counter() - trigger
-                while services.store.get_job(job_id)["status"] in ("queued", "running"):
+                while services.store.get_job(job_id).status in ("queued", "running"):
                     time.sleep(0.01)
                 done = time.perf_counter() - trigger
-                job = services.store.get_job(job_id)["result"]
+                job = services.store.get_job(job_id).result
                 rows.append((size, job["version"], serving, done - serving, job["holdout_accuracy"], job["timings"]))
         finally:
             jobs.shutdown()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from app.core.files import write_atomic
-from app.store import NewPrediction
+from app.store import ModelVersion, NewPrediction
 from learner.cache import EmbeddingCache, Embedder, embed_sources
 from learner.rules import proba_in_order
 
@@ -118,39 +118,39 @@ def load_head(path: Path) -> Any:
     return head
 
 
-def model_from_row(row: dict[str, Any], head: Any) -> ServingModel:
-    """A :class:`ServingModel` from a ``model_versions`` row and its loaded head."""
-    metrics = row.get("metrics") or {}
+def model_from_row(row: ModelVersion, head: Any) -> ServingModel:
+    """A :class:`ServingModel` from a recorded model version and its loaded head."""
+    metrics = row.metrics or {}
     return ServingModel(
-        version=row["version"],
-        classes=tuple(row["classes"]),
+        version=row.version,
+        classes=tuple(row.classes),
         head=head,
-        backbone_id=row["backbone_id"],
-        n_labels=int(row["n_labels"]),
-        max_label_id=int(row["max_label_id"]),
-        created_at=row.get("created_at"),
-        labels_read_at=row.get("labels_read_at"),
+        backbone_id=row.backbone_id,
+        n_labels=int(row.n_labels),
+        max_label_id=int(row.max_label_id),
+        created_at=row.created_at,
+        labels_read_at=row.labels_read_at,
         holdout_accuracy=metrics.get("accuracy"),
         precision_rule=metrics.get("precision_rule"),
     )
 
 
-def load_last_good(rows: Sequence[dict[str, Any]], data_dir: Path, backbone_id: str) -> ServingModel | None:
+def load_last_good(rows: Sequence[ModelVersion], data_dir: Path, backbone_id: str) -> ServingModel | None:
     """The newest recorded version (``rows`` oldest first) whose head loads and matches the backbone."""
     skipped = []
     for row in reversed(list(rows)):
-        if row["backbone_id"] != backbone_id:
-            logger.warning("model %s was trained on backbone %s, not %s: skipped", row["version"], row["backbone_id"], backbone_id)
-            skipped.append(row["version"])
+        if row.backbone_id != backbone_id:
+            logger.warning("model %s was trained on backbone %s, not %s: skipped", row.version, row.backbone_id, backbone_id)
+            skipped.append(row.version)
             continue
         try:
-            head = load_head(Path(data_dir) / row["head_path"])
+            head = load_head(Path(data_dir) / row.head_path)
         except ModelLoadError as exc:
             logger.error("%s; trying the version before", exc)
-            skipped.append(row["version"])
+            skipped.append(row.version)
             continue
         if skipped:
-            logger.warning("serving %s: the newer %s did not load", row["version"], ", ".join(skipped))
+            logger.warning("serving %s: the newer %s did not load", row.version, ", ".join(skipped))
         return model_from_row(row, head)
     return None
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from app.core.serving import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
-from app.store import NewPrediction, Store, utcnow
+from app.store import NewModelVersion, NewPrediction, PoolItem, Store, utcnow
 from config.settings import ServiceSettings, invalid_setting
 from learner.images import FileImage
 
@@ -230,7 +230,7 @@ class Trainer:
             path = save_head(self.data_dir, version, head)
             train_seconds = time.perf_counter() - started
             row = self.store.record_model(
-                dict(
+                NewModelVersion(
                     version=version,
                     seq=seq,
                     backbone_id=candidate.backbone_id,
@@ -245,7 +245,7 @@ class Trainer:
                 )
             )
             accuracy = metrics.get("accuracy") if metrics else None
-            serving = dataclasses.replace(candidate, created_at=row["created_at"], labels_read_at=labels_read_at,
+            serving = dataclasses.replace(candidate, created_at=row.created_at, labels_read_at=labels_read_at,
                                           holdout_accuracy=accuracy,
                                           precision_rule=(metrics or {}).get("precision_rule"))
             self.models.swap(serving)
@@ -263,12 +263,12 @@ class Trainer:
     def unlabelled_sources(self, limit: int, seed: int) -> list[FileImage]:
         """Sources of at most ``limit`` unlabelled pool and served items (a seeded sample above it)."""
         labelled = {row.item_id for row in self.store.current_labels()}
-        rows = [row for row in self.store.unlabelled_pool() if row["image_path"]]
-        rows += [row for row in self.store.items_of_split("served") if row["image_path"] and row["id"] not in labelled]
+        rows = [row for row in self.store.unlabelled_pool() if row.image_path]
+        rows += [row for row in self.store.items_of_split("served") if row.image_path and row.id not in labelled]
         if len(rows) > limit:
             keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
             rows = [rows[i] for i in keep]
-        return [self.source_for(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in rows]
+        return [self.source_for(r.id, r.content_hash, r.source, r.image_path) for r in rows]
 
     def evaluate(self, model: ServingModel, progress: bool = False) -> dict[str, Any] | None:
         """Holdout figures of ``model`` (:func:`learner.metrics.evaluate`), None without a labelled holdout."""
@@ -311,14 +311,14 @@ class Trainer:
         strategy = self.service.query_strategy
         if model is None and query_strategy(self.service).needs_model:
             return 0
-        pool = [row for row in self.store.unlabelled_pool() if row["image_path"]]
+        pool = [row for row in self.store.unlabelled_pool() if row.image_path]
         if not pool:
             return 0
-        X, kept = self.embed_items([(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in pool], progress)
+        X, kept = self.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in pool], progress)
         pool = [pool[i] for i in kept]
         if not pool:
             return 0
-        queued = np.array([row["status"] in ("pending", "sent", "failed") for row in pool], dtype=bool)
+        queued = np.array([row.status in ("pending", "sent", "failed") for row in pool], dtype=bool)
         fresh = np.flatnonzero(~queued)
         labelled = [row for row in self.store.current_labels() if row.label in self.classes and row.image_path]
         X_labelled = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled])[0] if labelled else None
@@ -332,7 +332,7 @@ class Trainer:
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         predictions = [
             prediction_record(
-                model, pool[index]["id"], proba[index], decision="review", rule=f"query:{strategy}",
+                model, pool[index].id, proba[index], decision="review", rule=f"query:{strategy}",
                 reason=f"chosen for annotation by {strategy} sampling",
             )
             for index in rows.tolist()
@@ -342,7 +342,7 @@ class Trainer:
         return len(chosen)
 
     def _queue_cold_start(
-        self, pool: list[dict[str, Any]], X: np.ndarray, queued: np.ndarray, fresh: np.ndarray,
+        self, pool: list[PoolItem], X: np.ndarray, queued: np.ndarray, fresh: np.ndarray,
         X_labelled: np.ndarray | None, strategy: str,
     ) -> int:
         """No model yet: queue the pool items the strategy picks from the embeddings alone (no prediction)."""
@@ -353,7 +353,7 @@ class Trainer:
         chosen = fresh[query(None, X[fresh], self.service.review_batch_size, strategy, random_state=0,
                              X_labelled=X_labelled, n_classes=len(self.classes)).indices]
         self.store.queue_reviews([
-            NewPrediction(item_id=pool[index]["id"], model_version=COLD_START_VERSION, label="", score=0.0,
+            NewPrediction(item_id=pool[index].id, model_version=COLD_START_VERSION, label="", score=0.0,
                           probabilities={}, decision="review", rule=f"query:{strategy}",
                           reason=f"chosen with no model yet by {strategy} picks")
             for index in chosen.tolist()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from app.http.problems import Problem
+from app.http.records import model_json, to_json
 from app.services import Services
 from app.core.serving import prediction_record
 from app.store import NewItem, NewLabel, StoreError
@@ -29,16 +29,6 @@ web = Blueprint("web", __name__)
 def services() -> Services:
     """The services of the app handling this request."""
     return current_app.extensions["juicer"]
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _plain(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {key: (_plain(value) if isinstance(value, dict) else _iso(value)) for key, value in row.items()}
 
 
 def _json_body() -> dict[str, Any]:
@@ -155,20 +145,19 @@ def list_items() -> Response:
         limit = _int_arg("limit", 100, 1, 1000)
         offset = _int_arg("offset", 0, 0, 10**9)
         rows = services().store.quarantined(limit=limit, offset=offset)
-        return jsonify({"items": [_plain(row) for row in rows], "limit": limit, "offset": offset})
+        return jsonify({"items": to_json(rows), "limit": limit, "offset": offset})
     if conflicts in ("true", "1"):
         limit = _int_arg("limit", 100, 1, 1000)
         offset = _int_arg("offset", 0, 0, 10**9)
         rows = services().store.conflicts(limit=limit, offset=offset)
-        return jsonify({"items": [_plain(row) | {"labels": [_plain(label) for label in row["labels"]]} for row in rows],
-                        "limit": limit, "offset": offset})  # fmt: skip
+        return jsonify({"items": to_json(rows), "limit": limit, "offset": offset})
     if split is not None and split not in SPLITS:
         raise Problem(400, "Bad split", f"split must be one of {', '.join(SPLITS)}", type="bad-parameter", parameter="split")
     limit = _int_arg("limit", 100, 1, 1000)
     offset = _int_arg("offset", 0, 0, 10**9)
     svc = services()
     rows = svc.store.list_items(split=split, limit=limit, offset=offset)
-    return jsonify({"items": [_plain(row) for row in rows], "counts": svc.store.count_items(), "limit": limit, "offset": offset})
+    return jsonify({"items": to_json(rows), "counts": svc.store.count_items(), "limit": limit, "offset": offset})
 
 
 @api.get("/items/<path:item_id>")
@@ -177,7 +166,7 @@ def get_item(item_id: str) -> Response:
     item = services().store.get_item(item_id)
     if item is None:
         raise Problem(404, "Unknown item", f"no item {item_id!r}", type="unknown-item", item_id=item_id)
-    return jsonify(_plain(item))
+    return jsonify(to_json(item))
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -369,23 +358,7 @@ def get_job(job_id: int) -> Response:
     job = services().store.get_job(job_id) if job_id <= MAX_ID else None  # past 64 bits no row can match
     if job is None:
         raise Problem(404, "Unknown job", f"no job {job_id}", type="unknown-job")
-    return jsonify(_plain(job))
-
-
-def _model_json(row: dict[str, Any], current_version: str | None) -> dict[str, Any]:
-    metrics = row.get("metrics") or {}
-    return {
-        "model_version": row["version"],
-        "created": _iso(row["created_at"]),
-        "backbone": row["backbone_id"],
-        "classes": row["classes"],
-        "n_labels": row["n_labels"],
-        "labels_per_class": row["labels_per_class"],
-        "holdout_accuracy": metrics.get("accuracy"),
-        "holdout": metrics or None,
-        "train_seconds": row.get("train_seconds"),
-        "serving": row["version"] == current_version,
-    }
+    return jsonify(to_json(job))
 
 
 @api.get("/models")
@@ -393,7 +366,7 @@ def list_models() -> Response:
     """Every model version, oldest first."""
     svc = services()
     current = svc.models.current.version if svc.models.current else None
-    return jsonify({"models": [_model_json(row, current) for row in svc.store.list_models()], "current": current})
+    return jsonify({"models": [model_json(row, current) for row in svc.store.list_models()], "current": current})
 
 
 @api.get("/models/current")
@@ -402,7 +375,7 @@ def current_model() -> Response:
     svc = services()
     model = _serving_model()
     row = svc.store.get_model(model.version)
-    return jsonify(_model_json(row, model.version))
+    return jsonify(model_json(row, model.version))
 
 
 # -- reports ----------------------------------------------------------------------------------------
@@ -469,7 +442,7 @@ def _gallery() -> Any:
     svc = services()
     rows = svc.store.list_models()
     size = svc.settings.service.gallery_size
-    key = (tuple(row["version"] for row in rows), size)
+    key = (tuple(row.version for row in rows), size)
     cached = svc.extras.get("gallery")
     if cached is not None and cached[0] == key:
         return cached[1]

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from app.core.serving import ModelLoadError, load_head, model_from_row
+from app.store import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def gallery_sample(holdout: Sequence[Any], size: int) -> list[Any]:
 
 
 def build_gallery(
-    model_rows: Sequence[dict[str, Any]], holdout: Sequence[Any], cache: Any, data_dir: Path, size: int,
+    model_rows: Sequence[ModelVersion], holdout: Sequence[Any], cache: Any, data_dir: Path, size: int,
     backbone_id: str | None = None, memo: dict[str, np.ndarray] | None = None,
 ) -> Gallery:
     """Every version's guesses on the fixed sample, from cached embeddings and stored heads (never the backbone).
@@ -123,17 +124,17 @@ def build_gallery(
     X = np.stack([vectors[row.content_hash] for row in kept]).astype(np.float32) if kept else None
     versions = []
     for row in model_rows:
-        if backbone_id is not None and row["backbone_id"] != backbone_id:
+        if backbone_id is not None and row.backbone_id != backbone_id:
             continue
         try:
-            model = model_from_row(row, load_head(Path(data_dir) / row["head_path"]))
+            model = model_from_row(row, load_head(Path(data_dir) / row.head_path))
         except ModelLoadError as exc:
             logger.warning("gallery: %s", exc)
             continue
         guesses = [] if X is None else [model.classes[j] for j in model.proba(X).argmax(axis=1)]
         right = sum(guess == item.truth for guess, item in zip(guesses, items))
-        per_class = row["n_labels"] / max(len(row["classes"]), 1)
-        versions.append(GalleryVersion(row["version"], int(row["n_labels"]), per_class, guesses, right))
+        per_class = row.n_labels / max(len(row.classes), 1)
+        versions.append(GalleryVersion(row.version, int(row.n_labels), per_class, guesses, right))
     return Gallery(items, versions, left_out=len(sample) - len(kept))
 
 

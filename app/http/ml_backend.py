@@ -169,7 +169,7 @@ def setup() -> Response:
 @ml_backend.get("/versions")
 def versions() -> Response:
     """Every model version, oldest first."""
-    return jsonify({"versions": [row["version"] for row in services().store.list_models()], "model_version": _serving_version()})
+    return jsonify({"versions": [row.version for row in services().store.list_models()], "model_version": _serving_version()})
 
 
 # -- predict ------------------------------------------------------------------------------------------
@@ -209,9 +209,9 @@ def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[di
             continue
         item_id = data.get("item_id")
         item = svc.store.get_item(str(item_id)) if item_id is not None else None
-        if item is not None and item.get("image_path"):
-            sources[index] = svc.trainer.source_for(item["id"], item["content_hash"], item["source"], item["image_path"])
-            own_items[index] = item["id"]
+        if item is not None and item.image_path:
+            sources[index] = svc.trainer.source_for(item.id, item.content_hash, item.source, item.image_path)
+            own_items[index] = item.id
             continue
         value = data.get(project.config.image_key)
         if not isinstance(value, str) or not value:

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
+from app.store import ModelVersion
 from learner.study import STUDY_LABEL, STUDY_POINTS
 
 PNG_SIZE_IN = (8.0, 5.0)
@@ -103,24 +104,24 @@ def _percent(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- the points
 
 
-def report_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def report_points(rows: Sequence[ModelVersion]) -> list[dict[str, Any]]:
     """One report point per model version (see ``GET /v1/report``)."""
     points = []
     for row in rows:
-        metrics = row.get("metrics") or {}
+        metrics = row.metrics or {}
         thresholds = metrics.get("thresholds") or []
         points.append(
             {
-                "model_version": row["version"],
-                "n_labels": row["n_labels"],
-                "labels_per_class": row["labels_per_class"],
+                "model_version": row.version,
+                "n_labels": row.n_labels,
+                "labels_per_class": row.labels_per_class,
                 "holdout_accuracy": metrics.get("accuracy"),
                 "holdout_n": metrics.get("n"),
                 "accuracy_interval": _accuracy_interval(metrics),
                 "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
                 "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
                 "precision_rule": metrics.get("precision_rule"),
-                "created": row["created_at"].isoformat() if isinstance(row["created_at"], datetime) else row["created_at"],
+                "created": row.created_at.isoformat() if isinstance(row.created_at, datetime) else row.created_at,
             }
         )
     return points
@@ -305,16 +306,16 @@ def _count(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def serving_view(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Per-class accuracy and the confusion matrix of one model version's row, shaped for the report page."""
-    metrics = (row or {}).get("metrics") or {}
+def serving_view(row: ModelVersion | None) -> dict[str, Any] | None:
+    """Per-class accuracy and the confusion matrix of one model version, shaped for the report page."""
+    metrics = (row.metrics if row is not None else None) or {}
     if not metrics.get("confusion"):
         return None
     classes = [str(c) for c in metrics["classes"]]
     confusion = metrics["confusion"]
     largest = max((max(r) for r in confusion), default=1) or 1
     return {
-        "version": row["version"],
+        "version": row.version,
         "classes": classes,
         "per_class": [(name, metrics["per_class_accuracy"].get(name)) for name in classes],
         "confusion": [(name, [{"count": c, "shade": round(0.6 * c / largest, 3), "diagonal": i == j}
@@ -325,11 +326,11 @@ def serving_view(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def report_html(
     points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report",
-    forecast: Mapping[str, Any] | None = None, serving: Mapping[str, Any] | None = None,
+    forecast: Mapping[str, Any] | None = None, serving: ModelVersion | None = None,
 ) -> str:
     """The report page (``app/http/templates/report.html``): forecast in words, plot, per-class figures, tables.
 
-    ``serving`` is the serving version's ``model_versions`` row (its per-class accuracy and confusion matrix).
+    ``serving`` is the serving model version (its per-class accuracy and confusion matrix).
     One self-contained page: the plot is embedded as a data URI; no JavaScript.
     """
     pts = sorted(_points(points), key=lambda p: (p.n_labels, p.created or ""))

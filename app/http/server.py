@@ -147,7 +147,7 @@ def follow_models(services: Any, every_s: float = FOLLOW_EVERY_S) -> Any:
         state["checked"] = now
         latest = services.store.latest_model()
         current = services.models.current
-        if latest is None or (current is not None and latest["version"] == current.version):
+        if latest is None or (current is not None and latest.version == current.version):
             return
         from app.core.serving import load_last_good
 

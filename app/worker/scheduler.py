@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from annotation.errors import AnnotationError
 from app.services import Services
-from app.store import LabelChange, utcnow
+from app.store import DueReview, LabelChange, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +45,18 @@ def retry_delay(service: Any, attempts: int, retryable: bool) -> float:
     return min(service.retry_backoff_s * 2 ** min(attempts, 32), service.retry_backoff_max_s)
 
 
-def _delivery_failed(services: Services, rows: list[dict[str, Any]], exc: Exception) -> None:
+def _delivery_failed(services: Services, rows: list[DueReview], exc: Exception) -> None:
     """Count one failed attempt per row; a row at ``delivery_max_attempts`` becomes ``failed``."""
     settings = services.settings.service
     retryable = bool(getattr(exc, "retryable", False))
     for row in rows:
-        attempts = int(row["attempts"]) + 1
+        attempts = int(row.attempts) + 1
         retry_at = None
         if attempts < settings.delivery_max_attempts:
             retry_at = utcnow() + timedelta(seconds=retry_delay(settings, attempts - 1, retryable))
-        services.store.mark_delivery_failed([row["item_id"]], str(exc), retry_at)
+        services.store.mark_delivery_failed([row.item_id], str(exc), retry_at)
         if retry_at is None:
-            logger.error("review task %s failed %d times, marked failed: %s", row["item_id"], attempts, exc)
+            logger.error("review task %s failed %d times, marked failed: %s", row.item_id, attempts, exc)
 
 
 def deliver_outbox(services: Services) -> int:
@@ -77,11 +77,11 @@ def deliver_outbox(services: Services) -> int:
             return delivered
         requests = [
             ReviewRequest(
-                item_id=row["item_id"],
-                image=str(PurePosixPath(row["image_path"]).relative_to("images")),
-                label=row["label"] or None,  # "" before the first model: no prediction to show
-                score=float(row["score"]),
-                model_version=row["model_version"],
+                item_id=row.item_id,
+                image=str(PurePosixPath(row.image_path).relative_to("images")),
+                label=row.label or None,  # "" before the first model: no prediction to show
+                score=float(row.score),
+                model_version=row.model_version,
             )
             for row in due
         ]
@@ -98,13 +98,13 @@ def deliver_outbox(services: Services) -> int:
                     tasks.extend(services.desk.send_for_review(services.project, [request]))
                 except AnnotationError as one:
                     _delivery_failed(services, [row], one)
-                    logger.warning("review task %s refused: %s", row["item_id"], one)
+                    logger.warning("review task %s refused: %s", row.item_id, one)
             delivered += services.store.mark_delivered(
-                {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
+                {task.item_id: task.task_id for task in tasks}, {row.item_id: row.model_version for row in due}
             )
             return delivered
         marked = services.store.mark_delivered(
-            {task.item_id: task.task_id for task in tasks}, {row["item_id"]: row["model_version"] for row in due}
+            {task.item_id: task.task_id for task in tasks}, {row.item_id: row.model_version for row in due}
         )
         delivered += marked
         logger.info("delivered %d review tasks to Label Studio", len(tasks))
@@ -144,10 +144,10 @@ def process_webhook_events(services: Services) -> int:
     changed = 0
     for event in services.store.pending_events():
         try:
-            payload = verify_event(services, event["payload"])  # events the ML backend took without credentials
+            payload = verify_event(services, event.payload)  # events the ML backend took without credentials
         except AnnotationError as exc:
             if exc.retryable:
-                logger.warning("webhook event %s not verified yet (%s); trying again later", event["id"], exc)
+                logger.warning("webhook event %s not verified yet (%s); trying again later", event.id, exc)
                 break
             payload, error = None, f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
@@ -155,16 +155,16 @@ def process_webhook_events(services: Services) -> int:
         else:
             error = "not confirmed by Label Studio"
         if payload is None:
-            logger.warning("webhook event %s unusable, marked failed: %s", event["id"], error)
-            services.store.mark_event(event["id"], error=error)
+            logger.warning("webhook event %s unusable, marked failed: %s", event.id, error)
+            services.store.mark_event(event.id, error=error)
             continue
         try:
             changed += services.store.apply_label_events(_changes(services, parse_webhook(payload)))
         except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
-            logger.warning("webhook event %s unusable, marked failed: %s: %s", event["id"], type(exc).__name__, exc)
-            services.store.mark_event(event["id"], error=f"{type(exc).__name__}: {exc}")
+            logger.warning("webhook event %s unusable, marked failed: %s: %s", event.id, type(exc).__name__, exc)
+            services.store.mark_event(event.id, error=f"{type(exc).__name__}: {exc}")
             continue
-        services.store.mark_event(event["id"])
+        services.store.mark_event(event.id)
     if changed:
         services.wake("retrain-check")
     return changed
@@ -272,7 +272,7 @@ def run_queued_jobs(services: Services) -> int:
     """Run the retrains queued in the store (by this worker or another), oldest first; returns how many ran."""
     ran = 0
     for job in services.store.queued_jobs(list(RETRAIN_KINDS)):
-        run_retrain_request(services, job["id"], force=RETRAIN_KINDS[job["kind"]])
+        run_retrain_request(services, job.id, force=RETRAIN_KINDS[job.kind])
         ran += 1
     return ran
 

@@ -66,7 +66,7 @@ def served(tmp_path_factory, free_port):
     truth = dict(zip(dataset.item_ids, dataset.label_names))
     try:
         assert services.trainer.retrain(reason="first", refresh_queue=False).version == "v0001"
-        pool = [row["id"] for row in store.items_of_split("pool")]
+        pool = [row.id for row in store.items_of_split("pool")]
         start = 0
         with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
             for size in BATCHES:

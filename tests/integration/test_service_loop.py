@@ -98,7 +98,7 @@ def serving(juicer):
 
 
 def _png_of(services, item_id: str) -> bytes:
-    return (services.data_dir / services.store.get_item(item_id)["image_path"]).read_bytes()
+    return (services.data_dir / services.store.get_item(item_id).image_path).read_bytes()
 
 
 def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
@@ -109,7 +109,7 @@ def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
     assert first.version is not None and first.n_labels == 10  # no other test adds labels
     assert services.store.review_counts()["pending"] >= 30  # the query strategy chose a batch from the pool
 
-    pool_ids = [row["id"] for row in services.store.items_of_split("pool")][:4]
+    pool_ids = [row.id for row in services.store.items_of_split("pool")][:4]
     images = [base64.b64encode(_png_of(services, item_id)).decode() for item_id in pool_ids]
     response = client.post("/v1/predict", json={"images": images})
     assert response.status_code == 200, response.json
@@ -161,7 +161,7 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
 
     services, client, truth = serving
     monkeypatch.setattr(services.settings.service, "decision_threshold", 1.0)  # all but certain ones go to review
-    pool = [row["id"] for row in services.store.unlabelled_pool() if row["status"] is None][:5]
+    pool = [row.id for row in services.store.unlabelled_pool() if row.status is None][:5]
     assert len(pool) == 5
     label_studio.server.stop()
     try:
@@ -170,11 +170,11 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
         assert response.status_code == 200  # predictions do not need Label Studio
         reviewed = {p["item_id"] for p in response.json["predictions"] if p["decision"] == "review"}
         assert services.trainer.refresh_review_queue() > 0  # the query strategy routes more pool items
-        routed = [row["item_id"] for row in services.store.due_reviews(1000)]
+        routed = [row.item_id for row in services.store.due_reviews(1000)]
         assert reviewed <= set(routed) and len(routed) >= 5
         assert deliver_outbox(services) == 0
-        rows = [services.store.get_item(item_id)["review"] for item_id in routed]
-        assert all(row["status"] == "pending" and row["attempts"] >= 1 and row["last_error"] for row in rows)
+        rows = [services.store.get_item(item_id).review for item_id in routed]
+        assert all(row.status == "pending" and row.attempts >= 1 and row.last_error for row in rows)
         ready = client.get("/readyz")  # still serving predictions: ready, with Label Studio reported degraded
         assert ready.status_code == 200 and ready.json["status"] == "degraded"
     finally:
@@ -185,10 +185,10 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
 
     poll(delivered_everything, 30, "delivery after restart")
     for item_id in routed:
-        review = services.store.get_item(item_id)["review"]
-        assert review["status"] == "sent" and review["ls_task_id"]
+        review = services.store.get_item(item_id).review
+        assert review.status == "sent" and review.ls_task_id
         task = httpx.get(
-            f"{label_studio.url}/api/tasks/{review['ls_task_id']}", headers={"Authorization": f"Token {label_studio.token}"}, timeout=10
+            f"{label_studio.url}/api/tasks/{review.ls_task_id}", headers={"Authorization": f"Token {label_studio.token}"}, timeout=10
         ).json()
         assert task["data"]["item_id"] == item_id
 
@@ -201,7 +201,7 @@ def test_juicer_serve_setup_reloads_the_last_good_model_and_prints_the_urls(serv
     from config import load_settings
 
     services, _, _ = serving
-    newest = services.store.list_models()[-1]["version"]
+    newest = services.store.list_models()[-1].version
     settings = load_settings(
         environ={},
         data_dir=services.data_dir,

@@ -108,7 +108,7 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
     else:
         _say("Label Studio is not reachable: predictions are served, review tasks wait until it answers")
     items = [row for split in ("seed", "holdout", "pool") for row in store.items_of_split(split)]
-    rows = [(r["id"], r["content_hash"], r["source"], r["image_path"]) for r in items if not r.get("quarantined")]
+    rows = [(r.id, r.content_hash, r.source, r.image_path) for r in items if not r.quarantined]
     if rows:
         _say(f"embedding {len(rows)} images once (cached under {data_dir / 'embeddings'}) ...")
         _, kept = services.trainer.embed_items(rows, progress=True)

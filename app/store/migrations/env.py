@@ -1,4 +1,4 @@
-"""Alembic's environment for juicer: the connection is handed in by :func:`app.store.migrate`, never configured here.
+"""Alembic's environment for juicer: the connection is handed in by :func:`app.store.migrate.migrate`, never configured here.
 
 ``render_as_batch`` makes ``op.batch_alter_table`` recreate SQLite tables where SQLite's ALTER TABLE cannot do a
 change; on PostgreSQL the same migrations run as plain ALTERs.

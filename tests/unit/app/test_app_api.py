@@ -55,9 +55,9 @@ def test_predict_multipart_gives_every_field_and_queues_reviews_in_the_outbox(cl
     assert prediction["model_version"] == "v0001"
     assert (prediction["decision"], prediction["rule"]) == (decision, rule)
     item = trained.store.get_item(prediction["item_id"])
-    assert item["split"] == "served" and item["prediction"]["model_version"] == "v0001"
-    assert (trained.data_dir / item["image_path"]).read_bytes() == png(COLOURS["blue"], seed=5)
-    due = [row["item_id"] for row in trained.store.due_reviews(10)]
+    assert item.split == "served" and item.prediction.model_version == "v0001"
+    assert (trained.data_dir / item.image_path).read_bytes() == png(COLOURS["blue"], seed=5)
+    due = [row.item_id for row in trained.store.due_reviews(10)]
     assert due == ([prediction["item_id"]] if decision == "review" else [])
 
 
@@ -84,7 +84,7 @@ def test_predict_json_many_and_review_rule_routes_to_outbox(client, trained):
     predictions = response.json["predictions"]
     assert [p["label"] for p in predictions] == list(CLASSES)
     assert all(p["decision"] == "review" for p in predictions)
-    due = {row["item_id"] for row in trained.store.due_reviews(10)}
+    due = {row.item_id for row in trained.store.due_reviews(10)}
     assert due >= {p["item_id"] for p in predictions}
 
 
@@ -161,7 +161,7 @@ def test_labels_with_multipart_images_create_seed_items(client, services):
     response = client.post("/v1/labels", data=data, content_type="multipart/form-data")
     assert response.status_code == 201, response.json
     item = services.store.get_item(response.json["labels"][0]["item_id"])
-    assert item["split"] == "seed" and item["label"]["label"] == "green"
+    assert item.split == "seed" and item.label.label == "green"
 
 
 def test_items_go_to_the_pool_once(client, services):

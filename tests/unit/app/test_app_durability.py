@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.core.files import sweep_temp_files, write_atomic
-from app.store import NewItem, NewLabel, Store
+from app.store import NewItem, NewLabel, NewModelVersion, Store
 
 OLD_SCHEMA = Path(__file__).parents[2] / "fixtures" / "juicer-db-main-2026-12-01.sql"
 
@@ -39,11 +39,11 @@ def test_a_data_folder_from_todays_main_is_upgraded_in_place_with_nothing_lost(t
     try:
         assert _counts(store.engine) == before
         assert store.schema_version() == store.head_version()
-        assert store.get_item("pool-1")["label"]["label"] == "green"
+        assert store.get_item("pool-1").label.label == "green"
         assert store.get_meta("classes") == ["red", "green", "blue"]
         store.add_items([NewItem("new-1", "d" * 64, "new/1.png", "pool", "images/d.png")])
         store.quarantine("new-1", "image file missing")  # a column the old schema did not have
-        assert [row["id"] for row in store.quarantined()] == ["new-1"]
+        assert [row.id for row in store.quarantined()] == ["new-1"]
     finally:
         store.close()
     again = Store.open(folder)  # a second start runs no migration and loses nothing
@@ -85,9 +85,9 @@ def test_a_corrupt_newest_model_falls_back_to_the_one_before(services, trained, 
             return (int, ("not a number",))  # unpickling raises ValueError
 
     (services.data_dir / "models" / "v0002.pkl").write_bytes(pickle.dumps(Exploding()))
-    row = services.store.get_model("v0001") | {"version": "v0002", "seq": 2, "head_path": "models/v0002.pkl"}
+    row = vars(services.store.get_model("v0001")) | {"version": "v0002", "seq": 2, "head_path": "models/v0002.pkl"}
     row.pop("created_at")
-    services.store.record_model(row)
+    services.store.record_model(NewModelVersion(**row))
     model = load_last_good(services.store.list_models(), services.data_dir, "fake-8x8")
     assert model.version == "v0001"
     assert "v0002" in caplog.text
@@ -106,8 +106,8 @@ def test_a_missing_image_is_quarantined_not_fatal(services, trained):
     path.unlink()
     result = services.trainer.retrain(force=True)
     assert result.version == "v0002"
-    assert [row["id"] for row in services.store.quarantined()] == ["gone"]
-    assert "missing" in services.store.quarantined()[0]["quarantined"]
+    assert [row.id for row in services.store.quarantined()] == ["gone"]
+    assert "missing" in services.store.quarantined()[0].quarantined
 
 
 def test_quarantined_items_are_listed_by_the_api(client, services, trained):
@@ -157,7 +157,8 @@ def test_retention_removes_old_served_images_and_predictions_only(services):
     from datetime import timedelta
 
     from app.worker.scheduler import apply_retention
-    from app.store import NewPrediction, items, predictions, utcnow
+    from app.store import NewPrediction, utcnow
+    from app.store.schema import items, predictions
 
     images = services.data_dir / "images"
     images.mkdir(parents=True, exist_ok=True)

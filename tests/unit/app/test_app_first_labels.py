@@ -22,7 +22,7 @@ def test_items_posted_into_an_empty_service_queue_typical_picks(client, services
     assert services.models.current is None
     assert refresh_queue(services) == services.settings.service.review_batch_size  # the default strategy is auto
     due = services.store.due_reviews(100)
-    assert len(due) == 2 and {row["model_version"] for row in due} == {COLD_START_VERSION}
+    assert len(due) == 2 and {row.model_version for row in due} == {COLD_START_VERSION}
     assert refresh_queue(services) == 0  # the first picks are with the annotators: nothing more until a model
     assert deliver_outbox(services) == 2
     requests = [task["request"] for task in services.desk.tasks.values()]

@@ -62,9 +62,9 @@ def test_a_poison_webhook_is_marked_failed_and_the_good_ones_behind_it_are_appli
     services.store.record_event(good_webhook("p1", 11, "red"))
     assert process_webhook_events(services) == 1
     assert services.store.pending_events() == []
-    [row] = [event for event in services.store.failed_events() if event["id"] == bad]
-    assert row["error"]
-    assert services.store.get_item("p1")["label"]["label"] == "red"
+    [row] = [event for event in services.store.failed_events() if event.id == bad]
+    assert row.error
+    assert services.store.get_item("p1").label.label == "red"
 
 
 # -- deep or huge JSON ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from annotation.models import LabelEvent
 from app.worker.scheduler import Jobs, deliver_outbox, pull_labels, retrain_if_due
-from app.store import NewItem, NewLabel, NewPrediction, utcnow
+from app.store import NewItem, NewLabel, NewModelVersion, NewPrediction, utcnow
 from tests.unit.app.conftest import CLASSES, COLOURS, png
 
 
@@ -40,13 +40,13 @@ def test_outbox_survives_label_studio_down_and_delivers_after_it_returns(service
     ids = _queue(services, 5)
     services.desk.down = True
     assert deliver_outbox(services) == 0
-    row = services.store.get_item(ids[0])["review"]
-    assert row["status"] == "pending" and row["attempts"] == 1 and "refused" in row["last_error"]
+    row = services.store.get_item(ids[0]).review
+    assert row.status == "pending" and row.attempts == 1 and "refused" in row.last_error
     assert deliver_outbox(services) == 0  # backing off: not due yet, no second attempt
-    assert services.store.get_item(ids[0])["review"]["attempts"] == 1
+    assert services.store.get_item(ids[0]).review.attempts == 1
     services.desk.down = False
     with services.store.engine.begin() as conn:  # time passes
-        from app.store import review_tasks
+        from app.store.schema import review_tasks
 
         conn.execute(review_tasks.update().values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     assert deliver_outbox(services) == 5
@@ -71,7 +71,7 @@ def test_a_crash_mid_retrain_leaves_the_last_good_model_serving(services, traine
     with pytest.raises(MemoryError):
         services.trainer.retrain(force=True)
     assert services.models.current.version == "v0001"
-    assert [row["version"] for row in services.store.list_models()] == ["v0001"]
+    assert [row.version for row in services.store.list_models()] == ["v0001"]
     assert not (services.data_dir / "models" / "v0002.pkl").exists()
 
 
@@ -87,7 +87,7 @@ def test_retrain_waits_for_n_new_labels_then_swaps_and_refreshes_the_queue(servi
     assert services.models.current.version == "v0002"
     assert result["queued_for_review"] == services.settings.service.review_batch_size
     pending = services.store.due_reviews(100)
-    assert len(pending) == 2 and all(row["model_version"] == "v0002" for row in pending)
+    assert len(pending) == 2 and all(row.model_version == "v0002" for row in pending)
 
 
 def test_a_restart_reloads_the_last_good_model(services, trained, settings):
@@ -95,7 +95,7 @@ def test_a_restart_reloads_the_last_good_model(services, trained, settings):
 
     (services.data_dir / "models" / "v0002.pkl").write_bytes(b"not a pickle")
     services.store.record_model(
-        dict(version="v0002", seq=2, backbone_id="fake-8x8", classes=list(CLASSES), n_labels=6, labels_per_class={},
+        NewModelVersion(version="v0002", seq=2, backbone_id="fake-8x8", classes=list(CLASSES), n_labels=6, labels_per_class={},
              max_label_id=6, metrics=None, head_path="models/v0002.pkl")
     )
     model = load_last_good(services.store.list_models(), services.data_dir, "fake-8x8")
@@ -128,10 +128,10 @@ def test_one_scheduler_with_explicit_ids_and_a_retrain_request(services, trained
         import time
 
         deadline = time.monotonic() + 20
-        while services.store.get_job(job_id)["status"] in ("queued", "running"):
+        while services.store.get_job(job_id).status in ("queued", "running"):
             assert time.monotonic() < deadline, "retrain job did not finish"
             time.sleep(0.05)
-        assert services.store.get_job(job_id)["status"] == "done"
+        assert services.store.get_job(job_id).status == "done"
         assert services.models.current.version == "v0002"
     finally:
         jobs.shutdown()

@@ -110,7 +110,7 @@ def test_predict_answers_in_task_order_with_version_and_score_and_records_served
     linked = trained.store.served_task_items("3", [11, 12, 13, 14])
     assert set(linked) == {11, 13, 14}
     item = trained.store.get_item(linked[11])
-    assert item["split"] == "served" and item["prediction"]["model_version"] == "v0001"
+    assert item.split == "served" and item.prediction.model_version == "v0001"
     assert trained.store.review_counts().get("pending", 0) == 0  # Label Studio's annotators decide, not juicer's queue
 
 
@@ -133,7 +133,7 @@ def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
     assert response.status_code == 200 and response.json["recorded"]
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [21])[21]
-    assert trained.store.get_item(item_id)["label"]["label"] == "blue"
+    assert trained.store.get_item(item_id).label.label == "blue"
 
 
 def test_start_training_queues_a_job_and_answers_at_once(ml, trained):
@@ -169,4 +169,4 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     assert anonymous.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}}).status_code == 401
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [31])[31]
-    assert trained.store.get_item(item_id)["label"]["label"] == "red"  # what Label Studio holds, not the body
+    assert trained.store.get_item(item_id).label.label == "red"  # what Label Studio holds, not the body

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from annotation.errors import AnnotationError
 from app.worker.scheduler import Jobs, deliver_outbox
-from app.store import LabelChange, NewItem, NewLabel, NewPrediction, review_tasks, utcnow
+from app.store import LabelChange, NewItem, NewLabel, NewPrediction, utcnow
+from app.store.schema import review_tasks
 from tests.unit.app.conftest import COLOURS, png
 
 
@@ -41,9 +42,9 @@ def test_one_refused_item_does_not_hold_back_its_batch(services):
     ids = _queue(services, 4)
     services.desk = RefusesOne(services.desk, ids[1])
     assert deliver_outbox(services) == 3
-    assert services.store.get_item(ids[1])["review"]["status"] == "pending"
-    assert services.store.get_item(ids[1])["review"]["attempts"] == 1
-    assert {services.store.get_item(i)["review"]["status"] for i in ids if i != ids[1]} == {"sent"}
+    assert services.store.get_item(ids[1]).review.status == "pending"
+    assert services.store.get_item(ids[1]).review.attempts == 1
+    assert {services.store.get_item(i).review.status for i in ids if i != ids[1]} == {"sent"}
 
 
 def test_the_backoff_exponent_is_capped(services):
@@ -53,8 +54,8 @@ def test_the_backoff_exponent_is_capped(services):
     services.desk.down = True
     services.settings.service.delivery_max_attempts = 10_000
     deliver_outbox(services)  # 2 ** 5000 seconds would overflow a timedelta
-    review = services.store.get_item(item)["review"]
-    assert review["attempts"] == 5001 and review["status"] == "pending"
+    review = services.store.get_item(item).review
+    assert review.attempts == 5001 and review.status == "pending"
 
 
 def test_after_the_retry_limit_a_delivery_is_failed_visible_and_retried_on_request(services, client):
@@ -117,7 +118,7 @@ def test_a_replayed_stale_event_does_not_overwrite_a_newer_label(services):
     services.store.apply_label_events([LabelChange(item, "7", "red", "1", now - timedelta(minutes=5), "set")])
     services.store.apply_label_events([LabelChange(item, "7", "blue", "1", now, "set")])
     assert services.store.apply_label_events([LabelChange(item, "7", "red", "1", now - timedelta(minutes=5), "set")]) == 0
-    assert services.store.get_item(item)["label"]["label"] == "blue"
+    assert services.store.get_item(item).label.label == "blue"
 
 
 def test_the_same_label_posted_ten_times_is_one_label(client, services, trained):
@@ -138,7 +139,7 @@ def test_disagreeing_annotators_are_both_kept_and_flagged(client, services):
     body = client.get("/v1/items?conflicts=true").json
     assert [row["id"] for row in body["items"]] == [item]
     assert sorted(label["label"] for label in body["items"][0]["labels"]) == ["blue", "red"]
-    assert services.store.get_item(item)["label"]["label"] == "blue"  # the merge rule: the newest answer trains
+    assert services.store.get_item(item).label.label == "blue"  # the merge rule: the newest answer trains
     services.store.apply_label_events([LabelChange(None, "2", None, "", utcnow(), "withdrawn")])
     assert client.get("/v1/items?conflicts=true").json["items"] == []
 
@@ -149,7 +150,7 @@ def test_holdout_items_refuse_new_labels(client, services):
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
     assert response.json["type"].endswith("holdout-item")
     assert services.store.apply_label_events([LabelChange(item, "9", "red", "1", utcnow(), "set")]) == 0
-    assert services.store.get_item(item)["label"] is None
+    assert services.store.get_item(item).label is None
 
 
 def test_labels_are_validated_whole_before_anything_is_written(client, services):
@@ -171,7 +172,7 @@ def test_jobs_left_queued_or_running_by_a_crash_are_failed_at_start(services):
     try:
         for job_id in (queued, running):
             job = services.store.get_job(job_id)
-            assert job["status"] == "failed" and "restart" in job["error"]
+            assert job.status == "failed" and "restart" in job.error
     finally:
         jobs.shutdown()
 

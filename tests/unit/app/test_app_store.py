@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.store import LabelChange, NewItem, NewLabel, NewPrediction, Store, StoreError, utcnow
+from app.store import LabelChange, NewItem, NewLabel, NewModelVersion, NewPrediction, Store, StoreError, utcnow
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_open_uses_wal_and_reopens_with_data(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
     again = Store.open(tmp_path)
-    assert again.get_item("item-1")["content_hash"] == f"{1:064x}"
+    assert again.get_item("item-1").content_hash == f"{1:064x}"
     again.close()
 
 
@@ -79,8 +79,8 @@ def test_prediction_and_review_queue_commit_together(store):
     store.record_predictions([_prediction("item-1"), _prediction("item-2", "accept", score=0.9)], [_item(1, "served"), _item(2, "served")])
     assert store.prediction_counts() == {"review": 1, "accept": 1}
     due = store.due_reviews(10)
-    assert [row["item_id"] for row in due] == ["item-1"]
-    assert due[0]["image_path"] == "images/1.png"
+    assert [row.item_id for row in due] == ["item-1"]
+    assert due[0].image_path == "images/1.png"
 
 
 def test_prediction_for_unknown_item_rolls_back_the_whole_batch(store):
@@ -95,14 +95,14 @@ def test_outbox_retry_backoff_delivery_and_requeue(store):
     store.record_predictions([_prediction("item-1")], [_item(1)])
     store.mark_delivery_failed(["item-1"], "server down", utcnow() + timedelta(seconds=60))
     assert store.due_reviews(10) == []
-    assert [row["item_id"] for row in store.due_reviews(10, now=utcnow() + timedelta(seconds=61))] == ["item-1"]
+    assert [row.item_id for row in store.due_reviews(10, now=utcnow() + timedelta(seconds=61))] == ["item-1"]
     store.mark_delivered({"item-1": 55}, {"item-1": "v1"})
     assert store.review_counts()["sent"] == 1
-    assert store.get_item("item-1")["review"]["ls_task_id"] == 55
+    assert store.get_item("item-1").review.ls_task_id == 55
     # A newer model's prediction puts the same task back in the queue (one item, one task).
     store.queue_reviews([_prediction("item-1", version="v2", score=0.3)])
     row = store.due_reviews(10)[0]
-    assert (row["model_version"], row["status"], row["ls_task_id"]) == ("v2", "pending", 55)
+    assert (row.model_version, row.status, row.ls_task_id) == ("v2", "pending", 55)
 
 
 def test_labelled_items_leave_the_queue(store):
@@ -117,13 +117,13 @@ def test_labelled_items_leave_the_queue(store):
 def test_model_versions_events_cursors_jobs(store):
     assert store.latest_model() is None
     store.record_model(
-        dict(version="v0001", seq=1, backbone_id="b", classes=["cat", "dog"], n_labels=2,
+        NewModelVersion(version="v0001", seq=1, backbone_id="b", classes=["cat", "dog"], n_labels=2,
              labels_per_class={"cat": 1, "dog": 1}, max_label_id=2, metrics={"accuracy": 0.5}, head_path="models/v0001.pkl")
     )
-    assert store.latest_model()["metrics"] == {"accuracy": 0.5}
+    assert store.latest_model().metrics == {"accuracy": 0.5}
     assert store.next_model_seq() == 2
     event_id = store.record_event({"action": "ANNOTATION_CREATED"})
-    assert [event["id"] for event in store.pending_events()] == [event_id]
+    assert [event.id for event in store.pending_events()] == [event_id]
     store.mark_event(event_id)
     assert store.pending_events() == []
     store.set_cursor("pull", "abc")
@@ -132,7 +132,7 @@ def test_model_versions_events_cursors_jobs(store):
     assert store.get_meta("classes") == ["a", "b"]
     job = store.create_job("retrain")
     store.update_job(job, "done", result={"version": "v0001"})
-    assert store.get_job(job)["result"] == {"version": "v0001"}
+    assert store.get_job(job).result == {"version": "v0001"}
 
 
 def _at_once(n_writers: int, work) -> list:
@@ -194,7 +194,7 @@ def test_one_annotation_event_applied_by_two_processes_at_once_changes_one_label
 def test_the_same_image_twice_in_one_batch_is_one_review_task(store):
     store.record_predictions([_prediction("item-1", score=0.4), _prediction("item-1", score=0.3)], [_item(1), _item(1)])
     due = store.due_reviews(10)
-    assert [(row["item_id"], row["score"]) for row in due] == [("item-1", pytest.approx(0.3))]
+    assert [(row.item_id, row.score) for row in due] == [("item-1", pytest.approx(0.3))]
 
 
 def test_the_same_migrations_bring_either_database_to_the_newest_schema_once_for_many_openers(store_url):

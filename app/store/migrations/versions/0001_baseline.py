@@ -1,6 +1,6 @@
 """The schema of main on 2026-12-01 (commit 2136fb1), before migrations existed.
 
-A store made by that code has these tables and no ``alembic_version``: :func:`app.store.migrate` stamps it at
+A store made by that code has these tables and no ``alembic_version``: :func:`app.store.migrate.migrate` stamps it at
 this revision, then upgrades it. A new store is created by running this migration.
 
 Revision ID: 0001

@@ -1,0 +1,112 @@
+"""Items: add, look up, list, count, quarantine and release."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from app.store.base import StoreBase, StoreError, insert_ignore, record, records, utcnow
+from app.store.records import Item, ItemDetail, Label, NewItem, Prediction, ReviewTask
+from app.store.schema import SPLITS, items, labels, predictions, review_tasks
+
+logger = logging.getLogger(__name__)
+
+
+class ItemsMixin(StoreBase):
+    """Items: add, look up, list, count, quarantine and release."""
+
+    def add_items(self, new_items: Iterable[NewItem]) -> int:
+        """Insert items whose id is new (others are left as they are); returns how many were inserted."""
+        with self.engine.begin() as conn:
+            return insert_items(conn, new_items)
+
+    def get_item(self, item_id: str) -> ItemDetail | None:
+        """One item with its current label, latest prediction and review status, or None."""
+        with self.engine.connect() as conn:
+            item = record(Item, conn.execute(sa.select(items).where(items.c.id == item_id)).first())
+            if item is None:
+                return None
+            label = record(
+                Label,
+                conn.execute(
+                    sa.select(labels.c.label, labels.c.source, labels.c.annotator, labels.c.created_at)
+                    .where(labels.c.item_id == item_id, labels.c.withdrawn_at.is_(None))
+                    .order_by(labels.c.id.desc())
+                    .limit(1)
+                ).first()
+            )
+            prediction = record(
+                Prediction,
+                conn.execute(
+                    sa.select(predictions).where(predictions.c.item_id == item_id).order_by(predictions.c.id.desc()).limit(1)
+                ).first()
+            )
+            query = sa.select(review_tasks).where(review_tasks.c.item_id == item_id)
+            review = record(ReviewTask, conn.execute(query).first())
+        return ItemDetail(**vars(item), label=label, prediction=prediction, review=review)
+
+    def quarantine(self, item_id: str, reason: str) -> None:
+        """Set an item aside: its image is missing or unreadable; it stays listed, out of training and queues."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=reason[:2000]))
+        logger.warning("item %s quarantined: %s", item_id, reason)
+
+    def release(self, item_id: str) -> None:
+        """Take an item out of quarantine (its image is back)."""
+        with self.engine.begin() as conn:
+            conn.execute(items.update().where(items.c.id == item_id).values(quarantined=None))
+
+    def quarantined(self, limit: int = 100, offset: int = 0) -> list[Item]:
+        """Quarantined items with the reason, in id order."""
+        query = sa.select(items).where(items.c.quarantined.is_not(None)).order_by(items.c.id).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return records(Item, conn.execute(query))
+
+    def item_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
+        """content hash -> the first item id holding it, for the hashes already stored."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = list(hashes[start : start + 500])
+                rows = conn.execute(
+                    sa.select(items.c.content_hash, items.c.id).where(items.c.content_hash.in_(chunk)).order_by(items.c.id)
+                )
+                for content_hash, item_id in rows:
+                    found.setdefault(content_hash, item_id)
+        return found
+
+    def list_items(self, split: str | None = None, limit: int = 100, offset: int = 0) -> list[Item]:
+        """Items (newest first), optionally of one split."""
+        query = sa.select(items).order_by(items.c.created_at.desc(), items.c.id).limit(limit).offset(offset)
+        if split is not None:
+            query = query.where(items.c.split == split)
+        with self.engine.connect() as conn:
+            return records(Item, conn.execute(query))
+
+    def count_items(self) -> dict[str, int]:
+        """Number of items per split."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(items.c.split, sa.func.count()).group_by(items.c.split))
+            return {split: count for split, count in rows}
+
+    def items_of_split(self, split: str) -> list[Item]:
+        """Every item of one split, in id order."""
+        with self.engine.connect() as conn:
+            return records(Item, conn.execute(sa.select(items).where(items.c.split == split).order_by(items.c.id)))
+
+
+
+def insert_items(conn: Connection, new_items: Iterable[NewItem]) -> int:
+    """Insert items whose id is new in ``conn``'s transaction; raises :class:`StoreError` for a bad split."""
+    rows = []
+    now = utcnow()
+    for item in new_items:
+        if item.split not in SPLITS:
+            raise StoreError(f"item {item.id}: split must be one of {', '.join(SPLITS)}, not {item.split!r}")
+        rows.append({**item.__dict__, "created_at": now})
+    if not rows:
+        return 0
+    return insert_ignore(conn, items, rows, ["id"])

@@ -1,0 +1,236 @@
+"""The store's records: what goes in (``New...``, :class:`LabelChange`) and what comes out, all frozen dataclasses.
+
+Every :class:`~app.store.Store` method returns one of these, a list of them, a count or a small mapping of
+counts, never a row dict; the field names are the table's column names, so a record reads like its row.
+Timestamps are timezone-aware UTC. JSON is made from them in one place, at the HTTP edge (:mod:`app.http.records`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# -- what goes in -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewItem:
+    """An image to record; ``image_path`` is relative to the data folder."""
+
+    id: str
+    content_hash: str
+    source: str
+    split: str
+    image_path: str | None = None
+
+
+@dataclass(frozen=True)
+class NewLabel:
+    """A label to record for an existing item."""
+
+    item_id: str
+    label: str
+    source: str
+    annotator: str | None = None
+    external_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewPrediction:
+    """One prediction; ``review`` queues the item for annotators in the same transaction."""
+
+    item_id: str
+    model_version: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    decision: str
+    rule: str
+    reason: str | None = None
+
+    @property
+    def review(self) -> bool:
+        """Whether the decision sends the item to annotators."""
+        return self.decision == "review"
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """A label event from Label Studio, as :meth:`Store.apply_label_events` needs it."""
+
+    item_id: str | None  # None in a deletion that names the annotation only
+    annotation_id: str
+    label: str | None
+    annotator: str | None
+    at: datetime | None
+    action: str  # "set" | "withdrawn"
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """An item with its current label (the newest label not withdrawn)."""
+
+    item_id: str
+    label: str
+    content_hash: str
+    source: str
+    image_path: str | None
+    label_id: int
+    split: str = field(default="seed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewModelVersion:
+    """A trained model version to record (``created_at`` is filled in when None); ``head_path`` is relative to the
+    data folder. ``metrics`` is the holdout evaluation as free-form JSON (:func:`learner.metrics.evaluate`)."""
+
+    version: str
+    seq: int
+    backbone_id: str
+    classes: list[str]
+    n_labels: int
+    labels_per_class: dict[str, int]
+    max_label_id: int
+    head_path: str
+    metrics: dict[str, Any] | None = None
+    train_seconds: float | None = None
+    labels_read_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+# -- what comes out -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """An image the store knows; ``image_path`` is relative to the data folder, ``quarantined`` says why its image
+    cannot be used (None when it can)."""
+
+    id: str
+    content_hash: str
+    source: str
+    split: str
+    image_path: str | None
+    created_at: datetime
+    quarantined: str | None
+
+
+@dataclass(frozen=True)
+class Label:
+    """One active label of an item: the class, where it came from, who gave it and when."""
+
+    label: str
+    source: str
+    annotator: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A stored prediction; ``probabilities`` maps each class to its probability (JSON column)."""
+
+    id: int
+    item_id: str
+    model_version: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    decision: str
+    rule: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReviewTask:
+    """An item's row in the outbox to Label Studio (status pending, sent, failed or labelled)."""
+
+    item_id: str
+    status: str
+    label: str
+    score: float
+    model_version: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    ls_task_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class DueReview(ReviewTask):
+    """A pending review task whose attempt is due, with its item's image path and source (to deliver it)."""
+
+    image_path: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class ItemDetail(Item):
+    """An item with its current label, its latest prediction and its review task (each None when it has none)."""
+
+    label: Label | None = None
+    prediction: Prediction | None = None
+    review: ReviewTask | None = None
+
+
+@dataclass(frozen=True)
+class Conflict(Item):
+    """An item whose active labels disagree, with every active label, oldest first."""
+
+    labels: tuple[Label, ...] = ()
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    """A pool item with no active label, with its review status (None when it was never queued)."""
+
+    id: str
+    content_hash: str
+    source: str
+    image_path: str | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A recorded model version. ``metrics`` is its holdout evaluation as free-form JSON (accuracy, n, per-class
+    figures, thresholds; :func:`learner.metrics.evaluate`), None without a labelled holdout."""
+
+    version: str
+    seq: int
+    created_at: datetime
+    backbone_id: str
+    classes: list[str]
+    n_labels: int
+    labels_per_class: dict[str, int]
+    max_label_id: int
+    metrics: dict[str, Any] | None
+    head_path: str
+    train_seconds: float | None
+    labels_read_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A Label Studio webhook kept for the processing job; ``payload`` is the body as received (free-form JSON)."""
+
+    id: int
+    received_at: datetime
+    payload: Any
+    processed_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """A retrain request a client can poll (a row of the ``jobs`` table): ``kind`` retrain or retrain-force, status
+    queued, running, done or failed. ``result`` is what the retrain reported, as free-form JSON."""
+
+    id: int
+    kind: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
