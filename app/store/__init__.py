@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -34,6 +34,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:  # the events the store applies are annotation's own records
+    from annotation.models import LabelEvent
 
 logger = logging.getLogger(__name__)
 
@@ -222,18 +225,6 @@ class NewPrediction:
     def review(self) -> bool:
         """Whether the decision sends the item to annotators."""
         return self.decision == "review"
-
-
-@dataclass(frozen=True)
-class LabelChange:
-    """A label event from Label Studio, as :meth:`Store.apply_label_events` needs it."""
-
-    item_id: str | None  # None in a deletion that names the annotation only
-    annotation_id: str
-    label: str | None
-    annotator: str | None
-    at: datetime | None
-    action: str  # "set" | "withdrawn"
 
 
 @dataclass
@@ -541,8 +532,10 @@ class Store:
             _mark_reviews_labelled(conn, wanted)
         return ids
 
-    def apply_label_events(self, changes: Sequence[LabelChange]) -> int:
+    def apply_label_events(self, changes: Sequence[LabelEvent]) -> int:
         """Apply Label Studio annotation events idempotently; returns how many labels changed.
+
+        The label's ``external_id`` is the event's ``annotation_id`` as text.
 
         A ``set`` for an annotation already recorded with the same label changes nothing; with another label
         the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
@@ -554,7 +547,7 @@ class Store:
         now = utcnow()
         with self._serialised() as conn:
             named = {change.item_id for change in changes if change.item_id is not None}
-            unnamed = [change.annotation_id for change in changes if change.item_id is None]
+            unnamed = [str(change.annotation_id) for change in changes if change.item_id is None]
             for chunk in _chunks(unnamed, 500):
                 named.update(
                     conn.execute(
@@ -575,7 +568,7 @@ class Store:
                         continue
                 rows = conn.execute(
                     sa.select(labels.c.id, labels.c.label, labels.c.created_at, labels.c.withdrawn_at).where(
-                        labels.c.source == "label-studio", labels.c.external_id == change.annotation_id
+                        labels.c.source == "label-studio", labels.c.external_id == str(change.annotation_id)
                     )
                 ).all()
                 if change.at is not None and rows:
@@ -603,7 +596,7 @@ class Store:
                         label=change.label,
                         source="label-studio",
                         annotator=change.annotator,
-                        external_id=change.annotation_id,
+                        external_id=str(change.annotation_id),
                         created_at=change.at or now,
                     )
                 )

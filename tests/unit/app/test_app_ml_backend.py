@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from annotation.webhooks import annotation_record
 from app.worker.scheduler import process_webhook_events
 from tests.unit.app.conftest import COLOURS, png
 
@@ -40,23 +41,20 @@ def ml(app, services):
         body = files.get(request.url.path)
         return httpx.Response(200, content=body) if body else httpx.Response(404)
 
-    services.extras["task_images_transport"] = httpx.MockTransport(serve)
+    services.task_images_transport = httpx.MockTransport(serve)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = BASIC
     client.files_seen = seen
     return client
 
 
-class FakeJobs:
+class FakeScheduler:
+    """This process's scheduler as the services see it (:class:`app.services.Waker`)."""
+
     running = True
 
     def __init__(self) -> None:
-        self.submitted = 0
         self.woken: list[str] = []
-
-    def submit_retrain(self, force: bool = False) -> int:
-        self.submitted += 1
-        return 41
 
     def wake(self, job_id: str) -> None:
         self.woken.append(job_id)
@@ -137,10 +135,11 @@ def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
 
 
 def test_start_training_queues_a_job_and_answers_at_once(ml, trained):
-    trained.jobs = FakeJobs()
+    trained.scheduler = FakeScheduler()
     response = ml.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
-    assert response.status_code == 201 and response.json["job_id"] == 41
-    assert trained.jobs.submitted == 1
+    assert response.status_code == 201
+    assert [job["id"] for job in trained.store.queued_jobs(["retrain"])] == [response.json["job_id"]]
+    assert trained.scheduler.woken == ["run-queued-jobs"]
     other = ml.post("/label-studio-ml/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 3}})
     assert other.status_code == 200 and other.json["status"] == "ignored"
 
@@ -158,7 +157,7 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
     assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
     region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
-    held = {902: {"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"}}
+    held = {902: annotation_record({"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})}
     trained.desk.get_annotation = held.get  # Label Studio's own record
     anonymous = app.test_client()
     forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
