@@ -15,13 +15,13 @@ here (the caller owns retry policy, guided by ``retryable``). The rooms:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import httpx
 
 from annotation.client import LabelStudioClient
 from annotation.labels import Labels
-from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, ReviewTask
+from annotation.models import Annotation, LabelEvent, Project, PullCursor, ReviewRequest, ReviewTask
 from annotation.projects import Projects
 from annotation.reviews import Reviews
 from config import Settings
@@ -107,7 +107,7 @@ class LabelStudioDesk:
         """Label Studio user id (as in :attr:`LabelEvent.annotator`) -> the user's email."""
         return self.labels.annotator_emails()
 
-    def get_annotation(self, annotation_id: int) -> dict[str, Any] | None:
+    def get_annotation(self, annotation_id: int) -> Annotation | None:
         """One annotation as Label Studio holds it now, or None when it does not exist."""
         return self.labels.get_annotation(annotation_id)
 

@@ -8,6 +8,7 @@ The tree (``retryable`` in brackets: whether trying the same call again later ca
     │   └── LabelStudioAuthError   [no]   401/403: the API token is wrong or lacks permission
     ├── ProjectConfigError         [no]   a labelling config juicer cannot use, or a change that would orphan labels
     ├── WebhookPayloadError        [no]   a webhook body that is not a Label Studio annotation event
+    │   └── EventNotConfirmedError [no]   an event that came without credentials and Label Studio does not confirm
     └── TaskImageError             [5xx/timeout: yes]  a task's image URL that is not allowed or cannot be fetched
 
 SDK (``label_studio_sdk.core.api_error.ApiError``) and ``httpx`` errors are chained with ``raise ... from``, so
@@ -50,6 +51,10 @@ class ProjectConfigError(AnnotationError):
 
 class WebhookPayloadError(AnnotationError):
     """A webhook body that is not a readable Label Studio annotation event."""
+
+
+class EventNotConfirmedError(WebhookPayloadError):
+    """An event that came without credentials and does not match what Label Studio itself holds: it is dropped."""
 
 
 class TaskImageError(AnnotationError):

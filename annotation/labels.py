@@ -12,8 +12,10 @@ from typing import Any
 
 from annotation.client import BULK_TIMEOUT_FACTOR, LabelStudioClient
 from annotation.errors import LabelStudioRejected
-from annotation.models import LabelEvent, Project, PullCursor, SeenAnnotation
-from annotation.webhooks import ANNOTATION_ACTIONS, SECRET_HEADER, annotation_label, annotator_of, is_completed, parse_time
+from annotation.models import Annotation, LabelEvent, Project, PullCursor, SeenAnnotation
+from annotation.webhooks import (
+    ANNOTATION_ACTIONS, SECRET_HEADER, annotation_label, annotation_record, annotator_of, is_completed, parse_time,
+)  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +90,15 @@ class Labels:
         with self.client.errors("listing users"):
             return {str(u.id): str(u.email) for u in self.client.sdk.users.list(request_options=self.client.opts)}
 
-    def get_annotation(self, annotation_id: int) -> dict[str, Any] | None:
-        """One annotation as Label Studio holds it now (plain JSON), or None when it does not exist."""
+    def get_annotation(self, annotation_id: int) -> Annotation | None:
+        """One annotation as Label Studio holds it now, or None when it does not exist."""
         try:
-            return self.client.request("GET", f"/api/annotations/{annotation_id}", f"reading annotation {annotation_id}").json()
+            raw = self.client.request("GET", f"/api/annotations/{annotation_id}", f"reading annotation {annotation_id}").json()
         except LabelStudioRejected as exc:
             if exc.status == 404:
                 return None
             raise
+        return annotation_record(raw)
 
     def register_webhook(self, project: Project, url: str, secret: str) -> int:
         """Have Label Studio POST annotation events for ``project`` to ``url`` with ``secret`` in a header.

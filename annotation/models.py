@@ -66,6 +66,26 @@ class LabelEvent:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """One annotation as Label Studio holds it: whose answer, on which task, choosing which class (None: empty).
+
+    ``cancelled`` is Label Studio's ``was_cancelled`` (the task was skipped); ``at`` its last update.
+    """
+
+    id: int
+    task_id: int | None
+    label: str | None
+    annotator: str
+    at: datetime
+    cancelled: bool = False
+
+    @property
+    def completed(self) -> bool:
+        """A submitted answer: not skipped and holding a choice."""
+        return not self.cancelled and self.label is not None
+
+
+@dataclass(frozen=True)
 class NextTask:
     """The task Label Studio's queue hands a person next, with the model's pre-annotation."""
 

@@ -1,8 +1,9 @@
 """Label Studio webhook bodies -> :class:`LabelEvent` records, and the shared-secret check.
 
-Pure functions: the service's webhook endpoint calls :func:`check_secret` then :func:`parse_webhook`, records
-the events and answers at once (Label Studio without Redis delivers inside the annotator's request, with a
-1 s timeout).
+Pure functions: the service's webhook endpoints check the caller (:func:`check_secret`, or the ML backend's
+token), record the body and answer at once (Label Studio without Redis delivers inside the annotator's request,
+with a 1 s timeout); the label job turns each recorded body into events with :func:`verify_event`, which reads
+back from Label Studio the annotations of a body that came without credentials (marked :data:`UNVERIFIED`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import hmac
 import logging
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from annotation.errors import WebhookPayloadError
+from annotation.errors import EventNotConfirmedError, WebhookPayloadError
 from annotation.labelconfig import chosen_label
-from annotation.models import LabelEvent
+from annotation.models import Annotation, LabelEvent
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 SECRET_HEADER = "X-Juicer-Secret"
 #: The actions juicer registers for and understands.
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+#: The key a recorded body carries when it came without credentials: its annotations are read back before they count.
+UNVERIFIED = "juicer_verify"
 
 
 def annotation_label(result: Any) -> str | None:
@@ -79,6 +82,62 @@ def annotator_of(annotation: Mapping[str, Any]) -> str:
     return "" if user is None else str(user)
 
 
+def annotation_record(raw: Mapping[str, Any], task_id: Any = None) -> Annotation:
+    """An annotation's JSON (a webhook's ``annotation``, or ``/api/annotations/<id>``) as an :class:`Annotation`.
+
+    ``task_id``: the task's id when the annotation does not name it. Raises :class:`WebhookPayloadError` for an
+    id, task id or timestamp of the wrong kind.
+    """
+    given_task = raw.get("task")
+    if given_task is None:
+        given_task = task_id
+    return Annotation(
+        id=_int_id(raw.get("id"), "annotation.id"),
+        task_id=None if given_task is None else _int_id(given_task, "annotation.task"),
+        label=annotation_label(raw.get("result")),
+        annotator=annotator_of(raw),
+        at=parse_time(raw.get("updated_at") or raw.get("created_at")),
+        cancelled=bool(raw.get("was_cancelled")),
+    )
+
+
+def _events(action: str, item_id: str | None, annotation: Annotation) -> list[LabelEvent]:
+    """The label events one ANNOTATION_CREATED / _UPDATED / _DELETED makes of ``annotation`` on ``item_id``."""
+    if action == "ANNOTATION_DELETED":
+        return [LabelEvent(item_id, annotation.task_id, annotation.id, None, annotation.annotator, datetime.now(timezone.utc), "withdrawn")]
+    if item_id is None:
+        logger.warning("ignoring %s for task %s: it has no item_id, so juicer did not create it", action, annotation.task_id)
+        return []
+    if annotation.completed:
+        return [LabelEvent(item_id, annotation.task_id, annotation.id, annotation.label, annotation.annotator, annotation.at, "set")]
+    if action == "ANNOTATION_UPDATED":
+        return [LabelEvent(item_id, annotation.task_id, annotation.id, None, annotation.annotator, annotation.at, "withdrawn")]
+    return []
+
+
+def _deleted_ids(payload: Mapping[str, Any]) -> list[int]:
+    deleted = payload.get("annotations")
+    if not isinstance(deleted, list):
+        raise WebhookPayloadError("ANNOTATIONS_DELETED webhook without an 'annotations' list")
+    return [_int_id(a["id"], "annotations[].id") for a in deleted if isinstance(a, Mapping) and a.get("id") is not None]
+
+
+def _claimed(payload: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], Any]:
+    """The action, the annotation object and the task of a single-annotation event (raises when there is none)."""
+    action = payload["action"]
+    annotation = payload.get("annotation")
+    if not isinstance(annotation, Mapping) or annotation.get("id") is None:
+        raise WebhookPayloadError(f"{action} webhook without an 'annotation' object: was it sent with send_payload?")
+    return action, annotation, payload.get("task")
+
+
+def _check_event(payload: Any) -> None:
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("action"), str):
+        raise WebhookPayloadError(
+            "webhook body is not a Label Studio event (no 'action'): check the webhook URL points at juicer's endpoint"
+        )
+
+
 def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
     """The label events in one webhook body; [] for actions juicer does not track or answers that are not ours.
 
@@ -87,45 +146,51 @@ def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
     plural carries annotation ids only, so ``item_id``/``task_id`` are None there). Raises
     :class:`WebhookPayloadError` for a body that is not a Label Studio event.
     """
-    if not isinstance(payload, Mapping) or not isinstance(payload.get("action"), str):
-        raise WebhookPayloadError(
-            "webhook body is not a Label Studio event (no 'action'): check the webhook URL points at juicer's endpoint"
-        )
+    _check_event(payload)
     action = payload["action"]
     if action == "ANNOTATIONS_DELETED":
-        deleted = payload.get("annotations")
-        if not isinstance(deleted, list):
-            raise WebhookPayloadError("ANNOTATIONS_DELETED webhook without an 'annotations' list")
         now = datetime.now(timezone.utc)
-        return [
-            LabelEvent(None, None, _int_id(a["id"], "annotations[].id"), None, "", now, "withdrawn")
-            for a in deleted
-            if isinstance(a, Mapping) and a.get("id") is not None
-        ]
+        return [LabelEvent(None, None, annotation_id, None, "", now, "withdrawn") for annotation_id in _deleted_ids(payload)]
     if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED"):
         return []
-    annotation = payload.get("annotation")
-    if not isinstance(annotation, Mapping) or annotation.get("id") is None:
-        raise WebhookPayloadError(f"{action} webhook without an 'annotation' object: was it sent with send_payload?")
-    task = payload.get("task")
-    item_id = _item_id(task)
-    task_id = annotation.get("task")
-    if task_id is None and isinstance(task, Mapping):
-        task_id = task.get("id")
-    task_id = None if task_id is None else _int_id(task_id, "annotation.task")
-    annotation_id = _int_id(annotation["id"], "annotation.id")
-    at = parse_time(annotation.get("updated_at") or annotation.get("created_at"))
-    if action == "ANNOTATION_DELETED":
-        return [LabelEvent(item_id, task_id, annotation_id, None, annotator_of(annotation), datetime.now(timezone.utc), "withdrawn")]
-    if item_id is None:
-        logger.warning("ignoring %s for task %s: it has no item_id, so juicer did not create it", action, task_id)
+    action, annotation, task = _claimed(payload)
+    return _events(action, _item_id(task), annotation_record(annotation, task.get("id") if isinstance(task, Mapping) else None))
+
+
+def verify_event(payload: Mapping[str, Any], read_annotation: Callable[[int], Annotation | None] | None) -> list[LabelEvent]:
+    """The label events of a recorded webhook body, checked against Label Studio when it came without credentials.
+
+    A body marked :data:`UNVERIFIED` counts only as Label Studio holds it now: only the annotation ids and the
+    task id are taken from it, each annotation is read back with ``read_annotation`` (the desk's
+    ``get_annotation``, juicer's own token), so a forged body can at most make juicer look a real annotation up.
+    Raises :class:`EventNotConfirmedError` when nothing in it holds (or there is no Label Studio to ask),
+    :class:`WebhookPayloadError` for a body that is not an event, and the desk's
+    :class:`~annotation.errors.AnnotationError` when Label Studio cannot be asked (retryable: try later).
+    """
+    if not (isinstance(payload, Mapping) and payload.get(UNVERIFIED)):
+        return parse_webhook(payload)
+    checked = {key: value for key, value in payload.items() if key != UNVERIFIED}
+    _check_event(checked)
+    if read_annotation is None:
+        raise EventNotConfirmedError("no Label Studio to confirm the event with (set label_studio.url)")
+    action = checked["action"]
+    if action == "ANNOTATIONS_DELETED":
+        gone = [annotation_id for annotation_id in _deleted_ids(checked) if read_annotation(annotation_id) is None]
+        if not gone:
+            raise EventNotConfirmedError("Label Studio still holds every annotation the deletion names")
+        return parse_webhook({**checked, "annotations": [{"id": annotation_id} for annotation_id in gone]})
+    if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED"):
         return []
-    if is_completed(annotation):
-        label = annotation_label(annotation.get("result"))
-        return [LabelEvent(item_id, task_id, annotation_id, label, annotator_of(annotation), at, "set")]
-    if action == "ANNOTATION_UPDATED":
-        return [LabelEvent(item_id, task_id, annotation_id, None, annotator_of(annotation), at, "withdrawn")]
-    return []
+    action, claimed, task = _claimed(checked)
+    claimed_task = claimed.get("task") if claimed.get("task") is not None else task.get("id") if isinstance(task, Mapping) else None
+    current = read_annotation(_int_id(claimed["id"], "annotation.id"))
+    if action == "ANNOTATION_DELETED":
+        if current is not None:
+            raise EventNotConfirmedError(f"annotation {claimed['id']} still exists in Label Studio")
+        return parse_webhook(checked)
+    if current is None or current.task_id is None or claimed_task is None or current.task_id != _int_id(claimed_task, "annotation.task"):
+        raise EventNotConfirmedError(f"the event for annotation {claimed['id']} does not match Label Studio's own record")
+    return _events(action, _item_id(task), current)
 
 
 def check_secret(headers: Mapping[str, str], secret: str) -> bool:

@@ -34,8 +34,9 @@ def create_app(settings: Any = None, services: Any = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["juicer"] = services
     register_error_handlers(app)
-    metrics = services.extras.get("metrics") or Metrics()
-    services.extras["metrics"] = metrics
+    if services.metrics is None:
+        services.metrics = Metrics()
+    metrics = services.metrics
     install_metrics(app, metrics, refresh=lambda m: _refresh_metrics(services, m))
 
     @app.after_request

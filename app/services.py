@@ -1,7 +1,8 @@
 """What the app and the jobs are handed: the store, the one backbone, the model, the trainer, the desk.
 
 :func:`build_services` wires the real parts from settings (loading the backbone takes seconds);
-tests build :class:`Services` themselves with fakes at these seams.
+tests build :class:`Services` themselves with fakes at these seams. The process's scheduler
+(:class:`app.worker.scheduler.Scheduler`, a layer above) is reached only through the :class:`Waker` protocol.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.core.serving import Embeddings, ModelHolder, load_last_good
 from app.store import Store
@@ -17,16 +18,30 @@ from learner.cache import Embedder
 from app.core.training import Trainer
 from config.settings import Settings
 
-if TYPE_CHECKING:  # annotations only: the jobs import this module, and the desk pulls in the SDK
+if TYPE_CHECKING:  # annotations only: the desk pulls in the SDK
+    import httpx
+
     from annotation.desk import LabelStudioDesk
     from annotation.models import Project
-    from app.worker.scheduler import Jobs
 
 logger = logging.getLogger(__name__)
 
 
 class SetupError(Exception):
     """The service cannot be wired: no class list, a backbone that does not load, an unreadable store."""
+
+
+class Waker(Protocol):
+    """The process's scheduler as requests and jobs see it: whether it runs, and "run this job now"."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread runs."""
+        ...
+
+    def wake(self, job_id: str) -> None:
+        """Run the recurring job ``job_id`` as soon as possible."""
+        ...
 
 
 @dataclass
@@ -41,8 +56,23 @@ class Services:
     trainer: Trainer
     desk: LabelStudioDesk | None = None
     project: Project | None = None
-    jobs: Jobs | None = None  # started by `juicer serve`
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: This process's scheduler, set by :class:`app.worker.scheduler.Scheduler` (``juicer serve``); None in the
+    #: other workers and in test apps.
+    scheduler: Waker | None = None
+    #: Some process holds the scheduler lease (or takes it within seconds): a retrain queued here is run there.
+    #: Set for every gunicorn worker by :mod:`app.http.server`.
+    scheduler_elsewhere: bool = False
+    #: The URL Label Studio posts annotation events to (registered by :func:`app.worker.scheduler.connect_label_studio`).
+    webhook_url: str | None = None
+    #: The process's Prometheus metrics (:class:`app.http.metrics.Metrics`, made by ``create_app`` unless given).
+    metrics: Any = None
+    #: Label Studio project id -> the access token its ``/setup`` call brought (to read the project's images).
+    ml_backend_tokens: dict[str, str] = field(default_factory=dict)
+    #: The gallery of the current model versions, with the key it was built for (:mod:`app.http.gallery`).
+    gallery: tuple[Any, Any] | None = None
+    #: Replaces the network under the ML backend's image fetcher (:class:`annotation.task_images.TaskImages`):
+    #: tests hand in an ``httpx.MockTransport``.
+    task_images_transport: httpx.BaseTransport | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -54,10 +84,15 @@ class Services:
         """The secret Label Studio must send with webhooks (``""``, matching nothing, when none was resolved)."""
         return self.settings.label_studio.webhook_secret or ""
 
+    @property
+    def scheduler_reachable(self) -> bool:
+        """Whether a retrain queued in the store will be run: by this process's scheduler, or by the lease holder's."""
+        return (self.scheduler is not None and self.scheduler.running) or self.scheduler_elsewhere
+
     def wake(self, job_id: str) -> None:
-        """Ask the scheduler to run a job now (no-op without a running scheduler)."""
-        if self.jobs is not None:
-            self.jobs.wake(job_id)
+        """Ask the scheduler to run a job now (no-op without a scheduler in this process)."""
+        if self.scheduler is not None:
+            self.scheduler.wake(job_id)
 
 
 def resolve_classes(settings: Settings, store: Store) -> tuple[str, ...]:

@@ -61,7 +61,7 @@ def main() -> int:
     from annotation.server import LabelStudioServer
     from app import create_app
     from app.core.demo import encode_png, seed_demo
-    from app.worker.scheduler import Jobs
+    from app.worker.scheduler import Scheduler
     from app.services import build_services
     from app.store import Store
     from config import load_settings
@@ -96,7 +96,7 @@ def main() -> int:
         services.trainer.retrain(reason="first model")
         http_server = make_server("127.0.0.1", port, create_app(services=services), threaded=True)
         threading.Thread(target=http_server.serve_forever, daemon=True).start()
-        jobs = Jobs(services)
+        jobs = Scheduler(services)
         jobs.start()
         rows_left = [row for row in range(len(dataset)) if store.get_item(dataset.item_ids[row]) is None]
         try:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
     import numpy as np
 
     from app.core.demo import seed_demo
-    from app.worker.scheduler import Jobs
+    from app.worker.scheduler import Scheduler
     from app.services import build_services
     from app.store import NewItem, NewLabel, Store
     from app.core.training import default_head_factory
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
         truth = dict(zip(dataset.item_ids, dataset.label_names))
         pool_ids = [row.id for row in store.items_of_split("pool")]
 
-        jobs = Jobs(services)
+        jobs = Scheduler(services)
         jobs.start()
         rows = []
         labelled = 10

@@ -134,6 +134,17 @@ class ServiceSettings(BaseModel):
     )
     pull_interval_s: float = Field(60, gt=0, description="Pull labels from Label Studio this often (webhook safety net)")
     deliver_interval_s: float = Field(5, gt=0, description="Deliver queued review tasks this often")
+    connect_interval_s: float = Field(5, gt=0, description="Try to reach Label Studio this often while it was away at start")
+    webhook_interval_s: float = Field(
+        5, gt=0, description="Turn recorded webhook events into labels this often (a webhook also wakes the job at once)"
+    )
+    retrain_check_interval_s: float = Field(30, gt=0, description="Check this often whether retrain_after_labels were reached")
+    queued_retrains_interval_s: float = Field(
+        1, gt=0, description="Look this often for retrains queued by POST /v1/retrain or Label Studio in any worker"
+    )
+    refresh_queue_interval_s: float = Field(3600, gt=0, description="Re-score the pool and top up the review queue this often")
+    prune_interval_s: float = Field(600, gt=0, description="Delete Label Studio prediction versions no editor shows this often")
+    retention_interval_s: float = Field(6 * 3600, gt=0, description="Apply keep_served_days this often (first run 5 min after start)")
     deliver_batch_size: int = Field(100, ge=1, le=10_000, description="Review tasks sent to Label Studio per call")
     retry_backoff_s: float = Field(2, gt=0, description="First retry delay of a failed delivery; doubles each try")
     retry_backoff_max_s: float = Field(300, gt=0, description="Longest delay between delivery retries")

@@ -12,6 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from app.http.context import queue_retrain, services
+from app.http.jsonbody import json_object
 from app.http.problems import Problem
 from app.http.records import model_json, to_json
 from app.services import Services
@@ -26,18 +28,6 @@ MAX_ID = 2**63 - 1  # the largest integer key the store's databases hold
 api = Blueprint("api", __name__, url_prefix="/v1")
 web = Blueprint("web", __name__)
 
-def services() -> Services:
-    """The services of the app handling this request."""
-    return current_app.extensions["juicer"]
-
-
-def _json_body() -> dict[str, Any]:
-    if not request.is_json:
-        raise Problem(415, "JSON expected", "send Content-Type: application/json with a JSON object", type="unsupported-media-type")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad JSON body", "the body must be a JSON object", type="bad-request")
-    return body
 
 
 def _serving_model() -> Any:
@@ -201,7 +191,7 @@ def add_labels() -> tuple[Response, int]:
         annotator = request.form.get("annotator")
         _labels_for_uploads(svc, pairs, annotator, new_items, new_labels)
     else:
-        body = _json_body()
+        body = json_object()
         entries = body.get("labels", [body] if "label" in body else None)
         if not isinstance(entries, list) or not entries:
             raise Problem(
@@ -308,9 +298,7 @@ def label_studio_webhook() -> Response:
             401, "Bad webhook secret", f"the {SECRET_HEADER} header is missing or wrong", type="bad-webhook-secret",
             headers={"WWW-Authenticate": f'{SECRET_HEADER} realm="juicer"'},
         )  # fmt: skip
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise Problem(400, "Bad webhook body", "a Label Studio webhook body is a JSON object", type="bad-request")
+    payload = json_object("a Label Studio webhook body is a JSON object")
     event_id = svc.store.record_event(payload)
     svc.wake("process-webhooks")
     return jsonify({"recorded": event_id})
@@ -324,12 +312,8 @@ def retrain() -> tuple[Response, int, dict[str, str]]:
     ``{"force": true}`` (or ``?force=true``) retrains even when no label changed since the serving model;
     otherwise such a job finishes at once with ``result.skipped`` saying so.
     """
-    from app.worker.scheduler import queue_retrain
-
     svc = services()
     force = _retrain_force(request)  # a bad request is a 4xx whatever state the service is in
-    if (svc.jobs is None or not svc.jobs.running) and not svc.extras.get("scheduler_elsewhere"):
-        raise Problem(503, "No scheduler", "this process runs no scheduler; retrain through `juicer serve`", type="no-scheduler")
     job_id = queue_retrain(svc, force=force)
     location = url_for("api.get_job", job_id=job_id)
     return jsonify({"job_id": job_id, "status": "queued", "status_url": location}), 202, {"Location": location}
@@ -443,12 +427,12 @@ def _gallery() -> Any:
     rows = svc.store.list_models()
     size = svc.settings.service.gallery_size
     key = (tuple(row.version for row in rows), size)
-    cached = svc.extras.get("gallery")
+    cached = svc.gallery
     if cached is not None and cached[0] == key:
         return cached[1]
     gallery = build_gallery(rows, svc.store.current_labels(holdout=True), svc.embeddings.cache, svc.data_dir, size,
                             backbone_id=svc.embeddings.backbone_id)
-    svc.extras["gallery"] = (key, gallery)
+    svc.gallery = (key, gallery)
     return gallery
 
 

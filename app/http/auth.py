@@ -30,6 +30,31 @@ def _services():
     return current_app.extensions["juicer"]
 
 
+def token_refusal(*, basic: bool = False) -> str | None:
+    """Why the request lacks juicer's API token, or None when it carries it (or the API is not token-protected).
+
+    ``Authorization: Bearer <token>``; with ``basic``, also Basic auth with the token as the password (any user
+    name: Label Studio's "Basic auth" for an ML backend). The one token check of both HTTP doors.
+    """
+    from app.core.secrets import api_token
+
+    token = api_token(_services().settings)
+    if token is None:
+        return None
+    given = None
+    auth = request.authorization
+    if auth is not None and auth.type == "bearer":
+        given = auth.token
+    elif auth is not None and auth.type == "basic" and basic:
+        given = auth.password
+    if not given or not str(given).strip():
+        wanted = "'Authorization: Bearer <token>' or Basic auth with the token as password" if basic else "'Authorization: Bearer <token>'"
+        return f"this endpoint needs {wanted} (service.api_token)"
+    if not hmac.compare_digest(str(given).strip().encode(), token.encode()):
+        return "the API token is wrong; use the one in service.api_token"
+    return None
+
+
 def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bool:
     if path.startswith(ML_BACKEND_PREFIX):  # Label Studio's door checks its own "Basic auth" (app.http.ml_backend)
         return False
@@ -40,18 +65,11 @@ def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bo
 
 def check_token() -> None:
     """401 unless the request carries the API token (or the path is public, or auth is off)."""
-    from app.core.secrets import api_token
-
-    settings = _services().settings
-    token = api_token(settings)
-    if token is None or not _needs_token(request.path, request.endpoint, settings.service.public_paths):
+    if not _needs_token(request.path, request.endpoint, _services().settings.service.public_paths):
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise unauthorized("this endpoint needs 'Authorization: Bearer <token>' (service.api_token)")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise unauthorized("the API token is wrong; use the one in service.api_token")
+    refusal = token_refusal()
+    if refusal is not None:
+        raise unauthorized(refusal)
 
 
 def check_origin() -> None:

@@ -21,7 +21,9 @@ data URIs, or juicer's own item (``item_id`` in the task data). Each task become
 Authentication: every call Label Studio makes for the connection carries its Basic auth, except annotation
 events: Label Studio sends those through a plain webhook it creates for the backend (``<url>/webhook``, no
 credentials). juicer records such an event as unverified, and the label job reads each named annotation back from
-the configured Label Studio before it counts (:func:`verify_event`); ``START_TRAINING`` without credentials is a 401.
+the configured Label Studio before it counts (:func:`annotation.webhooks.verify_event`); ``START_TRAINING`` without
+credentials is a 401. The token check, the body reader and the retrain queue are the ones ``/v1`` uses
+(:mod:`app.http.auth`, :mod:`app.http.jsonbody`, :mod:`app.http.context`).
 
 Failures reach Label Studio as problem bodies; for ``/setup`` the detail is also the HTTP reason phrase, because
 Label Studio shows ``str(HTTPError)`` (status and reason, not the body) in its connection dialog.
@@ -29,15 +31,18 @@ Label Studio shows ``str(HTTPError)`` (status and reason, not the body) in its c
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from annotation.webhooks import UNVERIFIED
+from app.http.auth import token_refusal
+from app.http.context import queue_retrain, services
+from app.http.jsonbody import json_object
 from app.http.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
 from app.http.problems import Problem
@@ -54,26 +59,11 @@ MODEL_CLASS = "juicer"
 BASIC_CHALLENGE = 'Basic realm="juicer"'
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 DECISION = "label-studio"  # predictions asked for by Label Studio: annotators decide, juicer queues nothing
-VERIFY = "juicer_verify"  # a recorded event that came without credentials: check it against Label Studio first
-TOKENS = "ml_backend_tokens"  # services.extras: Label Studio project id -> the access token /setup brought
-
-
-def services() -> Services:
-    """The services of the app handling this request."""
-    return current_app.extensions["juicer"]
 
 
 def _authenticated() -> bool:
-    """Whether the request carries juicer's API token (always true when the API is not token-protected)."""
-    from app.core.secrets import api_token
-
-    token = api_token(services().settings)
-    if token is None:
-        return True
-    given = None
-    if request.authorization is not None:
-        given = request.authorization.password if request.authorization.type == "basic" else request.authorization.token
-    return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
+    """Whether the request carries juicer's API token: Basic auth's password or a Bearer token (or auth is off)."""
+    return token_refusal(basic=True) is None
 
 
 def _unauthorized() -> Problem:
@@ -89,7 +79,8 @@ def _require_token() -> None:
     """Label Studio's "Basic auth": any user name, juicer's API token as the password (a Bearer token works too).
 
     Except ``/webhook``: Label Studio sends annotation events through a plain webhook that carries no
-    credentials, so that view records them as unverified, checked against Label Studio later (:func:`verify_event`).
+    credentials, so that view records them as unverified, checked against Label Studio later
+    (:func:`annotation.webhooks.verify_event`).
     """
     if request.endpoint == "ml_backend.webhook" or _authenticated():
         return
@@ -110,13 +101,6 @@ def _problem(exc: Problem) -> Response:
 class _Project:
     id: str
     config: Any  # annotation.labelconfig.ChoicesConfig
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad JSON body", "Label Studio sends a JSON object", type="bad-request")
-    return body
 
 
 def _project(body: Mapping[str, Any], config_key: str) -> _Project:
@@ -157,11 +141,11 @@ def health() -> Response:
 @ml_backend.post("/setup")
 def setup() -> Response:
     """Check the project's labelling config and answer the serving version; keep the access token for images."""
-    body = _json_body()
+    body = json_object("Label Studio sends a JSON object")
     project = _project(body, "schema")
     token = body.get("access_token")
     if isinstance(token, str) and token and project.id:
-        services().extras.setdefault(TOKENS, {})[project.id] = token
+        services().ml_backend_tokens[project.id] = token
     logger.info("Label Studio project %s set up: choices %s", project.id, list(project.config.choices))
     return jsonify({"model_version": _serving_version()})
 
@@ -184,11 +168,11 @@ def _task_images(svc: Services, project_id: str) -> Any:
     from annotation.task_images import TaskImages
 
     ls = svc.settings.label_studio
-    token = svc.extras.get(TOKENS, {}).get(project_id) or ls.token
+    token = svc.ml_backend_tokens.get(project_id) or ls.token
     return TaskImages(
         _label_studio_url(svc), token, allowed_hosts=ls.image_hosts,
         max_bytes=svc.settings.service.max_request_bytes, timeout_s=ls.timeout_s,
-        transport=svc.extras.get("task_images_transport"),  # tests hand in an httpx.MockTransport
+        transport=svc.task_images_transport,  # tests hand in an httpx.MockTransport
     )  # fmt: skip
 
 
@@ -259,7 +243,7 @@ def _embed(svc: Services, sources: dict[int, Any], errors: dict[int, str]) -> di
 def predict() -> Response:
     """Predictions for Label Studio's tasks, in task order; each stamped with the serving version and its score."""
     svc = services()
-    body = _json_body()
+    body = json_object("Label Studio sends a JSON object")
     project = _project(body, "label_config")
     tasks = body.get("tasks")
     if not isinstance(tasks, list):
@@ -315,24 +299,25 @@ def predict() -> Response:
 # -- webhook ------------------------------------------------------------------------------------------
 @ml_backend.post("/webhook")
 def webhook() -> tuple[Response, int]:
-    """START_TRAINING queues a retrain and answers at once; annotation events are recorded for the label job."""
+    """START_TRAINING queues a retrain and answers at once; annotation events are recorded for the label job.
+
+    The retrain is queued as ``POST /v1/retrain`` queues it: in any worker, the one holding the scheduler lease runs it.
+    """
     svc = services()
-    payload = _json_body()
+    payload = json_object("Label Studio sends a JSON object")
     action = payload.get("action")
     trusted = _authenticated()
     if action == "START_TRAINING":
         if not trusted:  # Label Studio's "Start training" comes with the connection's credentials
             raise _unauthorized()
-        if svc.jobs is None or not svc.jobs.running:
-            raise Problem(503, "No scheduler", "this process runs no scheduler; run juicer with `juicer serve`", type="no-scheduler")
-        job_id = svc.jobs.submit_retrain()
+        job_id = queue_retrain(svc)
         logger.info("Label Studio asked for training: retrain job %s queued", job_id)
         return jsonify({"status": "ok", "job_id": job_id, "model_version": _serving_version()}), 201
     if action not in ANNOTATION_EVENTS:
         return jsonify({"status": "ignored", "action": action}), 200
     _name_item(svc, payload)
     if not trusted:
-        payload[VERIFY] = True
+        payload[UNVERIFIED] = True
     event_id = svc.store.record_event(payload)
     svc.wake("process-webhooks")
     return jsonify({"status": "ok", "recorded": event_id}), 200
@@ -351,34 +336,3 @@ def _name_item(svc: Services, payload: dict[str, Any]) -> None:
     item_id = svc.store.served_task_items(str(project_id), [int(task_id)]).get(int(task_id))
     if item_id is not None:
         task["data"]["item_id"] = item_id
-
-
-def verify_event(svc: Services, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """An event that came without credentials, as Label Studio itself has it now; None when nothing in it holds.
-
-    Only the annotation ids and the task id are taken from the body: each annotation is read back from the
-    configured Label Studio (juicer's token), so a forged body can at most make juicer look a real annotation up.
-    Raises :class:`annotation.errors.AnnotationError` when Label Studio cannot be asked (the job tries later).
-    """
-    if not payload.get(VERIFY):
-        return payload
-    if svc.desk is None:
-        logger.warning("cannot verify a Label Studio event without a Label Studio to ask (label_studio.url): dropped")
-        return None
-    checked = {k: v for k, v in payload.items() if k != VERIFY}
-    action = payload.get("action")
-    if action == "ANNOTATIONS_DELETED":
-        ids = [a.get("id") for a in payload.get("annotations") or [] if isinstance(a, Mapping)]
-        gone = [{"id": i} for i in ids if i is not None and svc.desk.get_annotation(int(i)) is None]
-        return {**checked, "annotations": gone} if gone else None
-    claimed = payload.get("annotation")
-    if not isinstance(claimed, Mapping) or claimed.get("id") is None:
-        return checked  # parse_webhook says what is wrong with it
-    current = svc.desk.get_annotation(int(claimed["id"]))
-    if action == "ANNOTATION_DELETED":
-        return checked if current is None else None
-    task = payload.get("task") if isinstance(payload.get("task"), Mapping) else {}
-    if current is None or int(current.get("task") or -1) != int(claimed.get("task") or task.get("id") or -2):
-        logger.warning("Label Studio event for annotation %s does not match Label Studio's own record: dropped", claimed["id"])
-        return None
-    return {**checked, "annotation": current}

@@ -12,7 +12,7 @@ gunicorn application configured from ``service.*``:
   ``read_timeout_s``, a request that has not arrived whole within ``request_deadline_s`` is cut off however
   steadily it trickles (:class:`ReadTimeoutSocket`), and a connection that sends nothing is parked, not served;
 - ``worker_timeout_s``: a worker whose main loop stops answering is killed and replaced;
-- the scheduler (:class:`app.worker.scheduler.Jobs`) runs in exactly one process, the holder of the scheduler lease
+- the scheduler (:class:`app.worker.scheduler.Scheduler`) runs in exactly one process, the holder of the scheduler lease
   (:mod:`app.worker.leader`: a PostgreSQL advisory lock, or ``<data_dir>/scheduler.lock`` on SQLite); every other worker,
   here or on another machine, retries every ``service.scheduler_retry_s`` and takes over within about that long
   when the holder dies. Workers queue retrains in the store (the scheduler runs them) and follow the newest model;
@@ -181,24 +181,24 @@ class JuicerServer(BaseApplication):
     def load(self) -> Any:
         """In a worker, after the fork: the services, the scheduler if this worker holds the lock, the app."""
         from app import create_app
-        from app.worker.scheduler import Jobs
+        from app.worker.scheduler import Scheduler
         from app.services import build_services
 
         services = build_services(self.settings)
         public = (self.settings.service.public_url or f"http://{self.settings.service.host}:{self.settings.service.port}")
-        services.extras["webhook_url"] = public.rstrip("/") + "/v1/webhooks/label-studio"
+        services.webhook_url = public.rstrip("/") + "/v1/webhooks/label-studio"
         from app.worker.scheduler import connect_label_studio
 
         connect_label_studio(services)
         app = create_app(services=services)
         app.before_request(follow_models(services))  # the lease may move here later: every worker follows the store
-        services.extras["scheduler_elsewhere"] = True  # some process holds the lease (or takes it within seconds)
+        services.scheduler_elsewhere = True  # some process holds the lease (or takes it within seconds)
 
-        metrics = services.extras["metrics"]
+        metrics = services.metrics
         metrics.scheduler_running.set(0)
 
         def start_jobs() -> None:
-            self.jobs = Jobs(services)
+            self.jobs = Scheduler(services)
             self.jobs.start()
             metrics.scheduler_running.set(1)
             logger.info("worker %d runs the scheduler", os.getpid())

@@ -32,7 +32,6 @@ from app.store.records import (
     Item,
     ItemDetail,
     Label,
-    LabelChange,
     LabelledItem,
     ModelVersion,
     NewItem,
@@ -48,7 +47,7 @@ from app.store.records import (
 from app.store.schema import REVIEW_STATUSES, SPLITS
 
 __all__ = [
-    "REVIEW_STATUSES", "SPLITS", "Conflict", "DueReview", "Item", "ItemDetail", "Label", "LabelChange", "LabelledItem",
+    "REVIEW_STATUSES", "SPLITS", "Conflict", "DueReview", "Item", "ItemDetail", "Label", "LabelledItem",
     "ModelVersion", "NewItem", "NewLabel", "NewModelVersion", "NewPrediction", "PoolItem", "Prediction", "RetrainJob",
     "ReviewTask", "Store", "StoreError", "WebhookEvent", "utcnow",
 ]  # fmt: skip

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import sqlalchemy as sa
 
 from app.store.base import StoreBase, aware, chunks, lock_items, records, require_items, utcnow
 from app.store.outbox import mark_reviews_labelled
-from app.store.records import Conflict, Item, Label, LabelChange, LabelledItem, NewLabel, PoolItem
+from app.store.records import Conflict, Item, Label, LabelledItem, NewLabel, PoolItem
 from app.store.schema import items, labels, review_tasks
+
+if TYPE_CHECKING:  # the events the store applies are annotation's own records
+    from annotation.models import LabelEvent
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +57,10 @@ class LabelsMixin(StoreBase):
             mark_reviews_labelled(conn, wanted)
         return ids
 
-    def apply_label_events(self, changes: Sequence[LabelChange]) -> int:
+    def apply_label_events(self, changes: Sequence[LabelEvent]) -> int:
         """Apply Label Studio annotation events idempotently; returns how many labels changed.
+
+        The label's ``external_id`` is the event's ``annotation_id`` as text.
 
         A ``set`` for an annotation already recorded with the same label changes nothing; with another label
         the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
@@ -67,7 +72,7 @@ class LabelsMixin(StoreBase):
         now = utcnow()
         with self._serialised() as conn:
             named = {change.item_id for change in changes if change.item_id is not None}
-            unnamed = [change.annotation_id for change in changes if change.item_id is None]
+            unnamed = [str(change.annotation_id) for change in changes if change.item_id is None]
             for chunk in chunks(unnamed, 500):
                 named.update(
                     conn.execute(
@@ -88,7 +93,7 @@ class LabelsMixin(StoreBase):
                         continue
                 rows = conn.execute(
                     sa.select(labels.c.id, labels.c.label, labels.c.created_at, labels.c.withdrawn_at).where(
-                        labels.c.source == "label-studio", labels.c.external_id == change.annotation_id
+                        labels.c.source == "label-studio", labels.c.external_id == str(change.annotation_id)
                     )
                 ).all()
                 if change.at is not None and rows:
@@ -116,7 +121,7 @@ class LabelsMixin(StoreBase):
                         label=change.label,
                         source="label-studio",
                         annotator=change.annotator,
-                        external_id=change.annotation_id,
+                        external_id=str(change.annotation_id),
                         created_at=change.at or now,
                     )
                 )

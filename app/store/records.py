@@ -1,4 +1,4 @@
-"""The store's records: what goes in (``New...``, :class:`LabelChange`) and what comes out, all frozen dataclasses.
+"""The store's records: what goes in (``New...``) and what comes out, all frozen dataclasses.
 
 Every :class:`~app.store.Store` method returns one of these, a list of them, a count or a small mapping of
 counts, never a row dict; the field names are the table's column names, so a record reads like its row.
@@ -52,18 +52,6 @@ class NewPrediction:
     def review(self) -> bool:
         """Whether the decision sends the item to annotators."""
         return self.decision == "review"
-
-
-@dataclass(frozen=True)
-class LabelChange:
-    """A label event from Label Studio, as :meth:`Store.apply_label_events` needs it."""
-
-    item_id: str | None  # None in a deletion that names the annotation only
-    annotation_id: str
-    label: str | None
-    annotator: str | None
-    at: datetime | None
-    action: str  # "set" | "withdrawn"
 
 
 @dataclass(frozen=True)

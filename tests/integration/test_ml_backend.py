@@ -42,7 +42,7 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
 
     from app import create_app
     from app.core.demo import seed_demo
-    from app.worker.scheduler import Jobs
+    from app.worker.scheduler import Scheduler
     from app.services import build_services
     from app.store import Store
     from config import load_settings
@@ -64,7 +64,7 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
     app = create_app(services=services)
     http = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=http.serve_forever, daemon=True).start()
-    jobs = Jobs(services)
+    jobs = Scheduler(services)
     jobs.start()
     try:
         yield services, f"http://127.0.0.1:{port}"
@@ -105,7 +105,7 @@ def test_label_studio_uses_juicer_as_its_ml_backend(label_studio, juicer, datase
         connected = http.post("/api/ml", json={"url": f"{juicer_url}/label-studio-ml", "project": project.id, "title": "juicer", **basic})
         assert connected.status_code == 201, connected.text
         backend = connected.json()
-        assert str(project.id) in services.extras["ml_backend_tokens"]  # /setup was called, with the access token
+        assert str(project.id) in services.ml_backend_tokens  # /setup was called, with the access token
 
         started = time.perf_counter()
         action = http.post(

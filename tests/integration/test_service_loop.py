@@ -82,8 +82,8 @@ def juicer(label_studio, backbone, dataset, free_port, store_url):
     try:
         yield services, client, truth
     finally:
-        if services.jobs is not None:
-            services.jobs.shutdown()
+        if services.scheduler is not None:
+            services.scheduler.shutdown()
         http.shutdown()
         store.close()
 
@@ -102,7 +102,7 @@ def _png_of(services, item_id: str) -> bytes:
 
 
 def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
-    from app.worker.scheduler import Jobs, deliver_outbox, process_webhook_events, pull_labels
+    from app.worker.scheduler import Scheduler, deliver_outbox, process_webhook_events, pull_labels
 
     services, client, truth = juicer
     first = services.trainer.retrain(reason="first model", force=True)
@@ -138,7 +138,7 @@ def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):
     assert pull_labels(services) == 0  # the safety net finds nothing the webhooks missed
     assert services.trainer.new_labels() == annotated
 
-    jobs = Jobs(services)
+    jobs = Scheduler(services)
     jobs.start()
     response = client.post("/v1/retrain")
     assert response.status_code == 202

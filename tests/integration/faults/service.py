@@ -119,6 +119,8 @@ def service_env(data_dir: Path, port: int, label_studio: Any, project_title: str
         JUICER_LABEL_STUDIO__PROJECT_TITLE=project_title,
         JUICER_LABEL_STUDIO__WEBHOOK_SECRET="fault-suite-secret",
         JUICER_SERVICE__DELIVER_INTERVAL_S="1",
+        JUICER_SERVICE__WEBHOOK_INTERVAL_S="1",  # as before the interval was its own setting (max(1, deliver))
+        JUICER_SERVICE__CONNECT_INTERVAL_S="1",
         JUICER_SERVICE__PULL_INTERVAL_S="3600",  # the suite checks webhooks and the outbox, not the safety-net pull
         **extra,
     )

@@ -1,4 +1,4 @@
-"""parse_webhook and check_secret on webhook bodies recorded from Label Studio 1.23.2 (payloads/)."""
+"""parse_webhook, verify_event and check_secret on webhook bodies recorded from Label Studio 1.23.2 (payloads/)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation.errors import WebhookPayloadError
-from annotation.webhooks import SECRET_HEADER, check_secret, parse_webhook
+from annotation.errors import EventNotConfirmedError, WebhookPayloadError
+from annotation.webhooks import SECRET_HEADER, UNVERIFIED, annotation_record, check_secret, parse_webhook, verify_event
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -89,3 +89,33 @@ def test_check_secret_matches_the_header_in_any_case():
     assert not check_secret({SECRET_HEADER: "s3cret-valuX"}, "s3cret-value")
     assert not check_secret({}, "s3cret-value")
     assert not check_secret({SECRET_HEADER: ""}, "")  # an unset secret never matches
+
+
+def test_an_event_with_credentials_is_parsed_as_it_came():
+    payload = recorded("annotation_created")
+    assert verify_event(payload, None) == parse_webhook(payload)
+
+
+def test_an_event_without_credentials_counts_only_as_label_studio_holds_it():
+    payload = recorded("annotation_created")
+    held = annotation_record({**payload["annotation"], "result": [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}
+    ]})  # fmt: skip
+    [event] = verify_event({**payload, UNVERIFIED: True}, {held.id: held}.get)
+    assert (event.item_id, event.annotation_id, event.label, event.action) == ("chelsea", held.id, "cat", "set")
+    with pytest.raises(EventNotConfirmedError):
+        verify_event({**payload, UNVERIFIED: True}, {}.get)  # Label Studio has no such annotation
+    moved = annotation_record({**payload["annotation"], "task": payload["annotation"]["task"] + 1})
+    with pytest.raises(EventNotConfirmedError):
+        verify_event({**payload, UNVERIFIED: True}, {moved.id: moved}.get)  # not on the task the body claims
+    with pytest.raises(EventNotConfirmedError):
+        verify_event({**payload, UNVERIFIED: True}, None)  # no Label Studio to ask
+
+
+def test_a_deletion_without_credentials_counts_for_the_annotations_label_studio_no_longer_has():
+    payload = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}, {"id": 6}], UNVERIFIED: True}
+    still = annotation_record({"id": 6, "task": 1, "result": [], "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})
+    [event] = verify_event(payload, {6: still}.get)
+    assert (event.annotation_id, event.action) == (5, "withdrawn")
+    with pytest.raises(EventNotConfirmedError):
+        verify_event({**payload, "annotations": [{"id": 6}]}, {6: still}.get)

@@ -236,15 +236,16 @@ def test_retrain_without_a_scheduler_is_refused_and_jobs_can_be_polled(client, t
 
 @pytest.mark.parametrize("query, body", [("?force=maybe", None), ("", "[1, 2]")])
 def test_a_bad_force_flag_is_a_problem(client, trained, query, body):
-    class RunningJobs:
+    class RunningScheduler:
         running = True
 
-        def submit_retrain(self, force=False):
+        def wake(self, job_id):
             raise AssertionError("a bad request must not queue a job")
 
-    trained.jobs = RunningJobs()
+    trained.scheduler = RunningScheduler()
     response = client.post(f"/v1/retrain{query}", data=body, content_type="application/json")
     assert_problem(response, 400)
+    assert trained.store.queued_jobs(["retrain", "retrain-force"]) == []
 
 
 def test_health_needs_no_token(client):

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from annotation.models import LabelEvent
-from app.worker.scheduler import Jobs, deliver_outbox, pull_labels, retrain_if_due
+from app.worker.scheduler import Scheduler, deliver_outbox, pull_labels, retrain_if_due
 from app.store import NewItem, NewLabel, NewModelVersion, NewPrediction, utcnow
 from tests.unit.app.conftest import CLASSES, COLOURS, png
 
@@ -118,7 +118,7 @@ def test_pull_labels_applies_what_webhooks_missed_and_keeps_a_cursor(services):
 
 
 def test_one_scheduler_with_explicit_ids_and_a_retrain_request(services, trained):
-    jobs = Jobs(services)
+    jobs = Scheduler(services)
     jobs.start()
     try:
         ids = {job.id for job in jobs.scheduler.get_jobs()}

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from annotation.webhooks import annotation_record
 from app.worker.scheduler import process_webhook_events
 from tests.unit.app.conftest import COLOURS, png
 
@@ -40,23 +41,20 @@ def ml(app, services):
         body = files.get(request.url.path)
         return httpx.Response(200, content=body) if body else httpx.Response(404)
 
-    services.extras["task_images_transport"] = httpx.MockTransport(serve)
+    services.task_images_transport = httpx.MockTransport(serve)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = BASIC
     client.files_seen = seen
     return client
 
 
-class FakeJobs:
+class FakeScheduler:
+    """This process's scheduler as the services see it (:class:`app.services.Waker`)."""
+
     running = True
 
     def __init__(self) -> None:
-        self.submitted = 0
         self.woken: list[str] = []
-
-    def submit_retrain(self, force: bool = False) -> int:
-        self.submitted += 1
-        return 41
 
     def wake(self, job_id: str) -> None:
         self.woken.append(job_id)
@@ -137,10 +135,11 @@ def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
 
 
 def test_start_training_queues_a_job_and_answers_at_once(ml, trained):
-    trained.jobs = FakeJobs()
+    trained.scheduler = FakeScheduler()
     response = ml.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
-    assert response.status_code == 201 and response.json["job_id"] == 41
-    assert trained.jobs.submitted == 1
+    assert response.status_code == 201
+    assert [job.id for job in trained.store.queued_jobs(["retrain"])] == [response.json["job_id"]]
+    assert trained.scheduler.woken == ["run-queued-jobs"]
     other = ml.post("/label-studio-ml/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 3}})
     assert other.status_code == 200 and other.json["status"] == "ignored"
 
@@ -158,7 +157,7 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
     assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
     region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
-    held = {902: {"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"}}
+    held = {902: annotation_record({"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})}
     trained.desk.get_annotation = held.get  # Label Studio's own record
     anonymous = app.test_client()
     forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
@@ -170,3 +169,67 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [31])[31]
     assert trained.store.get_item(item_id).label.label == "red"  # what Label Studio holds, not the body
+
+
+@pytest.mark.postgres
+def test_start_training_on_a_worker_without_the_scheduler_lease_is_queued_for_the_holder(postgres, settings, tmp_path):
+    """Two workers on one PostgreSQL store, as gunicorn runs them: "Start training" sent to the one that does not hold
+    the scheduler lease answers 201 (it answered 503 before), and the worker that holds it runs the retrain."""
+    import time
+
+    from app import create_app
+    from app.core.serving import Embeddings, ModelHolder
+    from app.core.training import Trainer
+    from app.services import Services
+    from app.store import Store
+    from app.worker.leader import SchedulerLease
+    from app.worker.scheduler import Scheduler
+    from learner.cache import EmbeddingCache
+    from tests.unit.app.conftest import CLASSES, FakeBackbone, FakeDesk, FakeProject, logistic_head
+
+    url = postgres.new_database()
+
+    def worker(name: str) -> Services:
+        store = Store.from_url(url)
+        store.set_meta("classes", list(CLASSES))
+        embeddings = Embeddings(FakeBackbone(), EmbeddingCache(tmp_path / f"embeddings-{name}", FakeBackbone.id))
+        models = ModelHolder()
+        trainer = Trainer(store, embeddings, models, settings.service, tmp_path, CLASSES, 1_000_000, head_factory=logistic_head)
+        services = Services(settings, store, CLASSES, embeddings, models, trainer, desk=FakeDesk(), project=FakeProject())
+        services.scheduler_elsewhere = True  # as app.http.server sets it in every gunicorn worker
+        return services
+
+    holder, other = worker("holder"), worker("other")
+    holder_app, other_app = create_app(services=holder), create_app(services=other)
+    seed = holder_app.test_client()
+    seed.environ_base["HTTP_AUTHORIZATION"] = "Bearer s3cret"
+    entries = [{"image": base64.b64encode(png(COLOURS[name], seed=10 * k + i)).decode(), "label": name}
+               for k, name in enumerate(CLASSES) for i in range(2)]  # fmt: skip
+    for batch in (entries[:3], entries[3:]):  # at most 4 images per request in these settings
+        assert seed.post("/v1/labels", json={"labels": batch}).status_code == 201
+
+    holder_lease = SchedulerLease(holder.store, tmp_path)
+    other_lease = SchedulerLease(other.store, tmp_path)
+    scheduler = Scheduler(holder)
+    try:
+        assert holder_lease.try_acquire()
+        scheduler.start()
+        assert not other_lease.try_acquire() and other.scheduler is None  # this worker runs no scheduler
+        label_studio = other_app.test_client()
+        label_studio.environ_base["HTTP_AUTHORIZATION"] = BASIC
+        response = label_studio.post("/label-studio-ml/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
+        assert response.status_code == 201, response.json
+        job_id = response.json["job_id"]
+        deadline = time.monotonic() + 30
+        while other.store.get_job(job_id).status in ("queued", "running"):
+            assert time.monotonic() < deadline, "the lease holder did not run the queued retrain"
+            time.sleep(0.05)
+        job = other.store.get_job(job_id)
+        assert job.status == "done", job
+        assert job.result["version"] == "v0001" and holder.models.current.version == "v0001"
+    finally:
+        scheduler.shutdown()
+        holder_lease.release()
+        other_lease.release()
+        holder.store.close()
+        other.store.close()

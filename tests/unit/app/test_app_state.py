@@ -6,8 +6,9 @@ import base64
 from datetime import timedelta
 
 from annotation.errors import AnnotationError
-from app.worker.scheduler import Jobs, deliver_outbox
-from app.store import LabelChange, NewItem, NewLabel, NewPrediction, utcnow
+from app.worker.scheduler import Scheduler, deliver_outbox
+from annotation.models import LabelEvent
+from app.store import NewItem, NewLabel, NewPrediction, utcnow
 from app.store.schema import review_tasks
 from tests.unit.app.conftest import COLOURS, png
 
@@ -86,23 +87,23 @@ def _item(services, item_id: str = "p1", split: str = "pool") -> str:
 
 
 def test_a_withdrawal_counts_as_a_change(services, trained):
-    services.store.apply_label_events([LabelChange(_item(services), "41", "red", "1", utcnow(), "set")])
+    services.store.apply_label_events([LabelEvent(_item(services), None, 41, "red", "1", utcnow(), "set")])
     trained.trainer.retrain(force=True)
     assert trained.trainer.new_labels() == 0
-    services.store.apply_label_events([LabelChange(None, "41", None, "", utcnow(), "withdrawn")])
+    services.store.apply_label_events([LabelEvent(None, None, 41, None, "", utcnow(), "withdrawn")])
     assert trained.trainer.new_labels() == 1
     assert trained.trainer.retrain().version is not None  # not skipped: the model must forget that label
 
 
 def test_a_withdrawal_while_the_model_fits_still_counts_as_a_change(services, trained, monkeypatch):
     """The fit reads the labels, then takes seconds: a label withdrawn meanwhile is not in it, so it is a change."""
-    services.store.apply_label_events([LabelChange(_item(services), "42", "red", "1", utcnow(), "set")])
+    services.store.apply_label_events([LabelEvent(_item(services), None, 42, "red", "1", utcnow(), "set")])
     read_labels = services.store.current_labels
 
     def read_then_withdraw(**kwargs):
         rows = read_labels(**kwargs)
         if not kwargs:  # the training labels (the holdout is read with holdout=True)
-            services.store.apply_label_events([LabelChange(None, "42", None, "", utcnow(), "withdrawn")])
+            services.store.apply_label_events([LabelEvent(None, None, 42, None, "", utcnow(), "withdrawn")])
         return rows
 
     monkeypatch.setattr(services.store, "current_labels", read_then_withdraw)
@@ -115,9 +116,9 @@ def test_a_withdrawal_while_the_model_fits_still_counts_as_a_change(services, tr
 def test_a_replayed_stale_event_does_not_overwrite_a_newer_label(services):
     item = _item(services)
     now = utcnow()
-    services.store.apply_label_events([LabelChange(item, "7", "red", "1", now - timedelta(minutes=5), "set")])
-    services.store.apply_label_events([LabelChange(item, "7", "blue", "1", now, "set")])
-    assert services.store.apply_label_events([LabelChange(item, "7", "red", "1", now - timedelta(minutes=5), "set")]) == 0
+    services.store.apply_label_events([LabelEvent(item, None, 7, "red", "1", now - timedelta(minutes=5), "set")])
+    services.store.apply_label_events([LabelEvent(item, None, 7, "blue", "1", now, "set")])
+    assert services.store.apply_label_events([LabelEvent(item, None, 7, "red", "1", now - timedelta(minutes=5), "set")]) == 0
     assert services.store.get_item(item).label.label == "blue"
 
 
@@ -134,13 +135,13 @@ def test_the_same_label_posted_ten_times_is_one_label(client, services, trained)
 def test_disagreeing_annotators_are_both_kept_and_flagged(client, services):
     item = _item(services)
     services.store.apply_label_events(
-        [LabelChange(item, "1", "red", "1", utcnow(), "set"), LabelChange(item, "2", "blue", "2", utcnow(), "set")]
+        [LabelEvent(item, None, 1, "red", "1", utcnow(), "set"), LabelEvent(item, None, 2, "blue", "2", utcnow(), "set")]
     )
     body = client.get("/v1/items?conflicts=true").json
     assert [row["id"] for row in body["items"]] == [item]
     assert sorted(label["label"] for label in body["items"][0]["labels"]) == ["blue", "red"]
     assert services.store.get_item(item).label.label == "blue"  # the merge rule: the newest answer trains
-    services.store.apply_label_events([LabelChange(None, "2", None, "", utcnow(), "withdrawn")])
+    services.store.apply_label_events([LabelEvent(None, None, 2, None, "", utcnow(), "withdrawn")])
     assert client.get("/v1/items?conflicts=true").json["items"] == []
 
 
@@ -149,7 +150,7 @@ def test_holdout_items_refuse_new_labels(client, services):
     response = client.post("/v1/labels", json={"labels": [{"item_id": item, "label": "red"}]})
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
     assert response.json["type"].endswith("holdout-item")
-    assert services.store.apply_label_events([LabelChange(item, "9", "red", "1", utcnow(), "set")]) == 0
+    assert services.store.apply_label_events([LabelEvent(item, None, 9, "red", "1", utcnow(), "set")]) == 0
     assert services.store.get_item(item).label is None
 
 
@@ -167,7 +168,7 @@ def test_jobs_left_queued_or_running_by_a_crash_are_failed_at_start(services):
     queued = services.store.create_job("retrain")
     running = services.store.create_job("retrain")
     services.store.update_job(running, "running")
-    jobs = Jobs(services)
+    jobs = Scheduler(services)
     jobs.start()
     try:
         for job_id in (queued, running):
@@ -178,5 +179,5 @@ def test_jobs_left_queued_or_running_by_a_crash_are_failed_at_start(services):
 
 
 def test_no_job_is_dropped_by_a_misfire_grace_time(services):
-    jobs = Jobs(services)
+    jobs = Scheduler(services)
     assert jobs.scheduler._job_defaults["misfire_grace_time"] is None

@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.store import LabelChange, NewItem, NewLabel, NewModelVersion, NewPrediction, Store, StoreError, utcnow
+from annotation.models import LabelEvent
+from app.store import NewItem, NewLabel, NewModelVersion, NewPrediction, Store, StoreError, utcnow
 
 
 @pytest.fixture
@@ -64,15 +65,15 @@ def test_labels_for_unknown_items_are_refused(store):
 
 def test_label_events_are_idempotent_and_updates_and_deletes_apply(store):
     store.add_items([_item(1)])
-    created = LabelChange("item-1", "101", "cat", "ann@x", None, "set")
+    created = LabelEvent("item-1", None, 101, "cat", "ann@x", None, "set")
     assert store.apply_label_events([created, created]) == 1
     assert store.apply_label_events([created]) == 0
     assert [row.label for row in store.current_labels()] == ["cat"]
-    assert store.apply_label_events([LabelChange("item-1", "101", "dog", "ann@x", None, "set")]) == 1
+    assert store.apply_label_events([LabelEvent("item-1", None, 101, "dog", "ann@x", None, "set")]) == 1
     assert [row.label for row in store.current_labels()] == ["dog"]
-    assert store.apply_label_events([LabelChange("item-1", "101", None, None, None, "withdrawn")]) == 1
+    assert store.apply_label_events([LabelEvent("item-1", None, 101, None, None, None, "withdrawn")]) == 1
     assert store.current_labels() == []
-    assert store.apply_label_events([LabelChange("ghost", "7", "cat", None, None, "set")]) == 0
+    assert store.apply_label_events([LabelEvent("ghost", None, 7, "cat", None, None, "set")]) == 0
 
 
 def test_prediction_and_review_queue_commit_together(store):
@@ -179,11 +180,11 @@ def test_one_annotation_event_applied_by_two_processes_at_once_changes_one_label
     stores = [Store.from_url(store_url) for _ in range(6)]
     try:
         stores[0].add_items([_item(1)])
-        event = LabelChange("item-1", "101", "cat", "ann@x", utcnow(), "set")
+        event = LabelEvent("item-1", None, 101, "cat", "ann@x", utcnow(), "set")
         changed = _at_once(6, lambda k: stores[k].apply_label_events([event]))
         assert sum(changed) == 1
         assert [(row.item_id, row.label) for row in stores[0].current_labels()] == [("item-1", "cat")]
-        withdrawn = LabelChange(None, "101", None, None, None, "withdrawn")
+        withdrawn = LabelEvent(None, None, 101, None, None, None, "withdrawn")
         assert sum(_at_once(6, lambda k: stores[k].apply_label_events([withdrawn]))) == 1
         assert stores[0].current_labels() == []
     finally:
