@@ -14,11 +14,12 @@ from flask import Flask
 
 def create_app(settings: Any = None, services: Any = None) -> Flask:
     """The Flask app for ``settings`` (loaded from the environment when None) or for ready-made ``services``."""
-    from app.http.api import api, web
+    from app.http.api import api
     from app.http.auth import install_guards
     from app.http.metrics import Metrics, install_metrics
     from app.http.jsonbody import request_class
     from app.http.ml_backend import ml_backend
+    from app.http.pages import web
     from app.http.problems import register_error_handlers
     from app.services import build_services
 

@@ -174,6 +174,7 @@ def install_metrics(
     app.after_request(record)
 
     def scrape() -> Response:
+        """Prometheus metrics (text exposition format)."""
         if refresh is not None:
             try:
                 refresh(metrics)
@@ -181,5 +182,8 @@ def install_metrics(
                 logger.exception("refreshing metrics from the store failed; serving the previous values")
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
-    app.add_url_rule(path, endpoint="metrics", view_func=scrape, methods=["GET"])
+    from app.http.openapi import OPEN, Answers, spec
+
+    documented = spec.validate(resp=Answers("HTTP_200", media="text/plain", problems=(401,)), security=OPEN)(scrape)
+    app.add_url_rule(path, endpoint="metrics", view_func=documented, methods=["GET"])
     app.extensions["juicer_metrics"] = metrics

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 
 from annotation.webhooks import UNVERIFIED
 from app.http.auth import token_refusal
@@ -45,6 +46,7 @@ from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
 from app.http.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
+from app.http.openapi import ML_AUTH, AnyObject, Answers, spec
 from app.http.problems import Problem
 from app.services import Services
 from app.store import NewItem, NewPrediction
@@ -96,6 +98,40 @@ def _problem(exc: Problem) -> Response:
     return response
 
 
+# -- the OpenAPI declarations (documented; the views check the bodies themselves) ---------------------------
+class _LabelStudioBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    project: str | int | None = None
+
+
+class SetupBody(_LabelStudioBody):
+    """A project connecting: its labelling config (``schema``) and an access token for its images."""
+
+    label_config: str | None = Field(None, alias="schema")
+    access_token: str | None = None
+
+
+class PredictBody(_LabelStudioBody):
+    """Tasks to predict, with the project's labelling config."""
+
+    tasks: list[dict[str, Any]]
+    label_config: str | None = None
+
+
+class EventBody(BaseModel):
+    """``START_TRAINING`` or an annotation event (``ANNOTATION_CREATED`` ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: str | None = None
+
+
+def _documented(json: type[BaseModel] | None = None, ok: tuple[int, ...] = (200,), problems: tuple[int, ...] = ()) -> Any:
+    answers = Answers(**{f"HTTP_{status}": AnyObject for status in ok}, problems=(401, *problems))
+    return spec.validate(json=json, resp=answers, security=ML_AUTH, skip_validation=True)
+
+
 # -- the request's project ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Project:
@@ -133,12 +169,14 @@ def _serving_version() -> str | None:
 # -- health, setup, versions --------------------------------------------------------------------------
 @ml_backend.get("/")
 @ml_backend.get("/health")
+@_documented()
 def health() -> Response:
     """Label Studio's health check."""
     return jsonify({"status": "UP", "model_class": MODEL_CLASS, "model_version": _serving_version()})
 
 
 @ml_backend.post("/setup")
+@_documented(SetupBody, problems=(400, 413, 415, 422, 503))
 def setup() -> Response:
     """Check the project's labelling config and answer the serving version; keep the access token for images."""
     body = json_object("Label Studio sends a JSON object")
@@ -151,6 +189,7 @@ def setup() -> Response:
 
 
 @ml_backend.get("/versions")
+@_documented()
 def versions() -> Response:
     """Every model version, oldest first."""
     return jsonify({"versions": [row.version for row in services().store.list_models()], "model_version": _serving_version()})
@@ -240,6 +279,7 @@ def _embed(svc: Services, sources: dict[int, Any], errors: dict[int, str]) -> di
 
 
 @ml_backend.post("/predict")
+@_documented(PredictBody, problems=(400, 413, 415, 422, 503))
 def predict() -> Response:
     """Predictions for Label Studio's tasks, in task order; each stamped with the serving version and its score."""
     svc = services()
@@ -298,6 +338,7 @@ def predict() -> Response:
 
 # -- webhook ------------------------------------------------------------------------------------------
 @ml_backend.post("/webhook")
+@_documented(EventBody, ok=(200, 201), problems=(400, 413, 415, 503))
 def webhook() -> tuple[Response, int]:
     """START_TRAINING queues a retrain and answers at once; annotation events are recorded for the label job.
 

@@ -1,257 +1,177 @@
-"""The OpenAPI 3.1 description of the service, served at ``GET /openapi.json``.
+"""The OpenAPI 3.1 document, generated from the routes, and the request checks, made from the same models.
 
-Hand-written here, next to nothing else, and held to the real routes by a test
-(``tests/unit/app/test_app_openapi.py`` compares every path and method with ``app.url_map``), so it cannot
-drift. Every error is a problem body (RFC 9457), so each operation documents its 2xx answer and a
-``default`` problem response; the integration suite fuzzes every operation against a running service with
-schemathesis and checks each response against this document.
+Each view declares its query, JSON body and form as pydantic models and its answers as :class:`Answers`
+(``@spec.validate(resp=Answers(...))``; spectree reads the models from the view's ``query``, ``json`` and
+``form`` annotations). spectree builds ``GET /openapi.json`` from ``app.url_map`` and those declarations, and
+validates every request against the same models before the view runs, so the document and the checks cannot
+drift. A request that fails its model is a 400 problem body (RFC 9457): ``bad-parameter`` for the query string,
+``missing-field``, ``bad-field`` or ``bad-request`` for the body. 2xx JSON answers are validated against their
+models too: a mismatch is our bug, answered as a logged 500.
+
+Every operation also documents a ``default`` problem response (any error is a problem body); the integration
+suite fuzzes every operation against a running service with schemathesis and checks each answer against it.
 """
 
 from __future__ import annotations
 
+import copy
 import re
-from typing import Any
+from typing import Any, Iterable
 
-from flask import Flask
+from flask import Flask, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.plugins.base import Context
+from spectree.plugins.flask_plugin import FlaskPlugin
+from spectree.utils import get_multidict_items
 
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
-JSON_OBJECT = {"type": "object"}
+from app.http.problems import PROBLEM_CONTENT_TYPE, Problem
 
-
-def _problem_responses(*statuses: int) -> dict[str, Any]:
-    body = {"application/problem+json": {"schema": PROBLEM}}
-    responses: dict[str, Any] = {str(status): {"description": "a problem (RFC 9457)", "content": body} for status in statuses}
-    responses["default"] = {"description": "any other error, as a problem body", "content": body}
-    return responses
-
-
-def _ok(schema: dict[str, Any], status: int = 200, description: str = "done", mimetype: str = "application/json") -> dict[str, Any]:
-    return {str(status): {"description": description, "content": {mimetype: {"schema": schema}}}}
-
-
-def _operation(summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None, params: list | None = None,
-               security: list | None = None) -> dict[str, Any]:  # fmt: skip
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
-    if body is not None:
-        operation["requestBody"] = body
-    if params:
-        operation["parameters"] = params
-    if security is not None:
-        operation["security"] = security
-    return operation
-
-
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-IMAGES_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "images": {
-                        "type": "array",
-                        "items": {
-                            "oneOf": [
-                                {"type": "string", "contentEncoding": "base64"},
-                                {"type": "object", "properties": {"data": {"type": "string"}, "filename": {"type": "string"}},
-                                 "required": ["data"]},
-                            ]
-                        },
-                    },
-                    "image": {"type": "string", "contentEncoding": "base64"},
-                },
-            }
-        },
-        "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}},
-    },
-}  # fmt: skip
-
-PREDICTION = {
-    "type": "object",
-    "required": ["item_id", "label", "probabilities", "decision", "rule", "model_version"],
-    "properties": {
-        "item_id": {"type": "string"},
-        "label": {"type": "string"},
-        "score": {"type": "number"},
-        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
-        "decision": {"enum": ["accept", "review"]},
-        "rule": {"type": "string"},
-        "reason": {"type": ["string", "null"]},
-        "model_version": {"type": "string"},
-    },
-}
-
-LABELS_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "labels": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "item_id": {"type": "string"}, "label": {"type": "string"},
-                                "image": {"type": "string", "contentEncoding": "base64"}, "annotator": {"type": "string"},
-                            },
-                            "required": ["label"],
-                        },
-                    }
-                },
-                "required": ["labels"],
-            }
-        },
-        "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}, "label": {"type": "string"}}}
-        },
-    },
-}  # fmt: skip
-
-OPEN: list = []  # security: none
+OPEN: list = []  # security of the routes that need no token (the pages, health, metrics, this document)
 WEBHOOK_AUTH = [{"webhookSecret": []}]
 ML_AUTH = [{"basicAuth": []}, {"bearerAuth": []}]
+_PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
 
 
-def _paths() -> dict[str, dict[str, Any]]:
-    page = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
-            _query("offset", {"type": "integer", "minimum": 0}, "items to skip")]  # fmt: skip
-    return {
-        "/v1/predict": {"post": _operation(
-            "Predict one or many images; those decided 'review' are queued for annotators",
-            _ok({"type": "object", "required": ["model_version", "predictions"],
-                 "properties": {"model_version": {"type": "string"}, "predictions": {"type": "array", "items": PREDICTION}}})
-            | _problem_responses(400, 401, 403, 413, 415, 422, 503),
-            body=IMAGES_BODY)},
-        "/v1/items": {
-            "post": _operation("Add unlabelled images to the pool",
-                               _ok({"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}}, 201, "added")
-                               | _problem_responses(400, 401, 403, 413, 415, 422), body=IMAGES_BODY),
-            "get": _operation("Items, newest first; or the conflicts, or the quarantined ones",
-                              _ok({"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}})
-                              | _problem_responses(400, 401),
-                              params=[_query("split", {"enum": ["seed", "pool", "holdout", "served"]}, "only this split"),
-                                      _query("conflicts", {"enum": ["true", "false"]}, "items whose annotators disagree"),
-                                      _query("quarantined", {"enum": ["true", "false"]}, "items whose image is missing"),
-                                      *page]),
-        },
-        "/v1/items/{item_id}": {"get": _operation(
-            "One item with its label, latest prediction and review status",
-            _ok({"type": "object", "required": ["id", "split"]}) | _problem_responses(401, 404),
-            params=[_path("item_id", {"type": "string"})])},
-        "/v1/labels": {"post": _operation(
-            "Add labels for known items, or new images with their labels (validated whole before anything is stored)",
-            _ok({"type": "object", "required": ["labels"], "properties": {"labels": {"type": "array"}}}, 201, "recorded")
-            | _problem_responses(400, 401, 403, 404, 409, 413, 415, 422), body=LABELS_BODY)},
-        "/v1/reviews/retry": {"post": _operation(
-            "Put the review tasks that gave up back in the outbox",
-            _ok({"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}})
-            | _problem_responses(401, 403))},
-        "/v1/webhooks/label-studio": {"post": _operation(
-            "Label Studio's webhook: the event is recorded and applied by a job",
-            _ok({"type": "object", "required": ["recorded"], "properties": {"recorded": {"type": "integer"}}})
-            | _problem_responses(400, 401, 413, 415),
-            body={"required": True, "content": {"application/json": {"schema": JSON_OBJECT}}}, security=WEBHOOK_AUTH)},
-        "/v1/retrain": {"post": _operation(
-            "Queue a retrain; poll the job",
-            _ok({"type": "object", "required": ["job_id", "status", "status_url"]}, 202, "queued") | _problem_responses(400, 401, 403, 503),
-            params=[_query("force", {"enum": ["true", "false"]}, "retrain even when no label changed")])},
-        "/v1/jobs/{job_id}": {"get": _operation(
-            "A background job's status and result",
-            _ok({"type": "object", "required": ["id", "kind", "status"]}) | _problem_responses(401, 404),
-            params=[_path("job_id", {"type": "integer", "minimum": 0})])},  # no maximum: a huge id is a 404 too
-        "/v1/models": {"get": _operation(
-            "Every model version, oldest first",
-            _ok({"type": "object", "required": ["models", "current"]}) | _problem_responses(401))},
-        "/v1/models/current": {"get": _operation(
-            "The version serving now", _ok({"type": "object", "required": ["model_version"]}) | _problem_responses(401, 503))},
-        "/v1/report": {"get": _operation(
-            "Accuracy against labels, one point per model version",
-            _ok({"type": "object", "required": ["points"], "properties": {"points": {"type": "array"}}}) | _problem_responses(401))},
-        "/v1/forecast": {"get": _operation(
-            "The fitted learning curve and what more labels buy",
-            _ok(JSON_OBJECT) | _problem_responses(400, 401),
-            params=[_query("target", {"type": "number"}, "an accuracy to reach (0-1): the labels it needs")])},
-        "/gallery": {"get": _operation("A holdout sample captioned by each version's guess", _ok({"type": "string"}, mimetype="text/html")
-                                       | _problem_responses(401, 404),
-                                       params=[_query("version", {"type": "string"}, "a model version")], security=OPEN)},
-        "/gallery.gif": {"get": _operation("The gallery as one animation", _ok({"type": "string", "format": "binary"}, mimetype="image/gif")
-                                           | _problem_responses(401, 404), security=OPEN)},
-        "/report": {"get": _operation("The report as an HTML page", _ok({"type": "string"}, mimetype="text/html")
-                                      | _problem_responses(401), security=OPEN)},
-        "/report.png": {"get": _operation("The report's plot", _ok({"type": "string", "format": "binary"}, mimetype="image/png")
-                                          | _problem_responses(401), security=OPEN)},
-        "/healthz": {"get": _operation("The process answers", _ok(JSON_OBJECT) | _problem_responses(), security=OPEN)},
-        "/readyz": {"get": _operation(
-            "Ready (model and store); 'degraded' while Label Studio is away",
-            _ok({"type": "object", "required": ["status", "checks"], "properties": {"status": {"enum": ["ready", "degraded"]}}})
-            | _problem_responses(503), security=OPEN)},
-        "/metrics": {"get": _operation("Prometheus metrics", _ok({"type": "string"}, mimetype="text/plain")
-                                       | _problem_responses(401), security=OPEN)},
-        "/openapi.json": {"get": _operation("This document", _ok(JSON_OBJECT) | _problem_responses(), security=OPEN)},
-        # Label Studio's ML-backend protocol (app.http.ml_backend): what Label Studio calls once juicer's URL is pasted.
-        "/label-studio-ml/": {"get": _operation("Label Studio's status check", _ok(JSON_OBJECT) | _problem_responses(401),
-                                                security=ML_AUTH)},
-        "/label-studio-ml/health": {"get": _operation("Label Studio's health check", _ok(JSON_OBJECT)
-                                                      | _problem_responses(401), security=ML_AUTH)},
-        "/label-studio-ml/setup": {"post": _operation(
-            "Label Studio connects a project: the serving model version, or why its labelling config does not fit",
-            _ok(JSON_OBJECT) | _problem_responses(400, 401, 413, 415, 422, 503),
-            body={"required": True, "content": {"application/json": {"schema": JSON_OBJECT}}}, security=ML_AUTH)},
-        "/label-studio-ml/predict": {"post": _operation(
-            "Predictions for Label Studio tasks, in task order, each stamped with the model version",
-            _ok(JSON_OBJECT) | _problem_responses(400, 401, 413, 415, 422, 503),
-            body={"required": True, "content": {"application/json": {"schema": JSON_OBJECT}}}, security=ML_AUTH)},
-        "/label-studio-ml/webhook": {"post": _operation(
-            "START_TRAINING queues a retrain; annotation events are recorded (checked against Label Studio later)",
-            _ok(JSON_OBJECT) | _ok(JSON_OBJECT, 201) | _problem_responses(400, 401, 413, 415, 503),
-            body={"required": True, "content": {"application/json": {"schema": JSON_OBJECT}}}, security=ML_AUTH)},
-        "/label-studio-ml/versions": {"get": _operation("Every model version", _ok(JSON_OBJECT) | _problem_responses(401),
-                                                        security=ML_AUTH)},
-    }  # fmt: skip
+class ProblemBody(BaseModel):
+    """An error (RFC 9457): what went wrong and what to do; extension members as the problem needs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str | None = None
+    instance: str | None = None
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route."""
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "juicer",
-            "version": "1",
-            "description": "Human-in-the-loop active learning for image classification. Errors are RFC 9457 problem bodies.",
-        },
-        "paths": _paths(),
-        "security": [{"bearerAuth": []}],
-        "components": {
-            "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "service.api_token (see README, Security)"},
-                "webhookSecret": {"type": "apiKey", "in": "header", "name": "X-Juicer-Secret"},
-                "basicAuth": {"type": "http", "scheme": "basic", "description": "any user name, service.api_token as the password"},
-            },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "string"},
-                    },
-                }
-            },
-        },
-    }
+class AnyObject(BaseModel):
+    """A JSON object whose members this document does not list."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Answers(Response):
+    """An operation's answers: its 2xx (a JSON model, or ``media`` for a page or an image) and the problem
+    statuses it may answer; ``default`` (any other problem) is added to every operation.
+
+    ``Answers(HTTP_200=Model, problems=(400, 404))``; ``Answers("HTTP_200", media="text/html", problems=(401,))``.
+    """
+
+    def __init__(self, *codes: str, problems: Iterable[int] = (), media: str | None = None, **code_models: Any) -> None:
+        super().__init__(*codes, **code_models)
+        self.problems = tuple(problems)
+        self.media = media
+
+    def generate_spec(self, naming_strategy: Any = None) -> dict[str, Any]:
+        """spectree's responses, with problem bodies as ``application/problem+json`` and a ``default``."""
+        responses = super().generate_spec(naming_strategy) if naming_strategy else super().generate_spec()
+        problem = {"content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}}
+        for code, answer in responses.items():
+            if int(code) >= 400:
+                answer.update(problem)
+            elif "content" not in answer and self.media:
+                binary = not self.media.startswith("text/")
+                schema = {"type": "string", "format": "binary"} if binary else {"type": "string"}
+                answer["content"] = {self.media: {"schema": schema}}
+        for status in self.problems:
+            responses.setdefault(str(status), {"description": "a problem (RFC 9457)", **problem})
+        responses["default"] = {"description": "any other error, as a problem body", **problem}
+        return responses
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """``("labels", 0, "label")`` -> ``labels[0].label``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def problem_from(error: ValidationError, part: str) -> Problem:
+    """The 400 problem for a request ``part`` (``query``, ``body`` or ``form``) that failed its model."""
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    where = _where(first["loc"])
+    listed = [{"field": _where(e["loc"]), "detail": e["msg"]} for e in errors[:20]]
+    if part == "query":
+        name = str(first["loc"][0]) if first["loc"] else "query"
+        return Problem(400, "Bad parameter", f"{name}: {first['msg']}", type="bad-parameter", parameter=name, errors=listed)
+    if first["type"] == "missing":
+        detail = f"{where} is required" if where else first["msg"]
+        return Problem(400, "Missing field", detail, type="missing-field", field=where or None, errors=listed)
+    if not where:
+        return Problem(400, f"Bad {part}", f"the {part}: {first['msg']}", type="bad-request", errors=listed)
+    return Problem(400, "Bad field", f"{where}: {first['msg']}", type="bad-field", field=where, errors=listed)
+
+
+def validated(model: type[BaseModel], value: Any, part: str = "body") -> BaseModel:
+    """``value`` as ``model``, or the 400 problem saying what does not fit."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise problem_from(exc, part) from None
+
+
+def _has_body(request: Request) -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+class _Checks(FlaskPlugin):
+    """spectree's Flask plugin with juicer's rules for bodies: JSON is read by the app's streamed reader, malformed
+    JSON is a 400 (not an empty object), no body is an empty object, a body of another type is a 415 (unless
+    the view also takes a form: its reader answers), and a failed model is a problem body."""
+
+    def request_validation(self, request: Request, query: Any, json: Any, form: Any, headers: Any, cookies: Any) -> None:
+        writes = request.method not in ("GET", "HEAD", "DELETE")
+        is_form = request.mimetype in self.FORM_MIMETYPE
+        body = form_body = None
+        if query is not None:
+            query = validated(query, get_multidict_items(request.args, query), "query")
+        if form is not None and writes and is_form:
+            fields = get_multidict_items(request.form, form) | get_multidict_items(request.files, form)
+            form_body = validated(form, fields, "form")
+        if json is not None and writes and not is_form:
+            if request.is_json and _has_body(request):
+                body = validated(json, request.get_json(), "body")  # malformed JSON: werkzeug's 400
+            elif not _has_body(request):
+                body = validated(json, {}, "body") if form is None else None
+            elif form is None:
+                raise Problem(415, "JSON expected", "send Content-Type: application/json with a JSON object",
+                              type="unsupported-media-type")  # fmt: skip
+        request.context = Context(query, body, form_body, None, None)
+
+
+def _raise_mismatch(req: Any, resp: Any, error: Exception | None, instance: Any, adapter: Any) -> None:
+    """A 2xx answer that does not fit its model is our bug: the app's 500 handler logs it."""
+    if error is not None:
+        raise RuntimeError(f"the answer of {req.method} {req.path} does not fit the OpenAPI document") from error
+
+
+spec = SpecTree(
+    backend=_Checks,
+    title="juicer",
+    version="1",
+    description="Human-in-the-loop active learning for image classification. Errors are RFC 9457 problem bodies.",
+    naming_strategy=lambda model: model.__name__,
+    validation_error_status=400,
+    validation_error_model=ProblemBody,
+    after=_raise_mismatch,
+    security={"bearerAuth": []},
+    security_schemes=[
+        SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type="http", scheme="bearer", description="service.api_token (see README, Security)")),
+        SecurityScheme(name="webhookSecret", data=SecuritySchemeData(type="apiKey", field_in="header", name="X-Juicer-Secret")),
+        SecurityScheme(name="basicAuth", data=SecuritySchemeData(type="http", scheme="basic", description="any user name, service.api_token as the password")),
+    ],
+)  # fmt: skip
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route of ``app`` (built once per process: the routes are declared at import)."""
+    with app.app_context():
+        document = copy.deepcopy(spec.spec)
+    document["components"].setdefault("schemas", {})["ProblemBody"] = ProblemBody.model_json_schema()
+    return document
 
 
 def flask_rule_to_openapi(rule: str) -> str:

@@ -17,9 +17,11 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.core.files import write_atomic
 from app.http.problems import Problem
@@ -61,6 +63,7 @@ def upload_item_id(content_hash: str) -> str:
 
 
 def decode_base64(value: Any, where: str) -> bytes:
+    """The bytes of a base64 string (or a data: URL); a 400 problem for anything else."""
     if not isinstance(value, str) or not value:
         raise Problem(400, "Bad image field", f"{where} must be a non-empty base64 string", type="bad-request")
     if value.startswith("data:") and "," in value:  # a data: URL
@@ -71,44 +74,65 @@ def decode_base64(value: Any, where: str) -> bytes:
         raise Problem(400, "Bad base64", f"{where} is not valid base64 ({exc})", type="bad-base64") from exc
 
 
-def _json_entries(body: Any) -> list[tuple[bytes, str, dict[str, Any]]]:
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad JSON body", "the JSON body must be an object with an 'images' list", type="bad-request")
-    if "images" in body:
-        raw = body["images"]
-        if not isinstance(raw, list):
-            raise Problem(400, "Bad JSON body", "'images' must be a list of base64 strings or objects", type="bad-request")
-    elif "image" in body:
-        raw = [{k: v for k, v in body.items() if k != "image"} | {"data": body["image"]}]
-    else:
-        raise Problem(
-            400, "Missing images", "send 'images' (a list) or 'image' (base64) in the JSON body", type="missing-field", field="images"
-        )
-    entries = []
-    for index, entry in enumerate(raw):
-        where = f"images[{index}]"
-        if isinstance(entry, dict):
-            if "data" not in entry:
-                raise Problem(400, "Missing image data", f"{where} has no 'data' member", type="missing-field", field=f"{where}.data")
-            data = decode_base64(entry["data"], f"{where}.data")
-            name = str(entry.get("filename") or where)
-            entries.append((data, name, {k: v for k, v in entry.items() if k not in ("data", "filename")}))
-        else:
-            entries.append((decode_base64(entry, where), where, {}))
-    return entries
+class ImageEntry(BaseModel):
+    """One image of a JSON body with its name; other members travel with it (``Upload.fields``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    data: str = Field(min_length=1, description="the image file, base64 (a data: URL works too)")
+    filename: str | None = None
 
 
-def read_uploads(request: Request, *, max_images: int, max_pixels: int, max_request_pixels: int | None = None) -> list[Upload]:
-    """The request's images, each checked from its header: a known format, within the pixel limit, and all of
-    them together within ``max_request_pixels`` (so 64 images just under the per-image limit cannot be decoded
-    at once)."""
+class ImagesBody(BaseModel):
+    """Images as JSON: ``{"images": ["<base64>" or {"data": "<base64>", "filename": ...}, ...]}`` or one as
+    ``{"image": "<base64>", ...other members}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    images: list[Annotated[str, Field(min_length=1)] | ImageEntry] | None = None
+    image: str | None = Field(None, min_length=1, description="one image, base64")
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> "ImagesBody":
+        if self.images is None and self.image is None:
+            raise PydanticCustomError("missing", "send 'images' (a list) or 'image' (base64) in the JSON body")
+        return self
+
+    def entries(self) -> list[tuple[bytes, str, dict[str, Any]]]:
+        """(decoded bytes, name, other members) per image."""
+        if self.images is None:
+            return [(decode_base64(self.image, "image"), "image", dict(self.model_extra or {}))]
+        entries = []
+        for index, entry in enumerate(self.images):
+            where = f"images[{index}]"
+            if isinstance(entry, ImageEntry):
+                entries.append((decode_base64(entry.data, f"{where}.data"), entry.filename or where, dict(entry.model_extra or {})))
+            else:
+                entries.append((decode_base64(entry, where), where, {}))
+        return entries
+
+
+class ImageFiles(BaseModel):
+    """Images as ``multipart/form-data``: one or more file parts, under any field name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image: Any = Field(None, json_schema_extra={"type": "string", "format": "binary"})
+
+
+def read_uploads(
+    request: Request, body: ImagesBody | None, *, max_images: int, max_pixels: int, max_request_pixels: int | None = None
+) -> list[Upload]:
+    """The request's images (its file parts, or ``body``: its JSON, checked by the route), each checked from its
+    header: a known format, within the pixel limit, and all of them together within ``max_request_pixels`` (so
+    64 images just under the per-image limit cannot be decoded at once)."""
     if request.mimetype == "multipart/form-data":
         entries = []
         for field_name, storage in request.files.items(multi=True):
             data = storage.read()
             entries.append((data, storage.filename or field_name, {}))
-    elif request.is_json:
-        entries = _json_entries(request.get_json(silent=False))
+    elif body is not None:
+        entries = body.entries()
     else:
         raise Problem(
             415 if request.content_length else 400,

@@ -1,0 +1,67 @@
+"""``POST /v1/predict``: predictions for one or many images; those decided ``review`` go to the annotators."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+from pydantic import BaseModel
+
+from app.core.serving import prediction_record
+from app.http.api.common import api, request_uploads, serving_model, services
+from app.http.openapi import Answers, spec
+from app.http.uploads import ImageFiles, ImagesBody, items_for_uploads
+from app.store import NewItem
+
+
+class Prediction(BaseModel):
+    """One image's prediction and what was decided for it."""
+
+    item_id: str
+    label: str
+    score: float | None = None
+    probabilities: dict[str, float]
+    decision: str
+    rule: str
+    reason: str | None = None
+    model_version: str
+
+
+class Predictions(BaseModel):
+    """The serving version and a prediction per image, in request order."""
+
+    model_version: str
+    predictions: list[Prediction]
+
+
+@api.post("/predict")
+@spec.validate(resp=Answers(HTTP_200=Predictions, problems=(401, 403, 413, 415, 422, 503)))
+def predict(json: ImagesBody, form: ImageFiles) -> Response:
+    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
+    from learner.rules import decide
+
+    from app.core.training import decision_params
+
+    svc = services()
+    limits = svc.settings.service
+    uploads = request_uploads(svc, json)
+    model = serving_model()
+    X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
+    proba = model.proba(X)
+    decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
+    new_items: dict[str, NewItem] = {}
+    item_ids = [item_id for item_id, _ in items_for_uploads(svc.store, svc.data_dir, uploads, "served", new_items)]
+    records = [
+        prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
+        for item_id, row, decision in zip(item_ids, proba, decisions)
+    ]
+    results = [
+        {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
+         "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
+        for record in records
+    ]  # fmt: skip
+    svc.store.record_predictions(records, list(new_items.values()))
+    metrics = current_app.extensions.get("juicer_metrics")
+    if metrics is not None:
+        metrics.observe_predictions(record.decision for record in records)
+    if any(record.review for record in records):
+        svc.wake("deliver-outbox")
+    return jsonify({"model_version": model.version, "predictions": results})
