@@ -44,13 +44,14 @@ from annotation.webhooks import UNVERIFIED
 from app.http.auth import token_refusal
 from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
-from app.http.uploads import items_for_uploads  # the one upload-to-item resolution
+from app.core.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
 from app.http.openapi import ML_AUTH, AnyObject, Answers, spec
 from app.http.problems import Problem
 from app.services import Services
 from app.store import NewItem, NewPrediction
-from app.http.uploads import Upload, check_upload, decode_base64
+from app.core.uploads import Upload, check_upload
+from app.http.uploads import decode_base64
 from learner.errors import ImageError
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from flask import Blueprint, request
 from app.http.context import services
 
 from app.http.problems import Problem
-from app.http.uploads import ImagesBody, Upload, read_uploads
+from app.core.uploads import Upload
+from app.http.uploads import ImagesBody, read_uploads
 from app.services import Services
 
 MAX_ID = 2**63 - 1  # the largest integer key the store's databases hold

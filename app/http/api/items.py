@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.http.api.common import api, request_uploads, services
 from app.http.records import to_json
-from app.http.openapi import AnyObject, Answers, spec
+from app.http.openapi import Answers, spec
 from app.http.problems import Problem
-from app.http.uploads import ImageFiles, ImagesBody, items_for_uploads
+from app.core.uploads import items_for_uploads
+from app.http.uploads import ImageFiles, ImagesBody
 from app.store import SPLITS, NewItem
 
 

@@ -15,7 +15,8 @@ from pydantic_core import PydanticCustomError
 from app.http.api.common import api, request_uploads, services
 from app.http.openapi import Answers, spec
 from app.http.problems import Problem
-from app.http.uploads import Upload, check_pixel_budget, check_upload, decode_base64, items_for_uploads
+from app.core.uploads import Upload, check_upload, items_for_uploads
+from app.http.uploads import check_pixel_budget, decode_base64
 from app.services import Services
 from app.store import NewItem, NewLabel, StoreError
 

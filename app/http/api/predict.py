@@ -8,7 +8,8 @@ from pydantic import BaseModel
 from app.core.serving import prediction_record
 from app.http.api.common import api, request_uploads, serving_model, services
 from app.http.openapi import Answers, spec
-from app.http.uploads import ImageFiles, ImagesBody, items_for_uploads
+from app.core.uploads import items_for_uploads
+from app.http.uploads import ImageFiles, ImagesBody
 from app.store import NewItem
 
 
