@@ -10,7 +10,7 @@ fresh data folder under pytest's tmp dir, and stops it when the session ends. It
 - ``desk(token=None, timeout_s=10)``: an :class:`simulate.annotator.AnnotatorDesk` on it (admin by default);
 - ``invite(email)``: a second annotator's API token (signed up through the invite link);
 - ``project_title(prefix)``: a title no other test uses (tests share the server, so each makes its own project);
-- ``server``: the :class:`annotation.server.LabelStudioServer` (``stop()``/``start()`` restart it on the same data).
+- ``launcher``: the :class:`annotation.launcher.LabelStudioLauncher` (``stop()``/``start()`` restart it on the same data).
 
 ``webhook_receiver`` (function scope): a tiny ``http.server`` on 127.0.0.1 that records every POST
 (headers, JSON body) and answers 200 at once; ``wait_for(predicate, timeout_s)`` polls its records.
@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from simulate.annotator import AnnotatorDesk
-from annotation.server import LabelStudioServer
+from annotation.launcher import LabelStudioLauncher
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut")
@@ -160,7 +160,7 @@ def write_sample_images(files_root: Path) -> dict[str, str]:
 class LabelStudioInstance:
     """A running Label Studio for tests (see the module docstring)."""
 
-    server: LabelStudioServer
+    launcher: LabelStudioLauncher
     token: str
     username: str
     password: str
@@ -170,7 +170,7 @@ class LabelStudioInstance:
 
     @property
     def url(self) -> str:
-        return self.server.url
+        return self.launcher.url
 
     def desk(self, token: str | None = None, timeout_s: float = 10) -> AnnotatorDesk:
         """A desk on this server, with a person's moves in the editor; the admin's token unless ``token`` is given."""
@@ -196,16 +196,16 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     files_root = root / "files" / "images"
     images = write_sample_images(files_root)
     token = secrets.token_hex(20)
-    server = LabelStudioServer(
+    launcher = LabelStudioLauncher(
         venv, root / "data", files_root, port=free_port(),
         username="admin@juicer.test", password="juicer-test-pw", token=token, log_path=root / "label-studio.log",
         ml_backend_address="127.0.0.1",  # juicer's services in these tests listen on loopback
     )  # fmt: skip
-    server.start(wait=True, timeout_s=240)
+    launcher.start(wait=True, timeout_s=240)
     try:
-        yield LabelStudioInstance(server, token, server.username, server.password, files_root, images)
+        yield LabelStudioInstance(launcher, token, launcher.username, launcher.password, files_root, images)
     finally:
-        server.stop()
+        launcher.stop()
 
 
 @dataclass

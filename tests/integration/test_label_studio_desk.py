@@ -229,7 +229,7 @@ def test_with_the_server_stopped_calls_fail_fast_then_work_after_restart(label_s
     title = label_studio.project_title("restart")
     with label_studio.desk() as desk:
         project = desk.ensure_project(CLASSES, title)
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         with label_studio.desk(timeout_s=3) as desk:
             assert not desk.health()
@@ -246,6 +246,6 @@ def test_with_the_server_stopped_calls_fail_fast_then_work_after_restart(label_s
                 assert caught.value.retryable and time.monotonic() - started < 3
                 assert "juicer labelstudio start" in str(caught.value)
     finally:
-        label_studio.server.start(wait=True, timeout_s=180)
+        label_studio.launcher.start(wait=True, timeout_s=180)
     with label_studio.desk() as desk:  # same data folder: the token and the project survived
         assert desk.ensure_project(CLASSES, title).id == project.id

@@ -58,8 +58,8 @@ def world(free_port, label_studio):
         yield service, Ledger(), label_studio, title
     finally:
         service.stop()
-        if not label_studio.server.running:
-            label_studio.server.start(wait=True, timeout_s=240)
+        if not label_studio.launcher.running:
+            label_studio.launcher.start(wait=True, timeout_s=240)
 
 
 def _classes(client: httpx.Client) -> list[str]:
@@ -185,7 +185,7 @@ def test_sigkill_mid_delivery_delivers_every_review_once(world):
 
 def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
     service, ledger, label_studio, title = world
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         with service.client() as client:
             assert client.get("/readyz").json()["status"] == "degraded"
@@ -195,7 +195,7 @@ def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
                 ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
             assert _pending(client) > 0
     finally:
-        label_studio.server.start(wait=True, timeout_s=240)
+        label_studio.launcher.start(wait=True, timeout_s=240)
     with service.client() as client:
         service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered after Label Studio came back")
         assert client.get("/readyz").json()["status"] == "ready"
@@ -243,7 +243,7 @@ def test_a_poison_webhook_does_not_block_the_good_ones_and_a_stale_replay_change
 def test_label_studio_down_at_service_start(world):
     service, ledger, label_studio, title = world
     service.stop()
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         service.start()
         with service.client() as client:
@@ -252,7 +252,7 @@ def test_label_studio_down_at_service_start(world):
             assert response.status_code == 200
             ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
     finally:
-        label_studio.server.start(wait=True, timeout_s=240)
+        label_studio.launcher.start(wait=True, timeout_s=240)
     with service.client() as client:
         service.wait_for(lambda: client.get("/readyz").json()["status"] == "ready", 120, "connected to Label Studio")
         service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered")

@@ -157,9 +157,9 @@ def test_label_studio_secrets_are_generated_and_never_shipped(tmp_path):
 
 
 def test_label_studio_gets_its_secrets_through_the_environment_not_argv(tmp_path):
-    from annotation.server import LabelStudioServer
+    from annotation.launcher import LabelStudioLauncher
 
-    server = LabelStudioServer(
+    server = LabelStudioLauncher(
         tmp_path / "venv", tmp_path / "data", tmp_path / "images", port=18080, username="a@b.test",
         password="password-xyz", token="token-xyz-123",
     )  # fmt: skip

@@ -55,9 +55,10 @@ def test_every_shipped_subcommand_module_has_the_interface():
 
 @pytest.fixture
 def installed_elsewhere(monkeypatch):
-    """sys.path and sys.modules as the console script sees them when run from another folder: no entry holds the
-    repository's ``simulate/`` package (the simulate modules of this session are put back afterwards)."""
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p or ".") / "simulate" / "__init__.py").is_file()])
+    """sys.path and sys.modules as the console script sees them when run from another folder: no entry holds a
+    ``simulate`` folder (the checkout's package, or tests/unit/simulate/ that pytest put on the path); the simulate
+    modules of this session are put back afterwards."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p or ".") / "simulate").is_dir()])
     saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "simulate"}
     for name in saved:
         del sys.modules[name]
