@@ -8,18 +8,16 @@ The tests share one data folder and run in file order, each starting from what t
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.integration.faults.service import Service, data_folder, service_env
+from tests.support.images import png
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -29,10 +27,7 @@ DEADLINE_S = 8  # service.request_deadline_s of the suite's service (read_timeou
 
 def noise_png(seed: int) -> str:
     """A distinct image the demo model is unsure of (so it is decided ``review``), as base64."""
-    pixels = np.random.default_rng(seed).integers(0, 255, (28, 28), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(png(size=(28, 28), seed=seed)).decode()
 
 
 class Ledger:

@@ -15,7 +15,8 @@ import pytest
 
 from app.worker.scheduler import process_webhook_events
 from app.store import NewItem
-from tests.unit.app.conftest import COLOURS, png
+from tests.support.images import png
+from tests.unit.app.conftest import COLOURS
 
 PROBLEM = "application/problem+json"
 PAYLOADS = Path(__file__).parents[1] / "annotation" / "payloads"
