@@ -20,14 +20,11 @@ Set ``JUICER_TEST_LS_VENV`` to use another Label Studio venv.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import queue
 import secrets
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,91 +34,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from simulate.annotator import AnnotatorDesk
 from annotation.launcher import LabelStudioLauncher
+from simulate.annotator import AnnotatorDesk
+from tests.support.served import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut")
-
-
-def poll(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    """Call ``condition`` until it returns something truthy (returned) or ``timeout_s`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def stop_process_group(process: Any, timeout_s: float = 60) -> None:
-    """SIGTERM a process started with ``start_new_session=True``; SIGKILL its whole group if it does not stop."""
-    import signal
-
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def answers_ready(url: str) -> bool:
-    """Whether ``GET {url}/readyz`` answers 200 (False while the service is not up or not ready)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def juicer_serve(data_dir: Path, env: dict[str, str], args: list[str], url: str,
-                 ready: Callable[[str], bool] = answers_ready, timeout_s: float = 600) -> Iterator[Path]:
-    """``juicer serve ARGS`` in its own process group, logging to ``serve.log`` beside ``data_dir``; yields that
-    log's path once ``ready(url)``; stops it (its scheduler and the Label Studio it started) afterwards."""
-    import sys
-
-    log_path = data_dir.parent / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", *args],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not ready(url):
-            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"juicer serve not ready in {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(1)
-        yield log_path
-    finally:
-        stop_process_group(process)
-
-
-def subprocess_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of juicer run as a subprocess on ``data_dir``: the shell's, minus ``JUICER_*`` and the plain
-    names Label Studio misreads, plus this checkout on the path and ``settings`` (``JUICER_*`` variables)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", JUICER_DATA_DIR=str(data_dir), **settings)
-    return env
-
-
-def link_built_backbones(data_dir: Path) -> None:
-    """Reuse the backbones `make backbone` converted (a symlink, read only) instead of converting them again."""
-    built = REPO / "data" / "backbones"
-    if built.is_dir():
-        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(name="free_port", scope="session")

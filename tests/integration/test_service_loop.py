@@ -16,7 +16,7 @@ import threading
 import httpx
 import pytest
 
-from tests.integration.conftest import poll
+from tests.support.wait import poll
 pytestmark = pytest.mark.integration
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.faults.service import Service, data_folder, service_env
+from tests.support.served import ServedJuicer, data_folder, service_env
 from tests.support.images import png
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -47,7 +47,7 @@ def world(free_port, label_studio):
     title = label_studio.project_title("faults")
     env = service_env(data_dir, port, label_studio, title, JUICER_SERVICE__DELIVER_BATCH_SIZE="1",
                       JUICER_SERVICE__READ_TIMEOUT_S="3", JUICER_SERVICE__REQUEST_DEADLINE_S=str(DEADLINE_S))
-    service = Service(data_dir, port, env)
+    service = ServedJuicer(data_dir, port, env)
     service.start()
     try:
         yield service, Ledger(), label_studio, title
@@ -71,7 +71,7 @@ def _record(line: str) -> None:
         out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
-def _check_everything_acknowledged_is_there(service: Service, ledger: Ledger) -> None:
+def _check_everything_acknowledged_is_there(service: ServedJuicer, ledger: Ledger) -> None:
     import inspect
 
     _record(f"{inspect.stack()[1].function}: {len(ledger.labels)} acknowledged labels and "
@@ -85,7 +85,7 @@ def _check_everything_acknowledged_is_there(service: Service, ledger: Ledger) ->
             assert item["review"] is not None, f"acknowledged review of {item_id} lost"
 
 
-def _check_last_good_model_serves(service: Service) -> None:
+def _check_last_good_model_serves(service: ServedJuicer) -> None:
     with service.client() as client:
         models = client.get("/v1/models").json()
         versions = [row["model_version"] for row in models["models"]]
@@ -102,7 +102,7 @@ def _pending(client: httpx.Client) -> int:
     return int(float(line.split()[-1]))
 
 
-def _one_task_per_item(service: Service, label_studio, title: str) -> Counter:
+def _one_task_per_item(service: ServedJuicer, label_studio, title: str) -> Counter:
     with service.client() as client:
         classes = _classes(client)
     desk = label_studio.desk()
