@@ -89,3 +89,13 @@ def test_simulate_is_absent_where_the_repository_has_no_simulate_package(install
     assert [module.NAME for module in cli._command_modules()] == [name for name in cli.COMMANDS if name != "simulate"]
     assert "simulate" not in _help(capsys)
     assert "simulate" not in sys.modules
+
+
+def test_the_wheel_packages_no_simulation_and_no_tests():
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((cli.REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = find_packages(str(cli.REPOSITORY), include=find["include"], exclude=find.get("exclude", ()))
+    assert {name.split(".")[0] for name in shipped} == {"app", "learner", "annotation", "config"}  # no simulate, no tests
