@@ -1,7 +1,7 @@
 """The annotators' desk: juicer's only conversation with Label Studio, one facade over the rooms that do the work.
 
 One :class:`LabelStudioDesk` talks to one server with one API token (Label Studio's legacy token; see
-:mod:`annotation.server`). Every method returns juicer's own records (:mod:`annotation.models`) and turns every
+:mod:`annotation.launcher`). Every method returns juicer's own records (:mod:`annotation.models`) and turns every
 failure into an :class:`~annotation.errors.AnnotationError`; every request has a timeout and none is retried
 here (the caller owns retry policy, guided by ``retryable``). The rooms:
 
@@ -31,7 +31,7 @@ class LabelStudioDesk:
     """Label Studio as juicer sees it: projects, review tasks with pre-annotations, labels coming back.
 
     ``files_root``: the folder whose images are served through Label Studio's local-files storage (the server
-    must run with its parent as LOCAL_FILES_DOCUMENT_ROOT, as :class:`annotation.server.LabelStudioServer`
+    must run with its parent as LOCAL_FILES_DOCUMENT_ROOT, as :class:`annotation.launcher.LabelStudioLauncher`
     does); needed only for :class:`ReviewRequest` images given as relative paths.
     """
 
@@ -124,8 +124,8 @@ def desk_from_settings(
 
     ``desk_class``: a subclass to build instead (``juicer simulate`` passes :class:`simulate.annotator.AnnotatorDesk`).
     """
-    from annotation.server import server_from_settings  # the server module is only needed for its URL here
+    from annotation.launcher import launcher_from_settings  # the launcher is only needed for its URL here
 
     ls = settings.label_studio
-    url = url or ls.url or server_from_settings(settings).url
+    url = url or ls.url or launcher_from_settings(settings).url
     return (desk_class or LabelStudioDesk)(url, ls.token, files_root=settings.images_dir, timeout_s=ls.timeout_s)

@@ -86,19 +86,6 @@ class Annotation:
 
 
 @dataclass(frozen=True)
-class NextTask:
-    """The task Label Studio's queue hands a person next, with the model's pre-annotation."""
-
-    item_id: str
-    task_id: int
-    image: str  # as stored in the task (a /data/local-files/ URL or an http URL)
-    predicted_label: str | None
-    score: float | None
-    model_version: str | None
-    prediction_id: int | None
-
-
-@dataclass(frozen=True)
 class SeenAnnotation:
     """What the last pull reported for one annotation (kept in the cursor to detect updates and deletions)."""
 

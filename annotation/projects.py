@@ -47,7 +47,7 @@ class Projects:
     """juicer's projects on one server. ``label_counts(project_id)`` counts completed labels per class.
 
     ``files_root``: the folder whose images are served through Label Studio's local-files storage (the server
-    must run with its parent as LOCAL_FILES_DOCUMENT_ROOT, as :class:`annotation.server.LabelStudioServer`
+    must run with its parent as LOCAL_FILES_DOCUMENT_ROOT, as :class:`annotation.launcher.LabelStudioLauncher`
     does); needed only for images given as relative paths.
     """
 

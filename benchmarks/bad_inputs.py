@@ -28,8 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from tests.integration.conftest import free_port  # noqa: E402
-from tests.integration.faults.service import Service, data_folder, service_env  # noqa: E402
+from tests.support.served import ServedJuicer, data_folder, free_port, service_env  # noqa: E402
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -175,7 +174,7 @@ def main() -> int:
     data_dir = data_folder(root)
     port = free_port()
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "bad-inputs")
-    service = Service(data_dir, port, env, args=["--demo-pool", "20", "--holdout", "20"])
+    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "20", "--holdout", "20"])
     service.start()
     statuses: list[int] = []
     try:

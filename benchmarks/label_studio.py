@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulate.annotator import AnnotatorDesk  # noqa: E402
 from annotation.models import ReviewRequest  # noqa: E402
-from annotation.server import LabelStudioServer  # noqa: E402
+from annotation.launcher import LabelStudioLauncher  # noqa: E402
 from annotation.webhooks import SECRET_HEADER, check_secret, parse_webhook  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def main() -> int:
         root = Path(tmp)
         images = write_images(root / "files" / "images")
         token = "bench-token-" + "0" * 20
-        server = LabelStudioServer(
+        server = LabelStudioLauncher(
             REPO / ".venv-ls", root / "data", root / "files" / "images", port=free_port(),
             username="bench@juicer.test", password="bench-password", token=token,
         )  # fmt: skip

@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.bad_inputs import PeakSampler, tree_rss_mb  # noqa: E402
-from tests.integration.conftest import free_port  # noqa: E402
-from tests.integration.faults.service import Service, data_folder, service_env  # noqa: E402
+from tests.support.served import ServedJuicer, data_folder, free_port, service_env  # noqa: E402
 
 SECRET = "fault-suite-secret"
 
@@ -60,7 +59,7 @@ def main() -> int:
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "load",
                       JUICER_SERVICE__WORKERS=str(args.workers), JUICER_SERVICE__THREADS="16",
                       JUICER_SERVICE__RETRAIN_AFTER_LABELS="1000000")  # fmt: skip
-    service = Service(data_dir, port, env, args=["--demo-pool", "200", "--holdout", "100"])
+    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "200", "--holdout", "100"])
     service.start()
     latencies: dict[int, list[float]] = {1: [], 8: []}
     errors: list[str] = []

@@ -58,7 +58,7 @@ def main() -> int:
     from label_studio_sdk import LabelStudio
     from werkzeug.serving import make_server
 
-    from annotation.server import LabelStudioServer
+    from annotation.launcher import LabelStudioLauncher
     from app import create_app
     from app.core.demo import encode_png, seed_demo
     from app.worker.scheduler import Scheduler
@@ -78,7 +78,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="juicer-ml-bench-") as tmp:
         root = Path(tmp)
         ls_token = "bench-ls-token-" + "0" * 20
-        server = LabelStudioServer(
+        server = LabelStudioLauncher(
             REPO / ".venv-ls", root / "ls", root / "files" / "images", port=free_port(), username="bench@juicer.test",
             password="bench-password", token=ls_token, ml_backend_address="127.0.0.1",
         )  # fmt: skip

@@ -36,8 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from benchmarks.load import noise, percentile  # noqa: E402
 from tests.conftest import PostgresServer  # noqa: E402
-from tests.integration.conftest import free_port  # noqa: E402
-from tests.integration.faults.service import Service, data_folder, service_env  # noqa: E402
+from tests.support.served import ServedJuicer, data_folder, free_port, service_env  # noqa: E402
 
 SECRET = "fault-suite-secret"
 
@@ -80,7 +79,7 @@ def scheduler_pids(url: str) -> dict[str, float]:
     return metric_values(url, "juicer_scheduler_running", "pid")
 
 
-def start(store: str, workers: int, pg: PostgresServer | None) -> Service:
+def start(store: str, workers: int, pg: PostgresServer | None) -> ServedJuicer:
     root = Path(tempfile.mkdtemp(prefix=f"juicer-scale-{store}-{workers}-"))
     data_dir = data_folder(root)
     port = free_port()
@@ -89,13 +88,13 @@ def start(store: str, workers: int, pg: PostgresServer | None) -> Service:
     if store == "postgresql":
         extra["JUICER_STORE__URL"] = pg.new_database()
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "scale", **extra)
-    service = Service(data_dir, port, env, args=["--demo-pool", "100", "--holdout", "100"])
+    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "100", "--holdout", "100"])
     service.start(timeout_s=900)
     service.wait_for(lambda: len(scheduler_pids(service.url)) == workers, 600, f"{workers} workers loaded")
     return service
 
 
-def load(service: Service, clients: int, seconds: float) -> dict:
+def load(service: ServedJuicer, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -130,7 +129,7 @@ def load(service: Service, clients: int, seconds: float) -> dict:
             "errors": errors, "n": len(latencies), "rss": rss}  # fmt: skip
 
 
-def failover(service: Service) -> dict:
+def failover(service: ServedJuicer) -> dict:
     with service.client() as client:
         pool = [row["id"] for row in client.get("/v1/items", params={"split": "pool", "limit": 30}).json()["items"]]
         classes = client.get("/v1/models/current").json()["classes"]

@@ -11,9 +11,9 @@ Needs torch, which the service venv never has. In a throwaway venv:
     /tmp/torchref/bin/python scripts/make_torch_reference.py      # from the repository root
 
 It also checks that juicer's own reader (learner/torch_weights.py) returns exactly what torch.load does.
-Inputs (the test rebuilds them the same way, and checks their sha256): scikit-image's chelsea and coffee and
-one seeded noise image, float32 RGB [0, 1], resized bilinear (Pillow) to the variant's size, then scaled
-(255x - 127) / 128 and laid out NCHW for torch, as EfficientNet-Lite's preprocessing prescribes.
+Inputs (tests/support/reference.py, which the test imports too and checks by sha256): scikit-image's chelsea
+and coffee and one seeded noise image, float32 RGB [0, 1], resized bilinear (Pillow) to the variant's size, then
+scaled (255x - 127) / 128 and laid out NCHW for torch, as EfficientNet-Lite's preprocessing prescribes.
 """
 
 from __future__ import annotations
@@ -26,26 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from efficientnet_lite_pytorch import EfficientNet
-from PIL import Image
-from skimage import data as skimage_data
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from learner.efficientnet_lite import VARIANTS, load_weights, weights_path  # noqa: E402  (numpy-only modules)
+from tests.support.reference import reference_inputs  # noqa: E402  (numpy, Pillow, scikit-image)
 
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "efficientnet_lite_torch_reference.npz"
-
-
-def reference_inputs(size: int) -> np.ndarray:
-    """(3, size, size, 3) float32 RGB [0, 1]: chelsea, coffee, seeded noise (the test builds the same)."""
-    images = []
-    for name in ("chelsea", "coffee"):
-        image = Image.fromarray(getattr(skimage_data, name)()).resize((size, size), Image.BILINEAR)
-        images.append(np.asarray(image, dtype=np.float32) / 255.0)
-    noise = np.random.default_rng(20261128).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    images.append(noise.astype(np.float32) / 255.0)
-    return np.stack(images)
 
 
 def main() -> int:

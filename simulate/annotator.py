@@ -14,6 +14,7 @@ import logging
 import secrets
 import string
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -23,10 +24,23 @@ from annotation.client import PAGE_SIZE
 from annotation.desk import LabelStudioDesk
 from annotation.errors import LabelStudioRejected, LabelStudioUnavailable
 from annotation.labelconfig import JUICER_CONFIG
-from annotation.models import NextTask, Project
+from annotation.models import Project
 from annotation.webhooks import annotation_label
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """The task Label Studio's queue hands a person next, with the model's pre-annotation."""
+
+    item_id: str
+    task_id: int
+    image: str  # as stored in the task (a /data/local-files/ URL or an http URL)
+    predicted_label: str | None
+    score: float | None
+    model_version: str | None
+    prediction_id: int | None
 
 
 def _ui_region_id() -> str:

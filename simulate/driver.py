@@ -48,7 +48,7 @@ class ServiceError(SimulationError):
 
 
 class Task(Protocol):
-    """What the simulation reads from a Label Studio task (``annotation.models.NextTask`` has it)."""
+    """What the simulation reads from a Label Studio task (``simulate.annotator.NextTask`` has it)."""
 
     item_id: str
     task_id: int

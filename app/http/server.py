@@ -231,10 +231,10 @@ class JuicerServer(BaseApplication):
 
             shutil.rmtree(folder, ignore_errors=True)
         if self.stop_label_studio:
-            from annotation.server import server_from_settings
+            from annotation.launcher import launcher_from_settings
 
             print("stopping Label Studio ...", flush=True)
-            server_from_settings(self.settings).stop()
+            launcher_from_settings(self.settings).stop()
 
 
 def use_multiprocess_dir(folder: Path | None = None) -> Path:

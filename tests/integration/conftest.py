@@ -10,7 +10,7 @@ fresh data folder under pytest's tmp dir, and stops it when the session ends. It
 - ``desk(token=None, timeout_s=10)``: an :class:`simulate.annotator.AnnotatorDesk` on it (admin by default);
 - ``invite(email)``: a second annotator's API token (signed up through the invite link);
 - ``project_title(prefix)``: a title no other test uses (tests share the server, so each makes its own project);
-- ``server``: the :class:`annotation.server.LabelStudioServer` (``stop()``/``start()`` restart it on the same data).
+- ``launcher``: the :class:`annotation.launcher.LabelStudioLauncher` (``stop()``/``start()`` restart it on the same data).
 
 ``webhook_receiver`` (function scope): a tiny ``http.server`` on 127.0.0.1 that records every POST
 (headers, JSON body) and answers 200 at once; ``wait_for(predicate, timeout_s)`` polls its records.
@@ -20,14 +20,11 @@ Set ``JUICER_TEST_LS_VENV`` to use another Label Studio venv.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import queue
 import secrets
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,91 +34,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from annotation.launcher import LabelStudioLauncher
 from simulate.annotator import AnnotatorDesk
-from annotation.server import LabelStudioServer
+from tests.support.served import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut")
-
-
-def poll(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    """Call ``condition`` until it returns something truthy (returned) or ``timeout_s`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def stop_process_group(process: Any, timeout_s: float = 60) -> None:
-    """SIGTERM a process started with ``start_new_session=True``; SIGKILL its whole group if it does not stop."""
-    import signal
-
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def answers_ready(url: str) -> bool:
-    """Whether ``GET {url}/readyz`` answers 200 (False while the service is not up or not ready)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def juicer_serve(data_dir: Path, env: dict[str, str], args: list[str], url: str,
-                 ready: Callable[[str], bool] = answers_ready, timeout_s: float = 600) -> Iterator[Path]:
-    """``juicer serve ARGS`` in its own process group, logging to ``serve.log`` beside ``data_dir``; yields that
-    log's path once ``ready(url)``; stops it (its scheduler and the Label Studio it started) afterwards."""
-    import sys
-
-    log_path = data_dir.parent / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", *args],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not ready(url):
-            assert process.poll() is None, f"juicer serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"juicer serve not ready in {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(1)
-        yield log_path
-    finally:
-        stop_process_group(process)
-
-
-def subprocess_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of juicer run as a subprocess on ``data_dir``: the shell's, minus ``JUICER_*`` and the plain
-    names Label Studio misreads, plus this checkout on the path and ``settings`` (``JUICER_*`` variables)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "USERNAME", "PASSWORD", "PORT") and not k.startswith("JUICER_")}
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", JUICER_DATA_DIR=str(data_dir), **settings)
-    return env
-
-
-def link_built_backbones(data_dir: Path) -> None:
-    """Reuse the backbones `make backbone` converted (a symlink, read only) instead of converting them again."""
-    built = REPO / "data" / "backbones"
-    if built.is_dir():
-        (data_dir / "backbones").symlink_to(built.resolve(), target_is_directory=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(name="free_port", scope="session")
@@ -160,7 +78,7 @@ def write_sample_images(files_root: Path) -> dict[str, str]:
 class LabelStudioInstance:
     """A running Label Studio for tests (see the module docstring)."""
 
-    server: LabelStudioServer
+    launcher: LabelStudioLauncher
     token: str
     username: str
     password: str
@@ -170,7 +88,7 @@ class LabelStudioInstance:
 
     @property
     def url(self) -> str:
-        return self.server.url
+        return self.launcher.url
 
     def desk(self, token: str | None = None, timeout_s: float = 10) -> AnnotatorDesk:
         """A desk on this server, with a person's moves in the editor; the admin's token unless ``token`` is given."""
@@ -196,16 +114,16 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     files_root = root / "files" / "images"
     images = write_sample_images(files_root)
     token = secrets.token_hex(20)
-    server = LabelStudioServer(
+    launcher = LabelStudioLauncher(
         venv, root / "data", files_root, port=free_port(),
         username="admin@juicer.test", password="juicer-test-pw", token=token, log_path=root / "label-studio.log",
         ml_backend_address="127.0.0.1",  # juicer's services in these tests listen on loopback
     )  # fmt: skip
-    server.start(wait=True, timeout_s=240)
+    launcher.start(wait=True, timeout_s=240)
     try:
-        yield LabelStudioInstance(server, token, server.username, server.password, files_root, images)
+        yield LabelStudioInstance(launcher, token, launcher.username, launcher.password, files_root, images)
     finally:
-        server.stop()
+        launcher.stop()
 
 
 @dataclass

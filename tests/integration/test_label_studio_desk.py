@@ -150,26 +150,6 @@ def test_rescoring_prunes_older_versions_one_retrain_later(label_studio):
     assert (newest.predicted_label, newest.model_version, newest.score) == ("cat", "v3", pytest.approx(0.6))
 
 
-def test_open_tasks_lists_what_nobody_answered_or_skipped(label_studio):
-    scores = {"chelsea": 0.91, "coffee": 0.22, "astronaut": 0.57}
-    labels = {"chelsea": "cat", "coffee": "cup", "astronaut": "person"}
-    with label_studio.desk() as desk:
-        project = desk.ensure_project(CLASSES, label_studio.project_title("open tasks"))
-        tasks = {t.item_id: t.task_id for t in desk.send_for_review(project, _requests(label_studio.images, scores, labels))}
-        before = desk.open_tasks(project)
-        desk.submit_annotation(tasks["item-coffee"], "cup")
-        desk.submit_annotation(tasks["item-chelsea"], None)  # skipped
-        desk.send_for_review(project, [ReviewRequest("item-astronaut", label_studio.images["astronaut"], "cat", 0.33, "v2")])
-        after = desk.open_tasks(project)
-    assert sorted(t.item_id for t in before) == ["item-astronaut", "item-chelsea", "item-coffee"]
-    assert all(t.model_version == "v1" and t.prediction_id is not None for t in before)
-    [left] = after
-    assert (left.item_id, left.task_id) == ("item-astronaut", tasks["item-astronaut"])
-    assert (left.predicted_label, left.model_version) == ("cat", "v2")
-    assert left.score == pytest.approx(0.33)
-    assert left.image.startswith("/data/local-files/")
-
-
 def test_two_annotators_confirming_and_correcting_both_come_back(label_studio):
     second_token = label_studio.invite(f"second-{time.monotonic_ns()}@juicer.test")
     with label_studio.desk() as admin, label_studio.desk(second_token) as second:
@@ -249,7 +229,7 @@ def test_with_the_server_stopped_calls_fail_fast_then_work_after_restart(label_s
     title = label_studio.project_title("restart")
     with label_studio.desk() as desk:
         project = desk.ensure_project(CLASSES, title)
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         with label_studio.desk(timeout_s=3) as desk:
             assert not desk.health()
@@ -266,6 +246,6 @@ def test_with_the_server_stopped_calls_fail_fast_then_work_after_restart(label_s
                 assert caught.value.retryable and time.monotonic() - started < 3
                 assert "juicer labelstudio start" in str(caught.value)
     finally:
-        label_studio.server.start(wait=True, timeout_s=180)
+        label_studio.launcher.start(wait=True, timeout_s=180)
     with label_studio.desk() as desk:  # same data folder: the token and the project survived
         assert desk.ensure_project(CLASSES, title).id == project.id

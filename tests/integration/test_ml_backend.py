@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import poll
+from tests.support.wait import poll
 pytestmark = pytest.mark.integration
 
 TOKEN = "ml-backend-token-123"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.faults.service import Service, data_folder, service_env
+from tests.support.served import ServedJuicer, data_folder, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(tmp_path, free_port):
     data_dir = data_folder(tmp_path)
     port = free_port()
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "fuzz")
-    service = Service(data_dir, port, env, args=["--demo-pool", "20", "--holdout", "20"])
+    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "20", "--holdout", "20"])
     service.start()
     report = tmp_path / "junit.xml"
     try:

@@ -16,7 +16,7 @@ import threading
 import httpx
 import pytest
 
-from tests.integration.conftest import poll
+from tests.support.wait import poll
 pytestmark = pytest.mark.integration
 
 
@@ -163,7 +163,7 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
     monkeypatch.setattr(services.settings.service, "decision_threshold", 1.0)  # all but certain ones go to review
     pool = [row.id for row in services.store.unlabelled_pool() if row.status is None][:5]
     assert len(pool) == 5
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         images = [base64.b64encode(_png_of(services, item_id)).decode() for item_id in pool]
         response = client.post("/v1/predict", json={"images": images})
@@ -178,7 +178,7 @@ def test_label_studio_down_during_routing_loses_nothing(serving, label_studio, m
         ready = client.get("/readyz")  # still serving predictions: ready, with Label Studio reported degraded
         assert ready.status_code == 200 and ready.json["status"] == "degraded"
     finally:
-        label_studio.server.start(wait=True, timeout_s=180)
+        label_studio.launcher.start(wait=True, timeout_s=180)
     def delivered_everything() -> bool:
         deliver_outbox(services)
         return services.store.review_counts()["pending"] == 0

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import answers_ready, juicer_serve, link_built_backbones, poll, subprocess_env
+from tests.support.served import ServedJuicer, answers_ready, link_built_backbones, subprocess_env
+from tests.support.wait import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -59,25 +60,24 @@ def served(tmp_path_factory, free_port, postgres):
         JUICER_LABEL_STUDIO__PORT=str(free_port()),
         JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
     )
-    url = f"http://127.0.0.1:{port}"
 
     def every_worker_ready(url: str) -> bool:
         return answers_ready(url) and len(per_worker(url)["scheduler"]) >= WORKERS
 
-    with juicer_serve(data_dir, env, ["--workers", str(WORKERS), "--demo-pool", "150", "--holdout", "100"], url,
-                      ready=every_worker_ready) as log_path:
-        yield url, env, log_path
+    args = ["--workers", str(WORKERS), "--demo-pool", "150", "--holdout", "100"]
+    with ServedJuicer(data_dir, port, env, args, ready=every_worker_ready) as service:
+        yield service
 
 
 def test_four_workers_on_postgresql_run_the_loop_with_one_scheduler_and_all_swap(served):
-    url, env, log_path = served
+    url = served.url
     assert sorted(per_worker(url)["scheduler"].values()) == [0.0] * (WORKERS - 1) + [1.0]  # exactly one scheduler
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "simulate", "--labels", "100", "--order", "uncertainty",
          "--retrain-every", "50", "--service", url, "--wait", "300"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=REPO, env=served.env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:] + log_path.read_text()[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + served.tail(3000)
     points = json.loads(result.stdout[result.stdout.index("{") :])["points"]
     counts = [p["n_labels"] for p in points]
     assert counts[0] == 10 and counts[-1] == 110 and counts == sorted(set(counts))  # one version per retrain

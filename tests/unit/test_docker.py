@@ -141,7 +141,7 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     assert studio_env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     # SSRF protection on, with only the compose network cut out of Label Studio's default banned list.
     assert studio_env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true" and studio_env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
-    from annotation.server import banned_subnets
+    from annotation.launcher import banned_subnets
 
     [subnet] = [entry["subnet"] for entry in compose["networks"]["juicer-net"]["ipam"]["config"]]
     assert studio_env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",") == banned_subnets(subnet)

@@ -8,7 +8,7 @@ import logging
 from tqdm import tqdm
 
 from annotation.errors import AnnotationError
-from annotation.server import server_from_settings
+from annotation.launcher import launcher_from_settings
 from config import Settings
 
 NAME = "labelstudio"
@@ -40,18 +40,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from app.core.secrets import resolve_secrets
 
     settings = resolve_secrets(settings)
-    server = server_from_settings(settings)
+    launcher = launcher_from_settings(settings)
     if args.action == "stop":
-        print("stopped Label Studio" if server.stop() else "Label Studio was not running")
+        print("stopped Label Studio" if launcher.stop() else "Label Studio was not running")
         return 0
     if args.action == "status":
-        if not server.running:
-            print(f"Label Studio is not running (data {server.data_dir})")
+        if not launcher.running:
+            print(f"Label Studio is not running (data {launcher.data_dir})")
             return 1
-        state = "healthy" if server.healthy() else "not answering /health yet"
-        print(f"running, pid {server.pid}, {state}\n{_login(settings, server.url)}")
+        state = "healthy" if launcher.healthy() else "not answering /health yet"
+        print(f"running, pid {launcher.pid}, {state}\n{_login(settings, launcher.url)}")
         return 0
-    first = not (server.data_dir / "label_studio.sqlite3").exists()
+    first = not (launcher.data_dir / "label_studio.sqlite3").exists()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per /health poll
     bar = tqdm(
         total=round(args.timeout),
@@ -63,11 +63,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         bar.update(max(0, int(elapsed) - bar.n))
 
     try:
-        url = server.start(wait=True, timeout_s=args.timeout, progress=tick)
+        url = launcher.start(wait=True, timeout_s=args.timeout, progress=tick)
     except AnnotationError as exc:
         bar.close()
         print(f"juicer: {exc}")
         return 1
     bar.close()
-    print(f"{_login(settings, url)}\n  data: {server.data_dir}  log: {server.log_path}\n  stop it with `juicer labelstudio stop`")
+    print(f"{_login(settings, url)}\n  data: {launcher.data_dir}  log: {launcher.log_path}\n  stop it with `juicer labelstudio stop`")
     return 0

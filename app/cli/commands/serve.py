@@ -46,19 +46,19 @@ def _say(message: str) -> None:
 
 
 def _start_label_studio(settings: Settings) -> tuple[str, Any, bool]:
-    """(url, server or None, whether this call started it)."""
+    """(url, its launcher or None, whether this call started it)."""
     from tqdm import tqdm
 
-    from annotation.server import server_from_settings
+    from annotation.launcher import launcher_from_settings
 
     if settings.label_studio.url:
         return settings.label_studio.url, None, False
-    server = server_from_settings(settings)
-    already = server.running
-    first = not (server.data_dir / "label_studio.sqlite3").exists()
+    launcher = launcher_from_settings(settings)
+    already = launcher.running
+    first = not (launcher.data_dir / "label_studio.sqlite3").exists()
     with tqdm(total=180, unit="s", desc="starting Label Studio" + (" (first start ~40 s)" if first else ""), disable=already) as bar:
-        url = server.start(wait=True, timeout_s=180, progress=lambda s: bar.update(max(0, int(s) - bar.n)))
-    return url, server, not already
+        url = launcher.start(wait=True, timeout_s=180, progress=lambda s: bar.update(max(0, int(s) - bar.n)))
+    return url, launcher, not already
 
 
 def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int, seed_per_class: int = 1) -> None:
@@ -152,9 +152,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for path in sweep_temp_files(settings.data_dir):
         logger.warning("removed %s, left by a write that was killed", path)
     service = settings.service
-    ls_server, started_ls = None, False
+    ls_launcher, started_ls = None, False
     try:
-        label_studio_url, ls_server, started_ls = _start_label_studio(settings)
+        label_studio_url, ls_launcher, started_ls = _start_label_studio(settings)
     except AnnotationError as exc:
         label_studio_url = settings.label_studio.url or f"http://127.0.0.1:{settings.label_studio.port}"
         print(f"juicer: Label Studio did not start ({exc}); serving predictions without it, reviews wait", file=sys.stderr)
@@ -162,8 +162,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         services = prepare(settings, args, label_studio_url, f"{public_url}/v1/webhooks/label-studio")
     except BaseException:
-        if ls_server is not None and started_ls and not args.keep_label_studio:
-            ls_server.stop()
+        if ls_launcher is not None and started_ls and not args.keep_label_studio:
+            ls_launcher.stop()
         raise
     where = secrets_dir(settings.data_dir)
     ls = settings.label_studio
@@ -182,15 +182,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )  # fmt: skip
     if args.setup_only:
         services.store.close()
-        if ls_server is not None and started_ls and not args.keep_label_studio:
+        if ls_launcher is not None and started_ls and not args.keep_label_studio:
             _say("stopping Label Studio ...")
-            ls_server.stop()
+            ls_launcher.stop()
         return 0
     from app.http.server import write_settings
 
     services.store.close()
     command = [sys.executable, "-m", "app.http.server", str(write_settings(settings))]
-    if ls_server is not None and started_ls and not args.keep_label_studio:
+    if ls_launcher is not None and started_ls and not args.keep_label_studio:
         command.append("--stop-label-studio")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -8,18 +8,16 @@ The tests share one data folder and run in file order, each starting from what t
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.integration.faults.service import Service, data_folder, service_env
+from tests.support.served import ServedJuicer, data_folder, service_env
+from tests.support.images import png
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -29,10 +27,7 @@ DEADLINE_S = 8  # service.request_deadline_s of the suite's service (read_timeou
 
 def noise_png(seed: int) -> str:
     """A distinct image the demo model is unsure of (so it is decided ``review``), as base64."""
-    pixels = np.random.default_rng(seed).integers(0, 255, (28, 28), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(png(size=(28, 28), seed=seed)).decode()
 
 
 class Ledger:
@@ -52,14 +47,14 @@ def world(free_port, label_studio):
     title = label_studio.project_title("faults")
     env = service_env(data_dir, port, label_studio, title, JUICER_SERVICE__DELIVER_BATCH_SIZE="1",
                       JUICER_SERVICE__READ_TIMEOUT_S="3", JUICER_SERVICE__REQUEST_DEADLINE_S=str(DEADLINE_S))
-    service = Service(data_dir, port, env)
+    service = ServedJuicer(data_dir, port, env)
     service.start()
     try:
         yield service, Ledger(), label_studio, title
     finally:
         service.stop()
-        if not label_studio.server.running:
-            label_studio.server.start(wait=True, timeout_s=240)
+        if not label_studio.launcher.running:
+            label_studio.launcher.start(wait=True, timeout_s=240)
 
 
 def _classes(client: httpx.Client) -> list[str]:
@@ -76,7 +71,7 @@ def _record(line: str) -> None:
         out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
-def _check_everything_acknowledged_is_there(service: Service, ledger: Ledger) -> None:
+def _check_everything_acknowledged_is_there(service: ServedJuicer, ledger: Ledger) -> None:
     import inspect
 
     _record(f"{inspect.stack()[1].function}: {len(ledger.labels)} acknowledged labels and "
@@ -90,7 +85,7 @@ def _check_everything_acknowledged_is_there(service: Service, ledger: Ledger) ->
             assert item["review"] is not None, f"acknowledged review of {item_id} lost"
 
 
-def _check_last_good_model_serves(service: Service) -> None:
+def _check_last_good_model_serves(service: ServedJuicer) -> None:
     with service.client() as client:
         models = client.get("/v1/models").json()
         versions = [row["model_version"] for row in models["models"]]
@@ -107,7 +102,7 @@ def _pending(client: httpx.Client) -> int:
     return int(float(line.split()[-1]))
 
 
-def _one_task_per_item(service: Service, label_studio, title: str) -> Counter:
+def _one_task_per_item(service: ServedJuicer, label_studio, title: str) -> Counter:
     with service.client() as client:
         classes = _classes(client)
     desk = label_studio.desk()
@@ -185,7 +180,7 @@ def test_sigkill_mid_delivery_delivers_every_review_once(world):
 
 def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
     service, ledger, label_studio, title = world
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         with service.client() as client:
             assert client.get("/readyz").json()["status"] == "degraded"
@@ -195,7 +190,7 @@ def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
                 ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
             assert _pending(client) > 0
     finally:
-        label_studio.server.start(wait=True, timeout_s=240)
+        label_studio.launcher.start(wait=True, timeout_s=240)
     with service.client() as client:
         service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered after Label Studio came back")
         assert client.get("/readyz").json()["status"] == "ready"
@@ -243,7 +238,7 @@ def test_a_poison_webhook_does_not_block_the_good_ones_and_a_stale_replay_change
 def test_label_studio_down_at_service_start(world):
     service, ledger, label_studio, title = world
     service.stop()
-    label_studio.server.stop()
+    label_studio.launcher.stop()
     try:
         service.start()
         with service.client() as client:
@@ -252,7 +247,7 @@ def test_label_studio_down_at_service_start(world):
             assert response.status_code == 200
             ledger.reviews.update(p["item_id"] for p in response.json()["predictions"] if p["decision"] == "review")
     finally:
-        label_studio.server.start(wait=True, timeout_s=240)
+        label_studio.launcher.start(wait=True, timeout_s=240)
     with service.client() as client:
         service.wait_for(lambda: client.get("/readyz").json()["status"] == "ready", 120, "connected to Label Studio")
         service.wait_for(lambda: _pending(client) == 0, 240, "reviews delivered")

@@ -9,25 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tf_keras
-from PIL import Image
-from skimage import data as skimage_data
 
 from learner.efficientnet_lite import VARIANTS, build_model
+from tests.support.reference import reference_inputs
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "efficientnet_lite_torch_reference.npz"
-
-
-def reference_inputs(size: int) -> np.ndarray:
-    """The same inputs scripts/make_torch_reference.py fed torch: chelsea, coffee, seeded noise."""
-    images = []
-    for name in ("chelsea", "coffee"):
-        image = Image.fromarray(getattr(skimage_data, name)()).resize((size, size), Image.BILINEAR)
-        images.append(np.asarray(image, dtype=np.float32) / 255.0)
-    noise = np.random.default_rng(20261128).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    images.append(noise.astype(np.float32) / 255.0)
-    return np.stack(images)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

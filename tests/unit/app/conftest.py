@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from annotation.errors import AnnotationError
@@ -19,6 +17,7 @@ from app.store import Store
 from app.core.training import Trainer
 from config import load_settings
 from learner.cache import EmbeddingCache
+from tests.support.images import png
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
@@ -95,15 +94,6 @@ class FakeProject:
     id = 1
     title = "test"
     url = "http://127.0.0.1:1/projects/1"
-
-
-def png(colour: tuple[int, int, int], size: tuple[int, int] = (16, 16), seed: int = 0) -> bytes:
-    """A PNG of one colour with a little noise (so every seed gives distinct bytes)."""
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-15, 16, (*size, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def logistic_head(previous: Any) -> Any:

@@ -10,7 +10,8 @@ import zlib
 import pytest
 
 from app.store import NewItem, NewLabel
-from tests.unit.app.conftest import CLASSES, COLOURS, png
+from tests.support.images import png
+from tests.unit.app.conftest import CLASSES, COLOURS
 
 PROBLEM = "application/problem+json"
 

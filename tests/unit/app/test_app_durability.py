@@ -94,14 +94,10 @@ def test_a_corrupt_newest_model_falls_back_to_the_one_before(services, trained, 
 
 
 def test_a_missing_image_is_quarantined_not_fatal(services, trained):
-    from tests.unit.app.conftest import COLOURS, png
+    from tests.support.images import add_png_item, png
+    from tests.unit.app.conftest import COLOURS
 
-    from learner.images import content_hash
-
-    data = png(COLOURS["red"], seed=4242)
-    path = services.data_dir / "images" / "gone.png"
-    path.write_bytes(data)
-    services.store.add_items([NewItem("gone", content_hash(data), "pool/gone", "seed", "images/gone.png")])
+    path = add_png_item(services.store, services.data_dir, "gone", png(COLOURS["red"], seed=4242), "seed", file_stem="gone")
     services.store.add_labels([NewLabel("gone", "red", "api")])
     path.unlink()
     result = services.trainer.retrain(force=True)

@@ -7,7 +7,8 @@ import base64
 from app.worker.scheduler import deliver_outbox, refresh_queue
 from app.core.training import COLD_START_VERSION, default_head_factory
 from learner.semi import SemiSupervisedHead
-from tests.unit.app.conftest import CLASSES, COLOURS, png
+from tests.support.images import png
+from tests.unit.app.conftest import CLASSES, COLOURS
 
 
 def _post_items(client, per_class: int = 4) -> None:

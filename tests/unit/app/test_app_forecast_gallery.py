@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.store import NewItem, NewLabel
-from learner.images import content_hash
+from app.store import NewLabel
+from tests.support.images import add_png_item, png
 from tests.unit.app.conftest import CLASSES, COLOURS
 
 PROBLEM = "application/problem+json"
@@ -21,25 +21,17 @@ def noisy_png(colour, seed, noise=60, confusable=0.3):
     rng = np.random.default_rng(seed)
     if rng.random() < confusable:
         colour = list(COLOURS.values())[rng.integers(0, len(COLOURS))]
-    pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-noise, noise + 1, (16, 16, 3)), 0, 255)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png(colour, seed=rng, noise=noise)
 
 
 def add_holdout(services, per_class=20):
-    new_items, new_labels = [], []
+    new_labels = []
     for k, name in enumerate(CLASSES):
         for i in range(per_class):
-            data = noisy_png(COLOURS[name], seed=1000 + 100 * k + i)
-            digest = content_hash(data)
-            path = services.data_dir / "images" / f"{digest}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
             item_id = f"holdout-{name}-{i}"
-            new_items.append(NewItem(item_id, digest, item_id, "holdout", f"images/{digest}.png"))
+            data = noisy_png(COLOURS[name], seed=1000 + 100 * k + i)
+            add_png_item(services.store, services.data_dir, item_id, data, "holdout", source=item_id)
             new_labels.append(NewLabel(item_id, name, "dataset"))
-    services.store.add_items(new_items)
     services.store.add_labels(new_labels)
 
 

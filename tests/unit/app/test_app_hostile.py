@@ -15,7 +15,8 @@ import pytest
 
 from app.worker.scheduler import process_webhook_events
 from app.store import NewItem
-from tests.unit.app.conftest import COLOURS, png
+from tests.support.images import png
+from tests.unit.app.conftest import COLOURS
 
 PROBLEM = "application/problem+json"
 PAYLOADS = Path(__file__).parents[1] / "annotation" / "payloads"
@@ -157,9 +158,9 @@ def test_label_studio_secrets_are_generated_and_never_shipped(tmp_path):
 
 
 def test_label_studio_gets_its_secrets_through_the_environment_not_argv(tmp_path):
-    from annotation.server import LabelStudioServer
+    from annotation.launcher import LabelStudioLauncher
 
-    server = LabelStudioServer(
+    server = LabelStudioLauncher(
         tmp_path / "venv", tmp_path / "data", tmp_path / "images", port=18080, username="a@b.test",
         password="password-xyz", token="token-xyz-123",
     )  # fmt: skip

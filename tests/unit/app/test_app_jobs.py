@@ -9,7 +9,8 @@ import pytest
 from annotation.models import LabelEvent
 from app.worker.scheduler import Scheduler, deliver_outbox, pull_labels, retrain_if_due
 from app.store import NewItem, NewLabel, NewModelVersion, NewPrediction, utcnow
-from tests.unit.app.conftest import CLASSES, COLOURS, png
+from tests.support.images import add_png_item, png
+from tests.unit.app.conftest import CLASSES, COLOURS
 
 
 def _pool(services, n_per_class: int = 3) -> list[str]:
@@ -17,13 +18,7 @@ def _pool(services, n_per_class: int = 3) -> list[str]:
     for k, name in enumerate(CLASSES):
         for i in range(n_per_class):
             data = png(COLOURS[name], seed=1000 + 10 * k + i)
-            from learner.images import content_hash
-
-            digest = content_hash(data)
-            path = services.data_dir / "images" / f"{digest}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            services.store.add_items([NewItem(f"pool-{name}-{i}", digest, f"pool/{name}/{i}", "pool", f"images/{digest}.png")])
+            add_png_item(services.store, services.data_dir, f"pool-{name}-{i}", data, "pool", source=f"pool/{name}/{i}")
             ids.append(f"pool-{name}-{i}")
     return ids
 

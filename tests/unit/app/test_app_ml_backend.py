@@ -16,7 +16,8 @@ import pytest
 
 from annotation.webhooks import annotation_record
 from app.worker.scheduler import process_webhook_events
-from tests.unit.app.conftest import COLOURS, png
+from tests.support.images import png
+from tests.unit.app.conftest import COLOURS
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "annotation" / "payloads"
 BASIC = "Basic " + base64.b64encode(b"label-studio:s3cret").decode()

@@ -10,7 +10,8 @@ from app.worker.scheduler import Scheduler, deliver_outbox
 from annotation.models import LabelEvent
 from app.store import NewItem, NewLabel, NewPrediction, utcnow
 from app.store.schema import review_tasks
-from tests.unit.app.conftest import COLOURS, png
+from tests.support.images import add_png_item, png
+from tests.unit.app.conftest import COLOURS
 
 
 def _queue(services, n: int) -> list[str]:
@@ -77,12 +78,8 @@ def test_after_the_retry_limit_a_delivery_is_failed_visible_and_retried_on_reque
 
 # -- label events -----------------------------------------------------------------------------------
 def _item(services, item_id: str = "p1", split: str = "pool") -> str:
-    from learner.images import content_hash
-
     data = png(COLOURS["red"], seed=hash(item_id) % 1000)
-    (services.data_dir / "images").mkdir(parents=True, exist_ok=True)
-    (services.data_dir / "images" / f"{item_id}.png").write_bytes(data)
-    services.store.add_items([NewItem(item_id, content_hash(data), f"pool/{item_id}", split, f"images/{item_id}.png")])
+    add_png_item(services.store, services.data_dir, item_id, data, split, file_stem=item_id)
     return item_id
 
 

@@ -1,15 +1,15 @@
-"""LabelStudioServer's command line and environment (the real start is in the integration tests)."""
+"""LabelStudioLauncher's command line and environment (the real start is in the integration tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from annotation.server import LabelStudioServer, document_root, server_from_settings
+from annotation.launcher import LabelStudioLauncher, document_root, launcher_from_settings
 from config import load_settings
 
 
-def make_server(tmp_path: Path) -> LabelStudioServer:
-    return LabelStudioServer(
+def make_launcher(tmp_path: Path) -> LabelStudioLauncher:
+    return LabelStudioLauncher(
         tmp_path / "venv", tmp_path / "data", tmp_path / "files" / "images",
         port=18080, username="a@b.test", password="password1", token="tok12345",
     )  # fmt: skip
@@ -18,7 +18,7 @@ def make_server(tmp_path: Path) -> LabelStudioServer:
 def test_environment_drops_the_names_label_studio_misreads(tmp_path, monkeypatch):
     for name in ("HOST", "USERNAME", "PASSWORD", "PORT"):
         monkeypatch.setenv(name, "wrong")
-    env = make_server(tmp_path).environment()
+    env = make_launcher(tmp_path).environment()
     assert not {"HOST", "USERNAME", "PASSWORD", "PORT"} & set(env)
     assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str((tmp_path / "files").resolve())
     assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true"  # on, with juicer's own network unbanned
@@ -26,7 +26,7 @@ def test_environment_drops_the_names_label_studio_misreads(tmp_path, monkeypatch
 
 
 def test_command_binds_loopback_with_a_legacy_token(tmp_path):
-    command = make_server(tmp_path).command()
+    command = make_launcher(tmp_path).command()
     assert command[:2] == [str(tmp_path / "venv" / "bin" / "label-studio"), "start"]
     assert command[command.index("--internal-host") + 1] == "127.0.0.1"
     assert "tok12345" not in command and "password1" not in command  # secrets travel in the environment
@@ -34,7 +34,7 @@ def test_command_binds_loopback_with_a_legacy_token(tmp_path):
 
 
 def test_a_data_folder_without_a_server_is_not_running(tmp_path):
-    server = make_server(tmp_path)
+    server = make_launcher(tmp_path)
     (tmp_path / "data").mkdir()
     server.pidfile.write_text("999999999\n")  # no such process
     assert not server.running and server.pid is None
@@ -46,11 +46,11 @@ def test_document_root_is_the_parent_of_files_root(tmp_path):
     assert document_root(tmp_path / "images") == tmp_path.resolve()
 
 
-def test_server_from_settings_defaults_under_the_data_dir(tmp_path):
+def test_launcher_from_settings_defaults_under_the_data_dir(tmp_path):
     settings = load_settings(
         environ={}, data_dir=tmp_path, label_studio={"port": 9123, "password": "password1", "token": "tok12345"}
     )
-    server = server_from_settings(settings)
+    server = launcher_from_settings(settings)
     assert server.data_dir == (tmp_path / "label-studio").resolve()
     assert server.files_root == (tmp_path / "images").resolve()
     assert server.port == 9123 and server.username == settings.label_studio.username
@@ -103,14 +103,14 @@ def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         asked = probe.getsockname()[1]
-    server = LabelStudioServer(
+    server = LabelStudioLauncher(
         venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test",
         password="password1", token="tok12345",
     )  # fmt: skip
     try:
         url = server.start(wait=True, timeout_s=20)
         assert url == f"http://127.0.0.1:{asked + 1}" and server.running and server.healthy()
-        again = LabelStudioServer(venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test", password="password1", token="tok12345")
+        again = LabelStudioLauncher(venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test", password="password1", token="tok12345")
         assert again.running and again.url == url  # another process finds it through the data folder
     finally:
         assert server.stop() is True
@@ -120,7 +120,7 @@ def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
 def test_only_juicers_own_address_is_carved_out_of_label_studios_banned_subnets(tmp_path):
     import ipaddress
 
-    from annotation.server import DEFAULT_BANNED_SUBNETS, banned_subnets
+    from annotation.launcher import DEFAULT_BANNED_SUBNETS, banned_subnets
 
     banned = [ipaddress.ip_network(s) for s in banned_subnets("127.0.0.1")]
     assert not any(ipaddress.ip_address("127.0.0.1") in net for net in banned)
@@ -131,7 +131,7 @@ def test_only_juicers_own_address_is_carved_out_of_label_studios_banned_subnets(
 
 def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
     settings = load_settings(environ={}, data_dir=tmp_path, service={"host": "127.0.0.1", "port": 8123})
-    env = server_from_settings(settings).environment()
+    env = launcher_from_settings(settings).environment()
     assert env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
     subnets = env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert "127.0.0.0/8" not in subnets and "10.0.0.0/8" in subnets and "127.0.0.2/31" in subnets

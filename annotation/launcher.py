@@ -72,7 +72,7 @@ def document_root(files_root: Path) -> Path:
     return Path(files_root).resolve().parent
 
 
-class LabelStudioServer:
+class LabelStudioLauncher:
     """One Label Studio process: ``start()``, ``stop()``, ``running``, ``url``.
 
     ``username`` must be an email (Label Studio's login); ``token`` becomes the admin's legacy API token on the
@@ -302,10 +302,10 @@ def _is_label_studio(pid: int) -> bool:
         return False
 
 
-def server_from_settings(settings: Settings) -> LabelStudioServer:
+def launcher_from_settings(settings: Settings) -> LabelStudioLauncher:
     """The server ``juicer labelstudio`` and ``make serve`` run, from ``settings.label_studio``."""
     ls = settings.label_studio
-    return LabelStudioServer(
+    return LabelStudioLauncher(
         venv=ls.venv,
         data_dir=ls.data_dir or settings.data_dir / "label-studio",
         files_root=settings.images_dir,
