@@ -3,7 +3,7 @@
 The package: :mod:`~app.store.schema` (the tables), :mod:`~app.store.migrate` (Alembic, ``migrations/``),
 :mod:`~app.store.records` (the frozen records every method takes and returns), and one module per section of
 :class:`Store` (:mod:`~app.store.items`, :mod:`~app.store.labels`, :mod:`~app.store.outbox`,
-:mod:`~app.store.models`, :mod:`~app.store.events`, :mod:`~app.store.jobs`), each a mixin over
+:mod:`~app.store.models`, :mod:`~app.store.events`, :mod:`~app.store.retrain_jobs`), each a mixin over
 :class:`~app.store.base.StoreBase` (the connection), composed here into the one :class:`Store` callers hold.
 Import the tables from :mod:`app.store.schema` (three section modules have their tables' names).
 
@@ -22,7 +22,7 @@ writers of different items do not wait for each other, and no two wait for each 
 from app.store.base import StoreBase, StoreError, utcnow
 from app.store.events import EventsMixin
 from app.store.items import ItemsMixin
-from app.store.jobs import JobsMixin
+from app.store.retrain_jobs import RetrainJobsMixin
 from app.store.labels import LabelsMixin
 from app.store.models import ModelsMixin
 from app.store.outbox import OutboxMixin
@@ -53,5 +53,5 @@ __all__ = [
 ]  # fmt: skip
 
 
-class Store(ItemsMixin, LabelsMixin, OutboxMixin, ModelsMixin, EventsMixin, JobsMixin, StoreBase):
+class Store(ItemsMixin, LabelsMixin, OutboxMixin, ModelsMixin, EventsMixin, RetrainJobsMixin, StoreBase):
     """All reads and writes of juicer's state; safe for threads and processes (short transactions, see above)."""

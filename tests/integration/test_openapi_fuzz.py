@@ -3,7 +3,6 @@ match the OpenAPI document. Label Studio is left out on purpose (a dead URL): th
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

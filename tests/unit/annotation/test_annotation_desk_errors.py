@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
@@ -19,7 +18,7 @@ from annotation.errors import (
     ProjectConfigError,
 )
 from annotation.labelconfig import label_config
-from annotation.models import LabelEvent, Project, PullCursor, ReviewRequest, SeenAnnotation
+from annotation.models import Project, PullCursor, ReviewRequest, SeenAnnotation
 from annotation.labelconfig import CHOICES_NAME
 
 URL = "http://ls.test"

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from app.store import NewItem, NewLabel
+from app.store import NewItem
 from tests.support.images import png
 from tests.unit.app.conftest import CLASSES, COLOURS
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from annotation.errors import AnnotationError
 from app.worker.scheduler import Scheduler, deliver_outbox
 from annotation.models import LabelEvent
-from app.store import NewItem, NewLabel, NewPrediction, utcnow
+from app.store import NewItem, NewPrediction, utcnow
 from app.store.schema import review_tasks
 from tests.support.images import add_png_item, png
 from tests.unit.app.conftest import COLOURS

@@ -15,7 +15,7 @@ from app.store.schema import jobs
 logger = logging.getLogger(__name__)
 
 
-class JobsMixin(StoreBase):
+class RetrainJobsMixin(StoreBase):
     """Retrain requests a client can poll (the ``jobs`` table): create, claim, finish, fail the unfinished."""
 
     def create_job(self, kind: str) -> int:
