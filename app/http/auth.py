@@ -17,17 +17,14 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
+from app.http.context import services
 from app.http.problems import Problem, unauthorized
 
 WEBHOOK_ENDPOINT = "api.label_studio_webhook"
 ML_BACKEND_PREFIX = "/label-studio-ml"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-def _services():
-    return current_app.extensions["juicer"]
 
 
 def token_refusal(*, basic: bool = False) -> str | None:
@@ -38,7 +35,7 @@ def token_refusal(*, basic: bool = False) -> str | None:
     """
     from app.core.secrets import api_token
 
-    token = api_token(_services().settings)
+    token = api_token(services().settings)
     if token is None:
         return None
     given = None
@@ -65,7 +62,7 @@ def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bo
 
 def check_token() -> None:
     """401 unless the request carries the API token (or the path is public, or auth is off)."""
-    if not _needs_token(request.path, request.endpoint, _services().settings.service.public_paths):
+    if not _needs_token(request.path, request.endpoint, services().settings.service.public_paths):
         return
     refusal = token_refusal()
     if refusal is not None:
@@ -79,7 +76,7 @@ def check_origin() -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    allowed = [value.rstrip("/").lower() for value in _services().settings.service.allowed_origins]
+    allowed = [value.rstrip("/").lower() for value in services().settings.service.allowed_origins]
     if origin.rstrip("/").lower() in allowed:
         return
     if origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower():
