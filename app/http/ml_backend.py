@@ -46,7 +46,7 @@ from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
 from app.core.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
-from app.http.openapi import ML_AUTH, AnyObject, Answers, spec
+from app.http.openapi import ML_AUTH, AnyObject, Answers, spec, validated
 from app.http.problems import Problem
 from app.services import Services
 from app.store import NewItem, NewPrediction
@@ -99,7 +99,7 @@ def _problem(exc: Problem) -> Response:
     return response
 
 
-# -- the OpenAPI declarations (documented; the views check the bodies themselves) ---------------------------
+# -- the bodies: documented in /openapi.json and checked by the views with the same models (validated) --------
 class _LabelStudioBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -181,6 +181,7 @@ def health() -> Response:
 def setup() -> Response:
     """Check the project's labelling config and answer the serving version; keep the access token for images."""
     body = json_object("Label Studio sends a JSON object")
+    validated(SetupBody, body)
     project = _project(body, "schema")
     token = body.get("access_token")
     if isinstance(token, str) and token and project.id:
@@ -285,10 +286,9 @@ def predict() -> Response:
     """Predictions for Label Studio's tasks, in task order; each stamped with the serving version and its score."""
     svc = services()
     body = json_object("Label Studio sends a JSON object")
+    validated(PredictBody, body)  # 'tasks' a list of objects: a 400 naming the field otherwise
     project = _project(body, "label_config")
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list):
-        raise Problem(400, "Missing tasks", "the body needs a 'tasks' list", type="missing-field", field="tasks")
+    tasks = body["tasks"]
     model = svc.models.current
     if model is None:
         raise Problem(
@@ -347,6 +347,7 @@ def webhook() -> tuple[Response, int]:
     """
     svc = services()
     payload = json_object("Label Studio sends a JSON object")
+    validated(EventBody, payload)
     action = payload.get("action")
     trusted = _authenticated()
     if action == "START_TRAINING":

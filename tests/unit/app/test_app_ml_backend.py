@@ -150,6 +150,23 @@ def test_start_training_without_a_scheduler_is_a_503(ml, trained):
     assert response.status_code == 503
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "problem_type", "field"),
+    [
+        ("/label-studio-ml/predict", {"project": "3.1", "label_config": CONFIG}, "missing-field", "tasks"),
+        ("/label-studio-ml/predict", {"project": "3.1", "label_config": CONFIG, "tasks": "all"}, "bad-field", "tasks"),
+        ("/label-studio-ml/predict", {"project": "3.1", "label_config": CONFIG, "tasks": [1]}, "bad-field", "tasks[0]"),
+        ("/label-studio-ml/setup", {"project": "3.1", "schema": CONFIG, "access_token": 7}, "bad-field", "access_token"),
+        ("/label-studio-ml/webhook", {"action": ["START_TRAINING"]}, "bad-field", "action"),
+    ],
+)
+def test_label_studio_bodies_are_checked_by_the_models_the_document_shows(ml, trained, path, body, problem_type, field):
+    response = ml.post(path, json=body)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert response.json["type"].endswith(problem_type) and response.json["field"] == field
+    assert not trained.store.queued_jobs(["retrain"])  # nothing was done for a body that failed its model
+
+
 def test_versions_lists_every_model_version(ml, trained):
     assert ml.get("/label-studio-ml/versions").json["versions"] == ["v0001"]
 
