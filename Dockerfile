@@ -45,7 +45,7 @@ USER 10001:10001
 # time, on the CPU. It lands in /data before the VOLUME line, so a fresh named volume starts with it.
 RUN juicer backbone build efficientnet-lite0
 
-# Images, models, embeddings and the SQLite store.
+# Images (files/images, what Label Studio serves), models, embeddings and the SQLite store.
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -9,6 +9,9 @@ Label Studio's quirks handled here: it reads plain ``HOST``/``USERNAME``/``PASSW
 (unset); a busy port is silently replaced by another (the real one is read from its log line); a preset token is
 refused unless legacy tokens are enabled on the first start; a local-files storage may not point at the
 document root itself, so the document root is the parent of ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
+That parent must hold nothing but ``files_root``: any project member may add a local-files storage anywhere under
+the document root and read what is there (juicer's is ``<data_dir>/files``, see :mod:`app.core.datadir`).
+The process runs with umask 077, so its database and data folder are its user's alone.
 
 Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
 and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
@@ -40,6 +43,8 @@ logger = logging.getLogger(__name__)
 _STARTED = re.compile(r"Starting development server at http://[^:/]+:(\d+)/")
 _PIDFILE = "label-studio.pid"
 _PORTFILE = "label-studio.port"
+#: Label Studio's files (its sqlite database holds the admin token and the webhook header) 0600, folders 0700.
+PRIVATE_UMASK = 0o077
 
 
 #: Label Studio 1.23.2's default SSRF list (``core/utils/io.py``, ``validate_ip``).
@@ -68,7 +73,8 @@ def banned_subnets(allowed: str = JUICER_NETWORK) -> list[str]:
 
 
 def document_root(files_root: Path) -> Path:
-    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT for ``files_root`` (its parent: a storage may not be the root)."""
+    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT for ``files_root``: its parent (a storage may not be the root), which
+    must hold nothing else."""
     return Path(files_root).resolve().parent
 
 
@@ -192,7 +198,7 @@ class LabelStudioLauncher:
         executable = self.venv / "bin" / "label-studio"
         if not executable.exists():
             raise LabelStudioUnavailable(f"no Label Studio at {executable}: create its venv with `make ls-venv`")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         (self.data_dir / _PORTFILE).unlink(missing_ok=True)
@@ -201,7 +207,7 @@ class LabelStudioLauncher:
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 self.command(), cwd=self.data_dir, env=self.environment(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=PRIVATE_UMASK,
             )  # fmt: skip
         self.pidfile.write_text(f"{process.pid}\n")
         logger.info("started Label Studio (pid %s), log %s", process.pid, self.log_path)

@@ -53,6 +53,7 @@ def main() -> int:
     from werkzeug.serving import make_server
 
     from app import create_app
+    from app.core.datadir import write_image
     from app.core.demo import encode_png, seed_demo
     from app.services import build_services
     from app.store import Store
@@ -87,9 +88,7 @@ def main() -> int:
         for i in extra:
             data = encode_png(dataset.sources[i].array)
             digest = content_hash(data)
-            (data_dir / "images").mkdir(exist_ok=True)
-            (data_dir / "images" / f"{digest}.png").write_bytes(data)
-            items.append(NewItem(dataset.item_ids[i], digest, dataset.item_ids[i], "seed", f"images/{digest}.png"))
+            items.append(NewItem(dataset.item_ids[i], digest, dataset.item_ids[i], "seed", write_image(data_dir, digest, "png", data)))
             labels.append(NewLabel(dataset.item_ids[i], dataset.class_names[dataset.labels[i]], "seed"))
         store.add_items(items)
         store.add_labels(labels)

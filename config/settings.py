@@ -31,6 +31,12 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
 
 
+def files_dir(data_dir: str | Path) -> Path:
+    """``<data_dir>/files``: the folder Label Studio serves (its document root). It holds ``images/`` only; secrets,
+    the store, models, embeddings and Label Studio's own data live beside it, out of Label Studio's reach."""
+    return Path(data_dir) / "files"
+
+
 def check_class_names(names: Sequence[Any]) -> list[str]:
     """The class names, stripped, once they are at least two, none empty, none repeated (else ``ValueError``)."""
     cleaned = [str(name).strip() for name in names]
@@ -220,6 +226,11 @@ class LabelStudioSettings(BaseModel):
         default_factory=list,
         description="Hosts whose http(s) task image URLs juicer's ML backend may fetch (Label Studio's own files always)",
     )
+    images_group_readable: bool = Field(
+        False,
+        description="Images (and the folders above them) readable by the data folder's group too, not only by juicer's "
+        "user: for a Label Studio that runs as another user in that group (compose.yaml); every other file stays 0600",
+    )
 
 
 class StoreSettings(BaseModel):
@@ -255,9 +266,14 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
 
     @property
+    def files_dir(self) -> Path:
+        """What Label Studio may serve (its LOCAL_FILES_DOCUMENT_ROOT): the images folder and nothing else."""
+        return files_dir(self.data_dir)
+
+    @property
     def images_dir(self) -> Path:
-        """Where the service keeps every image (uploads, the demo) and Label Studio serves them from."""
-        return Path(self.data_dir) / "images"
+        """Where the service keeps every image (uploads, the demo): Label Studio's local-files storage."""
+        return self.files_dir / "images"
 
     @classmethod
     def settings_customise_sources(

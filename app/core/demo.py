@@ -1,7 +1,7 @@
 """The demo `juicer serve` seeds: Fashion-MNIST split into K labelled images per class (default 1), a pool and a holdout.
 
-Images are written as PNG files under ``<data_dir>/images/<sha256>.png`` (Label Studio serves them from
-there) and recorded with their Fashion-MNIST item ids (``fashion-mnist/train/00123``), so a simulator can
+Images are written as PNG files ``images/<sha256>.png`` under ``<data_dir>/files/`` (Label Studio serves them
+from there) and recorded with their Fashion-MNIST item ids (``fashion-mnist/train/00123``), so a simulator can
 look up the ground truth of any pool item in the dataset itself.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from app.core.files import write_atomic
+from app.core.datadir import write_image
 from app.store import NewItem, NewLabel, Store
 from learner.sampling import quotas, stratified_split
 
@@ -49,14 +49,6 @@ def split_indices(
     return seed_rows.tolist(), pool.tolist(), holdout.tolist()
 
 
-def _write(data_dir: Path, data: bytes, content_hash: str) -> str:
-    relative = f"images/{content_hash}.png"
-    path = data_dir / relative
-    if not path.exists():
-        write_atomic(path, data, mode=0o644)  # Label Studio serves it to browsers
-    return relative
-
-
 def seed_demo(
     store: Store, data_dir: Path, dataset: Any, n_pool: int, n_holdout: int, seed: int = 0, progress: bool = False,
     seed_per_class: int = 1,
@@ -85,7 +77,7 @@ def seed_demo(
                 data = encode_png(dataset.sources[row].array)
                 digest = content_hash(data)
                 item_id = dataset.item_ids[row]
-                new_items.append(NewItem(item_id, digest, item_id, split, _write(Path(data_dir), data, digest)))
+                new_items.append(NewItem(item_id, digest, item_id, split, write_image(data_dir, digest, "png", data)))
                 if split != "pool":
                     source = "seed" if split == "seed" else "dataset"
                     new_labels.append(NewLabel(item_id, dataset.class_names[labels[row]], source, annotator=source))

@@ -51,7 +51,7 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 #: The folders under the data folder that :func:`write_atomic` writes into.
-SWEPT_FOLDERS = ("images", "models", "secrets")
+SWEPT_FOLDERS = ("files/images", "models", "secrets")
 
 
 def sweep_temp_files(data_dir: str | Path, older_than_s: float = 300.0) -> list[Path]:

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from app.core.datadir import image_file
 from app.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def apply_retention(store: Store, data_dir: Path, keep_served_days: float | None
         return 0
     paths = store.forget_served(utcnow() - timedelta(days=keep_served_days))
     for relative in paths:
-        (data_dir / relative).unlink(missing_ok=True)
+        image_file(data_dir, relative).unlink(missing_ok=True)
     if paths:
         logger.info("retention: %d served images older than %g days removed", len(paths), keep_served_days)
     return len(paths)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from app.core.datadir import image_file
 from app.core.serving import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
 from app.store import NewModelVersion, NewPrediction, PoolItem, Store, utcnow
 from config.settings import ServiceSettings, invalid_setting
@@ -139,7 +140,7 @@ class Trainer:
         """The stored file of an item as an image source keyed by its recorded hash."""
         if image_path is None:
             raise ValueError(f"item {item_id} has no stored image")
-        return FileImage(self.data_dir / image_path, self.max_image_pixels, content_hash=content_hash, source=source)
+        return FileImage(image_file(self.data_dir, image_path), self.max_image_pixels, content_hash=content_hash, source=source)
 
     def embed_items(self, rows: Sequence[tuple[str, str, str, str | None]], progress: bool = False) -> tuple[np.ndarray, list[int]]:
         """Embeddings of items given as (item id, content hash, source, image path); (X, indices of ``rows`` kept).
@@ -151,7 +152,7 @@ class Trainer:
         from learner.errors import ImageError
 
         kept = list(range(len(rows)))
-        absent = [i for i in kept if rows[i][3] is None or not (self.data_dir / str(rows[i][3])).is_file()]
+        absent = [i for i in kept if rows[i][3] is None or not image_file(self.data_dir, str(rows[i][3])).is_file()]
         if absent:
             uncached = set(self.embeddings.cache.missing([rows[i][1] for i in absent])) - set(self.embeddings.memo_hashes())
             for i in absent:
@@ -163,7 +164,7 @@ class Trainer:
             try:
                 return self.embeddings.embed(sources, progress=progress), kept
             except ImageError as exc:
-                bad = [i for i in kept if rows[i][2] == exc.source or str(self.data_dir / str(rows[i][3])) == exc.source]
+                bad = [i for i in kept if rows[i][2] == exc.source or str(image_file(self.data_dir, str(rows[i][3]))) == exc.source]
                 if not bad:
                     raise
                 for i in bad:

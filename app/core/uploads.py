@@ -1,5 +1,5 @@
 """Images that arrive as bytes (an upload, a Label Studio task's image): checked from the header, stored once by
-content hash under ``<data_dir>/images/``, and resolved to items (the same content is the same item).
+content hash under ``<data_dir>/files/images/`` (:mod:`app.core.datadir`), and resolved to items (the same content is the same item).
 
 The HTTP edge (:mod:`app.http.uploads`) reads them out of requests; this module knows nothing of HTTP.
 """
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.files import write_atomic
+from app.core.datadir import write_image
 from app.store import NewItem, Store
 from learner.errors import ImageTooLargeError
 from learner.images import BytesImage
@@ -37,11 +37,6 @@ class Upload:
         """The item id an upload gets: derived from its content, so the same image is the same item."""
         return upload_item_id(self.image.content_hash)
 
-    @property
-    def relative_path(self) -> str:
-        """Where it is stored, relative to the data folder."""
-        return f"images/{self.image.content_hash}.{self.extension}"
-
 
 def upload_item_id(content_hash: str) -> str:
     """``img-`` and the first 24 hex digits of the content hash."""
@@ -58,11 +53,8 @@ def check_upload(data: bytes, name: str, max_pixels: int, fields: dict[str, Any]
 
 
 def store_image(data_dir: Path, upload: Upload) -> str:
-    """Write the upload to ``<data_dir>/images/<hash>.<ext>`` once (atomically); returns the relative path."""
-    path = Path(data_dir) / upload.relative_path
-    if not path.exists():
-        write_atomic(path, upload.image.data, mode=0o644)  # Label Studio serves it to browsers
-    return upload.relative_path
+    """Write the upload once (atomically) as ``images/<hash>.<ext>``; returns that ``image_path``."""
+    return write_image(data_dir, upload.content_hash, upload.extension, upload.image.data)
 
 
 def items_for_uploads(

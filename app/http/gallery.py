@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from app.core.datadir import image_file
 from app.core.serving import ModelLoadError, load_head, model_from_row
 from app.store import ModelVersion
 
@@ -117,7 +118,7 @@ def build_gallery(
     items = []
     for row in kept:
         try:
-            items.append(GalleryItem(row.item_id, row.label, thumbnail(Path(data_dir) / row.image_path)))
+            items.append(GalleryItem(row.item_id, row.label, thumbnail(image_file(data_dir, row.image_path))))
         except OSError as exc:
             logger.warning("gallery: cannot read %s: %s", row.image_path, exc)
     kept = [row for row in kept if any(item.item_id == row.item_id for item in items)]

@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("httpx", "apscheduler.scheduler", "apscheduler.executors.default", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
+    from app.core.datadir import prepare_data_dir
+
+    prepare_data_dir(settings)  # `juicer serve` did it already; a server started by hand is no less private
     use_multiprocess_dir()  # before any worker imports prometheus_client
     JuicerServer(settings, stop_label_studio="--stop-label-studio" in argv).run()
     return 0

@@ -55,7 +55,7 @@ def juicer(label_studio, backbone, dataset, free_port, store_url):
     from app.store import Store
     from config import load_settings
 
-    data_dir = label_studio.files_root.parent  # Label Studio serves <data_dir>/images
+    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
     port = free_port()
     settings = load_settings(
         environ={},
@@ -98,7 +98,9 @@ def serving(juicer):
 
 
 def _png_of(services, item_id: str) -> bytes:
-    return (services.data_dir / services.store.get_item(item_id).image_path).read_bytes()
+    from app.core.datadir import image_file
+
+    return image_file(services.data_dir, services.store.get_item(item_id).image_path).read_bytes()
 
 
 def test_the_loop_improves_the_model_with_labels_from_label_studio(juicer):

@@ -37,14 +37,15 @@ def add_png_item(
     store: Any, data_dir: Path, item_id: str, data: bytes, split: str = "pool", source: str | None = None,
     file_stem: str | None = None,
 ) -> Path:
-    """Write ``data`` to ``data_dir/images/<file_stem or its content hash>.png`` and add it to ``store`` as
-    ``item_id`` (source ``pool/<item_id>`` unless given); the image file's path."""
+    """Write ``data`` to ``images/<file_stem or its content hash>.png`` under ``data_dir/files`` and add it to
+    ``store`` as ``item_id`` (source ``pool/<item_id>`` unless given); the image file's path."""
+    from app.core.datadir import image_file
     from app.store import NewItem
     from learner.images import content_hash
 
     digest = content_hash(data)
     relative = f"images/{file_stem or digest}.png"
-    path = Path(data_dir) / relative
+    path = image_file(data_dir, relative)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     store.add_items([NewItem(item_id, digest, source or f"pool/{item_id}", split, relative)])

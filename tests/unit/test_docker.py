@@ -155,9 +155,15 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     # Label Studio must see the images at the same path juicer writes them, under its document root.
     assert studio_mounts[data_volume] == juicer_mounts[data_volume]
     assert any(str(v).endswith(":ro") for v in studio["volumes"] if str(v).startswith(data_volume))
-    files_root = load_settings(environ=juicer_env | {"JUICER_SERVICE__CLASSES": '["a", "b"]'}).images_dir
-    assert files_root.parent == Path(studio_env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"])
+    settings = load_settings(environ=juicer_env | {"JUICER_SERVICE__CLASSES": '["a", "b"]'})
+    files_root = settings.images_dir
+    assert files_root.parent == Path(studio_env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]) == settings.files_dir
     assert files_root.is_relative_to(juicer_mounts[data_volume])
+    # ... and nothing else of juicer's: the document root is not the data folder, which holds the secrets
+    assert Path(studio_env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]) != Path(juicer_env["JUICER_DATA_DIR"])
+    # Label Studio runs as another user: it reads the images as a member of juicer's group, the Dockerfile's gid
+    assert settings.label_studio.images_group_readable
+    assert [str(gid) for gid in studio["group_add"]] == re.findall(r"groupadd --gid (\d+)", DOCKERFILE.read_text())
 
 
 def test_compose_keeps_the_state_in_postgresql_and_runs_several_workers(compose):

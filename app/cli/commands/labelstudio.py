@@ -37,8 +37,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.label_studio.url:
         print(f"label_studio.url is set ({settings.label_studio.url}): juicer uses that server and does not run one")
         return 0 if args.action != "start" else 1
+    from app.core.datadir import prepare_data_dir
     from app.core.secrets import resolve_secrets
 
+    prepare_data_dir(settings)  # umask 077 for Label Studio's files; its document root must hold the images only
     settings = resolve_secrets(settings)
     launcher = launcher_from_settings(settings)
     if args.action == "stop":

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     and a job connects to Label Studio when it is back (``/readyz`` says ``degraded`` meanwhile).
     """
     from annotation.errors import AnnotationError
+    from app.core.datadir import prepare_data_dir
     from app.core.files import sweep_temp_files
     from app.core.secrets import api_token, resolve_secrets, secrets_dir
 
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers)) if value is not None}
     if overrides:
         settings = settings.model_copy(update={"service": settings.service.model_copy(update=overrides)})
+    prepare_data_dir(settings)  # before anything reads an image or creates a file: umask 077, the images moved
     settings = resolve_secrets(settings)  # generated on first start into <data_dir>/secrets/, never printed
     for path in sweep_temp_files(settings.data_dir):
         logger.warning("removed %s, left by a write that was killed", path)

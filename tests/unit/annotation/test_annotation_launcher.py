@@ -52,7 +52,9 @@ def test_launcher_from_settings_defaults_under_the_data_dir(tmp_path):
     )
     server = launcher_from_settings(settings)
     assert server.data_dir == (tmp_path / "label-studio").resolve()
-    assert server.files_root == (tmp_path / "images").resolve()
+    assert server.files_root == (tmp_path / "files" / "images").resolve()
+    # Label Studio's document root holds the images folder only: not the store, the secrets, nor its own data
+    assert document_root(server.files_root) == settings.files_dir.resolve() != tmp_path.resolve()
     assert server.port == 9123 and server.username == settings.label_studio.username
 
 

@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from app.core.datadir import image_file
 from app.store import NewItem
 from tests.support.images import png
 from tests.unit.app.conftest import CLASSES, COLOURS
@@ -57,7 +58,7 @@ def test_predict_multipart_gives_every_field_and_queues_reviews_in_the_outbox(cl
     assert (prediction["decision"], prediction["rule"]) == (decision, rule)
     item = trained.store.get_item(prediction["item_id"])
     assert item.split == "served" and item.prediction.model_version == "v0001"
-    assert (trained.data_dir / item.image_path).read_bytes() == png(COLOURS["blue"], seed=5)
+    assert image_file(trained.data_dir, item.image_path).read_bytes() == png(COLOURS["blue"], seed=5)
     due = [row.item_id for row in trained.store.due_reviews(10)]
     assert due == ([prediction["item_id"]] if decision == "review" else [])
 
@@ -258,4 +259,4 @@ def test_a_truncated_pool_image_is_refused_before_anything_is_stored(client, ser
     response = client.post("/v1/items", json={"images": [b64(good), b64(good[: len(good) - 20])]})
     assert_problem(response, 422)
     assert services.store.count_items() == {}
-    assert not (services.data_dir / "images").exists() or not any((services.data_dir / "images").iterdir())
+    assert not services.settings.images_dir.exists() or not any(services.settings.images_dir.iterdir())

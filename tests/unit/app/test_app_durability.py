@@ -62,7 +62,7 @@ def test_a_fresh_store_is_created_at_the_newest_schema(tmp_path):
 
 
 def test_stray_temp_files_of_a_killed_write_are_swept(tmp_path):
-    images = tmp_path / "images"
+    images = tmp_path / "files" / "images"
     write_atomic(images / "kept.png", b"png")
     stray = images / ".kept.png.abc123.tmp"
     stray.write_bytes(b"half")
@@ -156,7 +156,7 @@ def test_retention_removes_old_served_images_and_predictions_only(services):
     from app.store import NewPrediction, utcnow
     from app.store.schema import items, predictions
 
-    images = services.data_dir / "images"
+    images = services.settings.images_dir
     images.mkdir(parents=True, exist_ok=True)
     for name in ("old", "new", "labelled", "queued"):
         (images / f"{name}.png").write_bytes(b"png")

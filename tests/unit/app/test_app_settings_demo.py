@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.core.datadir import image_file
 from app.core.demo import seed_demo, split_indices
 from app.core.training import query_strategy
 from app.services import SetupError, resolve_classes
@@ -97,7 +98,7 @@ def test_seed_demo_writes_pngs_and_labels_seed_and_holdout_only(tmp_path):
     assert store.count_items() == {"seed": 3, "pool": 12, "holdout": 6}
     assert len(store.current_labels()) == 3 and len(store.current_labels(holdout=True)) == 6
     item = store.items_of_split("pool")[0]
-    assert (tmp_path / item.image_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image_file(tmp_path, item.image_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     store.close()
 
 
