@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import stat
 import time
 
 import httpx
@@ -207,6 +208,24 @@ def test_webhook_reaches_a_receiver_with_the_secret(label_studio, webhook_receiv
     ]
     assert [(e.label, e.action) for e in parse_webhook(updated)] == [("cat", "set")]
     assert [(e.annotation_id, e.action) for e in parse_webhook(deleted)] == [(annotation_id, "withdrawn")]
+
+
+def test_label_studio_keeps_its_files_private_and_serves_nothing_beside_the_images(label_studio):
+    data = label_studio.launcher.data_dir
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700  # the launcher's umask: its database holds the admin token
+    assert stat.S_IMODE((data / "label_studio.sqlite3").stat().st_mode) == 0o600
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(CLASSES, label_studio.project_title("files"))
+        for outside in (data, label_studio.files_root.parent):  # its own data, the document root itself
+            with pytest.raises(AnnotationError):
+                desk.client.request("POST", "/api/storages/localfiles", "adding a storage outside the images",
+                                    json={"project": project.id, "path": str(outside), "title": "outside"})
+        token = {"Authorization": f"Token {label_studio.token}"}
+        image = f"{label_studio.files_root.name}/{label_studio.images['coffee']}"
+        assert desk.client.http.get("/data/local-files/", params={"d": image}, headers=token).status_code == 200
+        for escape in ("../data/label_studio.sqlite3", "images/../../data/label_studio.sqlite3"):
+            answer = desk.client.http.get("/data/local-files/", params={"d": escape}, headers=token)
+            assert answer.status_code != 200 and b"SQLite" not in answer.content, escape
 
 
 def test_a_server_that_never_answers_times_out(label_studio):
