@@ -11,7 +11,8 @@ refused unless legacy tokens are enabled on the first start; a local-files stora
 document root itself, so the document root is the parent of ``files_root`` and projects get a storage on ``files_root`` (see :class:`annotation.desk.LabelStudioDesk`).
 That parent must hold nothing but ``files_root``: any project member may add a local-files storage anywhere under
 the document root and read what is there (juicer's is ``<data_dir>/files``, see :mod:`app.core.datadir`).
-The process runs with umask 077, so its database and data folder are its user's alone.
+The process runs with umask 077, so its database and data folder are its user's alone. A server still running with
+another document root (an older juicer's: the whole data folder) is restarted by ``start()`` on the new one.
 
 Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
 and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
@@ -185,6 +186,12 @@ class LabelStudioLauncher:
         tail) when the process dies or ``timeout_s`` passes. ``progress`` is called with the seconds waited so far.
         """
         self._progress = progress
+        pid = self.pid
+        if pid is not None and _document_root_of(pid) not in (None, str(document_root(self.files_root))):
+            # Started by an older juicer, with the whole data folder as its document root: restarted on the new one.
+            logger.warning("Label Studio (pid %s) serves %s: restarting it to serve %s only", pid,
+                           _document_root_of(pid), document_root(self.files_root))
+            self.stop()
         if self.running:
             logger.info("Label Studio already running (pid %s) at %s", self.pid, self.url)
             if wait:
@@ -296,6 +303,19 @@ def _alive(pid: int) -> bool:
         return state != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _document_root_of(pid: int) -> str | None:
+    """The LOCAL_FILES_DOCUMENT_ROOT a running Label Studio was started with (None when it cannot be read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for entry in environ:
+        name, _, value = entry.partition(b"=")
+        if name == b"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT":
+            return value.decode(errors="replace")
+    return None
 
 
 def _is_label_studio(pid: int) -> bool:

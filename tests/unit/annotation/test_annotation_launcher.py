@@ -138,3 +138,33 @@ def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
     subnets = env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert "127.0.0.0/8" not in subnets and "10.0.0.0/8" in subnets and "127.0.0.2/31" in subnets
     assert "LABEL_STUDIO_ML_BLOCK_LOCAL_IP" not in env  # the check stays on, against the narrowed list
+
+
+def test_a_label_studio_serving_the_whole_data_folder_is_restarted_on_the_images_only(tmp_path):
+    import socket
+    import sys
+
+    from annotation.launcher import _document_root_of
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "label-studio"
+    fake.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
+    fake.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        asked = probe.getsockname()[1]
+    common = dict(port=asked, username="a@b.test", password="password1", token="tok12345")
+    old = LabelStudioLauncher(venv, tmp_path / "data", tmp_path / "images", **common)  # an older juicer's layout
+    new = LabelStudioLauncher(venv, tmp_path / "data", tmp_path / "files" / "images", **common)
+    try:
+        old.start(wait=True, timeout_s=20)
+        first = old.pid
+        assert _document_root_of(first) == str(tmp_path.resolve())
+        new.start(wait=True, timeout_s=20)
+        assert new.pid != first and _document_root_of(new.pid) == str((tmp_path / "files").resolve())
+        status = Path(f"/proc/{new.pid}/status").read_text()
+        assert "Umask:\t0077" in status  # its database and data folder are its user's alone
+    finally:
+        new.stop()
+        old.stop()
