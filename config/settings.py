@@ -220,6 +220,10 @@ class LabelStudioSettings(BaseModel):
         default_factory=list,
         description="Hosts whose http(s) task image URLs juicer's ML backend may fetch (Label Studio's own files always)",
     )
+    image_hosts_private: bool = Field(
+        False,
+        description="Allow image_hosts that resolve to loopback, private or link-local addresses (off: only public ones)",
+    )
 
 
 class StoreSettings(BaseModel):
