@@ -136,3 +136,15 @@ def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
     subnets = env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
     assert "127.0.0.0/8" not in subnets and "10.0.0.0/8" in subnets and "127.0.0.2/31" in subnets
     assert "LABEL_STUDIO_ML_BLOCK_LOCAL_IP" not in env  # the check stays on, against the narrowed list
+
+
+def test_only_juicers_one_address_is_opened_by_default_and_none_without_one(tmp_path, monkeypatch):
+    import ipaddress
+
+    banned = [ipaddress.ip_network(s) for s in make_launcher(tmp_path).environment()["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")]
+    opened = [a for a in ("127.0.0.1", "127.0.0.2", "127.1.2.3") if not any(ipaddress.ip_address(a) in net for net in banned)]
+    assert opened == ["127.0.0.1"]  # not the whole of 127.0.0.0/8
+    monkeypatch.setenv("USE_DEFAULT_BANNED_SUBNETS", "false")  # whatever the caller's environment says
+    by_name = load_settings(environ={}, data_dir=tmp_path, service={"host": "juicer.internal"})
+    env = launcher_from_settings(by_name).environment()  # a host name: no address to open, Label Studio's list whole
+    assert env["USE_DEFAULT_BANNED_SUBNETS"] == "true" and env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true"
