@@ -149,6 +149,12 @@ class TaskImages:
 
     def _plan(self, url: str) -> tuple[str, dict[str, str], bool]:
         """:meth:`resolve`'s answer and whether the target is an allow-listed host (resolved and checked on fetch)."""
+        try:
+            return self._checked_plan(url)
+        except ValueError as exc:  # urlsplit's: a malformed IPv6 literal or port
+            raise TaskImageError(f"image {str(url)[:200]!r}: not a URL juicer can read ({exc})") from exc
+
+    def _checked_plan(self, url: str) -> tuple[str, dict[str, str], bool]:
         if not isinstance(url, str) or not url.strip():
             raise TaskImageError("the task has no image URL")
         url = url.strip()
@@ -197,7 +203,7 @@ class TaskImages:
         """``target`` on the address its host resolves to (once, checked), the ``Host`` header and TLS server name
         that keep the request the same, or TaskImageError when the host resolves to an address juicer avoids."""
         parsed = httpx.URL(target)
-        host = parsed.host
+        host = parsed.raw_host.decode("ascii")  # IDNA-encoded: what DNS and TLS see
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             addresses = list(self._resolver(host, port))

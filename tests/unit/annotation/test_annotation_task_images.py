@@ -147,6 +147,10 @@ def test_the_token_only_ever_goes_to_a_canonical_media_path(prefix, segments, qu
         "/\\evil.test/data/upload/1/a.png",
         "/data/upload/1/a\r\n.png",
         "/data/upload/%00/a.png",
+        "http://[::1",  # malformed URLs are refused, not a crash
+        "http://images.example.org:99999/a.jpg",
+        "http://images.example.org:abc/a.jpg",
+        "/data/upload/%ff.png",
     ],
 )
 def test_paths_that_leave_the_media_prefixes_are_refused_before_any_request(url):
