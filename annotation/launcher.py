@@ -16,10 +16,12 @@ another document root (an older juicer's: the whole data folder) is restarted by
 
 Secrets never reach the command line (``ps`` and ``/proc/<pid>/cmdline`` show it to every user): the password
 and token go through the environment (``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``). SSRF protection
-stays on: Label Studio has no allow-list, so its default banned list is replaced by the same list minus only
-the network juicer is reached on (:func:`banned_subnets`; loopback here), which lets webhooks reach juicer and
-keeps every other private, link-local and reserved address blocked. The same list decides which ML-backend URLs
-``POST /api/ml`` accepts (``ML_BLOCK_LOCAL_IP``), so juicer's own URL can be pasted as this server's ML backend.
+stays on: Label Studio 1.23.2 has no allow-list, no per-port rule and no switch for URL import apart from webhooks
+(one banned list of networks serves both, and ``POST /api/ml`` through ``ML_BLOCK_LOCAL_IP``), so its default
+list is replaced by the same list minus only juicer's own address, one ``/32`` (:func:`banned_subnets`;
+127.0.0.1 here): webhooks and ML-backend calls reach juicer, every other loopback, private, link-local and reserved
+address stays blocked. What that single address still lets a member's "import from URL" read is in
+``docs/security.md`` ("Label Studio's outbound requests").
 """
 
 from __future__ import annotations
@@ -56,11 +58,11 @@ DEFAULT_BANNED_SUBNETS = (
     "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28",
     "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
 )  # fmt: skip
-#: The network juicer is reached on when Label Studio runs beside it on this machine.
-JUICER_NETWORK = "127.0.0.0/8"
+#: The address juicer is reached on when Label Studio runs beside it on this machine (service.host's default).
+JUICER_ADDRESS = "127.0.0.1"
 
 
-def banned_subnets(allowed: str = JUICER_NETWORK) -> list[str]:
+def banned_subnets(allowed: str = JUICER_ADDRESS) -> list[str]:
     """Label Studio's default banned list with ``allowed`` cut out of the subnets that hold it, nothing else."""
     keep = ipaddress.ip_network(allowed)
     out: list[str] = []
@@ -97,10 +99,10 @@ class LabelStudioLauncher:
         password: str | None,
         token: str | None,
         log_path: Path | None = None,
-        ml_backend_address: str | None = None,
+        ml_backend_address: str | None = JUICER_ADDRESS,
     ) -> None:
-        """``ml_backend_address``: juicer's own IP address; when given, only it (not all of loopback) is cut out of
-        Label Studio's banned subnets, so Label Studio may call it as an ML backend and send it webhooks."""
+        """``ml_backend_address``: juicer's own IP address, the only one cut out of Label Studio's banned subnets,
+        so Label Studio may call it as an ML backend and send it webhooks; None: Label Studio's own list, whole."""
         self.venv = Path(venv).absolute()  # the process runs in data_dir: a relative path would miss
         self.data_dir = Path(data_dir).resolve()
         self.files_root = Path(files_root).resolve()
@@ -170,12 +172,17 @@ class LabelStudioLauncher:
             LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
             LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(document_root(self.files_root)),
             LABEL_STUDIO_SSRF_PROTECTION_ENABLED="true",
-            USE_DEFAULT_BANNED_SUBNETS="false",  # replaced by the same list minus juicer's own network:
-            USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets(self.ml_backend_address or JUICER_NETWORK)),
             LABEL_STUDIO_LATEST_VERSION_CHECK="false",
             LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",  # people join through the invite link only
             PYTHONUNBUFFERED="1",  # the port line must reach the log at once
         )
+        if self.ml_backend_address is not None:  # the same list minus juicer's own address (one /32 or /128)
+            env.update(
+                USE_DEFAULT_BANNED_SUBNETS="false",
+                USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets(self.ml_backend_address)),
+            )
+        else:
+            env["USE_DEFAULT_BANNED_SUBNETS"] = "true"  # whatever our own environment says
         env.update({k: v for k, v in (("LABEL_STUDIO_PASSWORD", self.password), ("LABEL_STUDIO_USER_TOKEN", self.token)) if v})
         return env
 

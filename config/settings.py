@@ -113,6 +113,12 @@ class ServiceSettings(BaseModel):
         default_factory=list,
         description="Browser origins (scheme://host[:port]) allowed to write; other cross-site writes get 403",
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header values (names, no port) the service answers; others get 400, so a DNS-rebinding page "
+        "cannot read it. None: the bind address, public_url's host, and localhost/127.0.0.1/::1 when bound to loopback "
+        "or all interfaces; '*' accepts any",
+    )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of a JSON body (checked before parsing)")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
@@ -230,6 +236,10 @@ class LabelStudioSettings(BaseModel):
         False,
         description="Images (and the folders above them) readable by the data folder's group too, not only by juicer's "
         "user: for a Label Studio that runs as another user in that group (compose.yaml); every other file stays 0600",
+    )
+    image_hosts_private: bool = Field(
+        False,
+        description="Allow image_hosts that resolve to loopback, private or link-local addresses (off: only public ones)",
     )
 
 

@@ -1,7 +1,10 @@
-"""Checks every request passes before a view runs: the token and the origin of browser writes.
+"""Checks every request passes before a view runs: the Host header, the token and the origin of browser writes.
 
 Cheap before expensive, and in this order (:func:`install_guards`):
 
+0. **Host.** A ``Host`` header naming none of :func:`allowed_hosts` (``service.allowed_hosts``; by default the
+   names the service is really reached by) is refused (400): a page whose DNS name is rebound to 127.0.0.1 sends
+   its own name as the Host, so it cannot read a loopback-only juicer through a user's browser.
 1. **Token.** ``/v1/*`` needs ``Authorization: Bearer <token>`` (:func:`app.core.secrets.api_token`), except the
    Label Studio webhook, which carries its own secret; paths outside ``/v1`` are open only when listed in
    ``service.public_paths`` (health, readiness, metrics and the report pages by default).
@@ -15,16 +18,55 @@ The JSON depth limit is enforced while a body is parsed (:mod:`app.http.jsonbody
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from flask import Flask, request
 
 from app.http.context import services
 from app.http.problems import Problem, unauthorized
+from config import Settings
 
 WEBHOOK_ENDPOINT = "api.label_studio_webhook"
 ML_BACKEND_PREFIX = "/label-studio-ml"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+_HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^:\[\]@/\\\s]+)(?::\d{1,5})?")
+
+
+def _host_name(value: str) -> str | None:
+    """The name in a Host header (``name[:port]`` or ``[v6][:port]``), lower case, no trailing dot; None if malformed."""
+    match = _HOST.fullmatch(value.strip())
+    return _bind_name(match.group("name")) if match else None
+
+
+def _bind_name(host: str) -> str:
+    """The name a bind address or URL host appears as in a Host header."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.rstrip(".").lower()
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """The Host names the service answers (None: any): ``service.allowed_hosts``, else the bind address,
+    ``public_url``'s host, and the loopback names when the service listens on loopback or on every interface."""
+    service = settings.service
+    if service.allowed_hosts is not None:
+        names = {value.strip() for value in service.allowed_hosts if value.strip()}
+        return None if "*" in names else frozenset(_bind_name(name) for name in names)
+    names = {_bind_name(service.host)} if service.host not in WILDCARD_ADDRESSES else set(LOOPBACK_NAMES)
+    if service.public_url and urlsplit(service.public_url).hostname:
+        names.add(_bind_name(str(urlsplit(service.public_url).hostname)))
+    try:
+        if ipaddress.ip_address(service.host).is_loopback:
+            names.update(LOOPBACK_NAMES)
+    except ValueError:
+        if service.host == "localhost":
+            names.update(LOOPBACK_NAMES)
+    return frozenset(names)
 
 
 def token_refusal(*, basic: bool = False) -> str | None:
@@ -60,6 +102,24 @@ def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bo
     return path not in public_paths
 
 
+def check_host() -> None:
+    """400 unless the request's Host header names this service (:func:`allowed_hosts`)."""
+    allowed = allowed_hosts(services().settings)
+    if allowed is None:
+        return
+    given = request.headers.get("Host", "")
+    if _host_name(given) in allowed:
+        return
+    raise Problem(
+        400,
+        "Host not allowed",
+        f"this service does not answer to the host {given[:200]!r}; add its name to service.allowed_hosts "
+        "(JUICER_SERVICE__ALLOWED_HOSTS) if clients really reach it by that name",
+        type="host-not-allowed",
+        host=given[:200],
+    )
+
+
 def check_token() -> None:
     """401 unless the request carries the API token (or the path is public, or auth is off)."""
     if not _needs_token(request.path, request.endpoint, services().settings.service.public_paths):
@@ -92,5 +152,5 @@ def check_origin() -> None:
 
 def install_guards(app: Flask) -> None:
     """Run the checks above before every request of ``app``."""
-    for check in (check_token, check_origin):
+    for check in (check_host, check_token, check_origin):
         app.before_request(check)

@@ -211,7 +211,7 @@ def _task_images(svc: Services, project_id: str) -> Any:
     ls = svc.settings.label_studio
     token = svc.ml_backend_tokens.get(project_id) or ls.token
     return TaskImages(
-        _label_studio_url(svc), token, allowed_hosts=ls.image_hosts,
+        _label_studio_url(svc), token, allowed_hosts=ls.image_hosts, allow_private_hosts=ls.image_hosts_private,
         max_bytes=svc.settings.service.max_request_bytes, timeout_s=ls.timeout_s,
         transport=svc.task_images_transport,  # tests hand in an httpx.MockTransport
     )  # fmt: skip

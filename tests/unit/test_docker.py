@@ -139,13 +139,18 @@ def test_compose_shares_the_token_and_serves_images_from_juicers_volume(compose)
     juicer_env, studio_env = env(juicer), env(studio)
     assert juicer_env["JUICER_LABEL_STUDIO__TOKEN"].split(":")[0] == studio_env["LABEL_STUDIO_USER_TOKEN"].split(":")[0]
     assert studio_env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
-    # SSRF protection on, with only the compose network cut out of Label Studio's default banned list.
+    # SSRF protection on, with only juicer's own address on the compose network cut out of Label Studio's default
+    # banned list (the rest of the network, PostgreSQL and Label Studio itself, stays banned).
     assert studio_env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true" and studio_env["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    import ipaddress
+
     from annotation.launcher import banned_subnets
 
     [subnet] = [entry["subnet"] for entry in compose["networks"]["juicer-net"]["ipam"]["config"]]
-    assert studio_env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",") == banned_subnets(subnet)
-    assert juicer["networks"] == studio["networks"] == ["juicer-net"]
+    juicer_address = juicer["networks"]["juicer-net"]["ipv4_address"]
+    assert ipaddress.ip_address(juicer_address) in ipaddress.ip_network(subnet)
+    assert studio_env["USER_ADDITIONAL_BANNED_SUBNETS"].split(",") == banned_subnets(juicer_address)
+    assert list(juicer["networks"]) == studio["networks"] == ["juicer-net"]
 
     declared = set(compose["volumes"])
     juicer_mounts, studio_mounts = volume_mounts(juicer), volume_mounts(studio)

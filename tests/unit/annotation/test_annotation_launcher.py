@@ -168,3 +168,15 @@ def test_a_label_studio_serving_the_whole_data_folder_is_restarted_on_the_images
     finally:
         new.stop()
         old.stop()
+
+
+def test_only_juicers_one_address_is_opened_by_default_and_none_without_one(tmp_path, monkeypatch):
+    import ipaddress
+
+    banned = [ipaddress.ip_network(s) for s in make_launcher(tmp_path).environment()["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")]
+    opened = [a for a in ("127.0.0.1", "127.0.0.2", "127.1.2.3") if not any(ipaddress.ip_address(a) in net for net in banned)]
+    assert opened == ["127.0.0.1"]  # not the whole of 127.0.0.0/8
+    monkeypatch.setenv("USE_DEFAULT_BANNED_SUBNETS", "false")  # whatever the caller's environment says
+    by_name = load_settings(environ={}, data_dir=tmp_path, service={"host": "juicer.internal"})
+    env = launcher_from_settings(by_name).environment()  # a host name: no address to open, Label Studio's list whole
+    assert env["USE_DEFAULT_BANNED_SUBNETS"] == "true" and env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "true"

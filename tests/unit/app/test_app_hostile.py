@@ -191,6 +191,40 @@ def test_allowed_origins_let_a_listed_site_write(services, trained):
     assert response.status_code == 200, response.json
 
 
+# -- the Host header (DNS rebinding) ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io", "evil.example@localhost",
+             "localhost:8000/x", "[::2]", "", "local host"],
+)  # fmt: skip
+def test_a_request_naming_another_host_is_refused(client, host):
+    for path in ("/healthz", "/v1/models", "/label-studio-ml/health"):
+        response = client.get(path, headers={"Host": host})
+        assert response.status_code == 400 and response.mimetype == PROBLEM, (path, host)
+        assert response.json["type"].endswith("host-not-allowed") and "service.allowed_hosts" in response.json["detail"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST.", "127.0.0.1"])
+def test_the_names_a_loopback_service_is_reached_by_are_answered(client, host):
+    assert client.get("/v1/models", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "service, answered, refused",
+    [
+        ({"host": "0.0.0.0", "public_url": "http://juicer:8000"}, ["juicer:8000", "localhost:8000", "127.0.0.1"], ["evil.example", "10.0.0.5"]),
+        ({"host": "10.0.0.5"}, ["10.0.0.5:8000"], ["localhost", "127.0.0.1", "evil.example"]),
+        ({"host": "10.0.0.5", "allowed_hosts": ["Juicer.Example.org"]}, ["juicer.example.org"], ["10.0.0.5", "localhost"]),
+        ({"host": "10.0.0.5", "allowed_hosts": ["*"]}, ["evil.example", "10.0.0.5"], []),
+    ],
+)  # fmt: skip
+def test_allowed_hosts_default_to_the_bind_address_and_public_url(services, service, answered, refused):
+    client = _app_with(services, api_token="s3cret", **service).test_client()
+    for host in answered:
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+    for host in refused:
+        assert client.get("/healthz", headers={"Host": host}).status_code == 400, host
+
+
 # -- public paths -----------------------------------------------------------------------------------
 def test_metrics_and_report_can_be_put_behind_the_token(services, trained):
     app = _app_with(services, api_token="s3cret", public_paths=["/healthz", "/readyz"])
