@@ -42,6 +42,7 @@ def good_webhook(item_id: str, annotation_id: int, label: str, updated_at: str =
     payload["annotation"]["id"] = annotation_id
     payload["annotation"]["result"][0]["value"]["choices"] = [label]
     payload["annotation"]["updated_at"] = updated_at
+    payload["project"]["id"] = payload["annotation"]["project"] = 1  # juicer's own project (conftest's FakeProject)
     return payload
 
 
@@ -59,7 +60,9 @@ def good_webhook(item_id: str, annotation_id: int, label: str, updated_at: str =
 def test_a_poison_webhook_is_marked_failed_and_the_good_ones_behind_it_are_applied(services, poison):
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
     bad = services.store.record_event(poison)
-    services.store.record_event(good_webhook("p1", 11, "red"))
+    good = good_webhook("p1", 11, "red")
+    services.desk.hold(good)
+    services.store.record_event(good)
     assert process_webhook_events(services) == 1
     assert services.store.pending_events() == []
     [row] = [event for event in services.store.failed_events() if event.id == bad]

@@ -130,6 +130,7 @@ def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
     ])  # fmt: skip
     response = ml.post("/label-studio-ml/webhook", json=event)
     assert response.status_code == 200 and response.json["recorded"]
+    trained.desk.hold(event)  # the annotator's real answer in Label Studio
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [21])[21]
     assert trained.store.get_item(item_id).label.label == "blue"
@@ -175,7 +176,8 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
     assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
     region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
-    held = {902: annotation_record({"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})}
+    held = {902: annotation_record({"id": 902, "task": 31, "project": 3, "result": region("red"), "completed_by": 1,
+                                    "updated_at": "2026-12-01T21:00:00Z"})}  # fmt: skip
     trained.desk.get_annotation = held.get  # Label Studio's own record
     anonymous = app.test_client()
     forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
