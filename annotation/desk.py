@@ -21,7 +21,7 @@ import httpx
 
 from annotation.client import LabelStudioClient
 from annotation.labels import Labels
-from annotation.models import Annotation, LabelEvent, Project, PullCursor, ReviewRequest, ReviewTask
+from annotation.models import Annotation, LabelEvent, Project, PullCursor, ReviewRequest, ReviewTask, Task
 from annotation.projects import Projects
 from annotation.reviews import Reviews
 from config import Settings
@@ -110,6 +110,10 @@ class LabelStudioDesk:
     def get_annotation(self, annotation_id: int) -> Annotation | None:
         """One annotation as Label Studio holds it now, or None when it does not exist."""
         return self.labels.get_annotation(annotation_id)
+
+    def get_task(self, task_id: int) -> Task | None:
+        """One task as Label Studio holds it now, or None when it does not exist (:meth:`Labels.get_task`)."""
+        return self.labels.get_task(task_id)
 
     def register_webhook(self, project: Project, url: str, secret: str) -> int:
         """Have Label Studio POST annotation events for ``project`` to ``url`` with ``secret`` (idempotent)."""

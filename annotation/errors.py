@@ -8,7 +8,8 @@ The tree (``retryable`` in brackets: whether trying the same call again later ca
     │   └── LabelStudioAuthError   [no]   401/403: the API token is wrong or lacks permission
     ├── ProjectConfigError         [no]   a labelling config juicer cannot use, or a change that would orphan labels
     ├── WebhookPayloadError        [no]   a webhook body that is not a Label Studio annotation event
-    │   └── EventNotConfirmedError [no]   an event that came without credentials and Label Studio does not confirm
+    │   └── EventNotConfirmedError [no]   an event Label Studio does not confirm (juicer reads back every one)
+    │       └── EventNotServedError [no]  a real annotation, but on a task of a project juicer does not serve
     └── TaskImageError             [5xx/timeout: yes]  a task's image URL that is not allowed or cannot be fetched
 
 SDK (``label_studio_sdk.core.api_error.ApiError``) and ``httpx`` errors are chained with ``raise ... from``, so
@@ -54,7 +55,11 @@ class WebhookPayloadError(AnnotationError):
 
 
 class EventNotConfirmedError(WebhookPayloadError):
-    """An event that came without credentials and does not match what Label Studio itself holds: it is dropped."""
+    """An event that does not match what Label Studio itself holds (read with juicer's own token): it is dropped."""
+
+
+class EventNotServedError(EventNotConfirmedError):
+    """An annotation Label Studio holds, on a task juicer has no item for (a project it does not serve): dropped, counted."""
 
 
 class TaskImageError(AnnotationError):

@@ -12,9 +12,10 @@ from typing import Any
 
 from annotation.client import BULK_TIMEOUT_FACTOR, LabelStudioClient
 from annotation.errors import LabelStudioRejected
-from annotation.models import Annotation, LabelEvent, Project, PullCursor, SeenAnnotation
+from annotation.models import Annotation, LabelEvent, Project, PullCursor, SeenAnnotation, Task
 from annotation.webhooks import (
     ANNOTATION_ACTIONS, SECRET_HEADER, annotation_label, annotation_record, annotator_of, is_completed, parse_time,
+    task_record,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,16 @@ class Labels:
                 return None
             raise
         return annotation_record(raw)
+
+    def get_task(self, task_id: int) -> Task | None:
+        """One task as Label Studio holds it now (its project and the item its data names), or None when it does not exist."""
+        try:
+            raw = self.client.request("GET", f"/api/tasks/{task_id}", f"reading task {task_id}").json()
+        except LabelStudioRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return task_record(raw)
 
     def register_webhook(self, project: Project, url: str, secret: str) -> int:
         """Have Label Studio POST annotation events for ``project`` to ``url`` with ``secret`` in a header.

@@ -69,7 +69,8 @@ class LabelEvent:
 class Annotation:
     """One annotation as Label Studio holds it: whose answer, on which task, choosing which class (None: empty).
 
-    ``cancelled`` is Label Studio's ``was_cancelled`` (the task was skipped); ``at`` its last update.
+    ``cancelled`` is Label Studio's ``was_cancelled`` (the task was skipped); ``at`` its last update;
+    ``project_id`` the project of its task (None when Label Studio did not say).
     """
 
     id: int
@@ -78,11 +79,25 @@ class Annotation:
     annotator: str
     at: datetime
     cancelled: bool = False
+    project_id: int | None = None
 
     @property
     def completed(self) -> bool:
         """A submitted answer: not skipped and holding a choice."""
         return not self.cancelled and self.label is not None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Label Studio task as Label Studio holds it: its project, and the juicer item its data names (if any).
+
+    ``item_id`` is the task data's ``item_id``: juicer writes it into the tasks it creates, but any member who may
+    import tasks into the project can write one too, so it is trusted only for juicer's own project.
+    """
+
+    id: int
+    project_id: int | None
+    item_id: str | None
 
 
 @dataclass(frozen=True)

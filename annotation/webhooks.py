@@ -1,9 +1,12 @@
-"""Label Studio webhook bodies -> :class:`LabelEvent` records, and the shared-secret check.
+"""Label Studio webhook bodies -> :class:`LabelEvent` records, checked against Label Studio itself.
 
-Pure functions: the service's webhook endpoints check the caller (:func:`check_secret`, or the ML backend's
-token), record the body and answer at once (Label Studio without Redis delivers inside the annotator's request,
-with a 1 s timeout); the label job turns each recorded body into events with :func:`verify_event`, which reads
-back from Label Studio the annotations of a body that came without credentials (marked :data:`UNVERIFIED`).
+No event is believed on its word. The service's webhook endpoints record a body and answer at once (Label Studio
+without Redis delivers inside the annotator's request, with a 1 s timeout); the label job turns each recorded body
+into events with :func:`verify_event`, which takes only ids from the body: the annotation is read back from Label
+Studio with juicer's own token, its label and time are Label Studio's, and the item is found by juicer's own
+task-to-item link (the caller's ``item_of``), never by the body's ``task.data.item_id``. :func:`check_secret` (the
+``X-Juicer-Secret`` header) is an anti-noise filter, not a proof: every project member can read the secret in
+Label Studio's webhook list.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from annotation.errors import EventNotConfirmedError, WebhookPayloadError
 from annotation.labelconfig import chosen_label
-from annotation.models import Annotation, LabelEvent
+from annotation.models import Annotation, LabelEvent, Task
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +26,8 @@ logger = logging.getLogger(__name__)
 SECRET_HEADER = "X-Juicer-Secret"
 #: The actions juicer registers for and understands.
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
-#: The key a recorded body carries when it came without credentials: its annotations are read back before they count.
-UNVERIFIED = "juicer_verify"
+#: The key bodies recorded before every event was verified carried when they came without credentials (ignored now).
+LEGACY_UNVERIFIED = "juicer_verify"
 
 
 def annotation_label(result: Any) -> str | None:
@@ -98,7 +101,20 @@ def annotation_record(raw: Mapping[str, Any], task_id: Any = None) -> Annotation
         annotator=annotator_of(raw),
         at=parse_time(raw.get("updated_at") or raw.get("created_at")),
         cancelled=bool(raw.get("was_cancelled")),
+        project_id=_project_id(raw.get("project"), "annotation.project"),
     )
+
+
+def _project_id(value: Any, what: str) -> int | None:
+    """A project id given as an id or as an expanded project object; None when absent."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return None if value is None else _int_id(value, what)
+
+
+def task_record(raw: Mapping[str, Any]) -> Task:
+    """A task's JSON (``/api/tasks/<id>``) as a :class:`Task`; :class:`WebhookPayloadError` for ids of the wrong kind."""
+    return Task(id=_int_id(raw.get("id"), "task.id"), project_id=_project_id(raw.get("project"), "task.project"), item_id=_item_id(raw))
 
 
 def _events(action: str, item_id: str | None, annotation: Annotation) -> list[LabelEvent]:
@@ -157,40 +173,48 @@ def parse_webhook(payload: Mapping[str, Any]) -> list[LabelEvent]:
     return _events(action, _item_id(task), annotation_record(annotation, task.get("id") if isinstance(task, Mapping) else None))
 
 
-def verify_event(payload: Mapping[str, Any], read_annotation: Callable[[int], Annotation | None] | None) -> list[LabelEvent]:
-    """The label events of a recorded webhook body, checked against Label Studio when it came without credentials.
+def verify_event(
+    payload: Mapping[str, Any], read_annotation: Callable[[int], Annotation | None] | None, item_of: Callable[[Annotation], str]
+) -> list[LabelEvent]:
+    """The label events of a recorded webhook body, as Label Studio holds them now (any body, from either door).
 
-    A body marked :data:`UNVERIFIED` counts only as Label Studio holds it now: only the annotation ids and the
-    task id are taken from it, each annotation is read back with ``read_annotation`` (the desk's
-    ``get_annotation``, juicer's own token), so a forged body can at most make juicer look a real annotation up.
+    Only the annotation ids and the task id are taken from the body. Each annotation is read back with
+    ``read_annotation`` (the desk's ``get_annotation``, juicer's own token); its label, annotator and time are
+    Label Studio's (a body dated 2099 pins nothing); its item is ``item_of(annotation)``: juicer's own link from
+    the annotation's task to an item, which raises :class:`~annotation.errors.EventNotServedError` for a task of a
+    project juicer does not serve. A deletion counts only for annotations Label Studio no longer holds, and
+    withdraws only what juicer recorded under those annotation ids. A forged body can at most make juicer look a
+    real annotation up.
+
     Raises :class:`EventNotConfirmedError` when nothing in it holds (or there is no Label Studio to ask),
     :class:`WebhookPayloadError` for a body that is not an event, and the desk's
     :class:`~annotation.errors.AnnotationError` when Label Studio cannot be asked (retryable: try later).
     """
-    if not (isinstance(payload, Mapping) and payload.get(UNVERIFIED)):
-        return parse_webhook(payload)
-    checked = {key: value for key, value in payload.items() if key != UNVERIFIED}
+    checked = {key: value for key, value in payload.items() if key != LEGACY_UNVERIFIED} if isinstance(payload, Mapping) else payload
     _check_event(checked)
     if read_annotation is None:
         raise EventNotConfirmedError("no Label Studio to confirm the event with (set label_studio.url)")
     action = checked["action"]
+    now = datetime.now(timezone.utc)
     if action == "ANNOTATIONS_DELETED":
         gone = [annotation_id for annotation_id in _deleted_ids(checked) if read_annotation(annotation_id) is None]
         if not gone:
             raise EventNotConfirmedError("Label Studio still holds every annotation the deletion names")
-        return parse_webhook({**checked, "annotations": [{"id": annotation_id} for annotation_id in gone]})
+        return [LabelEvent(None, None, annotation_id, None, "", now, "withdrawn") for annotation_id in gone]
     if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED"):
         return []
     action, claimed, task = _claimed(checked)
+    annotation_id = _int_id(claimed["id"], "annotation.id")
     claimed_task = claimed.get("task") if claimed.get("task") is not None else task.get("id") if isinstance(task, Mapping) else None
-    current = read_annotation(_int_id(claimed["id"], "annotation.id"))
+    claimed_task = None if claimed_task is None else _int_id(claimed_task, "annotation.task")
+    current = read_annotation(annotation_id)
     if action == "ANNOTATION_DELETED":
         if current is not None:
-            raise EventNotConfirmedError(f"annotation {claimed['id']} still exists in Label Studio")
-        return parse_webhook(checked)
-    if current is None or current.task_id is None or claimed_task is None or current.task_id != _int_id(claimed_task, "annotation.task"):
-        raise EventNotConfirmedError(f"the event for annotation {claimed['id']} does not match Label Studio's own record")
-    return _events(action, _item_id(task), current)
+            raise EventNotConfirmedError(f"annotation {annotation_id} still exists in Label Studio")
+        return [LabelEvent(None, None, annotation_id, None, "", now, "withdrawn")]
+    if current is None or current.task_id is None or (claimed_task is not None and current.task_id != claimed_task):
+        raise EventNotConfirmedError(f"the event for annotation {annotation_id} does not match Label Studio's own record")
+    return _events(action, item_of(current), current)
 
 
 def check_secret(headers: Mapping[str, str], secret: str) -> bool:

@@ -60,6 +60,7 @@ def _refresh_metrics(services: Any, metrics: Any) -> None:
     metrics.set_review_queue_length(counts.get("pending", 0) + counts.get("sent", 0))
     metrics.set_review_tasks(counts)
     metrics.set_labels(services.store.label_counts_by_source())
+    metrics.set_webhook_events(services.store.event_counts())
     model = services.models.current
     if model is None:
         metrics.set_model(None, None, None)

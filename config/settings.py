@@ -121,6 +121,19 @@ class ServiceSettings(BaseModel):
     )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of a JSON body (checked before parsing)")
+    # Label Studio's largest recorded webhook body is about 2 KB (tests/unit/annotation/payloads); a bulk deletion
+    # carries ~15 bytes per annotation id, so 256 KiB holds one of some 15,000 annotations.
+    webhook_max_bytes: int = Field(
+        256 * 1024, ge=4096, description="Largest webhook body (/v1/webhooks/label-studio, /label-studio-ml/webhook): 413 above"
+    )
+    max_pending_events: int = Field(
+        10_000, ge=1, description="Webhook events waiting for the label job at most; more get 503 (the label pull catches up)"
+    )
+    keep_events_days: float = Field(7, gt=0, description="Processed webhook events (used, failed, dropped) are deleted after this")
+    webhook_rate_per_s: float = Field(
+        20, gt=0, description="Webhook events per second one remote address may send without the API token (429 above)"
+    )
+    webhook_burst: int = Field(200, ge=1, description="Webhook events one remote address may send at once before the rate applies")
     max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request")
     max_request_pixels: int = Field(
         100_000_000, ge=1, description="Most pixels of all images in one request together (read from their headers)"

@@ -3,8 +3,11 @@
 Labels arrive two ways, and both end in :func:`apply_events`:
 
 - **webhooks.** Either HTTP door records the body and answers at once; :func:`process_webhook_events` turns each
-  recorded body into :class:`~annotation.models.LabelEvent` records (:func:`annotation.webhooks.verify_event`
-  reads back from Label Studio a body that came without credentials) and applies them, one body at a time;
+  recorded body into :class:`~annotation.models.LabelEvent` records and applies them, one body at a time. No body
+  is believed on its word, whichever door it came through and whatever secret it carried: each annotation is read
+  back from Label Studio with juicer's own token (:func:`annotation.webhooks.verify_event`), and its item is
+  juicer's own link from the task (:func:`task_item`), never the body's ``item_id``. Events on tasks of projects
+  juicer does not serve are dropped and counted (``juicer_webhook_events{state="dropped"}``);
 - **the pull.** :func:`pull_labels` asks Label Studio for every completed annotation since the stored cursor,
   the safety net for webhooks that never arrived.
 
@@ -15,14 +18,14 @@ Labels arrive two ways, and both end in :func:`apply_events`:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from annotation.errors import AnnotationError
+from annotation.errors import AnnotationError, EventNotServedError
 from app.store import Store
 
 if TYPE_CHECKING:  # the desk pulls in the SDK
     from annotation.desk import LabelStudioDesk
-    from annotation.models import LabelEvent, Project
+    from annotation.models import Annotation, LabelEvent, Project
 
 logger = logging.getLogger(__name__)
 
@@ -40,32 +43,72 @@ def apply_events(store: Store, events: Sequence[LabelEvent], classes: Sequence[s
     return store.apply_label_events(accepted)
 
 
-def process_webhook_events(store: Store, desk: LabelStudioDesk | None, classes: Sequence[str]) -> int:
-    """Apply recorded webhook events as labels, one at a time; returns how many labels changed.
+def task_item(store: Store, desk: LabelStudioDesk, project: Project | None) -> Callable[[Annotation], str]:
+    """``item_of`` for :func:`annotation.webhooks.verify_event`: the juicer item of an annotation's task, by juicer's
+    own links only; raises :class:`~annotation.errors.EventNotServedError` for a task of a project juicer does not serve.
 
-    An event that cannot be used (a malformed body, one Label Studio does not confirm, or anything that raises
-    while it is applied) is marked with its error and skipped: the events behind it are applied, none waits
-    behind a poison one. When Label Studio cannot be asked to confirm one, processing stops until the next run.
+    juicer's own project: the review task juicer delivered as that Label Studio task (the outbox), else the
+    ``item_id`` of the task data as Label Studio returns it to juicer's token (as the label pull reads it). A project
+    connected through the ML backend: the task juicer linked when it predicted it (``served_tasks``).
+    """
+
+    def item_of(annotation: Annotation) -> str:
+        task_id = annotation.task_id
+        assert task_id is not None  # verify_event confirmed the annotation's task
+        project_id = annotation.project_id
+        task = None
+        if project_id is None:  # Label Studio did not say: the task does
+            task = desk.get_task(task_id)
+            project_id = None if task is None else task.project_id
+        if project is not None and project_id == project.id:
+            item_id = store.review_item_of_task(task_id)
+            if item_id is None:
+                task = task or desk.get_task(task_id)
+                item_id = task.item_id if task is not None and task.project_id == project.id else None
+            if item_id is not None:
+                return item_id
+            raise EventNotServedError(f"task {task_id} of juicer's project {project_id} shows no juicer item")
+        linked = store.served_task_items(str(project_id), [task_id]).get(task_id) if project_id is not None else None
+        if linked is not None:
+            return linked
+        if project is None:  # not connected yet: juicer's own project cannot be told apart; ask again later
+            raise AnnotationError("juicer is not connected to its Label Studio project yet", retryable=True)
+        raise EventNotServedError(f"task {task_id} of project {project_id}: juicer serves no such task")
+
+    return item_of
+
+
+def process_webhook_events(store: Store, desk: LabelStudioDesk | None, classes: Sequence[str], project: Project | None = None) -> int:
+    """Apply recorded webhook events as labels, oldest first, one at a time; returns how many labels changed.
+
+    Every event is checked against Label Studio (see the module docstring). An event that cannot be used (a
+    malformed body, one Label Studio does not confirm, or anything that raises while it is applied) is marked with
+    its error and skipped: the events behind it are applied, none waits behind a poison one; one from a project
+    juicer does not serve is also counted as dropped. When Label Studio cannot be asked, processing stops until
+    the next run.
     """
     from annotation.webhooks import verify_event
 
-    read_annotation = None if desk is None else lambda annotation_id: desk.get_annotation(annotation_id)
+    read_annotation = None if desk is None else desk.get_annotation
+    item_of = (lambda annotation: "") if desk is None else task_item(store, desk, project)
     changed = 0
     for event in store.pending_events():
+        dropped = False
         try:
-            changed += apply_events(store, verify_event(event.payload, read_annotation), classes)
+            changed += apply_events(store, verify_event(event.payload, read_annotation, item_of), classes)
         except AnnotationError as exc:
             if exc.retryable:
                 logger.warning("webhook event %s not verified yet (%s); trying again later", event.id, exc)
                 break
+            dropped = isinstance(exc, EventNotServedError)
             error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - one poison event must not block the rest; it is kept, marked
             error = f"{type(exc).__name__}: {exc}"
         else:
             store.mark_event(event.id)
             continue
-        logger.warning("webhook event %s unusable, marked failed: %s", event.id, error)
-        store.mark_event(event.id, error=error)
+        logger.warning("webhook event %s %s: %s", event.id, "dropped" if dropped else "unusable, marked failed", error)
+        store.mark_event(event.id, error=error, dropped=dropped)
     return changed
 
 

@@ -1,4 +1,5 @@
-"""Retention: served images nobody labelled or queued, and their predictions, deleted after ``keep_served_days``."""
+"""Retention: served images nobody labelled or queued, and their predictions, deleted after ``keep_served_days``;
+processed webhook events after ``keep_events_days``."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def apply_retention(store: Store, data_dir: Path, keep_served_days: float | None
     if paths:
         logger.info("retention: %d served images older than %g days removed", len(paths), keep_served_days)
     return len(paths)
+
+
+def forget_events(store: Store, keep_events_days: float) -> int:
+    """Delete webhook events processed more than ``keep_events_days`` ago (used, failed or dropped); how many."""
+    removed = store.forget_events(utcnow() - timedelta(days=keep_events_days))
+    if removed:
+        logger.info("retention: %d processed webhook events older than %g days removed", removed, keep_events_days)
+    return removed

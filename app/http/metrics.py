@@ -14,6 +14,8 @@ Exposed (prefix ``juicer_``)::
     review_queue_length                              gauge      review tasks open in Label Studio
     review_tasks{status}                             gauge      pending / sent / failed / labelled
     labels{source}                                   gauge      labels in the store by source
+    webhook_events{state}                            gauge      pending / failed (kept until retention) / dropped
+                                                                (ever: events from projects juicer does not serve)
     model_holdout_accuracy                           gauge      argmax accuracy of the serving model
     model_labels                                     gauge      labels the serving model was trained on
     model_info{model_version}                        gauge = 1  which version serves
@@ -73,6 +75,10 @@ class Metrics:
         self.review_queue_length = Gauge("review_queue_length", "Review tasks waiting for annotators", **store_state)
         self.review_tasks = Gauge("review_tasks", "Review tasks by status (failed: gave up, see POST /v1/reviews/retry)", ["status"], **store_state)
         self.labels = Gauge("labels", "Labels in the store, by source", ["source"], **store_state)
+        self.webhook_events = Gauge(
+            "webhook_events", "Webhook events: pending, failed (kept until retention), dropped (ever: not a served project)",
+            ["state"], **store_state,
+        )  # fmt: skip
         self.holdout_accuracy = Gauge("model_holdout_accuracy", "Holdout accuracy (argmax) of the serving model", **store_state)
         self.model_labels = Gauge("model_labels", "Labels the serving model was trained on", **store_state)
         self.model_info = Gauge(
@@ -111,6 +117,11 @@ class Metrics:
             self.labels.clear()
         for source, count in counts_by_source.items():
             self.labels.labels(source).set(count)
+
+    def set_webhook_events(self, counts_by_state: Mapping[str, int]) -> None:
+        """Webhook events by state (pending, failed, dropped)."""
+        for state, count in counts_by_state.items():
+            self.webhook_events.labels(state=state).set(count)
 
     def set_model(self, model_version: str | None, holdout_accuracy: float | None, n_labels: int | None) -> None:
         """The serving model: its version, holdout accuracy and the labels it used (None: no model yet)."""

@@ -15,14 +15,17 @@ Any project, not only juicer's own: the labelling config comes with each request
 names are the project's, :func:`annotation.labelconfig.parse_label_config`), and its choices must be juicer
 classes. Images come from the task: Label Studio's own files (the configured Label Studio, with the access token
 from ``/setup`` or juicer's), http(s) URLs of ``label_studio.image_hosts`` only (:mod:`annotation.task_images`),
-data URIs, or juicer's own item (``item_id`` in the task data). Each task becomes a juicer item (split
-``served``) linked to its Label Studio task, so the annotation that later arrives becomes a label.
+data URIs, or juicer's own item (``item_id`` in the task data, believed in juicer's own project only). Each task
+becomes a juicer item (split ``served``) linked to its Label Studio task, so the annotation that later arrives
+becomes a label.
 
 Authentication: every call Label Studio makes for the connection carries its Basic auth, except annotation
 events: Label Studio sends those through a plain webhook it creates for the backend (``<url>/webhook``, no
-credentials). juicer records such an event as unverified, and the label job reads each named annotation back from
-the configured Label Studio before it counts (:func:`annotation.webhooks.verify_event`); ``START_TRAINING`` without
-credentials is a 401. The token check, the body reader and the retrain queue are the ones ``/v1`` uses
+credentials). juicer records such an event, and the label job reads each named annotation back from the
+configured Label Studio before it counts, finding its item by the task juicer linked when it predicted it
+(:mod:`app.core.intake`), never by the body; ``START_TRAINING`` without credentials is a 401. The webhook is small
+and bounded like juicer's own (:mod:`app.http.webhook_door`: body limit, per-address rate, pending cap, a 400 per
+malformed field). The token check, the body reader and the retrain queue are the ones ``/v1`` uses
 (:mod:`app.http.auth`, :mod:`app.http.jsonbody`, :mod:`app.http.context`).
 
 Failures reach Label Studio as problem bodies; for ``/setup`` the detail is also the HTTP reason phrase, because
@@ -40,7 +43,6 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from annotation.webhooks import UNVERIFIED
 from app.http.auth import token_refusal
 from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
@@ -48,6 +50,7 @@ from app.core.uploads import items_for_uploads  # the one upload-to-item resolut
 from app.core.serving import prediction_record
 from app.http.openapi import ML_AUTH, AnyObject, Answers, spec, validated
 from app.http.problems import Problem
+from app.http.webhook_door import EventFields, admit, record_event
 from app.services import Services
 from app.store import NewItem, NewPrediction
 from app.core.uploads import Upload, check_upload
@@ -82,8 +85,7 @@ def _require_token() -> None:
     """Label Studio's "Basic auth": any user name, juicer's API token as the password (a Bearer token works too).
 
     Except ``/webhook``: Label Studio sends annotation events through a plain webhook that carries no
-    credentials, so that view records them as unverified, checked against Label Studio later
-    (:func:`annotation.webhooks.verify_event`).
+    credentials; that view records them (every event is checked against Label Studio later, :mod:`app.core.intake`).
     """
     if request.endpoint == "ml_backend.webhook" or _authenticated():
         return
@@ -120,12 +122,8 @@ class PredictBody(_LabelStudioBody):
     label_config: str | None = None
 
 
-class EventBody(BaseModel):
+class EventBody(EventFields):
     """``START_TRAINING`` or an annotation event (``ANNOTATION_CREATED`` ...)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    action: str | None = None
 
 
 def _documented(json: type[BaseModel] | None = None, ok: tuple[int, ...] = (200,), problems: tuple[int, ...] = ()) -> Any:
@@ -232,7 +230,9 @@ def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[di
         if not isinstance(data, Mapping):
             errors[index] = "the task has no data"
             continue
-        item_id = data.get("item_id")
+        # The task data's item_id is believed in juicer's own project only: in any other, a member could name a
+        # juicer item there and have its annotation become that item's label (the task is linked below).
+        item_id = data.get("item_id") if svc.project is not None and project.id == str(svc.project.id) else None
         item = svc.store.get_item(str(item_id)) if item_id is not None else None
         if item is not None and item.image_path:
             sources[index] = svc.trainer.source_for(item.id, item.content_hash, item.source, item.image_path)
@@ -339,17 +339,18 @@ def predict() -> Response:
 
 # -- webhook ------------------------------------------------------------------------------------------
 @ml_backend.post("/webhook")
-@_documented(EventBody, ok=(200, 201), problems=(400, 413, 415, 503))
+@_documented(EventBody, ok=(200, 201), problems=(400, 413, 415, 429, 503))
 def webhook() -> tuple[Response, int]:
     """START_TRAINING queues a retrain and answers at once; annotation events are recorded for the label job.
 
     The retrain is queued as ``POST /v1/retrain`` queues it: in any worker, the one holding the scheduler lease runs it.
     """
     svc = services()
-    payload = json_object("Label Studio sends a JSON object")
-    validated(EventBody, payload)
-    action = payload.get("action")
     trusted = _authenticated()
+    admit(svc, trusted)
+    payload = json_object("Label Studio sends a JSON object")
+    validated(EventBody, payload)  # an id that is not an integer: a 400 naming the field
+    action = payload.get("action")
     if action == "START_TRAINING":
         if not trusted:  # Label Studio's "Start training" comes with the connection's credentials
             raise _unauthorized()
@@ -358,24 +359,5 @@ def webhook() -> tuple[Response, int]:
         return jsonify({"status": "ok", "job_id": job_id, "model_version": _serving_version()}), 201
     if action not in ANNOTATION_EVENTS:
         return jsonify({"status": "ignored", "action": action}), 200
-    _name_item(svc, payload)
-    if not trusted:
-        payload[UNVERIFIED] = True
-    event_id = svc.store.record_event(payload)
-    svc.wake("process-webhooks")
-    return jsonify({"status": "ok", "recorded": event_id}), 200
+    return jsonify({"status": "ok", "recorded": record_event(svc, payload, trusted)}), 200
 
-
-def _name_item(svc: Services, payload: dict[str, Any]) -> None:
-    """Put the juicer item of the event's task into ``task.data.item_id`` (what juicer's own tasks carry)."""
-    task = payload.get("task")
-    project = payload.get("project")
-    if not isinstance(task, dict) or not isinstance(task.get("data"), dict) or task["data"].get("item_id") is not None:
-        return
-    project_id = project.get("id") if isinstance(project, Mapping) else project
-    task_id = task.get("id")
-    if project_id is None or task_id is None:
-        return
-    item_id = svc.store.served_task_items(str(project_id), [int(task_id)]).get(int(task_id))
-    if item_id is not None:
-        task["data"]["item_id"] = item_id

@@ -136,9 +136,9 @@ def _from_http_exception(exc: HTTPException) -> Problem:
     if status == 413:
         limit = None
         try:
-            from flask import current_app
+            from flask import request
 
-            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            limit = request.max_content_length  # the app's MAX_CONTENT_LENGTH, or a view's own (the webhooks')
         except RuntimeError:
             pass
         detail = (

@@ -110,6 +110,12 @@ class OutboxMixin(StoreBase):
             )
         return int(result.rowcount)
 
+    def review_item_of_task(self, ls_task_id: int) -> str | None:
+        """The item juicer delivered as Label Studio task ``ls_task_id`` of its own project (None: not one of ours)."""
+        query = sa.select(review_tasks.c.item_id).where(review_tasks.c.ls_task_id == int(ls_task_id)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
     def review_counts(self) -> dict[str, int]:
         """Review tasks per status (every status present, zero when none)."""
         counts = {status: 0 for status in REVIEW_STATUSES}

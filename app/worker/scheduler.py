@@ -43,7 +43,7 @@ def deliver_outbox(services: Services) -> int:
 
 def process_webhook_events(services: Services) -> int:
     """Apply recorded webhook events as labels; returns how many labels changed (and wakes the retrain check)."""
-    changed = intake.process_webhook_events(services.store, services.desk, services.classes)
+    changed = intake.process_webhook_events(services.store, services.desk, services.classes, services.project)
     if changed:
         services.wake("retrain-check")
     return changed
@@ -108,7 +108,9 @@ def prune_predictions(services: Services) -> list[str]:
 
 
 def apply_retention(services: Services) -> int:
-    """Delete served images and predictions older than ``service.keep_served_days``; returns items removed."""
+    """Delete served images and predictions older than ``service.keep_served_days``, and processed webhook events
+    older than ``service.keep_events_days``; returns items removed."""
+    retention.forget_events(services.store, services.settings.service.keep_events_days)
     return retention.apply_retention(services.store, services.data_dir, services.settings.service.keep_served_days)
 
 

@@ -1,5 +1,5 @@
 """The fault suite: the real service (``juicer serve``: gunicorn, the real backbone) killed with SIGKILL mid-work,
-Label Studio stopped and started under it, poison and replayed webhooks. After each fault: every acknowledged
+Label Studio stopped and started under it, poison and forged webhooks. After each fault: every acknowledged
 label is still there (counted), the last good model serves, and Label Studio holds one task per item.
 
 The tests share one data folder and run in file order, each starting from what the one before left.
@@ -198,40 +198,44 @@ def test_label_studio_stopped_and_restarted_while_reviews_are_routed(world):
     _check_everything_acknowledged_is_there(service, ledger)
 
 
-def _webhook(item_id: str, annotation_id: int, label: str, at: str) -> dict:
+def _webhook(annotation_id: int, task_id: int, label: str, at: str) -> dict:
     return {
         "action": "ANNOTATION_UPDATED",
-        "annotation": {"id": annotation_id, "completed_by": 1, "updated_at": at, "was_cancelled": False,
+        "annotation": {"id": annotation_id, "task": task_id, "completed_by": 1, "updated_at": at, "was_cancelled": False,
                        "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]},
-        "task": {"id": 1, "data": {"item_id": item_id}},
+        "task": {"id": task_id, "data": {}},
     }  # fmt: skip
 
 
-def test_a_poison_webhook_does_not_block_the_good_ones_and_a_stale_replay_changes_nothing(world):
-    service, ledger, _, _ = world
+def test_a_poison_webhook_does_not_block_the_good_ones_and_a_forged_replay_changes_nothing(world):
+    """Poison bodies (an id that is not one: a 400 at the door; an annotation Label Studio never issued: marked failed)
+    block nothing; annotators' real answers become labels; a replayed body with another label and a later time
+    changes nothing (every event is read back from Label Studio), a real update does."""
+    service, ledger, label_studio, title = world
     with service.client() as client:
-        pool = [row["id"] for row in client.get("/v1/items", params={"split": "pool", "limit": 40}).json()["items"]]
-        fresh = [item for item in pool if item not in ledger.labels][:3]
         classes = _classes(client)
-    hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=10)
-    with hooks:
-        assert hooks.post("/v1/webhooks/label-studio", json={"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}).status_code == 200
-        for offset, item_id in enumerate(fresh):
-            body = _webhook(item_id, 900_000 + offset, classes[offset], "2026-12-01T12:00:00Z")
-            assert hooks.post("/v1/webhooks/label-studio", json=body).status_code == 200
-        with service.client() as client:
-            for offset, item_id in enumerate(fresh):
-                service.wait_for(lambda: (client.get(f"/v1/items/{item_id}").json()["label"] or {}).get("label") == classes[offset],
-                                 60, f"label of {item_id} from its webhook")  # fmt: skip
-                ledger.labels[item_id] = classes[offset]
-        stale = _webhook(fresh[0], 900_000, classes[5], "2026-12-01T11:00:00Z")  # an hour older than what is stored
-        assert hooks.post("/v1/webhooks/label-studio", json=stale).status_code == 200
-        marker = _webhook(fresh[1], 900_001, classes[6], "2026-12-01T13:00:00Z")  # a newer one, applied after the replay
-        assert hooks.post("/v1/webhooks/label-studio", json=marker).status_code == 200
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(classes, title)
+        fresh = [task for task in desk.open_tasks(project) if task.item_id not in ledger.labels][:3]
+        assert len(fresh) == 3, "the suite's service has delivered review tasks by now"
+        hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=10)
+        with hooks:
+            assert hooks.post("/v1/webhooks/label-studio", json={"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}).status_code == 400
+            never_issued = _webhook(2_000_000_000, fresh[0].task_id, classes[1], "2099-01-01T00:00:00Z")
+            assert hooks.post("/v1/webhooks/label-studio", json=never_issued).status_code == 200
+            annotations = [desk.submit_annotation(task.task_id, classes[offset]) for offset, task in enumerate(fresh)]
+            with service.client() as client:
+                for offset, task in enumerate(fresh):
+                    service.wait_for(lambda: (client.get(f"/v1/items/{task.item_id}").json()["label"] or {}).get("label") == classes[offset],
+                                     60, f"label of {task.item_id} from its webhook")  # fmt: skip
+                    ledger.labels[task.item_id] = classes[offset]
+            forged = _webhook(annotations[0], fresh[0].task_id, classes[5], "2099-01-01T00:00:00Z")  # a later time, another label
+            assert hooks.post("/v1/webhooks/label-studio", json=forged).status_code == 200
+            desk.update_annotation(annotations[1], classes[6])  # a real change, applied after the forged replay
     with service.client() as client:
-        service.wait_for(lambda: client.get(f"/v1/items/{fresh[1]}").json()["label"]["label"] == classes[6], 60, "newer label")
-        ledger.labels[fresh[1]] = classes[6]
-        assert client.get(f"/v1/items/{fresh[0]}").json()["label"]["label"] == classes[0]  # the replay changed nothing
+        service.wait_for(lambda: client.get(f"/v1/items/{fresh[1].item_id}").json()["label"]["label"] == classes[6], 60, "newer label")
+        ledger.labels[fresh[1].item_id] = classes[6]
+        assert client.get(f"/v1/items/{fresh[0].item_id}").json()["label"]["label"] == classes[0]  # the replay changed nothing
     _check_everything_acknowledged_is_there(service, ledger)
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from annotation.errors import EventNotConfirmedError, WebhookPayloadError
-from annotation.webhooks import SECRET_HEADER, UNVERIFIED, annotation_record, check_secret, parse_webhook, verify_event
+from annotation.errors import EventNotConfirmedError, EventNotServedError, WebhookPayloadError
+from annotation.webhooks import (
+    LEGACY_UNVERIFIED, SECRET_HEADER, annotation_record, check_secret, parse_webhook, task_record, verify_event,
+)  # fmt: skip
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -91,31 +93,60 @@ def test_check_secret_matches_the_header_in_any_case():
     assert not check_secret({SECRET_HEADER: ""}, "")  # an unset secret never matches
 
 
-def test_an_event_with_credentials_is_parsed_as_it_came():
-    payload = recorded("annotation_created")
-    assert verify_event(payload, None) == parse_webhook(payload)
+def juicers_link(items: dict[int, str]):
+    """``item_of`` over juicer's own task -> item links (tasks it does not serve raise, as the intake's does)."""
+
+    def item_of(annotation):
+        if annotation.task_id not in items:
+            raise EventNotServedError(f"task {annotation.task_id}: juicer serves no such task")
+        return items[annotation.task_id]
+
+    return item_of
 
 
-def test_an_event_without_credentials_counts_only_as_label_studio_holds_it():
+def test_every_event_counts_only_as_label_studio_holds_it_on_juicers_own_item():
     payload = recorded("annotation_created")
     held = annotation_record({**payload["annotation"], "result": [
         {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}
     ]})  # fmt: skip
-    [event] = verify_event({**payload, UNVERIFIED: True}, {held.id: held}.get)
-    assert (event.item_id, event.annotation_id, event.label, event.action) == ("chelsea", held.id, "cat", "set")
+    link = juicers_link({held.task_id: "juicers-item"})
+    [event] = verify_event(payload, {held.id: held}.get, link)
+    assert (event.item_id, event.annotation_id, event.label, event.action) == ("juicers-item", held.id, "cat", "set")
+    assert event.at == held.at and held.project_id == payload["annotation"]["project"]
+    [legacy] = verify_event({**payload, LEGACY_UNVERIFIED: True}, {held.id: held}.get, link)  # bodies recorded before
+    assert legacy == event
     with pytest.raises(EventNotConfirmedError):
-        verify_event({**payload, UNVERIFIED: True}, {}.get)  # Label Studio has no such annotation
+        verify_event(payload, {}.get, link)  # Label Studio has no such annotation
     moved = annotation_record({**payload["annotation"], "task": payload["annotation"]["task"] + 1})
     with pytest.raises(EventNotConfirmedError):
-        verify_event({**payload, UNVERIFIED: True}, {moved.id: moved}.get)  # not on the task the body claims
+        verify_event(payload, {moved.id: moved}.get, link)  # not on the task the body claims
     with pytest.raises(EventNotConfirmedError):
-        verify_event({**payload, UNVERIFIED: True}, None)  # no Label Studio to ask
+        verify_event(payload, None, link)  # no Label Studio to ask
+    with pytest.raises(EventNotServedError):
+        verify_event(payload, {held.id: held}.get, juicers_link({}))  # a real annotation, on a task juicer does not serve
+
+
+def test_a_payload_time_in_2099_pins_nothing():
+    payload = recorded("annotation_created")
+    forged = copy.deepcopy(payload)
+    forged["annotation"]["updated_at"] = "2099-01-01T00:00:00Z"
+    held = annotation_record(payload["annotation"])
+    [event] = verify_event(forged, {held.id: held}.get, juicers_link({held.task_id: "juicers-item"}))
+    assert event.at == held.at and event.at.year == 2026
+
+
+def test_a_task_record_names_its_project_and_item():
+    task = task_record({"id": 7, "project": 3, "data": {"item_id": "chelsea", "image": "x"}})
+    assert (task.id, task.project_id, task.item_id) == (7, 3, "chelsea")
+    assert task_record({"id": 8, "project": {"id": 4}, "data": {}}).item_id is None
+    with pytest.raises(WebhookPayloadError):
+        task_record({"id": "abc", "project": 3})
 
 
 def test_a_deletion_without_credentials_counts_for_the_annotations_label_studio_no_longer_has():
-    payload = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}, {"id": 6}], UNVERIFIED: True}
+    payload = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}, {"id": 6}]}
     still = annotation_record({"id": 6, "task": 1, "result": [], "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})
-    [event] = verify_event(payload, {6: still}.get)
-    assert (event.annotation_id, event.action) == (5, "withdrawn")
+    [event] = verify_event(payload, {6: still}.get, juicers_link({}))
+    assert (event.annotation_id, event.action, event.item_id) == (5, "withdrawn", None)
     with pytest.raises(EventNotConfirmedError):
-        verify_event({**payload, "annotations": [{"id": 6}]}, {6: still}.get)
+        verify_event({**payload, "annotations": [{"id": 6}]}, {6: still}.get, juicers_link({}))

@@ -10,7 +10,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from annotation.errors import AnnotationError
-from annotation.models import LabelEvent, PullCursor, ReviewTask, SeenAnnotation
+from annotation.models import Annotation, LabelEvent, PullCursor, ReviewTask, SeenAnnotation, Task
+from annotation.webhooks import annotation_record, task_record
 from app.core.serving import Embeddings, ModelHolder
 from app.services import Services
 from app.store import Store
@@ -47,6 +48,8 @@ class FakeDesk:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.events: list[LabelEvent] = []
         self.cursors: list[PullCursor | None] = []  # what each pull_labels call was handed
+        self.annotations: dict[int, Annotation] = {}  # what Label Studio holds (get_annotation)
+        self.task_records: dict[int, Task] = {}  # (get_task)
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -78,6 +81,23 @@ class FakeDesk:
     def prune_predictions(self, project: Any) -> list[str]:
         self._check()
         return []
+
+    def hold(self, payload: dict[str, Any]) -> None:
+        """Label Studio holds the annotation and task a real webhook body describes (as it does when it sends one)."""
+        task = payload["task"]
+        project = payload.get("project")
+        project_id = project.get("id") if isinstance(project, dict) else project
+        held = annotation_record({**payload["annotation"], "project": project_id}, task.get("id"))
+        self.annotations[held.id] = held
+        self.task_records[int(task["id"])] = task_record({**task, "project": project_id})
+
+    def get_annotation(self, annotation_id: int) -> Annotation | None:
+        self._check()
+        return self.annotations.get(annotation_id)
+
+    def get_task(self, task_id: int) -> Task | None:
+        self._check()
+        return self.task_records.get(task_id)
 
     def pull_labels(self, project: Any, cursor: PullCursor | None = None) -> tuple[list[LabelEvent], PullCursor]:
         """Like the real desk: only the events the cursor has not seen, and a cursor that has seen them all."""

@@ -197,6 +197,7 @@ def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(cl
     response = client.post("/v1/webhooks/label-studio", json=payload, headers={"X-Juicer-Secret": "hook-secret-123", "Authorization": ""})
     assert response.status_code == 200
     assert services.store.current_labels() == []  # recorded only; the job applies it
+    services.desk.hold(payload)  # the annotator's real answer: the job reads it back from Label Studio
     assert process_webhook_events(services) == 1
     assert [(row.item_id, row.label) for row in services.store.current_labels()] == [("p1", "blue")]
 

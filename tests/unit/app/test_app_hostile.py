@@ -42,6 +42,7 @@ def good_webhook(item_id: str, annotation_id: int, label: str, updated_at: str =
     payload["annotation"]["id"] = annotation_id
     payload["annotation"]["result"][0]["value"]["choices"] = [label]
     payload["annotation"]["updated_at"] = updated_at
+    payload["project"]["id"] = payload["annotation"]["project"] = 1  # juicer's own project (conftest's FakeProject)
     return payload
 
 
@@ -59,12 +60,70 @@ def good_webhook(item_id: str, annotation_id: int, label: str, updated_at: str =
 def test_a_poison_webhook_is_marked_failed_and_the_good_ones_behind_it_are_applied(services, poison):
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
     bad = services.store.record_event(poison)
-    services.store.record_event(good_webhook("p1", 11, "red"))
+    good = good_webhook("p1", 11, "red")
+    services.desk.hold(good)
+    services.store.record_event(good)
     assert process_webhook_events(services) == 1
     assert services.store.pending_events() == []
     [row] = [event for event in services.store.failed_events() if event.id == bad]
     assert row.error
     assert services.store.get_item("p1").label.label == "red"
+
+
+# -- the webhook doors: small and bounded -----------------------------------------------------------
+def webhook_app(services, **service):
+    from app import create_app
+
+    services.settings = services.settings.model_copy(update={"service": services.settings.service.model_copy(update=service)})
+    return create_app(services=services).test_client()
+
+
+SECRET = {"X-Juicer-Secret": "hook-secret-123"}
+
+
+@pytest.mark.parametrize(("path", "headers"), [("/label-studio-ml/webhook", {}), ("/v1/webhooks/label-studio", SECRET)])
+def test_a_webhook_body_over_the_limit_is_a_413(services, path, headers):
+    client = webhook_app(services, webhook_max_bytes=8192)
+    body = {"action": "ANNOTATION_CREATED", "annotation": {"id": 1}, "padding": "x" * 10_000}
+    response = client.post(path, json=body, headers=headers)
+    assert response.status_code == 413 and response.json["max_bytes"] == 8192
+    assert services.store.pending_events() == []
+
+
+@pytest.mark.parametrize(("path", "headers"), [("/label-studio-ml/webhook", {}), ("/v1/webhooks/label-studio", SECRET)])
+def test_webhooks_without_the_token_are_rate_limited_per_address(services, path, headers):
+    client = webhook_app(services, webhook_burst=2, webhook_rate_per_s=0.01)
+    body = {"action": "ANNOTATION_CREATED", "annotation": {"id": 1}}
+    assert [client.post(path, json=body, headers=headers).status_code for _ in range(2)] == [200, 200]
+    refused = client.post(path, json=body, headers=headers)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    other = client.post(path, json=body, headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 200  # another source has its own bucket
+
+
+def test_pending_events_are_capped_for_callers_without_the_token(services):
+    client = webhook_app(services, max_pending_events=2)
+    body = {"action": "ANNOTATION_CREATED", "annotation": {"id": 1}}
+    assert [client.post("/label-studio-ml/webhook", json=body).status_code for _ in range(2)] == [200, 200]
+    full = client.post("/v1/webhooks/label-studio", json=body, headers=SECRET)
+    assert full.status_code == 503 and full.headers["Retry-After"]
+    with_token = client.post("/label-studio-ml/webhook", json=body, headers={"Authorization": "Bearer s3cret"})
+    assert with_token.status_code == 200
+
+
+def test_processed_webhook_events_are_deleted_after_the_retention_period(services):
+    from datetime import timedelta
+
+    from app.core.retention import forget_events
+    from app.store import utcnow
+
+    done = services.store.record_event({"action": "ANNOTATION_CREATED"})
+    waiting = services.store.record_event({"action": "ANNOTATION_CREATED"})
+    services.store.mark_event(done, error="EventNotServedError: elsewhere", dropped=True)
+    assert forget_events(services.store, keep_events_days=1) == 0  # processed just now: kept
+    assert services.store.forget_events(utcnow() + timedelta(seconds=1)) == 1
+    assert [event.id for event in services.store.pending_events()] == [waiting]
+    assert services.store.event_counts() == {"pending": 1, "failed": 0, "dropped": 1}  # the count outlives the row
 
 
 # -- deep or huge JSON ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from annotation.webhooks import annotation_record
+from app.store import NewItem
 from app.worker.scheduler import process_webhook_events
 from tests.support.images import png
 from tests.unit.app.conftest import COLOURS
@@ -130,6 +131,7 @@ def test_annotation_webhook_of_a_served_task_becomes_a_label(ml, trained):
     ])  # fmt: skip
     response = ml.post("/label-studio-ml/webhook", json=event)
     assert response.status_code == 200 and response.json["recorded"]
+    trained.desk.hold(event)  # the annotator's real answer in Label Studio
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [21])[21]
     assert trained.store.get_item(item_id).label.label == "blue"
@@ -175,7 +177,8 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     tasks = [{"id": 31, "project": 3, "data": {"picture": "/data/upload/3/red.png"}}]
     assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
     region = lambda label: [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": [label]}}]  # noqa: E731
-    held = {902: annotation_record({"id": 902, "task": 31, "result": region("red"), "completed_by": 1, "updated_at": "2026-12-01T21:00:00Z"})}
+    held = {902: annotation_record({"id": 902, "task": 31, "project": 3, "result": region("red"), "completed_by": 1,
+                                    "updated_at": "2026-12-01T21:00:00Z"})}  # fmt: skip
     trained.desk.get_annotation = held.get  # Label Studio's own record
     anonymous = app.test_client()
     forged = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 31, "data": {}},
@@ -187,6 +190,43 @@ def test_an_annotation_event_without_credentials_counts_only_as_label_studio_has
     assert process_webhook_events(trained) == 1
     item_id = trained.store.served_task_items("3", [31])[31]
     assert trained.store.get_item(item_id).label.label == "red"  # what Label Studio holds, not the body
+
+
+def test_an_annotation_in_a_project_juicer_does_not_serve_is_dropped_and_counted(ml, app, trained):
+    """Her own project, task and real annotation, with ``task.data.item_id`` naming a pool item: no label."""
+    trained.store.add_items([NewItem("pool-1", "hash-pool-1", "pool/1", "pool", "images/pool-1.png")])
+    region = [{"from_name": "colour", "to_name": "photo", "type": "choices", "value": {"choices": ["blue"]}}]
+    held = annotation_record({"id": 950, "task": 77, "project": 66, "result": region, "completed_by": 5, "updated_at": "2026-12-01T21:00:00Z"})
+    trained.desk.get_annotation = {950: held}.get  # real in Label Studio, in her project 66
+    forged = {"action": "ANNOTATION_CREATED", "project": {"id": 66}, "task": {"id": 77, "data": {"item_id": "pool-1"}},
+              "annotation": {"id": 950, "task": 77, "result": region, "completed_by": 5}}  # fmt: skip
+    assert app.test_client().post("/label-studio-ml/webhook", json=forged).status_code == 200
+    assert process_webhook_events(trained) == 0
+    assert trained.store.get_item("pool-1").label is None
+    assert trained.store.failed_events()[0].error.startswith("EventNotServedError")
+    assert 'juicer_webhook_events{state="dropped"} 1.0' in ml.get("/metrics").get_data(as_text=True)
+
+
+def test_a_task_of_another_project_naming_a_juicer_item_is_not_linked_to_it(ml, trained):
+    trained.store.add_items([NewItem("pool-1", "hash-pool-1", "pool/1", "pool", "images/pool-1.png")])
+    tasks = [{"id": 41, "project": 3, "data": {"item_id": "pool-1", "picture": "/data/upload/3/red.png"}}]
+    assert ml.post("/label-studio-ml/predict", json={"tasks": tasks, "project": "3.1", "label_config": CONFIG}).status_code == 200
+    assert trained.store.served_task_items("3", [41])[41] != "pool-1"  # the task's own image, not the named item
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"action": "ANNOTATION_CREATED", "task": {"id": "abc"}, "annotation": {"id": 1}}, "task.id"),
+        ({"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}}, "annotation.id"),
+        ({"action": "ANNOTATION_UPDATED", "annotation": {"id": 1, "task": [1]}}, "annotation.task"),
+        ({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "y"}]}, "annotations[0].id"),
+    ],
+)
+def test_a_malformed_id_without_credentials_is_a_400_naming_it(app, trained, body, field):
+    response = app.test_client().post("/label-studio-ml/webhook", json=body)
+    assert response.status_code == 400 and response.json["field"] == field
+    assert trained.store.pending_events() == []
 
 
 @pytest.mark.postgres
