@@ -47,9 +47,9 @@ def task_item(store: Store, desk: LabelStudioDesk, project: Project | None) -> C
     """``item_of`` for :func:`annotation.webhooks.verify_event`: the juicer item of an annotation's task, by juicer's
     own links only; raises :class:`~annotation.errors.EventNotServedError` for a task of a project juicer does not serve.
 
-    juicer's own project: the review task juicer delivered as that Label Studio task (the outbox), else the
-    ``item_id`` of the task data as Label Studio returns it to juicer's token (as the label pull reads it). A project
-    connected through the ML backend: the task juicer linked when it predicted it (``served_tasks``).
+    juicer's own project: the review task juicer delivered as that Label Studio task (the outbox) and nothing else:
+    a member can import tasks into the project with any ``item_id`` in their data, so task data names no item. A
+    project connected through the ML backend: the task juicer linked when it predicted it (``served_tasks``).
     """
 
     def item_of(annotation: Annotation) -> str:
@@ -62,12 +62,9 @@ def task_item(store: Store, desk: LabelStudioDesk, project: Project | None) -> C
             project_id = None if task is None else task.project_id
         if project is not None and project_id == project.id:
             item_id = store.review_item_of_task(task_id)
-            if item_id is None:
-                task = task or desk.get_task(task_id)
-                item_id = task.item_id if task is not None and task.project_id == project.id else None
             if item_id is not None:
                 return item_id
-            raise EventNotServedError(f"task {task_id} of juicer's project {project_id} shows no juicer item")
+            raise EventNotServedError(f"task {task_id} of juicer's project {project_id} is not one juicer delivered")
         linked = store.served_task_items(str(project_id), [task_id]).get(task_id) if project_id is not None else None
         if linked is not None:
             return linked
@@ -112,6 +109,16 @@ def process_webhook_events(store: Store, desk: LabelStudioDesk | None, classes: 
     return changed
 
 
+def own_tasks_only(store: Store, events: Sequence[LabelEvent]) -> list[LabelEvent]:
+    """The pulled events on tasks juicer delivered, for the item it delivered them as; the rest are logged and dropped
+    (a member may import a task naming any item into juicer's project: its task data is not juicer's word)."""
+    delivered = store.review_items_of_tasks([event.task_id for event in events if event.task_id is not None])
+    kept = [event for event in events if event.task_id is not None and delivered.get(event.task_id) == event.item_id]
+    if len(kept) < len(events):
+        logger.warning("pull: %d answers on tasks juicer did not deliver (or naming another item) dropped", len(events) - len(kept))
+    return kept
+
+
 def pull_labels(store: Store, desk: LabelStudioDesk | None, project: Project | None, classes: Sequence[str]) -> int:
     """Pull completed annotations since the saved cursor (the safety net for missed webhooks); labels changed."""
     from annotation.models import PullCursor
@@ -128,7 +135,7 @@ def pull_labels(store: Store, desk: LabelStudioDesk | None, project: Project | N
         if cursor is not None and cursor.project_id != project.id:
             cursor = None
     events, cursor = desk.pull_labels(project, cursor)
-    changed = apply_events(store, events, classes)
+    changed = apply_events(store, own_tasks_only(store, events), classes)
     store.set_cursor(PULL_CURSOR, cursor.to_json())
     if changed:
         logger.info("pull found %d label changes the webhooks had not brought", changed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, request
@@ -85,12 +86,15 @@ class _Task(BaseModel):
 
 class _Annotation(_Id):
     task: int | None = None
+    created_at: datetime | None = None  # never believed (Label Studio's own record is), but a malformed one is a 400
+    updated_at: datetime | None = None
 
 
 class EventFields(BaseModel):
     """A Label Studio event (``action``, ``project``, ``task``, ``annotation`` or ``annotations``), kept as sent.
 
-    Only the ids are used (juicer reads the rest back from Label Studio); each must be an integer.
+    Only the ids are used (juicer reads the rest back from Label Studio); each must be an integer, and a timestamp
+    that is sent must be one.
     """
 
     model_config = ConfigDict(extra="allow")

@@ -116,6 +116,15 @@ class OutboxMixin(StoreBase):
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one_or_none()
 
+    def review_items_of_tasks(self, ls_task_ids: Sequence[int]) -> dict[int, str]:
+        """Label Studio task id -> the item juicer delivered as that task of its own project (tasks not ours are absent)."""
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted({int(t) for t in ls_task_ids}), 500):
+                query = sa.select(review_tasks.c.ls_task_id, review_tasks.c.item_id).where(review_tasks.c.ls_task_id.in_(list(chunk)))
+                found.update({int(task_id): item_id for task_id, item_id in conn.execute(query)})
+        return found
+
     def review_counts(self) -> dict[str, int]:
         """Review tasks per status (every status present, zero when none)."""
         counts = {status: 0 for status in REVIEW_STATUSES}

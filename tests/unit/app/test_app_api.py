@@ -10,9 +10,10 @@ import zlib
 import pytest
 
 from app.core.datadir import image_file
-from app.store import NewItem
+from annotation.models import LabelEvent
+from app.store import NewItem, utcnow
 from tests.support.images import png
-from tests.unit.app.conftest import CLASSES, COLOURS
+from tests.unit.app.conftest import CLASSES, COLOURS, delivered_as_task
 
 PROBLEM = "application/problem+json"
 
@@ -184,6 +185,7 @@ def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(cl
     from app.worker.scheduler import process_webhook_events
 
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
+    delivered_as_task(services.store, "p1", 9)  # juicer delivered p1 as Label Studio task 9
     payload = {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 1},
@@ -200,6 +202,29 @@ def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(cl
     services.desk.hold(payload)  # the annotator's real answer: the job reads it back from Label Studio
     assert process_webhook_events(services) == 1
     assert [(row.item_id, row.label) for row in services.store.current_labels()] == [("p1", "blue")]
+
+
+def test_an_answer_on_a_task_juicer_did_not_deliver_labels_nothing_whatever_its_data_says(client, services):
+    """A member imports a task naming a pool item into juicer's project and answers it: the webhook and the pull
+    both find no task juicer delivered, so the item stays unlabelled."""
+    from app.worker.scheduler import process_webhook_events, pull_labels
+
+    services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
+    payload = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 1},
+        "task": {"id": 77, "data": {"item_id": "p1", "image": "/data/local-files/?d=images/p1.png"}},
+        "annotation": {"id": 42, "completed_by": 5, "result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                                                                  "value": {"choices": ["blue"]}}],
+                       "was_cancelled": False, "created_at": "2026-11-28T21:00:00Z", "updated_at": "2026-11-28T21:00:00Z"},
+    }
+    services.desk.hold(payload)  # Label Studio really holds it: the task and its answer exist
+    response = client.post("/v1/webhooks/label-studio", json=payload, headers={"X-Juicer-Secret": "hook-secret-123", "Authorization": ""})
+    assert response.status_code == 200
+    assert process_webhook_events(services) == 0
+    services.desk.events.append(LabelEvent("p1", 77, 42, "blue", "5", utcnow(), "set"))
+    assert pull_labels(services) == 0
+    assert services.store.current_labels() == []
 
 
 def test_models_report_and_readiness(client, trained):

@@ -15,7 +15,7 @@ import pytest
 from app.worker.scheduler import process_webhook_events
 from app.store import NewItem
 from tests.support.images import png
-from tests.unit.app.conftest import COLOURS
+from tests.unit.app.conftest import COLOURS, delivered_as_task
 
 PROBLEM = "application/problem+json"
 PAYLOADS = Path(__file__).parents[1] / "annotation" / "payloads"
@@ -59,6 +59,7 @@ def good_webhook(item_id: str, annotation_id: int, label: str, updated_at: str =
 )
 def test_a_poison_webhook_is_marked_failed_and_the_good_ones_behind_it_are_applied(services, poison):
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
+    delivered_as_task(services.store, "p1", 7)  # the task good_webhook's recorded body is on
     bad = services.store.record_event(poison)
     good = good_webhook("p1", 11, "red")
     services.desk.hold(good)

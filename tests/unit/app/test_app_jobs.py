@@ -10,7 +10,7 @@ from annotation.models import LabelEvent
 from app.worker.scheduler import Scheduler, deliver_outbox, pull_labels, retrain_if_due
 from app.store import NewItem, NewLabel, NewModelVersion, NewPrediction, utcnow
 from tests.support.images import add_png_item, png
-from tests.unit.app.conftest import CLASSES, COLOURS
+from tests.unit.app.conftest import CLASSES, COLOURS, delivered_as_task
 
 
 def _pool(services, n_per_class: int = 3) -> list[str]:
@@ -99,6 +99,7 @@ def test_a_restart_reloads_the_last_good_model(services, trained, settings):
 
 def test_pull_labels_applies_what_webhooks_missed_and_keeps_a_cursor(services):
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
+    delivered_as_task(services.store, "p1", 3)
     services.desk.events = [LabelEvent("p1", 3, 77, "red", "1", utcnow(), "set"), LabelEvent("p1", 3, 78, "mauve", "1", utcnow(), "set")]
     assert pull_labels(services) == 1  # the label outside the class list is ignored
     services.desk.events.append(LabelEvent("p1", 3, 79, "green", "2", utcnow(), "set"))
