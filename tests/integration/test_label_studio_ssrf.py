@@ -8,15 +8,14 @@ address still allows is in docs/security.md ("Label Studio's outbound requests")
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import httpx
 import pytest
 
 from annotation.models import ReviewRequest
+from tests.support.canary import Canary
 
 CLASSES = ["cat", "cup", "person"]
 
@@ -24,32 +23,12 @@ CLASSES = ["cat", "cup", "person"]
 @pytest.fixture
 def other_local_server() -> Iterator[tuple[str, list[str]]]:
     """A tasks file served on 127.0.0.2 (loopback, but not juicer's address); the paths it was asked for."""
-    asked: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            asked.append(self.path)
-            body = b'[{"image": "secret-from-another-port"}]'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     try:
-        server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        canary = Canary("127.0.0.2")
     except OSError as exc:  # not every system routes all of 127.0.0.0/8 to loopback (macOS does not)
         pytest.skip(f"cannot listen on 127.0.0.2: {exc}")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.2:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with canary:
+        yield canary.url, canary.requests
 
 
 def test_a_members_url_import_is_refused_off_juicers_address_while_webhooks_reach_it(
@@ -67,7 +46,7 @@ def test_a_members_url_import_is_refused_off_juicers_address_while_webhooks_reac
             assert response.status_code == 400, (url, response.status_code, response.text[:300])
         tasks = member.get("/api/tasks", params={"project": project.id}).json()
     assert asked == []  # refused before any connection
-    assert "secret-from-another-port" not in str(tasks)
+    assert "canary-" not in str(tasks)
     with label_studio.desk(mallory) as desk:
         desk.submit_annotation(task.task_id, "cup")  # a real answer: its webhook still reaches juicer's address
     _, created = webhook_receiver.wait_for(lambda body: body.get("action") == "ANNOTATION_CREATED", timeout_s=30)

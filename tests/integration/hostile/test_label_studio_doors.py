@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from tests.support.canary import Canary
 from tests.integration.hostile.conftest import SECRET_FILES, Hostile, walk_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -97,40 +96,7 @@ def test_the_webhook_list_shows_members_no_credential_of_juicer(hostile: Hostile
     assert not shown, f"GET /api/webhooks shows a member {shown}"
 
 
-class _Canary:
-    """A local HTTP server on another loopback port that answers a task list with a marker and counts requests."""
-
-    def __init__(self, address: str = "127.0.0.1") -> None:
-        self.requests: list[str] = []
-        self.marker = f"canary-{os.getpid()}-{id(self)}"
-        canary = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                canary.requests.append(self.path)
-                body = f'[{{"data": {{"image": "{canary.marker}", "text": "{canary.marker}"}}}}]'.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer((address, 0), Handler)
-        self.port = int(self.httpd.server_address[1])
-
-    def __enter__(self) -> "_Canary":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _import_from(hostile: Hostile, canary: _Canary, hosts: tuple[str, ...]) -> tuple[dict[str, int], list[Any]]:
+def _import_from(hostile: Hostile, canary: Canary, hosts: tuple[str, ...]) -> tuple[dict[str, int], list[Any]]:
     """mallory's "import from URL" of the canary under each host spelling: the answers, and what was imported."""
     project_id, _ = hostile.new_project(hostile.mallory_token, "mallory's import")
     with hostile.ls(hostile.mallory_token) as http:
@@ -146,7 +112,7 @@ def _import_from(hostile: Hostile, canary: _Canary, hosts: tuple[str, ...]) -> t
 def test_import_from_url_cannot_read_another_loopback_address(hostile: Hostile) -> None:
     """Hole 6: a member's "import from URL" of a local server on any loopback address but the one juicer is reached
     on reaches nothing (Label Studio's SSRF protection is open for juicer's one address only, a /32)."""
-    with _Canary("127.0.0.2") as canary:
+    with Canary("127.0.0.2") as canary:
         answers, imported = _import_from(hostile, canary, ("127.0.0.2", "127.0.2", "2130706434", "[::ffff:127.0.0.2]"))
     assert not canary.requests, f"Label Studio fetched {canary.requests} from 127.0.0.2:{canary.port} (answers {answers})"
     assert not imported, f"{len(imported)} tasks imported from a loopback address"
@@ -158,7 +124,7 @@ def test_import_from_url_cannot_read_another_port_of_juicers_own_address(hostile
     """The residual risk of hole 6, kept visible: another port of 127.0.0.1 is readable through "import from URL"
     while juicer is reached on 127.0.0.1 (bind juicer to an address of its own to close it). Strict: it fails the
     day Label Studio (or juicer's set-up) closes it, so this line and the threat model get updated."""
-    with _Canary("127.0.0.1") as canary:
+    with Canary("127.0.0.1") as canary:
         answers, imported = _import_from(hostile, canary, ("127.0.0.1", "localhost"))
     assert not canary.requests, f"Label Studio fetched {canary.requests} from 127.0.0.1:{canary.port} (answers {answers})"
     assert not imported

@@ -93,7 +93,8 @@ server.serve_forever()
 '''
 
 
-def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
+def fake_label_studio(tmp_path: Path) -> tuple[Path, int]:
+    """A venv whose ``label-studio`` is :data:`FAKE_LABEL_STUDIO`, and a free port to ask it for."""
     import socket
     import sys
 
@@ -104,7 +105,11 @@ def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
     fake.chmod(0o755)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        asked = probe.getsockname()[1]
+        return venv, probe.getsockname()[1]
+
+
+def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
+    venv, asked = fake_label_studio(tmp_path)
     server = LabelStudioLauncher(
         venv, tmp_path / "data", tmp_path / "files" / "images", port=asked, username="a@b.test",
         password="password1", token="tok12345",
@@ -141,19 +146,9 @@ def test_the_server_juicer_runs_may_call_juicer_as_its_ml_backend(tmp_path):
 
 
 def test_a_label_studio_serving_the_whole_data_folder_is_restarted_on_the_images_only(tmp_path):
-    import socket
-    import sys
-
     from annotation.launcher import _document_root_of
 
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    fake = venv / "bin" / "label-studio"
-    fake.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
-    fake.chmod(0o755)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        asked = probe.getsockname()[1]
+    venv, asked = fake_label_studio(tmp_path)
     common = dict(port=asked, username="a@b.test", password="password1", token="tok12345")
     old = LabelStudioLauncher(venv, tmp_path / "data", tmp_path / "images", **common)  # an older juicer's layout
     new = LabelStudioLauncher(venv, tmp_path / "data", tmp_path / "files" / "images", **common)

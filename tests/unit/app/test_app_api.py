@@ -181,19 +181,24 @@ def test_items_go_to_the_pool_once(client, services):
     assert_problem(client.get("/v1/items?split=elsewhere"), 400)
 
 
+def annotation_created(task_id: int, annotation_id: int, annotator: int) -> dict:
+    """Label Studio's ANNOTATION_CREATED body for pool item p1 answered "blue" in juicer's project (id 1)."""
+    result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["blue"]}}]
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 1},
+        "task": {"id": task_id, "data": {"item_id": "p1", "image": "/data/local-files/?d=images/p1.png"}},
+        "annotation": {"id": annotation_id, "completed_by": annotator, "result": result, "was_cancelled": False,
+                       "created_at": "2026-11-28T21:00:00Z", "updated_at": "2026-11-28T21:00:00Z"},
+    }
+
+
 def test_webhook_checks_the_secret_records_fast_and_the_job_applies_the_label(client, services):
     from app.worker.scheduler import process_webhook_events
 
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
     delivered_as_task(services.store, "p1", 9)  # juicer delivered p1 as Label Studio task 9
-    payload = {
-        "action": "ANNOTATION_CREATED",
-        "project": {"id": 1},
-        "task": {"id": 9, "data": {"item_id": "p1", "image": "/data/local-files/?d=images/p1.png"}},
-        "annotation": {"id": 41, "completed_by": 1, "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                                                                  "value": {"choices": ["blue"]}}],
-                       "was_cancelled": False, "created_at": "2026-11-28T21:00:00Z", "updated_at": "2026-11-28T21:00:00Z"},
-    }
+    payload = annotation_created(task_id=9, annotation_id=41, annotator=1)
     no_secret = client.post("/v1/webhooks/label-studio", json=payload, headers={"Authorization": ""})
     assert_problem(no_secret, 401)
     response = client.post("/v1/webhooks/label-studio", json=payload, headers={"X-Juicer-Secret": "hook-secret-123", "Authorization": ""})
@@ -210,14 +215,7 @@ def test_an_answer_on_a_task_juicer_did_not_deliver_labels_nothing_whatever_its_
     from app.worker.scheduler import process_webhook_events, pull_labels
 
     services.store.add_items([NewItem("p1", "h1", "pool/1", "pool", "images/p1.png")])
-    payload = {
-        "action": "ANNOTATION_CREATED",
-        "project": {"id": 1},
-        "task": {"id": 77, "data": {"item_id": "p1", "image": "/data/local-files/?d=images/p1.png"}},
-        "annotation": {"id": 42, "completed_by": 5, "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                                                                  "value": {"choices": ["blue"]}}],
-                       "was_cancelled": False, "created_at": "2026-11-28T21:00:00Z", "updated_at": "2026-11-28T21:00:00Z"},
-    }
+    payload = annotation_created(task_id=77, annotation_id=42, annotator=5)
     services.desk.hold(payload)  # Label Studio really holds it: the task and its answer exist
     response = client.post("/v1/webhooks/label-studio", json=payload, headers={"X-Juicer-Secret": "hook-secret-123", "Authorization": ""})
     assert response.status_code == 200
