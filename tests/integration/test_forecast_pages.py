@@ -141,8 +141,9 @@ def test_report_and_gallery_in_a_browser(served):
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
         try:
-            stranger = browser.new_page()  # no login: the browser gets the 401, not the page
-            assert stranger.goto(f"{url}/report").status == 401
+            stranger = browser.new_page()  # no login: the browser is challenged and shows nothing of the page
+            with pytest.raises(playwright.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                stranger.goto(f"{url}/report")
             stranger.close()
             page.goto(f"{url}/report")
             playwright.expect(page.locator("#forecast-headline")).to_be_visible()
