@@ -58,9 +58,10 @@ def workers_of(master_pid: int) -> dict[int, float]:
     return found
 
 
-def metric_values(url: str, name: str, label: str) -> dict[str, float]:
-    """{label value: sample value} of the samples called ``name`` in one scrape of /metrics."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+def metric_values(service: ServedJuicer, name: str, label: str) -> dict[str, float]:
+    """{label value: sample value} of the samples called ``name`` in one scrape of /metrics (with the API token)."""
+    with service.client(timeout_s=10) as client:
+        text = client.get("/metrics").text
     return {
         sample.labels[label]: sample.value
         for family in text_string_to_metric_families(text)
@@ -69,14 +70,14 @@ def metric_values(url: str, name: str, label: str) -> dict[str, float]:
     }
 
 
-def review_tasks(url: str) -> dict[str, float]:
+def review_tasks(service: ServedJuicer) -> dict[str, float]:
     """{status: review tasks} from /metrics (the store's outbox)."""
-    return metric_values(url, "juicer_review_tasks", "status")
+    return metric_values(service, "juicer_review_tasks", "status")
 
 
-def scheduler_pids(url: str) -> dict[str, float]:
+def scheduler_pids(service: ServedJuicer) -> dict[str, float]:
     """{pid: juicer_scheduler_running} from one scrape (every live worker has a series)."""
-    return metric_values(url, "juicer_scheduler_running", "pid")
+    return metric_values(service, "juicer_scheduler_running", "pid")
 
 
 def start(store: str, workers: int, pg: PostgresServer | None) -> ServedJuicer:
@@ -90,7 +91,7 @@ def start(store: str, workers: int, pg: PostgresServer | None) -> ServedJuicer:
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "scale", **extra)
     service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "100", "--holdout", "100"])
     service.start(timeout_s=900)
-    service.wait_for(lambda: len(scheduler_pids(service.url)) == workers, 600, f"{workers} workers loaded")
+    service.wait_for(lambda: len(scheduler_pids(service)) == workers, 600, f"{workers} workers loaded")
     return service
 
 
@@ -133,7 +134,7 @@ def failover(service: ServedJuicer) -> dict:
     with service.client() as client:
         pool = [row["id"] for row in client.get("/v1/items", params={"split": "pool", "limit": 30}).json()["items"]]
         classes = client.get("/v1/models/current").json()["classes"]
-    outbox_before = review_tasks(service.url)
+    outbox_before = review_tasks(service)
     hooks = httpx.Client(base_url=service.url, headers={"X-Juicer-Secret": SECRET}, timeout=30)
     for n, item in enumerate(pool):
         body = {"action": "ANNOTATION_CREATED", "task": {"id": n, "data": {"item_id": item}},
@@ -142,13 +143,13 @@ def failover(service: ServedJuicer) -> dict:
                                            "value": {"choices": [classes[n % len(classes)]]}}]}}  # fmt: skip
         assert hooks.post("/v1/webhooks/label-studio", json=body).status_code == 200
     hooks.close()
-    holder = next(pid for pid, value in scheduler_pids(service.url).items() if value == 1)
+    holder = next(pid for pid, value in scheduler_pids(service).items() if value == 1)
     os.kill(int(holder), signal.SIGKILL)
     killed = time.monotonic()
 
     def new_holder():
         try:
-            return next((pid for pid, value in scheduler_pids(service.url).items() if value == 1 and pid != holder), None)
+            return next((pid for pid, value in scheduler_pids(service).items() if value == 1 and pid != holder), None)
         except httpx.HTTPError:
             return None
 
@@ -162,7 +163,7 @@ def failover(service: ServedJuicer) -> dict:
         service.wait_for(lambda: labelled() == len(pool), 60, "every webhook applied as a label")
         applied_s = time.monotonic() - killed
         labels_lost = len(pool) - labelled()
-    outbox_after = review_tasks(service.url)
+    outbox_after = review_tasks(service)
     return {"holder": holder, "taker": taker, "takeover_s": takeover_s, "applied_s": applied_s, "labels_lost": labels_lost,
             "outbox_before": outbox_before, "outbox_after": outbox_after,
             "deliveries_lost": int(sum(outbox_before.values()) - sum(outbox_after.values()))}  # fmt: skip

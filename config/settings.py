@@ -106,8 +106,9 @@ class ServiceSettings(BaseModel):
         "'none': no token at all, warned at every start)",
     )
     public_paths: list[str] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/report", "/report.png", "/gallery", "/gallery.gif", "/openapi.json"],
-        description="Paths outside /v1 served without the token (drop /metrics or /report to put them behind it)",
+        default_factory=lambda: ["/healthz", "/readyz", "/openapi.json"],
+        description="Paths outside /v1 served without the token: only what carries no user data (the report, gallery "
+        "and /metrics need it; a browser asks for it, any user name, the token as password; add /metrics to expose it alone)",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,

@@ -133,7 +133,10 @@ def resolve_secrets(settings: Settings) -> Settings:
         )  # fmt: skip
     elif service.api_token is None:
         token, path = ensure_secret(data_dir, API_TOKEN_FILE)
-        logger.info("the API token for /v1/* is in %s (send it as 'Authorization: Bearer <token>')", path)
+        logger.info(
+            "the API token for /v1/*, the report, the gallery and /metrics is in %s (send it as 'Authorization: "
+            "Bearer <token>'; a browser asks for it as the password, any user name)", path,
+        )
         service = service.model_copy(update={"api_token": SecretStr(token)})
     found = label_studio_secrets(settings)
     label_studio = settings.label_studio.model_copy(

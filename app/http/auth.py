@@ -5,9 +5,20 @@ Cheap before expensive, and in this order (:func:`install_guards`):
 0. **Host.** A ``Host`` header naming none of :func:`allowed_hosts` (``service.allowed_hosts``; by default the
    names the service is really reached by) is refused (400): a page whose DNS name is rebound to 127.0.0.1 sends
    its own name as the Host, so it cannot read a loopback-only juicer through a user's browser.
-1. **Token.** ``/v1/*`` needs ``Authorization: Bearer <token>`` (:func:`app.core.secrets.api_token`), except the
-   Label Studio webhook, which carries its own secret; paths outside ``/v1`` are open only when listed in
-   ``service.public_paths`` (health, readiness, metrics and the report pages by default).
+1. **Token.** Every path needs juicer's API token (:func:`app.core.secrets.api_token`) except those listed in
+   ``service.public_paths`` (by default ``/healthz``, ``/readyz`` and ``/openapi.json``: nothing of a user's images,
+   labels or results), the Label Studio webhook (its own secret) and the ML-backend door (its own check, the same
+   :func:`token_refusal`). The report, the gallery and ``/metrics`` show a user's data, so they are not public.
+   A write needs ``Authorization: Bearer <token>``. A read (GET, HEAD) also takes HTTP Basic auth with the token as
+   the password and any user name, and a 401 outside ``/v1`` carries ``WWW-Authenticate: Basic realm="juicer"``: a
+   person opening ``/report`` gets the browser's own prompt, and its links (``/gallery``, ``/v1/forecast``) then
+   open too; Prometheus (``authorization: credentials_file``), curl (``-u :TOKEN``) and Playwright send either.
+   Why Basic rather than a login page and a cookie: no session state, no form, no cookie to steal, and nothing
+   new to guard against CSRF. A browser does attach a remembered Basic credential to requests other sites' pages
+   make, so Basic opens reads only: their answers cannot be read across origins (and check 0 stops a rebound
+   name), while a write needs the Bearer header, which a browser never adds by itself (Label Studio's door, which
+   can only send Basic, is covered by check 2). The token is never read from a query string, where it would end
+   up in logs, history and ``Referer`` headers. Basic, like Bearer, is clear text: beyond loopback, put TLS in front.
 2. **Origin.** A write (any method but GET, HEAD, OPTIONS) carrying an ``Origin`` header that is neither the
    service's own host nor listed in ``service.allowed_origins`` is refused (403): a web page a user happens to
    open cannot make their browser POST to a service on their machine.
@@ -25,7 +36,7 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 
 from app.http.context import services
-from app.http.problems import Problem, unauthorized
+from app.http.problems import BASIC_CHALLENGE, BEARER_CHALLENGE, Problem, unauthorized
 from config import Settings
 
 WEBHOOK_ENDPOINT = "api.label_studio_webhook"
@@ -73,7 +84,8 @@ def token_refusal(*, basic: bool = False) -> str | None:
     """Why the request lacks juicer's API token, or None when it carries it (or the API is not token-protected).
 
     ``Authorization: Bearer <token>``; with ``basic``, also Basic auth with the token as the password (any user
-    name: Label Studio's "Basic auth" for an ML backend). The one token check of both HTTP doors.
+    name: a browser's prompt on a read, Label Studio's "Basic auth" for an ML backend). Only the header counts,
+    never the query string. The one token check of both HTTP doors.
     """
     from app.core.secrets import api_token
 
@@ -88,16 +100,20 @@ def token_refusal(*, basic: bool = False) -> str | None:
         given = auth.password
     if not given or not str(given).strip():
         wanted = "'Authorization: Bearer <token>' or Basic auth with the token as password" if basic else "'Authorization: Bearer <token>'"
-        return f"this endpoint needs {wanted} (service.api_token)"
+        return f"this endpoint needs {wanted} (service.api_token; unset, juicer generated it into <data_dir>/secrets/api-token)"
     if not hmac.compare_digest(str(given).strip().encode(), token.encode()):
-        return "the API token is wrong; use the one in service.api_token"
+        return "the API token is wrong; use the one in service.api_token (or <data_dir>/secrets/api-token)"
     return None
+
+
+def _in_api(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
 
 
 def _needs_token(path: str, endpoint: str | None, public_paths: list[str]) -> bool:
     if path.startswith(ML_BACKEND_PREFIX):  # Label Studio's door checks its own "Basic auth" (app.http.ml_backend)
         return False
-    if path.startswith("/v1/") or path == "/v1":
+    if _in_api(path):
         return endpoint != WEBHOOK_ENDPOINT
     return path not in public_paths
 
@@ -121,12 +137,13 @@ def check_host() -> None:
 
 
 def check_token() -> None:
-    """401 unless the request carries the API token (or the path is public, or auth is off)."""
+    """401 unless the request carries the API token (or the path is public, or auth is off): Bearer, or on a read
+    also Basic; the challenge is Basic outside ``/v1`` (the pages: the browser prompts) and Bearer on the API."""
     if not _needs_token(request.path, request.endpoint, services().settings.service.public_paths):
         return
-    refusal = token_refusal()
+    refusal = token_refusal(basic=request.method in SAFE_METHODS)
     if refusal is not None:
-        raise unauthorized(refusal)
+        raise unauthorized(refusal, BEARER_CHALLENGE if _in_api(request.path) else BASIC_CHALLENGE)
 
 
 def check_origin() -> None:

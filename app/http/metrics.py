@@ -193,8 +193,8 @@ def install_metrics(
                 logger.exception("refreshing metrics from the store failed; serving the previous values")
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
-    from app.http.openapi import OPEN, Answers, spec
+    from app.http.openapi import READ_AUTH, Answers, spec
 
-    documented = spec.validate(resp=Answers("HTTP_200", media="text/plain", problems=(401,)), security=OPEN)(scrape)
+    documented = spec.validate(resp=Answers("HTTP_200", media="text/plain", problems=(401,)), security=READ_AUTH)(scrape)
     app.add_url_rule(path, endpoint="metrics", view_func=documented, methods=["GET"])
     app.extensions["juicer_metrics"] = metrics

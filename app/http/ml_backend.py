@@ -49,7 +49,7 @@ from app.http.jsonbody import json_object
 from app.core.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
 from app.http.openapi import ML_AUTH, AnyObject, Answers, spec, validated
-from app.http.problems import Problem
+from app.http.problems import BASIC_CHALLENGE, Problem, unauthorized
 from app.http.webhook_door import EventFields, admit, record_event
 from app.services import Services
 from app.store import NewItem, NewPrediction
@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 ml_backend = Blueprint("ml_backend", __name__, url_prefix="/label-studio-ml")
 
 MODEL_CLASS = "juicer"
-BASIC_CHALLENGE = 'Basic realm="juicer"'
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 DECISION = "label-studio"  # predictions asked for by Label Studio: annotators decide, juicer queues nothing
 
@@ -73,11 +72,10 @@ def _authenticated() -> bool:
 
 
 def _unauthorized() -> Problem:
-    return Problem(
-        401, "Unauthorized",
+    return unauthorized(
         "juicer's API is token-protected: connect with Basic auth, any user name, and service.api_token as the password",
-        type="unauthorized", headers={"WWW-Authenticate": BASIC_CHALLENGE},
-    )  # fmt: skip
+        BASIC_CHALLENGE,
+    )
 
 
 @ml_backend.before_request

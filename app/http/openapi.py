@@ -27,9 +27,10 @@ from spectree.utils import get_multidict_items
 
 from app.http.problems import PROBLEM_CONTENT_TYPE, Problem
 
-OPEN: list = []  # security of the routes that need no token (the pages, health, metrics, this document)
+OPEN: list = []  # security of the routes that need no token (health, readiness, this document)
 WEBHOOK_AUTH = [{"webhookSecret": []}]
 ML_AUTH = [{"basicAuth": []}, {"bearerAuth": []}]
+READ_AUTH = [{"bearerAuth": []}, {"basicAuth": []}]  # the pages and /metrics: a Bearer token, or a browser's Basic prompt
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemBody"}
 
 

@@ -1,5 +1,7 @@
 """The routes outside ``/v1``: the report and gallery pages (HTML, PNG, GIF), health, readiness and
-``/openapi.json``. They need no token unless ``service.public_paths`` says otherwise (:mod:`app.http.auth`)."""
+``/openapi.json``. The report and the gallery show a user's images and results, so they need the API token (a
+browser asks for it: any user name, the token as the password); health, readiness and ``/openapi.json`` carry no
+user data and are open (``service.public_paths``, checked in :mod:`app.http.auth`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field
 
 from app.http.api.common import forecast, services
-from app.http.openapi import OPEN, AnyObject, Answers, openapi_document, spec
+from app.http.openapi import OPEN, READ_AUTH, AnyObject, Answers, openapi_document, spec
 from app.http.problems import Problem
 from app.services import Services
 
@@ -38,7 +40,7 @@ class Readiness(BaseModel):
 
 # -- the report -------------------------------------------------------------------------------------
 @web.get("/report")
-@spec.validate(resp=Answers("HTTP_200", media="text/html", problems=(401,)), security=OPEN)
+@spec.validate(resp=Answers("HTTP_200", media="text/html", problems=(401,)), security=READ_AUTH)
 def report_page() -> Response:
     """The report page: the forecast in words, the plot, the serving model's per-class figures, the tables."""
     from app.http.reports import report_html, report_points
@@ -50,7 +52,7 @@ def report_page() -> Response:
 
 
 @web.get("/report.png")
-@spec.validate(resp=Answers("HTTP_200", media="image/png", problems=(401,)), security=OPEN)
+@spec.validate(resp=Answers("HTTP_200", media="image/png", problems=(401,)), security=READ_AUTH)
 def report_plot() -> Response:
     """The report's plot (points with 95% intervals, the forecast with its band)."""
     from app.http.reports import report_png, report_points
@@ -78,7 +80,7 @@ def _gallery() -> Any:
 
 
 @web.get("/gallery")
-@spec.validate(resp=Answers("HTTP_200", media="text/html", problems=(401, 404)), security=OPEN)
+@spec.validate(resp=Answers("HTTP_200", media="text/html", problems=(401, 404)), security=READ_AUTH)
 def gallery_page(query: GalleryQuery) -> Response:
     """Holdout thumbnails captioned by a model version's guesses (``?version=``, default the serving one)."""
     from app.http.gallery import gallery_html
@@ -89,7 +91,7 @@ def gallery_page(query: GalleryQuery) -> Response:
 
 
 @web.get("/gallery.gif")
-@spec.validate(resp=Answers("HTTP_200", media="image/gif", problems=(401, 404)), security=OPEN)
+@spec.validate(resp=Answers("HTTP_200", media="image/gif", problems=(401, 404)), security=READ_AUTH)
 def gallery_animation() -> Response:
     """The gallery as one animated GIF, a frame per model version."""
     from app.http.gallery import gallery_gif

@@ -42,6 +42,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 # Our own problem types: URNs, since the service has no public documentation site to point at.
 TYPE_PREFIX = "urn:juicer:problem:"
 BEARER_CHALLENGE = 'Bearer realm="juicer"'
+BASIC_CHALLENGE = 'Basic realm="juicer"'  # a browser answers it with its own prompt (pages, Label Studio's door)
 RETRY_AFTER_S = 30
 
 
@@ -99,9 +100,10 @@ class Problem(Exception):
         return response
 
 
-def unauthorized(detail: str = "send the API token as 'Authorization: Bearer <token>'") -> Problem:
-    """The 401 problem for a missing or wrong API token, with the ``WWW-Authenticate`` challenge."""
-    return Problem(401, "Unauthorized", detail, type="unauthorized", headers={"WWW-Authenticate": BEARER_CHALLENGE})
+def unauthorized(detail: str = "send the API token as 'Authorization: Bearer <token>'", challenge: str = BEARER_CHALLENGE) -> Problem:
+    """The 401 problem for a missing or wrong API token, with the ``WWW-Authenticate`` challenge (Bearer by default;
+    :data:`BASIC_CHALLENGE` where a person opens the path in a browser)."""
+    return Problem(401, "Unauthorized", detail, type="unauthorized", headers={"WWW-Authenticate": challenge})
 
 
 def _instance() -> str | None:

@@ -25,8 +25,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 BATCHES = (10, 20, 40, 80, 150)  # labels added before each retrain after the first model
 
 
-TOKEN = "pages-token-123"  # /v1/* needs a token (a generated one when unset)
+TOKEN = "pages-token-123"  # /v1/* and the pages need a token (a generated one when unset)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BROWSER_LOGIN = {"username": "juicer", "password": TOKEN}  # what a person types into the browser's prompt
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +102,24 @@ def test_the_forecast_through_the_service(served):
 def test_the_pages_and_the_animation_through_the_service(served):
     url, services = served
     calls = services.embeddings.backbone.calls
-    report = httpx.get(f"{url}/report", timeout=60)
+    login = httpx.BasicAuth(BROWSER_LOGIN["username"], TOKEN)
+    report = httpx.get(f"{url}/report", timeout=60, auth=login)
     assert report.status_code == 200 and 'id="confusion"' in report.text and "v0006" in report.text
-    gallery = httpx.get(f"{url}/gallery", timeout=60)
+    gallery = httpx.get(f"{url}/gallery", timeout=60, auth=login)
     assert gallery.status_code == 200 and gallery.text.count("<figure") == 40
-    gif = httpx.get(f"{url}/gallery.gif", timeout=60)
+    gif = httpx.get(f"{url}/gallery.gif", timeout=60, headers=AUTH)
     with Image.open(io.BytesIO(gif.content)) as animation:
         assert animation.n_frames == 6
     assert services.embeddings.backbone.calls == calls  # never the backbone
+
+
+def test_the_pages_are_private_but_health_is_not(served):
+    url, _ = served
+    for path in ("/report", "/report.png", "/gallery", "/gallery.gif", "/metrics"):
+        refused = httpx.get(f"{url}{path}", timeout=60)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == 'Basic realm="juicer"', path
+    for path in ("/healthz", "/openapi.json"):
+        assert httpx.get(f"{url}{path}", timeout=60).status_code == 200, path
 
 
 @pytest.mark.browser
@@ -121,12 +132,19 @@ def test_report_and_gallery_in_a_browser(served):
     errors: list[str] = []
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)  # a phone
+        # The browser answers the pages' Basic challenge as a person would at its prompt (Playwright sends the
+        # login only after a 401 with the challenge, so the challenge is what opens the pages here).
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,  # a phone
+                                http_credentials=BROWSER_LOGIN)
         page.set_default_timeout(30_000)
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
         try:
+            stranger = browser.new_page()  # no login: the browser is challenged and shows nothing of the page
+            with pytest.raises(playwright.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                stranger.goto(f"{url}/report")
+            stranger.close()
             page.goto(f"{url}/report")
             playwright.expect(page.locator("#forecast-headline")).to_be_visible()
             playwright.expect(page.locator("#confusion")).to_be_visible()

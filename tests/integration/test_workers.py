@@ -26,8 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
 
 
+TOKEN = "workers-token-123"  # /metrics needs the API token
+
+
 def _get(url: str, timeout: float = 10) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.read()
 
 
@@ -55,6 +59,7 @@ def served(tmp_path_factory, free_port, postgres):
         JUICER_STORE__URL=postgres.new_database(),
         JUICER_SERVICE__PORT=str(port),
         JUICER_SERVICE__THREADS="4",
+        JUICER_SERVICE__API_TOKEN=TOKEN,
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
         JUICER_LABEL_STUDIO__PORT=str(free_port()),

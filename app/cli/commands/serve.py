@@ -173,11 +173,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     _say(
         "\njuicer is running\n"
         f"  service      {public_url}   (POST /v1/predict, /v1/items, /v1/labels; GET /v1/models; /openapi.json)\n"
-        f"  report       {public_url}/report\n"
-        f"  health       {public_url}/healthz  {public_url}/readyz  {public_url}/metrics\n"
+        f"  report       {public_url}/report  {public_url}/gallery\n"
+        + ("               your browser asks for a login: any user name, the API token as the password\n"
+           if api_token(settings) else "")
+        + f"  health       {public_url}/healthz  {public_url}/readyz   metrics {public_url}/metrics (Bearer token)\n"
         f"  Label Studio {project}\n"
         f"  login        {ls.username}, password in {where / 'label-studio-password'} (unless label_studio.password is set)\n"
-        + (f"  API token    required for /v1/*: in {where / 'api-token'} (unless service.api_token is set)\n"
+        + (f"  API token    in {where / 'api-token'} (unless service.api_token is set): for /v1/*, the pages, /metrics\n"
            if api_token(settings) else "  API token    NONE: authentication is off (service.api_token: none)\n")
         + f"  server       gunicorn, {service.workers} worker(s) x {service.threads} threads\n"
         + "Ctrl-C stops everything."
