@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from annotation.errors import AnnotationError
 from app.core.uploads import Upload, check_upload, items_for_uploads
@@ -237,6 +238,46 @@ def _walk_folder(root: Path, *, labelled: bool, max_bytes: int, visited: set[tup
                 yield Skipped(str(path), "no class", "a labelled import takes folders laid out <class>/<image>")
                 continue
             yield Candidate(str(path), file_reader(path, max_bytes), label=parts[0] if labelled else None)
+
+
+def open_tar(stream: IO[bytes]) -> tarfile.TarFile:
+    """A tar (plain or compressed) read as a stream: nothing is held but the member being read; ``tarfile.ReadError``
+    when ``stream`` is no tar."""
+    return tarfile.open(fileobj=stream, mode="r|*")
+
+
+def tar_candidates(archive: tarfile.TarFile, *, labelled: bool, max_bytes: int) -> Iterator[Candidate | Skipped]:
+    """The regular files of a streamed tar as candidates, each read as it comes (over ``max_bytes``: skipped unread);
+    when ``labelled``, members are named ``<class>/<image>``. A tar cut short ends with one skipped line."""
+    members = iter(archive)
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            return
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            yield Skipped("<tar>", "truncated", f"the archive ends early or is damaged ({exc})")
+            return
+        if member.isdir():
+            continue
+        parts = [part for part in member.name.split("/") if part not in ("", ".")]
+        name = "/".join(parts)
+        if not member.isfile():
+            yield Skipped(name, "not an image", "not a regular file (a link or device)")
+            continue
+        if labelled and len(parts) < 2:
+            yield Skipped(name, "no class", "a labelled import takes members named <class>/<image>")
+            continue
+        if member.size > max_bytes:
+            yield Skipped(name, "unreadable", f"the file is over the limit of {max_bytes:,} bytes")
+            continue
+        try:
+            handle = archive.extractfile(member)
+            data = handle.read() if handle is not None else b""
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            yield Skipped(name, "truncated", f"the archive ends inside this file ({exc})")
+            return
+        yield Candidate(name, lambda data=data: data, label=parts[0] if labelled else None)
 
 
 # -- the import ---------------------------------------------------------------------------------------

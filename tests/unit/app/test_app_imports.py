@@ -170,3 +170,65 @@ def test_a_file_over_the_byte_limit_is_refused_before_it_is_read_whole(tmp_path,
     assert os.path.getsize(big) > MAX_BYTES
     summary = run_import(store, tmp_path, [big])
     assert summary.imported == 0 and reasons(summary) == {"big.png": "unreadable"}
+
+
+# -- POST /v1/items/bulk: a tar read as a stream --------------------------------------------------------
+def tar_of(members: dict[str, bytes]) -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_bulk_route_imports_a_tar_and_answers_the_summary(client, services):
+    body = tar_of({
+        "a.png": png((200, 0, 0), seed=1), "b.png": png((0, 200, 0), seed=2), "again.png": png((200, 0, 0), seed=1),
+        "notes.txt": b"hello", "empty.png": b"", "cut.png": png((0, 0, 200), seed=3)[:-30], "bomb.png": pixel_bomb(),
+    })  # fmt: skip
+    response = client.post("/v1/items/bulk", data=body, content_type="application/x-tar")
+
+    assert response.status_code == 200, response.json
+    assert response.json["imported"] == 2 and response.json["duplicates"] == 1
+    assert {s["name"]: s["reason"] for s in response.json["skipped"]} == {
+        "notes.txt": "not an image", "empty.png": "not an image", "cut.png": "truncated", "bomb.png": "too many pixels",
+    }  # fmt: skip
+    assert services.store.count_items() == {"pool": 2}
+    again = client.post("/v1/items/bulk", data=body, content_type="application/x-tar")
+    assert again.json["imported"] == 0 and again.json["duplicates"] == 3
+
+
+def test_the_bulk_route_imports_a_labelled_holdout(client, services):
+    body = tar_of({"red/1.png": png((220, 30, 30), seed=1), "blue/2.png": png((20, 40, 230), seed=2),
+                   "purple/3.png": png((120, 0, 120), seed=3), "loose.png": png(seed=4)})  # fmt: skip
+    response = client.post("/v1/items/bulk?holdout=true", data=body, content_type="application/x-tar")
+
+    assert response.status_code == 200, response.json
+    assert response.json["labels"] == {"red": 1, "blue": 1}
+    assert {s["name"]: s["reason"] for s in response.json["skipped"]} == {"purple/3.png": "unknown class", "loose.png": "no class"}
+    assert sorted(label.label for label in services.store.current_labels(holdout=True)) == ["blue", "red"]
+
+
+def test_the_bulk_route_refuses_what_is_no_tar_and_a_body_over_its_limit(client, services):
+    not_tar = client.post("/v1/items/bulk", data=b"x" * 2048, content_type="application/x-tar")
+    assert not_tar.status_code == 400 and not_tar.mimetype == "application/problem+json"
+    wrong_type = client.post("/v1/items/bulk", json={"images": []})
+    assert wrong_type.status_code == 415
+    services.settings.service.bulk_max_bytes = 4096
+    big = tar_of({f"{i}.png": png(seed=i, size=(32, 32)) for i in range(20)})
+    too_big = client.post("/v1/items/bulk", data=big, content_type="application/x-tar")
+    assert too_big.status_code == 413
+    assert services.store.count_items() == {}
+
+
+def test_a_truncated_tar_keeps_what_came_whole(client, services):
+    """Cut inside the second member's data: the first is imported, the second named as truncated."""
+    body = tar_of({f"{i}.png": png((10 * i, 0, 0), seed=i) for i in range(3)})
+    response = client.post("/v1/items/bulk", data=body[:1700], content_type="application/x-tar")
+    assert response.status_code == 200
+    assert [(s["name"], s["reason"]) for s in response.json["skipped"]] == [("1.png", "truncated")]
+    assert response.json["imported"] == services.store.count_items()["pool"] == 1
