@@ -232,3 +232,44 @@ def test_a_truncated_tar_keeps_what_came_whole(client, services):
     assert response.status_code == 200
     assert [(s["name"], s["reason"]) for s in response.json["skipped"]] == [("1.png", "truncated")]
     assert response.json["imported"] == services.store.count_items()["pool"] == 1
+
+
+# -- a running service, and juicer serve --images ---------------------------------------------------------
+def test_a_running_service_queues_imported_items_at_its_next_refresh(services, tmp_path):
+    """The import writes rows only; the service's refresh job (no restart) finds and queues them."""
+    from tests.unit.app.conftest import COLOURS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, colour in enumerate(COLOURS.values()):
+        for i in range(3):
+            (folder / f"{k}-{i}.png").write_bytes(png(colour, seed=10 * k + i))
+    summary = import_images(walk([folder], max_bytes=MAX_BYTES), store=services.store, data_dir=services.data_dir,
+                            max_pixels=MAX_PIXELS, embed=None)  # fmt: skip
+    assert summary.imported == 9
+
+    assert services.trainer.refresh_review_queue() == services.settings.service.review_batch_size
+    assert len(services.store.due_reviews(limit=100)) == services.settings.service.review_batch_size
+
+
+def test_serve_images_imports_a_labelled_folder_and_takes_its_classes(tmp_path):
+    from app.cli.commands.serve import _import_images, with_classes
+    from config import load_settings
+
+    root = tmp_path / "labelled"
+    for k, name in enumerate(("cats", "dogs")):
+        (root / name).mkdir(parents=True)
+        (root / name / "1.png").write_bytes(png((200, 0, k * 100), seed=k))
+    settings = load_settings(environ={}, data_dir=tmp_path / "data")
+    store = Store.from_settings(settings)
+    try:
+        with pytest.raises(SystemExit, match="--classes"):
+            _import_images(settings, store, [str(root)], labelled=False)
+        _import_images(settings, store, [str(root)], labelled=True)
+        assert store.get_meta("classes") == ["cats", "dogs"]
+        assert store.count_items() == {"seed": 2}
+    finally:
+        store.close()
+    assert with_classes(settings, "a, b,c").service.classes == ["a", "b", "c"]
+    with pytest.raises(SystemExit, match="at least two"):
+        with_classes(settings, "solo")
