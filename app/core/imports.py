@@ -338,7 +338,8 @@ def _import_chunk(
     for candidate, data in chunk:
         if classes is not None and candidate.label is not None and candidate.label not in classes:
             summary.skipped.append(Skipped(candidate.name, "unknown class",
-                                           f"{candidate.label!r} is not one of {', '.join(classes)}"))  # fmt: skip
+                                           f"{candidate.label!r} is not one of {', '.join(classes)}: add it to "
+                                           "service.classes, then import again"))  # fmt: skip
             continue
         try:
             uploads.append((check_upload(data, candidate.name, max_pixels), candidate))
