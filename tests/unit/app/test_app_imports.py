@@ -273,3 +273,22 @@ def test_serve_images_imports_a_labelled_folder_and_takes_its_classes(tmp_path):
     assert with_classes(settings, "a, b,c").service.classes == ["a", "b", "c"]
     with pytest.raises(SystemExit, match="at least two"):
         with_classes(settings, "solo")
+
+
+def test_a_list_of_urls_is_fetched_by_the_task_image_rules(tmp_path, store):
+    """URLs go through the fetcher (annotation.task_images in production); a refused one is one skipped line."""
+    from annotation.errors import TaskImageError
+
+    served = {"https://photos.example.org/a.png": png((1, 2, 3), seed=1)}
+
+    def fetch(url: str) -> bytes:
+        if url not in served:
+            raise TaskImageError(f"image {url!r}: host not in label_studio.image_hosts")
+        return served[url]
+
+    listing = tmp_path / "urls.txt"
+    listing.write_text("https://photos.example.org/a.png\nhttp://169.254.169.254/latest\n")
+    summary = import_images(walk([listing], max_bytes=MAX_BYTES, fetch=fetch), store=store, data_dir=tmp_path / "data",
+                            max_pixels=MAX_PIXELS, embed=None)  # fmt: skip
+    assert summary.imported == 1
+    assert [(s.name, s.reason) for s in summary.skipped] == [("http://169.254.169.254/latest", "unreadable")]
