@@ -139,6 +139,10 @@ class ServiceSettings(BaseModel):
     max_request_pixels: int = Field(
         100_000_000, ge=1, description="Most pixels of all images in one request together (read from their headers)"
     )
+    bulk_max_bytes: int = Field(
+        1024**3, ge=1024, description="Largest tar body of POST /v1/items/bulk (streamed, never held; each image within "
+        "max_request_bytes; the whole body must still arrive within request_deadline_s)",
+    )
     embedding_memo_size: int = Field(
         20_000, ge=0, description="Embeddings held in memory (LRU; ~5 KB each at 1280 floats); the disk cache has all"
     )

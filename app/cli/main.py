@@ -19,7 +19,9 @@ from typing import Sequence
 from config import ConfigError, load_settings
 
 # Subcommand modules, in the order `juicer --help` lists them.
-COMMANDS = ("serve", "simulate", "curve", "data", "backbone", "labelstudio")
+COMMANDS = ("serve", "import", "simulate", "curve", "data", "backbone", "labelstudio")
+# A command whose module name differs from it (``import`` is a Python keyword).
+MODULE_NAMES = {"import": "importing"}
 # Commands from outside the shipped packages: found by name at run time, never imported statically (the
 # import-linter contract "shipped packages do not import simulate" holds).
 REPOSITORY_COMMANDS = {"simulate": "simulate.command"}
@@ -44,7 +46,7 @@ def _command_modules() -> list[ModuleType]:
             if module is not None:
                 modules.append(module)
         else:
-            modules.append(importlib.import_module(f"app.cli.commands.{name}"))
+            modules.append(importlib.import_module(f"app.cli.commands.{MODULE_NAMES.get(name, name)}"))
     return modules
 
 

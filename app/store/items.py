@@ -8,8 +8,8 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.store.base import StoreBase, StoreError, insert_ignore, record, records, utcnow
-from app.store.records import Item, ItemDetail, Label, NewItem, Prediction, ReviewTask
+from app.store.base import StoreBase, StoreError, chunks, insert_ignore, record, records, utcnow
+from app.store.records import Item, ItemDetail, Label, NewItem, NewLabel, Prediction, ReviewTask
 from app.store.schema import SPLITS, items, labels, predictions, review_tasks
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,28 @@ class ItemsMixin(StoreBase):
         """Insert items whose id is new (others are left as they are); returns how many were inserted."""
         with self.engine.begin() as conn:
             return insert_items(conn, new_items)
+
+    def add_items_with_labels(self, new_items: Sequence[NewItem], new_labels: Sequence[NewLabel] = ()) -> list[str]:
+        """Insert the items whose id is new and, in the same transaction, the labels of those items only; returns
+        the ids inserted. An item is never recorded without its label (an import killed between the two would
+        leave a labelled folder's image in the pool), and an item someone else inserted first keeps its labels."""
+        now = utcnow()
+        with self._serialised() as conn:
+            wanted = [item.id for item in new_items]
+            existing: set[str] = set()
+            for chunk in chunks(wanted, 500):
+                existing.update(conn.execute(sa.select(items.c.id).where(items.c.id.in_(list(chunk)))).scalars())
+            fresh = [item for item in new_items if item.id not in existing]
+            insert_items(conn, fresh)
+            inserted = {item.id for item in fresh}
+            rows = [
+                {"item_id": label.item_id, "label": label.label, "source": label.source, "annotator": label.annotator,
+                 "external_id": label.external_id, "created_at": label.created_at or now}
+                for label in new_labels if label.item_id in inserted
+            ]  # fmt: skip
+            if rows:
+                conn.execute(labels.insert(), rows)
+        return [item.id for item in fresh]
 
     def get_item(self, item_id: str) -> ItemDetail | None:
         """One item with its current label, latest prediction and review status, or None."""

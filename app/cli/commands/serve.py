@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the query strategy's cold-start picks first)")
     parser.add_argument("--demo-pool", type=int, default=None, help="unlabelled pool size of the demo (default service.demo_pool)")
     parser.add_argument("--holdout", type=int, default=None, help="holdout size of the demo (default service.demo_holdout)")
+    parser.add_argument("--images", action="append", metavar="DIR",
+                        help="import this folder (or file, or list of paths/URLs) first, then serve it instead of the demo "
+                             "(again: the rest of it only; repeatable)")
+    parser.add_argument("--classes", default=None, metavar="A,B,C",
+                        help="the class names, comma-separated (default service.classes, else the --labelled folder names)")
+    parser.add_argument("--labelled", action="store_true",
+                        help="with --images: the folder is laid out <class>/<image>; its images are labelled training items")
     parser.add_argument("--host", default=None, help="bind address (default service.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default service.port)")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default service.workers)")
@@ -83,6 +90,38 @@ def _seed_demo(settings: Settings, store: Any, n_pool: int, n_holdout: int, seed
               seed_per_class=seed_per_class)
 
 
+def with_classes(settings: Settings, classes: str | None) -> Settings:
+    """``settings`` with ``--classes a,b,c`` as ``service.classes`` (checked by the one class-list rule)."""
+    if classes is None:
+        return settings
+    from config.settings import check_class_names
+
+    try:
+        names = check_class_names([name for name in classes.split(",")])
+    except ValueError as exc:
+        raise SystemExit(f"juicer serve: --classes {classes!r}: {exc}") from exc
+    return settings.model_copy(update={"service": settings.service.model_copy(update={"classes": names})})
+
+
+def _import_images(settings: Settings, store: Any, paths: list[str], labelled: bool) -> None:
+    """``--images``: the folder imported (checked and registered; embedded with the rest below), the summary said."""
+    from app.cli.commands.importing import import_paths
+
+    if not labelled and not (settings.service.classes or store.get_meta("classes")):
+        raise SystemExit(
+            "juicer serve --images: name the classes (--classes a,b,c or service.classes), or lay the folder out as "
+            "<class>/<image> and add --labelled"
+        )
+    _say(f"importing {', '.join(paths)}{' (labelled <class>/<image>)' if labelled else ''} ...")
+    summary = import_paths(settings, paths, labelled=labelled, embed=False, store=store)
+    for line in summary.lines()[:21]:
+        _say(line)
+    if len(summary.skipped) > 20:
+        _say(f"  ... and {len(summary.skipped) - 20} more skipped (juicer import {paths[0]} lists them all)")
+    if labelled and not (settings.service.classes or store.get_meta("classes")):
+        raise SystemExit("juicer serve --images --labelled: found fewer than two class folders with images in them")
+
+
 def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str, webhook_url: str | None = None) -> Any:
     """Store, demo, backbone, Label Studio project and webhook (when it answers), first model: services ready."""
     from annotation.desk import desk_from_settings
@@ -92,7 +131,9 @@ def prepare(settings: Settings, args: argparse.Namespace, label_studio_url: str,
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.from_settings(settings)
-    if not args.no_demo:
+    if getattr(args, "images", None):
+        _import_images(settings, store, args.images, labelled=getattr(args, "labelled", False))
+    elif not args.no_demo:
         n_pool = settings.service.demo_pool if args.demo_pool is None else args.demo_pool
         n_holdout = settings.service.demo_holdout if args.holdout is None else args.holdout
         seed_labels = getattr(args, "seed_labels", 1)
@@ -149,6 +190,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers)) if value is not None}
     if overrides:
         settings = settings.model_copy(update={"service": settings.service.model_copy(update=overrides)})
+    settings = with_classes(settings, getattr(args, "classes", None))
     prepare_data_dir(settings)  # before anything reads an image or creates a file: umask 077, the images moved
     settings = resolve_secrets(settings)  # generated on first start into <data_dir>/secrets/, never printed
     for path in sweep_temp_files(settings.data_dir):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import Response, jsonify
+import tarfile
+
+from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.http.api.common import api, request_uploads, services
 from app.http.records import to_json
 from app.http.openapi import Answers, spec
 from app.http.problems import Problem
+from app.core.imports import import_images, open_tar, tar_candidates
 from app.core.uploads import items_for_uploads
 from app.http.uploads import ImageFiles, ImagesBody
 from app.store import SPLITS, NewItem
@@ -72,6 +75,62 @@ def add_items(json: ImagesBody, form: ImageFiles) -> tuple[Response, int]:
     if new_items:
         svc.wake("refresh-queue")
     return jsonify({"items": answer}), 201
+
+
+class BulkQuery(BaseModel):
+    """Where the tar's images go: the pool, or labelled (members named ``<class>/<image>``) into training or holdout."""
+
+    labelled: bool = Field(False, description="members named <class>/<image>: labelled training items (source import)")
+    holdout: bool = Field(False, description="members named <class>/<image>: a labelled holdout")
+
+
+class SkippedFile(BaseModel):
+    """A member not imported, and why (``not an image``, ``truncated``, ``too many pixels``, ``unreadable``, ...)."""
+
+    name: str
+    reason: str
+    detail: str
+
+
+class ImportAnswer(BaseModel):
+    """What the import did: new items, images already there, each member skipped, labels per class."""
+
+    imported: int
+    duplicates: int
+    skipped: list[SkippedFile]
+    skipped_by_reason: dict[str, int]
+    labels: dict[str, int]
+
+
+@api.post("/items/bulk")
+@spec.validate(resp=Answers(HTTP_200=ImportAnswer, problems=(400, 401, 403, 413, 415)))
+def add_items_bulk(query: BulkQuery) -> tuple[Response, int]:
+    """Import a tar (``application/x-tar``, gzip and friends too) of images, read as a stream: each member checked
+    as an upload is, within ``service.max_request_bytes``, the whole body within ``service.bulk_max_bytes``.
+    Answers the same summary as ``juicer import``; sent again, it imports only what is not there yet."""
+    svc = services()
+    if query.labelled and query.holdout:
+        raise Problem(400, "Bad query", "labelled and holdout exclude each other", type="bad-request")
+    if request.mimetype not in ("application/x-tar", "application/gzip", "application/x-gtar", "application/octet-stream"):
+        raise Problem(415, "Not a tar", f"send the images as one tar (Content-Type application/x-tar), not {request.mimetype or 'nothing'}",
+                      type="unsupported-media-type")  # fmt: skip
+    limits = svc.settings.service
+    request.max_content_length = limits.bulk_max_bytes
+    try:
+        archive = open_tar(request.stream)
+    except (tarfile.TarError, EOFError) as exc:
+        raise Problem(400, "Not a tar", f"the body is not a tar archive ({exc})", type="bad-archive") from exc
+    with archive:
+        labelled = query.labelled or query.holdout
+        candidates = tar_candidates(archive, labelled=labelled, max_bytes=limits.max_request_bytes)
+        summary = import_images(
+            candidates, store=svc.store, data_dir=svc.data_dir, max_pixels=svc.settings.learner.max_image_pixels,
+            embed=svc.embeddings.embed, split="holdout" if query.holdout else "seed" if labelled else "pool",
+            classes=list(svc.classes),
+        )  # fmt: skip
+    if summary.imported:
+        svc.wake("refresh-queue")
+    return jsonify(summary.to_dict()), 200
 
 
 @api.get("/items")
