@@ -153,7 +153,7 @@ class Trainer:
         self.head_factory = head_factory or functools.partial(
             default_head_factory, warm_start_max_iter=service.warm_start_max_iter
         )
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # remeasure takes it too, also from inside retrain
 
     # -- sources ------------------------------------------------------------------------------------
     def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> FileImage:
@@ -329,6 +329,10 @@ class Trainer:
         backbone run for items already embedded). The serving model keeps the figures it was swapped in with
         until the next retrain or restart; the report reads the store.
         """
+        with self._lock:  # one writer of the versions' figures: a retrain's own re-measure or the check job's
+            return self._remeasure(progress)
+
+    def _remeasure(self, progress: bool) -> list[str]:
         rows = self.store.list_models()
         if not rows:
             return []
