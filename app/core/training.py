@@ -27,7 +27,14 @@ import numpy as np
 from app.core.datadir import image_file
 from app.core.holdout import queue_holdout_tasks, reserve_holdout
 from app.core.serving import (
-    Embeddings, ModelHolder, ModelLoadError, ServingModel, load_head, model_from_row, prediction_record, save_head,
+    Embeddings,
+    ModelHolder,
+    ModelLoadError,
+    ServingModel,
+    load_head,
+    model_from_row,
+    prediction_record,
+    save_head,
 )
 from app.store import NewModelVersion, NewPrediction, PoolItem, Store, utcnow
 from config.settings import ServiceSettings, invalid_setting

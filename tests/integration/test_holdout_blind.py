@@ -86,7 +86,7 @@ def test_holdout_tasks_arrive_in_label_studio_without_a_prediction_and_their_ans
         assert tasks[item_id].prediction_id is None and tasks[item_id].predicted_label is None
     guessed = set(tasks) - blind
     assert guessed and all(tasks[i].model_version == first.version and tasks[i].predicted_label for i in guessed)
-    item_id = sorted(blind)[0]
+    item_id = min(blind)
     raw = services.desk.client.request("GET", f"/api/tasks/{tasks[item_id].task_id}", "reading a holdout task").json()
     assert raw["predictions"] == [] and raw["data"]["kind"] == "holdout"
 
