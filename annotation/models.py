@@ -25,7 +25,9 @@ class ReviewRequest:
     """One item to put in front of annotators, with the model's guess as the pre-annotation.
 
     ``image`` is a path relative to the desk's ``files_root`` (served through Label Studio's local-files
-    storage) or an ``http(s)://`` URL. ``label`` None sends the item without a pre-selected choice.
+    storage) or an ``http(s)://`` URL. ``label`` None sends the item without a pre-selected choice. ``blind``
+    sends it with no prediction at all (a holdout item: a guess would anchor the annotator and bias the measure);
+    its task data says ``"kind": "holdout"`` for the annotators' view.
     """
 
     item_id: str
@@ -33,6 +35,7 @@ class ReviewRequest:
     label: str | None
     score: float
     model_version: str
+    blind: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Sending review tasks: items in front of annotators with the model's guess as the pre-annotation.
 
-One item, one task. New items are bulk-imported with their prediction. An item sent again (every queued item
+One item, one task. A holdout item goes blind: no prediction, ever (a guess anchors the annotator). New items are bulk-imported with their prediction. An item sent again (every queued item
 after each retrain) keeps its task and its labels and gets the new version's prediction, in bulk
 (``POST /api/projects/{id}/import/predictions``, a few thousand per call): re-scoring costs a few calls, not one
 per task. The older predictions are pruned afterwards, by :meth:`Reviews.prune` (a job of its own: deleting
@@ -35,6 +35,15 @@ def prediction_body(request: ReviewRequest) -> dict[str, Any]:
     """The prediction Label Studio stores for ``request`` (no result when it carries no label)."""
     result = JUICER_CONFIG.result(request.label) if request.label is not None else []
     return {"model_version": request.model_version, "score": float(request.score), "result": result}
+
+
+def task_body(image_url: str, request: ReviewRequest) -> dict[str, Any]:
+    """The task Label Studio imports for ``request``: with the model's guess, or blind (a holdout item: no
+    prediction at all, and ``"kind": "holdout"`` in its data; juicer trusts its own outbox link, not this)."""
+    data: dict[str, Any] = {IMAGE_KEY: image_url, "item_id": request.item_id}
+    if request.blind:
+        return {"data": {**data, "kind": "holdout"}}
+    return {"data": data, "predictions": [prediction_body(request)]}
 
 
 def _same_prediction(current: Mapping[str, Any], request: ReviewRequest) -> bool:
@@ -110,18 +119,15 @@ class Reviews:
         new = [r for r in latest.values() if r.item_id not in index]
         for start in range(0, len(new), IMPORT_CHUNK):
             chunk = new[start : start + IMPORT_CHUNK]
-            payload = [
-                {"data": {IMAGE_KEY: self.projects.image_url(r.image), "item_id": r.item_id}, "predictions": [prediction_body(r)]}
-                for r in chunk
-            ]
+            payload = [task_body(self.projects.image_url(r.image), r) for r in chunk]
             with client.errors(f"importing {len(chunk)} review tasks into project {project.id}"):
                 client.sdk.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=client.bulk_opts)
-        resent = [(index[r.item_id], r) for r in latest.values() if r.item_id in index]
-        model_version = list(latest.values())[-1].model_version
+        resent = [(index[r.item_id], r) for r in latest.values() if r.item_id in index and not r.blind]
+        guessed = [r for r in latest.values() if not r.blind]
         if resent:
-            self._rescore(project.id, resent, model_version)
-        else:
-            self.projects.follow_model_version(project.id, model_version)
+            self._rescore(project.id, resent, guessed[-1].model_version)
+        elif guessed:
+            self.projects.follow_model_version(project.id, guessed[-1].model_version)
         if new:
             index, _ = self._task_index(project.id)
         missing = [item for item in latest if item not in index]

@@ -95,6 +95,8 @@ def choose_threshold(
     if scores.shape != correct.shape or scores.ndim != 1:
         raise ValueError(f"scores {scores.shape} and correct {correct.shape} must be matching 1-d arrays")
     n = len(scores)
+    if n == 0:  # a fold of a one-item holdout (a reserved holdout's first label): nothing supports a threshold
+        return ThresholdChoice(None, 0, 0, 0, None)
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]
     errors = np.cumsum(~correct[order])

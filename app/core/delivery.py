@@ -61,6 +61,7 @@ def deliver_outbox(store: Store, desk: LabelStudioDesk | None, project: Project 
                 label=row.label or None,  # "" before the first model: no prediction to show
                 score=float(row.score),
                 model_version=row.model_version,
+                blind=row.split == "holdout",  # the outbox's own record: a holdout item never shows a guess
             )
             for row in due
         ]

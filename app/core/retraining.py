@@ -19,11 +19,11 @@ RETRAIN_KINDS = {"retrain": False, "retrain-force": True}  # job kind -> force
 
 
 def retrain_if_due(trainer: Trainer, retrain_after_labels: int) -> dict[str, Any] | None:
-    """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet)."""
+    """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet); otherwise
+    re-measure the stored versions if the holdout changed (holdout labels never trigger a retrain)."""
     new = trainer.new_labels()
-    if trainer.models.current is not None and new < retrain_after_labels:
-        return None
-    if new == 0:
+    if (trainer.models.current is not None and new < retrain_after_labels) or new == 0:
+        trainer.remeasure()
         return None
     return trainer.retrain(reason=f"{new} new labels").to_dict()
 

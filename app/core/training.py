@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -23,7 +25,17 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from app.core.datadir import image_file
-from app.core.serving import Embeddings, ModelHolder, ServingModel, prediction_record, save_head
+from app.core.holdout import queue_holdout_tasks, reserve_holdout
+from app.core.serving import (
+    Embeddings,
+    ModelHolder,
+    ModelLoadError,
+    ServingModel,
+    load_head,
+    model_from_row,
+    prediction_record,
+    save_head,
+)
 from app.store import NewModelVersion, NewPrediction, PoolItem, Store, utcnow
 from config.settings import ServiceSettings, invalid_setting
 from learner.images import FileImage
@@ -90,6 +102,21 @@ def takes_unlabelled(head: Any, n_labelled: int, n_classes: int) -> int | None:
     return int(limit)
 
 
+@dataclass(frozen=True)
+class HoldoutData:
+    """The labelled holdout as a measure: cached embeddings, true labels, and the key naming it."""
+
+    X: np.ndarray
+    y_true: list[str]
+    key: str
+
+
+def holdout_key(labelled: Sequence[tuple[str, str]]) -> str:
+    """A short name of a labelled holdout (its items and their labels): equal keys, the same measure."""
+    digest = hashlib.sha256(json.dumps(sorted(labelled)).encode()).hexdigest()[:16]
+    return f"{len(labelled)}:{digest}"
+
+
 @dataclass
 class RetrainResult:
     """What a retrain did: a new version, or why it was skipped."""
@@ -133,7 +160,7 @@ class Trainer:
         self.head_factory = head_factory or functools.partial(
             default_head_factory, warm_start_max_iter=service.warm_start_max_iter
         )
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # remeasure takes it too, also from inside retrain
 
     # -- sources ------------------------------------------------------------------------------------
     def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> FileImage:
@@ -257,6 +284,7 @@ class Trainer:
                 reason, version, len(labelled), "n/a" if accuracy is None else f"{accuracy:.3f}", seconds,
             )
             result = RetrainResult(version, len(labelled), labels_per_class, accuracy, seconds, timings=timings)
+            self.remeasure(progress=progress)  # older versions measured on a smaller holdout: like with like
         if refresh_queue:
             result.queued_for_review = self.refresh_review_queue(progress=progress)
         return result
@@ -271,21 +299,69 @@ class Trainer:
             rows = [rows[i] for i in keep]
         return [self.source_for(r.id, r.content_hash, r.source, r.image_path) for r in rows]
 
-    def evaluate(self, model: ServingModel, progress: bool = False) -> dict[str, Any] | None:
-        """Holdout figures of ``model`` (:func:`learner.metrics.evaluate`), None without a labelled holdout."""
-        from learner.metrics import evaluate
-
+    def holdout_data(self, progress: bool = False) -> HoldoutData | None:
+        """The labelled holdout's cached embeddings, true labels and key; None without one."""
         holdout = [row for row in self.store.current_labels(holdout=True) if row.label in self.classes]
         if not holdout:
             return None
         X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout], progress)
         if not kept:
             return None
-        proba = model.proba(X)
-        y_true = [holdout[i].label for i in kept]
-        figures = evaluate(y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
-        figures["precision_rule"] = self.precision_promise(proba, y_true, seed=self.store.next_model_seq())
+        rows = [holdout[i] for i in kept]
+        return HoldoutData(X, [row.label for row in rows], holdout_key([(row.item_id, row.label) for row in rows]))
+
+    def evaluate(self, model: ServingModel, progress: bool = False, holdout: HoldoutData | None = None,
+                 seed: int | None = None) -> dict[str, Any] | None:
+        """Holdout figures of ``model`` (:func:`learner.metrics.evaluate`), None without a labelled holdout.
+
+        ``holdout_key`` names the holdout they were measured on (:func:`holdout_key`); ``n`` is its size.
+        """
+        from learner.metrics import evaluate
+
+        holdout = holdout or self.holdout_data(progress)
+        if holdout is None:
+            return None
+        proba = model.proba(holdout.X)
+        figures = evaluate(holdout.y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
+        seed = self.store.next_model_seq() if seed is None else seed
+        figures["precision_rule"] = self.precision_promise(proba, holdout.y_true, seed=seed)
+        figures["holdout_key"] = holdout.key
         return figures
+
+    def remeasure(self, progress: bool = False) -> list[str]:
+        """Re-measure every stored version on the current holdout when it changed; returns the versions updated.
+
+        A holdout that grows makes figures measured on different holdouts incomparable, so the report's curve
+        and the forecast would mix them. Each stored head is applied to the holdout's cached embeddings (no
+        backbone run for items already embedded). The serving model keeps the figures it was swapped in with
+        until the next retrain or restart; the report reads the store.
+        """
+        with self._lock:  # one writer of the versions' figures: a retrain's own re-measure or the check job's
+            return self._remeasure(progress)
+
+    def _remeasure(self, progress: bool) -> list[str]:
+        rows = self.store.list_models()
+        if not rows:
+            return []
+        holdout = self.holdout_data(progress)
+        key = holdout.key if holdout is not None else None
+        stale = [row for row in rows if (row.metrics or {}).get("holdout_key") != key and (row.metrics or key)]
+        if holdout is None or not stale:
+            return []
+        updated = []
+        for row in stale:
+            if row.backbone_id != self.embeddings.backbone_id:
+                continue  # another backbone's head cannot read these embeddings
+            try:
+                model = dataclasses.replace(model_from_row(row, load_head(self.data_dir / row.head_path)), classes=self.classes)
+            except ModelLoadError as exc:
+                logger.warning("re-measuring %s skipped: %s", row.version, exc)
+                continue
+            self.store.update_model_metrics(row.version, self.evaluate(model, holdout=holdout, seed=row.seq))
+            updated.append(row.version)
+        if updated:
+            logger.info("holdout changed (%d labels): re-measured %s", len(holdout.y_true), ", ".join(updated))
+        return updated
 
     def precision_promise(self, proba: np.ndarray, y_true: Sequence[str], seed: int = 0) -> dict[str, Any]:
         """The ``precision`` rule's threshold for this version, chosen on the holdout (recorded for every version)."""
@@ -308,6 +384,12 @@ class Trainer:
         """
         from learner.query import query
 
+        # The holdout first: reserved before any active pick sees the pool, its blind tasks queued ahead of them.
+        reserved = set(reserve_holdout(self.store, self.service.holdout, len(self.classes)))
+        if reserved:  # embedded now, as the pool would have been: measuring a version later runs no backbone
+            rows = [r for r in self.store.items_of_split("holdout") if r.id in reserved and r.image_path]
+            self.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in rows], progress)
+        queue_holdout_tasks(self.store, self.service.holdout, self.service.review_batch_size)
         model = self.models.current
         strategy = self.service.query_strategy
         if model is None and query_strategy(self.service).needs_model:

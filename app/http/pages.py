@@ -46,7 +46,7 @@ def report_page() -> Response:
     from app.http.reports import report_html, report_points
 
     svc = services()
-    points = report_points(svc.store.list_models())
+    points = report_points(svc.store.list_models(), svc.settings.service.holdout.min_labels)
     serving = svc.store.get_model(svc.models.current.version) if svc.models.current else None
     return Response(report_html(points, forecast=forecast(points), serving=serving), mimetype="text/html")
 
@@ -57,7 +57,7 @@ def report_plot() -> Response:
     """The report's plot (points with 95% intervals, the forecast with its band)."""
     from app.http.reports import report_png, report_points
 
-    points = report_points(services().store.list_models())
+    points = report_points(services().store.list_models(), services().settings.service.holdout.min_labels)
     return Response(report_png(points, forecast=forecast(points)), mimetype="image/png")
 
 

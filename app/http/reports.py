@@ -29,6 +29,7 @@ from learner.study import STUDY_LABEL, STUDY_POINTS
 PNG_SIZE_IN = (8.0, 5.0)
 PNG_DPI = 100
 PLOT_THRESHOLD = "0.8"
+TOO_SMALL = "holdout too small to measure"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ReportPoint:
     holdout_n: int | None = None
     accuracy_interval: tuple[float, float] | None = None
     precision_rule: dict[str, Any] | None = None
+    holdout_too_small: bool = False  # measured on fewer than service.holdout.min_labels holdout labels
+
+    @property
+    def measured(self) -> bool:
+        """Whether the holdout figure counts (plotted, forecast): there is one, on enough holdout labels."""
+        return self.holdout_accuracy is not None and not self.holdout_too_small
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ReportPoint":
@@ -61,6 +68,7 @@ class ReportPoint:
                 holdout_n=None if data.get("holdout_n") is None else int(data["holdout_n"]),
                 accuracy_interval=None if data.get("accuracy_interval") is None else tuple(data["accuracy_interval"]),
                 precision_rule=data.get("precision_rule"),
+                holdout_too_small=bool(data.get("holdout_too_small", False)),
             )
         except KeyError as exc:
             raise ValueError(f"report point lacks {exc.args[0]!r}: {dict(data)!r}") from exc
@@ -104,19 +112,27 @@ def _percent(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- the points
 
 
-def report_points(rows: Sequence[ModelVersion]) -> list[dict[str, Any]]:
-    """One report point per model version (see ``GET /v1/report``)."""
+def report_points(rows: Sequence[ModelVersion], min_holdout: int = 0) -> list[dict[str, Any]]:
+    """One report point per model version (see ``GET /v1/report``).
+
+    ``holdout_n`` is the size of the holdout the figure was measured on (every stored version is re-measured
+    when the holdout changes, so they compare like with like); below ``min_holdout`` labels the point says
+    ``holdout_too_small`` and the plot and the forecast leave its figure out.
+    """
     points = []
     for row in rows:
         metrics = row.metrics or {}
         thresholds = metrics.get("thresholds") or []
+        n_holdout = metrics.get("n")
         points.append(
             {
                 "model_version": row.version,
                 "n_labels": row.n_labels,
                 "labels_per_class": row.labels_per_class,
                 "holdout_accuracy": metrics.get("accuracy"),
-                "holdout_n": metrics.get("n"),
+                "holdout_n": n_holdout,
+                "holdout_too_small": n_holdout is not None and int(n_holdout) < min_holdout,
+                "holdout_key": metrics.get("holdout_key"),
                 "accuracy_interval": _accuracy_interval(metrics),
                 "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
                 "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
@@ -180,7 +196,7 @@ def report_figure(
         top.set_xlabel(f"labels ({n_classes} classes)")
         top.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
-    acc = [(x, p) for x, p in zip(xs, pts) if p.holdout_accuracy is not None]
+    acc = [(x, p) for x, p in zip(xs, pts) if p.measured]
     if acc:
         ax_x = [x for x, _ in acc]
         ax_y = [p.holdout_accuracy for _, p in acc]
@@ -250,7 +266,7 @@ def report_png(
 
 
 def _rows(pts: Sequence[ReportPoint], thresholds: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["model version", "created", "labels", "labels/class", "holdout acc", "95% interval"]
+    header = ["model version", "created", "labels", "labels/class", "holdout n", "holdout acc", "95% interval"]
     for t in thresholds:
         header += [f"coverage@{t}", f"sel. acc@{t}"]
     rows = []
@@ -258,7 +274,10 @@ def _rows(pts: Sequence[ReportPoint], thresholds: Sequence[str]) -> tuple[list[s
         counts = list(p.labels_per_class.values())
         per_class = f"{min(counts)}-{max(counts)}" if counts and min(counts) != max(counts) else (str(counts[0]) if counts else "-")
         interval = f"{_percent(p.accuracy_interval[0])}-{_percent(p.accuracy_interval[1])}" if p.accuracy_interval else "-"
-        row = [p.model_version, p.created or "-", str(p.n_labels), per_class, _percent(p.holdout_accuracy), interval]
+        accuracy = TOO_SMALL if p.holdout_too_small else _percent(p.holdout_accuracy)
+        interval = "-" if p.holdout_too_small else interval
+        holdout_n = "-" if p.holdout_n is None else str(p.holdout_n)
+        row = [p.model_version, p.created or "-", str(p.n_labels), per_class, holdout_n, accuracy, interval]
         for t in thresholds:
             row += [_percent(p.coverage.get(t)), _percent(p.selective_accuracy.get(t))]
         rows.append(row)
@@ -351,7 +370,7 @@ def forecast_points(points: Iterable[Mapping[str, Any] | ReportPoint]) -> list[A
 
     by_n: dict[int, Any] = {}
     for p in sorted(_points(points), key=lambda p: p.created or ""):
-        if p.holdout_accuracy is not None and p.holdout_n and p.n_labels > 0:
+        if p.measured and p.holdout_n and p.n_labels > 0:
             by_n[p.n_labels] = Point(p.n_labels, p.holdout_accuracy, p.holdout_n)
     return [by_n[n] for n in sorted(by_n)]
 

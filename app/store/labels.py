@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import sqlalchemy as sa
 
 from app.store.base import StoreBase, aware, chunks, lock_items, records, require_items, utcnow
+from app.store.holdout import HOLDOUT_VERSION
 from app.store.outbox import mark_reviews_labelled
 from app.store.records import Conflict, Item, Label, LabelledItem, NewLabel, PoolItem
 from app.store.schema import items, labels, review_tasks
@@ -64,8 +65,8 @@ class LabelsMixin(StoreBase):
 
         A ``set`` for an annotation already recorded with the same label changes nothing; with another label
         the old row is withdrawn and a new one added (so "new labels since" counts it); ``withdrawn`` marks
-        the annotation's rows withdrawn. Events for items juicer does not know, and for holdout items (which
-        take no new labels), are skipped with a warning; an event older than what the store already holds for
+        the annotation's rows withdrawn. Events for items juicer does not know, and for holdout items juicer
+        did not deliver as blind holdout tasks (a given holdout takes no new labels), are skipped with a warning; an event older than what the store already holds for
         its annotation (a replayed webhook) is ignored.
         """
         changed = 0
@@ -88,7 +89,7 @@ class LabelsMixin(StoreBase):
                     if split is None:
                         logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
                         continue
-                    if split == "holdout":
+                    if split == "holdout" and not delivered_blind(conn, change.item_id):
                         logger.warning("label event for holdout item %r (annotation %s) refused", change.item_id, change.annotation_id)
                         continue
                 rows = conn.execute(
@@ -235,3 +236,11 @@ class LabelsMixin(StoreBase):
         with self.engine.connect() as conn:
             return records(PoolItem, conn.execute(query))
 
+
+
+def delivered_blind(conn: sa.Connection, item_id: str) -> bool:
+    """Whether juicer delivered ``item_id`` to Label Studio as a holdout task (so its annotators' label counts)."""
+    query = sa.select(review_tasks.c.item_id).where(
+        review_tasks.c.item_id == item_id, review_tasks.c.model_version == HOLDOUT_VERSION, review_tasks.c.ls_task_id.is_not(None)
+    )
+    return conn.execute(query).first() is not None

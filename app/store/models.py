@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -45,3 +46,7 @@ class ModelsMixin(StoreBase):
             query = sa.select(model_versions).where(model_versions.c.version == version)
             return record(ModelVersion, conn.execute(query).first())
 
+    def update_model_metrics(self, version: str, metrics: dict[str, Any] | None) -> None:
+        """Replace a version's holdout figures (re-measured on a holdout that changed since)."""
+        with self.engine.begin() as conn:
+            conn.execute(model_versions.update().where(model_versions.c.version == version).values(metrics=metrics))

@@ -54,7 +54,7 @@ class OutboxMixin(StoreBase):
         """Pending review tasks whose next attempt is due, oldest first, with their image path."""
         now = now or utcnow()
         query = (
-            sa.select(review_tasks, items.c.image_path, items.c.source)
+            sa.select(review_tasks, items.c.image_path, items.c.source, items.c.split)
             .select_from(review_tasks.join(items, items.c.id == review_tasks.c.item_id))
             .where(review_tasks.c.status == "pending", review_tasks.c.next_attempt_at <= now)
             .order_by(review_tasks.c.next_attempt_at, review_tasks.c.item_id)

@@ -150,6 +150,16 @@ class DueReview(ReviewTask):
 
     image_path: str | None
     source: str
+    split: str = "pool"  # a holdout item goes to annotators blind (no prediction)
+
+
+@dataclass(frozen=True)
+class HoldoutCounts:
+    """The holdout's items: all of them, those labelled, those waiting with annotators."""
+
+    n_items: int
+    n_labelled: int
+    n_open: int
 
 
 @dataclass(frozen=True)

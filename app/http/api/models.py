@@ -71,7 +71,7 @@ def report_json() -> Response:
     """Accuracy against labels: one point per model version."""
     from app.http.reports import report_points
 
-    return jsonify({"points": report_points(services().store.list_models())})
+    return jsonify({"points": report_points(services().store.list_models(), services().settings.service.holdout.min_labels)})
 
 
 @api.get("/forecast")
@@ -80,4 +80,4 @@ def forecast_json(query: ForecastQuery) -> Response:
     """The learning-curve forecast over the model versions; ``?target=0.9`` adds a target to the configured ones."""
     from app.http.reports import report_points
 
-    return jsonify(forecast(report_points(services().store.list_models()), query.target))
+    return jsonify(forecast(report_points(services().store.list_models(), services().settings.service.holdout.min_labels), query.target))

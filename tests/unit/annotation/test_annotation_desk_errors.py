@@ -235,3 +235,35 @@ def test_pulled_labels_name_the_annotator_whether_or_not_the_user_is_expanded():
     with desk_answering(handler) as desk:
         events, _ = desk.pull_labels(Project(1, "p", ("x", "y"), URL))
     assert sorted((event.item_id, event.label, event.annotator) for event in events) == [("a", "x", "5"), ("b", "y", "6")]
+
+
+def test_a_holdout_item_goes_blind_no_prediction_on_import_or_when_sent_again():
+    calls = []
+    tasks = [{"id": 9, "data": {"item_id": "z"}}]  # a holdout task already in the project
+
+    def handler(request):
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.path.rstrip("/"), body))
+        if request.url.path == "/api/tasks/":
+            return httpx.Response(200, json={"tasks": tasks, "total": len(tasks)})
+        if request.url.path.rstrip("/").endswith("/import") and request.method == "POST":
+            tasks.extend({"id": 10 + n, "data": task["data"]} for n, task in enumerate(body))
+            return httpx.Response(201, json={"task_count": len(body), "task_ids": [10 + n for n in range(len(body))]})
+        if request.method == "GET" and request.url.path.rstrip("/") == "/api/predictions":
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json={"id": 4, "model_version": "v3"})
+
+    requests = [
+        ReviewRequest("h", "images/h.png", None, 0.0, "holdout", blind=True),
+        ReviewRequest("a", "images/a.png", "cat", 0.4, "v3"),
+        ReviewRequest("z", "images/z.png", None, 0.0, "holdout", blind=True),
+    ]
+    with desk_answering(handler, files_root="/srv/files") as desk:
+        sent = desk.send_for_review(Project(4, "p", ("cat",), URL), requests)
+    assert [t.item_id for t in sent] == ["h", "a", "z"]
+    [imported] = [body for method, path, body in calls if method == "POST" and path.endswith("/import")]
+    by_item = {task["data"]["item_id"]: task for task in imported}
+    assert set(by_item) == {"h", "a"}
+    assert "predictions" not in by_item["h"] and by_item["h"]["data"]["kind"] == "holdout"  # nothing to anchor on
+    assert by_item["a"]["predictions"][0]["model_version"] == "v3" and "kind" not in by_item["a"]["data"]
+    assert not [body for method, path, body in calls if path.endswith("/import/predictions")]  # "z" gets none either
