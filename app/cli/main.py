@@ -19,7 +19,7 @@ from typing import Sequence
 from config import ConfigError, load_settings
 
 # Subcommand modules, in the order `juicer --help` lists them.
-COMMANDS = ("serve", "simulate", "curve", "data", "backbone", "labelstudio")
+COMMANDS = ("serve", "classes", "simulate", "curve", "data", "backbone", "labelstudio")
 # Commands from outside the shipped packages: found by name at run time, never imported statically (the
 # import-linter contract "shipped packages do not import simulate" holds).
 REPOSITORY_COMMANDS = {"simulate": "simulate.command"}
