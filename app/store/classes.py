@@ -84,9 +84,11 @@ class ClassesMixin(StoreBase):
 
 
 def _read(conn: Connection) -> tuple[list[str], list[str]]:
-    keys = [CLASSES_KEY, CLASSES_ADDED_KEY]
-    rows: dict[str, Any] = dict(conn.execute(sa.select(meta.c.key, meta.c.value).where(meta.c.key.in_(keys)).with_for_update()).all())
-    return list(rows.get(CLASSES_KEY) or []), list(rows.get(CLASSES_ADDED_KEY) or [])
+    """The list (its row locked on PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole database), then the added
+    ones, read after the lock is held: a row another writer inserted meanwhile is seen."""
+    classes: Any = conn.execute(sa.select(meta.c.value).where(meta.c.key == CLASSES_KEY).with_for_update()).scalar_one_or_none()
+    added: Any = conn.execute(sa.select(meta.c.value).where(meta.c.key == CLASSES_ADDED_KEY)).scalar_one_or_none()
+    return list(classes or []), list(added or [])
 
 
 def _write(conn: Connection, classes: list[str], added: list[str]) -> None:
