@@ -40,7 +40,7 @@ def test_post_adds_a_class_to_the_store_and_label_studio_once(client, services):
     assert again.status_code == 200 and again.json["added"] == [] and again.json["classes"] == [*CLASSES, "purple"]
 
 
-@pytest.mark.parametrize("name", ["   ", ""])
+@pytest.mark.parametrize("name", ["   ", "", "tab\there", "nul\x00"])
 def test_an_empty_name_is_a_problem(client, services, name):
     response = client.post("/v1/classes", json={"name": name})
     assert response.status_code in (400, 422) and response.mimetype == "application/problem+json"
