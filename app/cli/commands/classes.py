@@ -63,8 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if result.project is not None:
                     print(f"Label Studio project {result.project.title!r} (id {result.project.id}): {', '.join(result.project.classes)}")
                 else:
-                    print(f"Label Studio is away ({result.label_studio_error}): the service's delivery job adds the choice "
-                          "to its project once it answers")  # fmt: skip
+                    print(f"Label Studio did not take it yet ({result.label_studio_error}): the service's delivery job "
+                          "adds the choice to its project once it answers")  # fmt: skip
             else:
                 new_name = args.new_name if args.action == "rename" else None
                 change_class(store, desk, title, args.name, new_name)

@@ -46,7 +46,7 @@ def list_classes() -> Response:
 
 
 @api.post("/classes")
-@spec.validate(resp=Answers(HTTP_200=ClassList, HTTP_201=ClassList, problems=(400, 401, 403, 415, 422)))
+@spec.validate(resp=Answers(HTTP_200=ClassList, HTTP_201=ClassList, problems=(400, 401, 403, 409, 415, 422)))
 def post_class(json: NewClass) -> tuple[Response, int]:
     """Add a class: 201 when it is new, 200 when it was there already (idempotent).
 
@@ -68,7 +68,7 @@ def post_class(json: NewClass) -> tuple[Response, int]:
         label_studio = {
             "project_id": result.project.id if result.project is not None else None,
             "updated": result.project is not None,
-            "detail": result.label_studio_error and f"Label Studio is away ({result.label_studio_error}); "
+            "detail": result.label_studio_error and f"Label Studio did not take it yet ({result.label_studio_error}); "
                                                      "the class is stored and its project gets it once it answers",
         }  # fmt: skip
     body = {"classes": list(result.classes), "added_at_run_time": list(svc.store.added_classes()),

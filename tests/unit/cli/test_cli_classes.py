@@ -67,7 +67,7 @@ def test_add_writes_the_store_and_the_project_and_list_marks_it(settings, desk, 
 
 def test_label_studio_away_stores_the_class_and_says_when_the_project_gets_it(settings, capsys):
     assert juicer(settings, "add", "bird") == 0
-    assert "Label Studio is away" in capsys.readouterr().out
+    assert "Label Studio did not take it yet" in capsys.readouterr().out
     store = Store.from_settings(settings)
     assert store.stored_classes() == ("cat", "dog", "bird")
     store.close()
