@@ -50,7 +50,8 @@ class Services:
 
     settings: Settings
     store: Store
-    classes: tuple[str, ...]
+    #: The class list resolved at start (:func:`resolve_classes`); :attr:`classes` is the one to read.
+    start_classes: tuple[str, ...]
     embeddings: Embeddings
     models: ModelHolder
     trainer: Trainer
@@ -75,6 +76,11 @@ class Services:
     task_images_transport: httpx.BaseTransport | None = None
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The class list now: the store's, read per use, so every worker sees a class added at run time."""
+        return self.store.stored_classes() or tuple(self.start_classes)
+
+    @property
     def data_dir(self) -> Path:
         """The data folder (images, models, embeddings, state)."""
         return Path(self.settings.data_dir)
@@ -96,21 +102,37 @@ class Services:
 
 
 def resolve_classes(settings: Settings, store: Store) -> tuple[str, ...]:
-    """The class list: from settings, else the one the store was seeded with; recorded in the store."""
-    configured = settings.service.classes
-    stored = store.get_meta("classes")
+    """The class list at start, recorded in the store: ``service.classes``, else the list the store holds.
+
+    Once a class was added at run time (``POST /v1/classes``, ``juicer classes add``) the store's list is the
+    truth: a configured list that lacks such a class starts with it kept after the configured ones (a warning
+    says to add it to ``service.classes``). A configured list that drops a class it once had stops the start.
+    """
+    configured = list(settings.service.classes or ())
+    stored = list(store.stored_classes())
     if configured:
-        if stored and list(stored) != list(configured):
-            added = [c for c in configured if c not in stored]
+        resolved = configured
+        if stored and stored != configured:
+            added_at_run_time = set(store.added_classes())
             removed = [c for c in stored if c not in configured]
-            if removed:
+            dropped = [c for c in removed if c not in added_at_run_time]
+            if dropped:
                 raise SetupError(
-                    f"service.classes drops {removed} that the store at {settings.data_dir} already uses; "
+                    f"service.classes drops {dropped} that the store at {settings.data_dir} already uses; "
                     "keep them in the list (new ones may be appended)"
                 )
-            logger.info("new classes appended: %s", added)
-        store.set_meta("classes", list(configured))
-        return tuple(configured)
+            if removed:
+                logger.warning(
+                    "service.classes lacks %s, added at run time (POST /v1/classes or `juicer classes add`): kept "
+                    "after the configured classes; add them to service.classes to say so in the config", removed,
+                )  # fmt: skip
+            appended = [c for c in configured if c not in stored]
+            if appended:
+                logger.info("new classes appended: %s", appended)
+            resolved = configured + removed
+        if resolved != stored:
+            store.set_classes(resolved)
+        return tuple(resolved)
     if stored:
         return tuple(stored)
     raise SetupError(

@@ -38,12 +38,15 @@ def files_dir(data_dir: str | Path) -> Path:
 
 
 def check_class_names(names: Sequence[Any]) -> list[str]:
-    """The class names, stripped, once they are at least two, none empty, none repeated (else ``ValueError``)."""
+    """The class names, stripped, once they are at least two, none empty, none repeated, none holding a control
+    character (else ``ValueError``)."""
     cleaned = [str(name).strip() for name in names]
     if len(cleaned) < 2:
         raise ValueError("needs at least two class names")
     if any(not name for name in cleaned):
         raise ValueError("class names must not be empty")
+    if any(not character.isprintable() for name in cleaned for character in name):
+        raise ValueError("class names must not hold control characters (a labelling config cannot carry them)")
     duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
     if duplicates:
         raise ValueError(f"class names must be unique; repeated: {', '.join(duplicates)}")

@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from annotation.errors import AnnotationError, EventNotServedError
+from app.core.classes import HOW_TO_ADD
 from app.store import Store
 
 if TYPE_CHECKING:  # the desk pulls in the SDK
@@ -37,7 +38,8 @@ def apply_events(store: Store, events: Sequence[LabelEvent], classes: Sequence[s
     accepted = []
     for event in events:
         if event.action == "set" and event.label not in classes:
-            logger.warning("label %r for item %s is not one of the classes: ignored", event.label, event.item_id)
+            logger.warning("label %r for item %s is not one of the classes: ignored (to make it one, %s)",
+                           event.label, event.item_id, HOW_TO_ADD)
             continue
         accepted.append(event)
     return store.apply_label_events(accepted)

@@ -154,13 +154,18 @@ class Trainer:
         self.models = models
         self.service = service
         self.data_dir = Path(data_dir)
-        self.classes = tuple(classes)
+        self.start_classes = tuple(classes)
         self.max_image_pixels = max_image_pixels
         query_strategy(service)  # an unknown name stops start-up here, not at the first refresh
         self.head_factory = head_factory or functools.partial(
             default_head_factory, warm_start_max_iter=service.warm_start_max_iter
         )
         self._lock = threading.RLock()  # remeasure takes it too, also from inside retrain
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class list now: the store's (a class added at run time is in it), else the one given at start."""
+        return self.store.stored_classes() or self.start_classes
 
     # -- sources ------------------------------------------------------------------------------------
     def source_for(self, item_id: str, content_hash: str, source: str, image_path: str | None) -> FileImage:
@@ -218,7 +223,8 @@ class Trainer:
             max_label_id = self.store.max_label_id()
             if current is not None and not force and self.new_labels() == 0:
                 return RetrainResult(None, skipped="no new labels since the serving model")
-            labelled = [row for row in self.store.current_labels() if row.label in self.classes]
+            classes = self.classes  # read once: a class added during the fit joins the next one
+            labelled = [row for row in self.store.current_labels() if row.label in classes]
             timings = {"labels": time.perf_counter() - started}
             X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled], progress)
             labelled = [labelled[i] for i in kept]
@@ -241,13 +247,13 @@ class Trainer:
             timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
             head.fit(X, y_fit)
             timings["fit"] = time.perf_counter() - started - sum(timings.values())
-            labels_per_class = {name: 0 for name in self.classes}
+            labels_per_class = {name: 0 for name in classes}
             labels_per_class.update(Counter(y.tolist()))
             seq = self.store.next_model_seq()
             version = f"v{seq:04d}"
             candidate = ServingModel(
                 version=version,
-                classes=self.classes,
+                classes=classes,
                 head=head,
                 backbone_id=self.embeddings.backbone_id,
                 n_labels=len(labelled),
@@ -262,7 +268,7 @@ class Trainer:
                     version=version,
                     seq=seq,
                     backbone_id=candidate.backbone_id,
-                    classes=list(self.classes),
+                    classes=list(classes),
                     n_labels=len(labelled),
                     labels_per_class=labels_per_class,
                     max_label_id=max_label_id,
@@ -321,10 +327,15 @@ class Trainer:
         holdout = holdout or self.holdout_data(progress)
         if holdout is None:
             return None
-        proba = model.proba(holdout.X)
-        figures = evaluate(holdout.y_true, proba, list(self.classes), self.service.report_thresholds).to_dict()
+        classes = list(model.classes)  # a class added while the model fitted is not among its outputs
+        known = np.array([label in classes for label in holdout.y_true])
+        X, y_true = holdout.X[known], [label for label, ok in zip(holdout.y_true, known) if ok]
+        if not y_true:
+            return None
+        proba = model.proba(X)
+        figures = evaluate(y_true, proba, classes, self.service.report_thresholds).to_dict()
         seed = self.store.next_model_seq() if seed is None else seed
-        figures["precision_rule"] = self.precision_promise(proba, holdout.y_true, seed=seed)
+        figures["precision_rule"] = self.precision_promise(proba, y_true, seed=seed, classes=classes)
         figures["holdout_key"] = holdout.key
         return figures
 
@@ -363,11 +374,14 @@ class Trainer:
             logger.info("holdout changed (%d labels): re-measured %s", len(holdout.y_true), ", ".join(updated))
         return updated
 
-    def precision_promise(self, proba: np.ndarray, y_true: Sequence[str], seed: int = 0) -> dict[str, Any]:
-        """The ``precision`` rule's threshold for this version, chosen on the holdout (recorded for every version)."""
+    def precision_promise(
+        self, proba: np.ndarray, y_true: Sequence[str], seed: int = 0, classes: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The ``precision`` rule's threshold for this version, chosen on the holdout (recorded for every version);
+        ``proba``'s columns are in ``classes`` order (the model's; the current list by default)."""
         from learner.selective import calibrate_precision_rule
 
-        index = {name: j for j, name in enumerate(self.classes)}
+        index = {name: j for j, name in enumerate(self.classes if classes is None else classes)}
         promise = calibrate_precision_rule(
             proba, np.array([index[label] for label in y_true]), self.service.target_precision,
             self.service.risk_confidence, self.service.temperature_scaling, random_state=seed,
@@ -403,14 +417,15 @@ class Trainer:
             return 0
         queued = np.array([row.status in ("pending", "sent", "failed") for row in pool], dtype=bool)
         fresh = np.flatnonzero(~queued)
-        labelled = [row for row in self.store.current_labels() if row.label in self.classes and row.image_path]
+        classes = self.classes
+        labelled = [row for row in self.store.current_labels() if row.label in classes and row.image_path]
         X_labelled = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled])[0] if labelled else None
         if model is None:
             return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
         proba = model.proba(X)
         chosen = fresh[
             query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels,
-                  X_labelled=X_labelled, n_classes=len(self.classes)).indices
+                  X_labelled=X_labelled, n_classes=len(classes)).indices
         ] if len(fresh) else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         predictions = [

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.http.auth import token_refusal
 from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
+from app.core.classes import HOW_TO_ADD
 from app.core.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
 from app.http.openapi import ML_AUTH, AnyObject, Answers, spec, validated
@@ -152,7 +153,7 @@ def _project(body: Mapping[str, Any], config_key: str) -> _Project:
         raise Problem(
             422, "Unknown choices",
             f"the labelling config's choices {unknown} are not juicer classes ({', '.join(classes)}); rename them to "
-            "juicer's class names or add them to service.classes",
+            f"juicer's class names, or {HOW_TO_ADD.replace('add it', 'add each')}",
             type="unknown-choices", unknown=unknown, classes=list(classes),
         )  # fmt: skip
     return _Project(project_id, config)

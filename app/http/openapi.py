@@ -118,6 +118,10 @@ def _has_body(request: Request) -> bool:
     return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
+def _json_expected() -> Problem:
+    return Problem(415, "JSON expected", "send Content-Type: application/json with a JSON object", type="unsupported-media-type")
+
+
 class _Checks(FlaskPlugin):
     """spectree's Flask plugin with juicer's rules for bodies: JSON is read by the app's streamed reader, malformed
     JSON is a 400 (not an empty object), no body is an empty object, a body of another type is a 415 (unless
@@ -138,8 +142,9 @@ class _Checks(FlaskPlugin):
             elif not _has_body(request):
                 body = validated(json, {}, "body") if form is None else None
             elif form is None:
-                raise Problem(415, "JSON expected", "send Content-Type: application/json with a JSON object",
-                              type="unsupported-media-type")  # fmt: skip
+                raise _json_expected()
+        elif json is not None and writes and form is None:  # a form sent to a view that takes JSON only
+            raise _json_expected()
         request.context = Context(query, body, form_body, None, None)
 
 

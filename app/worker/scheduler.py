@@ -28,6 +28,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from app.core import delivery, intake, retention, retraining
+from app.core.classes import follow_classes
 from app.services import Services
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,14 @@ RETENTION_FIRST_RUN = timedelta(minutes=5)  # not in the first minutes of a star
 
 # -- the jobs ---------------------------------------------------------------------------------------
 def deliver_outbox(services: Services) -> int:
-    """Send due review tasks to Label Studio; returns how many were delivered."""
+    """Send due review tasks to Label Studio; returns how many were delivered.
+
+    The project first follows the store's class list (a class added in another process, or while Label Studio
+    was away): a prediction of the new class is a choice the project must have.
+    """
+    services.project = follow_classes(
+        services.desk, services.project, services.classes, services.settings.label_studio.project_title
+    )
     return delivery.deliver_outbox(services.store, services.desk, services.project, services.settings.service)
 
 

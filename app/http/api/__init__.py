@@ -5,7 +5,7 @@ The token, the origin of browser writes and the JSON depth are checked before an
 (:mod:`app.http.auth`); the Label Studio webhook is checked by its shared secret instead (:mod:`.webhooks`).
 """
 
-from app.http.api import items, jobs, labels, models, predict, reviews, webhooks  # noqa: F401  (each adds its routes)
+from app.http.api import classes, items, jobs, labels, models, predict, reviews, webhooks  # noqa: F401  (each adds its routes)
 from app.http.api.common import api
 
 __all__ = ["api"]

@@ -6,12 +6,13 @@ then the classes, the items named and the images.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.core.classes import HOW_TO_ADD
 from app.http.api.common import api, request_uploads, services
 from app.http.openapi import Answers, spec
 from app.http.problems import Problem
@@ -100,8 +101,9 @@ def add_labels(json: LabelsBody, form: LabelsForm) -> tuple[Response, int]:
         if len(json.labels) > MAX_LABELS:
             raise Problem(413, "Too many labels", f"at most {MAX_LABELS} labels per request", type="too-many-labels")
         image_entries: list[tuple[int, LabelEntry]] = []
+        classes = svc.classes
         for index, entry in enumerate(json.labels):
-            _known_label(entry.label, f"labels[{index}]")
+            _known_label(entry.label, f"labels[{index}]", classes)
             if entry.image is not None:
                 image_entries.append((index, entry))
             else:
@@ -137,14 +139,13 @@ def add_labels(json: LabelsBody, form: LabelsForm) -> tuple[Response, int]:
     )
 
 
-def _known_label(label: str, where: str) -> None:
-    """422 for a label that is not one of the classes (the classes are configuration, not part of the schema)."""
-    classes = services().classes
+def _known_label(label: str, where: str, classes: Sequence[str]) -> None:
+    """422 for a label that is not one of the classes (the store's list, read once per request: it can grow)."""
     if label not in classes:
         raise Problem(
             422,
             "Unknown label",
-            f"{where}: {label!r} is not one of the classes: {', '.join(classes)}",
+            f"{where}: {label!r} is not one of the classes: {', '.join(classes)}; to make it one, {HOW_TO_ADD}",
             type="unknown-label",
             label=label,
             classes=list(classes),
@@ -169,8 +170,9 @@ def _check_label_targets(svc: Services, new_labels: list[NewLabel], new_items: d
 def _labels_for_uploads(
     svc: Services, pairs: list[tuple[Upload, str]], annotator: str | None, new_items: dict[str, NewItem], new_labels: list[NewLabel]
 ) -> None:
+    classes = svc.classes
     for upload, label in pairs:
-        _known_label(label, upload.image.source)
+        _known_label(label, upload.image.source, classes)
     # Decode every image before anything is stored: a truncated file fails the whole request.
     svc.embeddings.embed([upload.image for upload, _ in pairs])
     item_ids = items_for_uploads(svc.store, svc.data_dir, [upload for upload, _ in pairs], "seed", new_items)

@@ -50,6 +50,7 @@ class FakeDesk:
         self.cursors: list[PullCursor | None] = []  # what each pull_labels call was handed
         self.annotations: dict[int, Annotation] = {}  # what Label Studio holds (get_annotation)
         self.task_records: dict[int, Task] = {}  # (get_task)
+        self.ensured: list[list[str]] = []  # the class list of each ensure_project call
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -61,7 +62,8 @@ class FakeDesk:
 
     def ensure_project(self, classes: Any, title: str) -> Any:
         self._check()
-        return FakeProject()
+        self.ensured.append(list(classes))
+        return FakeProject(classes)
 
     def register_webhook(self, project: Any, url: str, secret: str) -> int:
         self._check()
@@ -114,6 +116,9 @@ class FakeProject:
     id = 1
     title = "test"
     url = "http://127.0.0.1:1/projects/1"
+
+    def __init__(self, classes: Any = CLASSES) -> None:
+        self.classes = tuple(classes)
 
 
 def logistic_head(previous: Any) -> Any:

@@ -57,3 +57,9 @@ def test_a_body_that_does_not_fit_its_model_is_a_400_problem(client, body, kind)
 def test_flask_rules_become_openapi_paths():
     assert flask_rule_to_openapi("/v1/items/<path:item_id>") == "/v1/items/{item_id}"
     assert flask_rule_to_openapi("/v1/jobs/<int:job_id>") == "/v1/jobs/{job_id}"
+
+
+@pytest.mark.parametrize("path", ["/v1/retrain", "/v1/classes"])
+def test_a_form_sent_to_a_json_only_view_is_a_415(client, path):
+    response = client.post(path, data=b'{"name": "x"}', headers={"Content-Type": "multipart/form-data"})
+    assert response.status_code == 415 and response.json["type"].endswith("unsupported-media-type")

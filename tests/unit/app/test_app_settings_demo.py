@@ -114,6 +114,22 @@ def test_classes_come_from_settings_or_the_store_and_cannot_lose_one(tmp_path):
     store.close()
 
 
+def test_a_class_added_at_run_time_survives_a_start_whose_config_lacks_it(tmp_path, caplog):
+    """The stored list is the truth once a class was added: kept after the configured ones, with a warning."""
+    store = Store.open(tmp_path)
+    assert resolve_classes(load_settings(environ={}, data_dir=tmp_path, service={"classes": ["a", "b"]}), store) == ("a", "b")
+    store.add_classes(["late"])
+    with caplog.at_level("WARNING", logger="app.services"):
+        assert resolve_classes(load_settings(environ={}, data_dir=tmp_path, service={"classes": ["a", "b"]}), store) == ("a", "b", "late")
+    assert "lacks ['late'], added at run time" in caplog.text
+    assert resolve_classes(load_settings(environ={}, data_dir=tmp_path, service={"classes": ["a", "b", "c"]}), store) == ("a", "b", "c", "late")
+    assert store.stored_classes() == ("a", "b", "c", "late")
+    assert resolve_classes(load_settings(environ={}, data_dir=tmp_path, service={"classes": ["a", "b", "c", "late"]}), store) == ("a", "b", "c", "late")
+    with pytest.raises(SetupError, match=r"drops \['c'\]"):  # a configured class is still never dropped
+        resolve_classes(load_settings(environ={}, data_dir=tmp_path, service={"classes": ["a", "b"]}), store)
+    store.close()
+
+
 def test_environment_lists_and_nesting_come_through_pydantic_settings():
     settings = load_settings(environ={
         "JUICER_SERVICE__CLASSES": '["cat", "dog"]', "JUICER_SERVICE__REPORT_THRESHOLDS": "[0.9, 0.3]",

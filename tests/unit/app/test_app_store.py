@@ -208,3 +208,46 @@ def test_the_same_migrations_bring_either_database_to_the_newest_schema_once_for
     finally:
         for one in stores:
             one.close()
+
+
+def test_classes_grow_from_many_writers_at_once_and_none_is_lost(store_url):
+    """Eight workers add a class each at the same moment (and one adds a name twice): every one lands once."""
+    stores = [Store.from_url(store_url) for _ in range(8)]
+    try:
+        with pytest.raises(StoreError, match="no class list"):
+            stores[0].add_classes(["x"])
+        stores[0].set_classes(["cat", "dog"])
+        _at_once(8, lambda k: stores[k].add_classes([f"c{k}", "shared"]))
+        classes = stores[0].stored_classes()
+        assert classes[:2] == ("cat", "dog") and sorted(classes[2:]) == sorted([*(f"c{k}" for k in range(8)), "shared"])
+        assert set(stores[0].added_classes()) == set(classes[2:])
+        assert stores[0].add_classes(["cat"]) == (list(classes), [])
+    finally:
+        for one in stores:
+            one.close()
+
+
+def test_only_an_unused_run_time_class_changes(store):
+    from app.store import ClassInUseError
+
+    store.set_classes(["cat", "dog"])
+    store.add_classes(["bird", "fish"])
+    assert store.change_class("bird", "parrot") == ["cat", "dog", "parrot", "fish"]
+    assert store.added_classes() == ("parrot", "fish")
+    assert store.change_class("fish", None, dry_run=True) == ["cat", "dog", "parrot"]
+    assert store.stored_classes() == ("cat", "dog", "parrot", "fish")
+    with pytest.raises(ClassInUseError, match="configured class list"):
+        store.change_class("cat", None)
+    with pytest.raises(ClassInUseError, match="is a class already"):
+        store.change_class("parrot", "dog")
+    with pytest.raises(StoreError, match="not one of the classes"):
+        store.change_class("cow", None)
+    store.add_items([_item(1)])
+    store.add_labels([NewLabel("item-1", "parrot", "api")])
+    with pytest.raises(ClassInUseError, match="1 label"):
+        store.change_class("parrot", None)
+    store.record_model(NewModelVersion(version="v0001", seq=1, backbone_id="b", classes=["cat", "dog", "parrot", "fish"],
+                                       n_labels=2, labels_per_class={}, max_label_id=1, metrics=None, head_path="m.pkl"))  # fmt: skip
+    with pytest.raises(ClassInUseError, match="v0001"):
+        store.change_class("fish", None)
+    assert store.stored_classes() == ("cat", "dog", "parrot", "fish")
