@@ -61,6 +61,15 @@ def lite0_backbone_dir(tmp_path_factory) -> Path:
     return ensure_backbone("efficientnet-lite0", tmp_path_factory.mktemp("data"))[0]
 
 
+@pytest.fixture(scope="module")
+def backbone(lite0_backbone_dir, tmp_path_factory):
+    """The real EfficientNet-Lite0, loaded once per test module that uses it."""
+    from learner.backbones import load_backbone, resolve_backbone
+
+    spec = resolve_backbone(str(lite0_backbone_dir), tmp_path_factory.mktemp("unused-data"))
+    return load_backbone(spec, batch_size=32)
+
+
 def write_sample_images(files_root: Path) -> dict[str, str]:
     """scikit-image's photos as JPEG files under ``files_root``; name -> path relative to it."""
     from PIL import Image

@@ -19,14 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def backbone(lite0_backbone_dir, tmp_path_factory):
-    from learner.backbones import load_backbone, resolve_backbone
-
-    spec = resolve_backbone(str(lite0_backbone_dir), tmp_path_factory.mktemp("unused-data"))
-    return load_backbone(spec, batch_size=32)
-
-
-@pytest.fixture(scope="module")
 def juicer(label_studio, backbone, free_port, tmp_path_factory):
     from werkzeug.serving import make_server
 

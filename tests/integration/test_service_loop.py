@@ -17,18 +17,8 @@ import httpx
 import pytest
 
 from tests.support.wait import poll
+
 pytestmark = pytest.mark.integration
-
-
-
-
-
-@pytest.fixture(scope="module")
-def backbone(lite0_backbone_dir, tmp_path_factory):
-    from learner.backbones import load_backbone, resolve_backbone
-
-    spec = resolve_backbone(str(lite0_backbone_dir), tmp_path_factory.mktemp("unused-data"))
-    return load_backbone(spec, batch_size=32)
 
 
 @pytest.fixture(scope="module")
