@@ -13,6 +13,11 @@ already an item (counted as a duplicate) and imports exactly the rest.
 
 Layouts: a folder imported ``labelled`` is read as ``<class>/<image>`` (any depth below the class folder); its
 items are labelled with ``source: import`` in the ``seed`` split, or in ``holdout``.
+
+While an import runs it says so in the store (:func:`import_running`, a heartbeat per chunk), from whichever process
+runs it: the review queue waits for it, so the holdout is drawn and the first picks are made over the whole folder,
+not over the chunks that happened to arrive first (a folder sorted by class would give the first picks to the first
+classes). When it ends the store records it, and the scheduler refreshes the queue (:func:`pool_grew_since_refresh`).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import logging
 import os
 import tarfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
 from annotation.errors import AnnotationError
 from app.core.uploads import Upload, check_upload, items_for_uploads
-from app.store import NewItem, NewLabel, Store
+from app.store import NewItem, NewLabel, Store, utcnow
 from learner.errors import ImageDecodeError, ImageError, ImageTooLargeError
 from learner.images import ImageSource
 
@@ -41,6 +47,12 @@ CHUNK_IMAGES = 128
 CHUNK_BYTES = 256 * 1024 * 1024
 #: The size a check decode runs at when nothing is embedded (JPEG decodes at 1/8 scale for it).
 CHECK_SIZE = (32, 32)
+#: Store meta: ``{"running": bool, "heartbeat": ISO time, "finished": ISO time}`` of the newest import.
+IMPORT_STATE = "import"
+#: Store meta: when the review queue was last refreshed (ISO time).
+QUEUE_REFRESHED = "queue-refreshed-at"
+#: An import whose heartbeat is older than this was killed: the queue stops waiting for it.
+IMPORT_STALE_S = 120.0
 
 
 class Unreadable(Exception):
@@ -323,11 +335,43 @@ def import_images(
     Labelled candidates need ``split`` ``seed`` or ``holdout``; a class outside ``classes`` (when given) is
     skipped. ``on_done(n)`` is told of every n files finished (a progress bar)."""
     summary = ImportSummary()
-    for chunk in chunked(candidates, summary, on_done):
-        _import_chunk(chunk, summary, store=store, data_dir=data_dir, max_pixels=max_pixels, embed=embed, split=split,
-                      classes=classes)  # fmt: skip
-        on_done(len(chunk))
+    _import_state(store, running=True)
+    try:
+        for chunk in chunked(candidates, summary, on_done):
+            _import_chunk(chunk, summary, store=store, data_dir=data_dir, max_pixels=max_pixels, embed=embed, split=split,
+                          classes=classes)  # fmt: skip
+            on_done(len(chunk))
+            _import_state(store, running=True)
+    finally:
+        _import_state(store, running=False)
     return summary
+
+
+def _import_state(store: Store, running: bool) -> None:
+    now = utcnow().isoformat()
+    state = dict(store.get_meta(IMPORT_STATE) or {})
+    state.update(running=running, heartbeat=now, **({} if running else {"finished": now}))
+    store.set_meta(IMPORT_STATE, state)
+
+
+def import_running(store: Store, stale_s: float = IMPORT_STALE_S) -> bool:
+    """Whether an import (in any process) is under way: running, with a heartbeat younger than ``stale_s``."""
+    state = store.get_meta(IMPORT_STATE) or {}
+    if not state.get("running"):
+        return False
+    return (utcnow() - datetime.fromisoformat(state["heartbeat"])).total_seconds() < stale_s
+
+
+def mark_queue_refreshed(store: Store) -> None:
+    """Record that the review queue was refreshed over the pool as it is now."""
+    store.set_meta(QUEUE_REFRESHED, utcnow().isoformat())
+
+
+def pool_grew_since_refresh(store: Store) -> bool:
+    """Whether an import finished after the review queue was last refreshed (so the queue has not seen its items)."""
+    finished = (store.get_meta(IMPORT_STATE) or {}).get("finished")
+    refreshed = store.get_meta(QUEUE_REFRESHED)
+    return finished is not None and (refreshed is None or datetime.fromisoformat(finished) > datetime.fromisoformat(refreshed))
 
 
 def _import_chunk(

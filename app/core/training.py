@@ -26,6 +26,7 @@ import numpy as np
 
 from app.core.datadir import image_file
 from app.core.holdout import queue_holdout_tasks, reserve_holdout
+from app.core.imports import import_running, mark_queue_refreshed
 from app.core.serving import (
     Embeddings,
     ModelHolder,
@@ -398,6 +399,10 @@ class Trainer:
         """
         from learner.query import query
 
+        if import_running(self.store):  # the holdout and the picks are drawn over the whole folder, not its first chunks
+            logger.info("review queue: an import is under way; the holdout and the picks wait until it has finished")
+            return 0
+        mark_queue_refreshed(self.store)
         # The holdout first: reserved before any active pick sees the pool, its blind tasks queued ahead of them.
         reserved = set(reserve_holdout(self.store, self.service.holdout, len(self.classes)))
         if reserved:  # embedded now, as the pool would have been: measuring a version later runs no backbone

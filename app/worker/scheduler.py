@@ -9,6 +9,7 @@ Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``; each interval is a `
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived (:mod:`app.core.retraining`)
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
+    refresh-after-import  the same, once an import finished after the last refresh (:mod:`app.core.imports`)
     prune-predictions  delete the Label Studio prediction versions no open editor can point at any more
     apply-retention    delete served images and predictions older than ``service.keep_served_days``
     run-queued-jobs    the retrains asked for through ``POST /v1/retrain`` or "Start training" in any worker
@@ -127,6 +128,16 @@ def refresh_queue(services: Services) -> int:
     return services.trainer.refresh_review_queue()
 
 
+def refresh_after_import(services: Services) -> int:
+    """Refresh the review queue once an import (``juicer import`` in another process, or the bulk route) finished
+    after its last refresh: the picks and the holdout then see the whole folder."""
+    from app.core.imports import pool_grew_since_refresh
+
+    if not pool_grew_since_refresh(services.store):
+        return 0
+    return refresh_queue(services)
+
+
 # -- the scheduler ----------------------------------------------------------------------------------
 class _StillRunningFilter(logging.Filter):
     """Drops APScheduler's "skipped: maximum number of running instances reached": ``run-queued-jobs`` ticks
@@ -179,6 +190,7 @@ class Scheduler:
         self._add("retrain-check", retrain_if_due, service.retrain_check_interval_s)
         self._add("run-queued-jobs", run_queued_jobs, service.queued_retrains_interval_s, next_run_time=now)
         self._add("refresh-queue", refresh_queue, service.refresh_queue_interval_s)
+        self._add("refresh-after-import", refresh_after_import, service.retrain_check_interval_s)
         self._add("prune-predictions", prune_predictions, service.prune_interval_s)
         self._add("apply-retention", apply_retention, service.retention_interval_s, next_run_time=now + RETENTION_FIRST_RUN)
         if service.retrain_interval_s > 0:

@@ -252,6 +252,41 @@ def test_a_running_service_queues_imported_items_at_its_next_refresh(services, t
     assert len(services.store.due_reviews(limit=100)) == services.settings.service.review_batch_size
 
 
+def test_the_queue_waits_for_an_import_under_way_and_refreshes_once_it_finished(services, tmp_path):
+    """An import in another process (its heartbeat in the store): no holdout is drawn and no pick is made over the
+    chunks that arrived so far; once it has finished, the scheduler's refresh-after-import job queues over all of it."""
+    from app.core.imports import _import_state, import_running, pool_grew_since_refresh
+    from app.worker.scheduler import refresh_after_import
+    from tests.unit.app.conftest import COLOURS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, colour in enumerate(COLOURS.values()):
+        for i in range(3):
+            (folder / f"{k}-{i}.png").write_bytes(png(colour, seed=10 * k + i))
+    import_images(walk([folder], max_bytes=MAX_BYTES), store=services.store, data_dir=services.data_dir,
+                  max_pixels=MAX_PIXELS, embed=None)  # fmt: skip
+    _import_state(services.store, running=True)  # a second import is under way elsewhere
+    assert import_running(services.store)
+    assert services.trainer.refresh_review_queue() == 0 and services.store.due_reviews(limit=100) == []
+
+    _import_state(services.store, running=False)  # ... and finished
+    assert pool_grew_since_refresh(services.store)
+    assert refresh_after_import(services) == services.settings.service.review_batch_size
+    assert not pool_grew_since_refresh(services.store) and refresh_after_import(services) == 0  # once, not every tick
+
+
+def test_a_killed_import_stops_holding_the_queue_once_its_heartbeat_is_stale(services):
+    from datetime import timedelta
+
+    from app.core.imports import IMPORT_STALE_S, IMPORT_STATE, import_running
+    from app.store import utcnow
+
+    beat = (utcnow() - timedelta(seconds=IMPORT_STALE_S + 1)).isoformat()
+    services.store.set_meta(IMPORT_STATE, {"running": True, "heartbeat": beat})  # SIGKILLed: never said it ended
+    assert not import_running(services.store)
+
+
 def test_serve_images_imports_a_labelled_folder_and_takes_its_classes(tmp_path):
     from app.cli.commands.serve import _import_images, with_classes
     from config import load_settings
