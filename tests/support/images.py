@@ -50,3 +50,16 @@ def add_png_item(
     path.write_bytes(data)
     store.add_items([NewItem(item_id, digest, source or f"pool/{item_id}", split, relative)])
     return path
+
+
+def tar_of(members: dict[str, bytes], compression: str = "") -> bytes:
+    """A tar archive (``compression`` "gz" for a .tgz) holding ``members``: name -> bytes, in order."""
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}" if compression else "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from app.cli import main as cli
+from tests.support.images import tar_of
 from learner.datasets import download_flowers, load_folder
 from learner.errors import DatasetError
 
@@ -25,20 +25,10 @@ def jpeg(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, body in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def flowers_archive() -> bytes:
     """The real archive's layout (flower_photos/<class>/*.jpg and a LICENSE.txt) with scikit-image photos."""
-    return tar_gz(
+    return tar_of(
         {
             "flower_photos/LICENSE.txt": b"All images in this archive are licensed under the Creative Commons",
             "flower_photos/cats/chelsea.jpg": jpeg(skdata.chelsea()),
@@ -46,7 +36,8 @@ def flowers_archive() -> bytes:
             "flower_photos/mugs/coffee.jpg": jpeg(skdata.coffee()),
             "flower_photos/space/astronaut.jpg": jpeg(skdata.astronaut()),
             "flower_photos/space/rocket.jpg": jpeg(skdata.rocket()),
-        }
+        },
+        "gz",
     )
 
 
@@ -145,7 +136,7 @@ def test_truncated_download_is_a_dataset_error(server, flowers_archive, tmp_path
 
 
 def test_path_traversal_is_refused(server, tmp_path):
-    server.routes["/evil.tgz"] = tar_gz({"flower_photos/a/x.jpg": jpeg(skdata.coffee()), "../escaped.txt": b"gotcha"})
+    server.routes["/evil.tgz"] = tar_of({"flower_photos/a/x.jpg": jpeg(skdata.coffee()), "../escaped.txt": b"gotcha"}, "gz")
     dest = tmp_path / "datasets"
     with pytest.raises(DatasetError, match="unsafe member"):
         download_flowers(f"{server.url}/evil.tgz", dest, progress=False)
@@ -154,7 +145,7 @@ def test_path_traversal_is_refused(server, tmp_path):
 
 
 def test_archive_without_flower_photos_is_refused(server, tmp_path):
-    server.routes["/other.tgz"] = tar_gz({"pictures/a/x.jpg": jpeg(skdata.coffee())})
+    server.routes["/other.tgz"] = tar_of({"pictures/a/x.jpg": jpeg(skdata.coffee())}, "gz")
     with pytest.raises(DatasetError, match="flower_photos"):
         download_flowers(f"{server.url}/other.tgz", tmp_path, progress=False)
     assert leftovers(tmp_path) == []

@@ -13,7 +13,7 @@ from PIL import Image
 from app.core.imports import CHUNK_IMAGES, Skipped, import_images, walk
 from app.store import Store
 from learner.cache import EmbeddingCache, embed_sources
-from tests.support.images import png
+from tests.support.images import png, tar_of
 from tests.unit.app.conftest import FakeBackbone
 from tests.unit.app.test_app_api import pixel_bomb
 
@@ -173,18 +173,6 @@ def test_a_file_over_the_byte_limit_is_refused_before_it_is_read_whole(tmp_path,
 
 
 # -- POST /v1/items/bulk: a tar read as a stream --------------------------------------------------------
-def tar_of(members: dict[str, bytes]) -> bytes:
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def test_the_bulk_route_imports_a_tar_and_answers_the_summary(client, services):
     body = tar_of({
         "a.png": png((200, 0, 0), seed=1), "b.png": png((0, 200, 0), seed=2), "again.png": png((200, 0, 0), seed=1),
