@@ -22,6 +22,11 @@ def images(handler=None, **kwargs) -> TaskImages:
     return TaskImages(LS, "tok", allowed_hosts=["images.example.org"], transport=transport, **kwargs)
 
 
+def no_network(request):
+    """A transport for URLs that must be refused before any request: reaching it fails the test."""
+    raise AssertionError(f"fetched {request.url}")
+
+
 @pytest.mark.parametrize(
     "url, target, token",
     [
@@ -50,9 +55,6 @@ def test_allowed_urls_resolve_with_the_token_only_for_label_studio(url, target, 
     ],
 )
 def test_everything_else_is_refused_before_any_request(url):
-    def no_network(request):
-        raise AssertionError(f"fetched {request.url}")
-
     with pytest.raises(TaskImageError):
         images(no_network).fetch(url)
 
@@ -154,9 +156,6 @@ def test_the_token_only_ever_goes_to_a_canonical_media_path(prefix, segments, qu
     ],
 )
 def test_paths_that_leave_the_media_prefixes_are_refused_before_any_request(url):
-    def no_network(request):
-        raise AssertionError(f"fetched {request.url}")
-
     with pytest.raises(TaskImageError):
         images(no_network).fetch(url)
 
@@ -184,9 +183,6 @@ def test_media_paths_are_sent_in_canonical_form(url, target):
      ["::ffff:127.0.0.1"], ["fd00::1"], ["fe80::1"], ["0.0.0.0"], ["93.184.216.34", "127.0.0.1"]],
 )  # fmt: skip
 def test_an_allow_listed_host_on_a_private_address_is_refused_unless_allowed(addresses):
-    def no_network(request):
-        raise AssertionError(f"fetched {request.url}")
-
     with pytest.raises(TaskImageError, match="image_hosts_private"):
         images(no_network, resolver=lambda host, port: addresses).fetch("https://images.example.org/a.jpg")
     allowed = images(resolver=lambda host, port: addresses, allow_private_hosts=True)
