@@ -22,8 +22,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from learner.backbones import BackboneSpec
+from learner.cache import Embedder, embed_sources
 from learner.errors import ImageError
-from learner.images import BytesImage, content_hash
+from learner.images import BytesImage
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,12 @@ class HashSet:
         return len(self._digests)
 
     def __contains__(self, content_hash: object) -> bool:
-        if not isinstance(content_hash, str) or not len(self._digests):
+        if not isinstance(content_hash, str) or len(content_hash) != 64 or not len(self._digests):
             return False
-        key = np.array(bytes.fromhex(content_hash), dtype="S32")
+        try:
+            key = np.array(bytes.fromhex(content_hash), dtype="S32")
+        except ValueError:  # not hex: not a sha256 digest
+            return False
         at = int(np.searchsorted(self._digests, key))
         return at < len(self._digests) and self._digests[at] == key
 
@@ -113,27 +117,38 @@ class ChunkEmbedder:
     def __call__(self, batch: dict) -> dict:
         import ray
 
-        from learner.cache import embed_sources
-
-        sink = VectorSink(self.backbone.id, self.backbone.dim, self.done)
+        hashes: list[str] = []
+        vectors = []
         for names, blobs in zip(batch["names"], batch["data"]):
-            sources = [BytesImage(bytes(data), source=str(name), max_pixels=self.max_pixels)
-                       for name, data in zip(names, blobs)]  # fmt: skip
-            while sources:
-                try:
-                    embed_sources(self.backbone, sink, sources, progress=False)
-                    break
-                except ImageError as exc:
-                    # The batches before it are in the sink; the registration pass reports the file with its reason.
-                    logger.warning("skipping %s: %s", exc.source, exc.reason)
-                    sources = [source for source in sources if source.source != exc.source]
+            chunk_hashes, chunk_vectors = embed_chunk(self.backbone, names, blobs, self.max_pixels, self.done)
+            hashes += chunk_hashes
+            vectors.append(chunk_vectors)
         node = ray.get_runtime_context().get_node_id()
-        dim = self.backbone.dim
         return {
-            "content_hash": np.array(sink.hashes, dtype=object),
-            "vector": np.stack(sink.vectors) if sink.vectors else np.zeros((0, dim), dtype=np.float32),
-            "node": np.array([node] * len(sink.hashes), dtype=object),
+            "content_hash": np.array(hashes, dtype=object),
+            "vector": np.concatenate(vectors) if vectors else np.zeros((0, self.backbone.dim), dtype=np.float32),
+            "node": np.array([node] * len(hashes), dtype=object),
         }
+
+
+def embed_chunk(
+    backbone: Embedder, names: Sequence[str], blobs: Sequence[bytes], max_pixels: int, done: HashSet
+) -> tuple[list[str], np.ndarray]:
+    """(hashes, vectors) of one chunk's images not in ``done``, each distinct image once, batched as
+    :func:`learner.cache.embed_sources` batches the in-process import's chunk; an image that cannot be decoded is
+    left out (the registration pass reports it with its reason)."""
+    sink = VectorSink(backbone.id, backbone.dim, done)
+    sources = [BytesImage(bytes(data), source=str(name), max_pixels=max_pixels) for name, data in zip(names, blobs)]
+    while sources:
+        try:
+            embed_sources(backbone, sink, sources, progress=False)
+            break
+        except ImageError as exc:
+            # The batches before it are in the sink: the retry embeds only what is left after it.
+            logger.warning("skipping %s: %s", exc.source, exc.reason)
+            sources = [source for source in sources if source.source != exc.source]
+    vectors = np.stack(sink.vectors) if sink.vectors else np.zeros((0, backbone.dim), dtype=np.float32)
+    return sink.hashes, vectors
 
 
 @dataclass

@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from config import Settings
 
@@ -67,8 +68,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _on_ray(args: argparse.Namespace, settings: Settings, progress: bool):  # noqa: ANN202 - ImportSummary | None
-    """The Ray job, the merge, then the import's registration with every vector found in the cache."""
+def _on_ray(args: argparse.Namespace, settings: Settings, progress: bool) -> Any:
+    """The Ray job, the merge, then the import's registration with every vector found in the cache: the
+    :class:`app.core.imports.ImportSummary`, or None when a shard was refused."""
     from app.cli.commands.importing import import_paths
     from app.core.embed_job import CacheFirstBackbone, ShardError, embed_on_ray
     from learner.backbones import resolve_backbone
