@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from learner.backbones import BackboneSpec
 from learner.cache import Embedder, embed_sources
-from learner.errors import ImageError
+from learner.errors import EmbeddingJobError, ImageError
 from learner.images import BytesImage
 
 logger = logging.getLogger(__name__)
@@ -114,12 +114,13 @@ class ChunkEmbedder:
         self.max_pixels = max_pixels
         self.done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: Any) -> dict:
+        """One block of chunk rows (a pyarrow Table: the bytes come out exactly as read) -> rows of vectors."""
         import ray
 
         hashes: list[str] = []
         vectors = []
-        for names, blobs in zip(batch["names"], batch["data"]):
+        for names, blobs in zip(batch.column("names").to_pylist(), batch.column("data").to_pylist()):
             chunk_hashes, chunk_vectors = embed_chunk(self.backbone, names, blobs, self.max_pixels, self.done)
             hashes += chunk_hashes
             vectors.append(chunk_vectors)
@@ -172,9 +173,11 @@ def run_ray_embedding(
     max_pixels: int,
     max_bytes: int,
     object_store_memory: int = OBJECT_STORE_BYTES,
+    progress: bool = True,
 ) -> RayRun:
     """Embed the images of ``chunks`` (lists of file paths) whose hash is not in ``done`` on Ray; every block of
-    rows is handed to ``on_rows(hashes, vectors)`` as it arrives. A local cluster unless ``address`` is given."""
+    rows is handed to ``on_rows(hashes, vectors)`` as it arrives. A local cluster unless ``address`` is given;
+    ``progress``: Ray Data's own progress bars. A failed job raises :class:`EmbeddingJobError`."""
     import ray
 
     own_cluster = not ray.is_initialized()
@@ -188,25 +191,29 @@ def run_ray_embedding(
                      log_to_driver=False)  # fmt: skip
     run = RayRun()
     try:
+        ray.data.DataContext.get_current().enable_progress_bars = progress
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         run.gpus_per_actor = 1.0 if gpus >= actors else 0.0
         done_set = ray.put(HashSet(done))
         dataset = ray.data.from_items([{"paths": [str(path) for path in chunk]} for chunk in chunks if chunk])
         dataset = dataset.map_batches(read_chunk, batch_size=1, fn_kwargs={"max_bytes": max_bytes})
         dataset = dataset.map_batches(
-            ChunkEmbedder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=run.gpus_per_actor or None,
+            ChunkEmbedder, batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=run.gpus_per_actor or None,
             fn_constructor_kwargs={"spec": spec, "batch_size": batch_size, "max_pixels": max_pixels, "done": done_set},
         )  # fmt: skip
-        for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            hashes = [str(h) for h in block["content_hash"]]
-            if not hashes:
-                continue
-            vectors = np.asarray(np.stack(list(block["vector"])) if block["vector"].dtype == object else block["vector"],
-                                 dtype=np.float32)  # fmt: skip
-            on_rows(hashes, vectors)
-            run.embedded += len(hashes)
-            for node in block["node"]:
-                run.per_node[str(node)] = run.per_node.get(str(node), 0) + 1
+        try:
+            for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                hashes = [str(h) for h in block["content_hash"]]
+                if not hashes:
+                    continue
+                on_rows(hashes, np.asarray(block["vector"], dtype=np.float32))
+                run.embedded += len(hashes)
+                for node in block["node"]:
+                    run.per_node[str(node)] = run.per_node.get(str(node), 0) + 1
+        except ray.exceptions.RayError as exc:
+            raise EmbeddingJobError(
+                f"the Ray job failed after {run.embedded} images ({exc}); what it embedded is kept: run again to resume"
+            ) from exc
     finally:
         if own_cluster:
             ray.shutdown()

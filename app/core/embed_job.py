@@ -213,11 +213,13 @@ def embed_on_ray(
     done = cache.hashes()
     writer = ShardWriter(folder, spec.id)
     started = time.perf_counter()
-    run = run_ray_embedding(
-        spec, list(file_chunks(paths, max_bytes)), done=done, on_rows=writer.add, actors=actors, batch_size=batch_size,
-        address=address, max_pixels=max_pixels, max_bytes=max_bytes,
-    )  # fmt: skip
-    writer.flush()
+    try:
+        run = run_ray_embedding(
+            spec, list(file_chunks(paths, max_bytes)), done=done, on_rows=writer.add, actors=actors,
+            batch_size=batch_size, address=address, max_pixels=max_pixels, max_bytes=max_bytes, progress=progress,
+        )  # fmt: skip
+    finally:
+        writer.flush()  # rows that arrived before a failure are kept for the re-run
     seconds = time.perf_counter() - started
     merged = merge_shards(cache, folder, progress=progress)
     return RayEmbedReport(resumed, run.embedded, run.per_node, merged, seconds)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Embed and register; print the summary. 2 for a refused argument, a missing extra or a foreign shard."""
     from app.cli.commands.importing import import_paths
     from app.core.datadir import prepare_data_dir
-    from learner.errors import BackboneError
+    from learner.errors import BackboneError, EmbeddingJobError
 
     if args.engine == "local" and (args.address or args.actors):
         print("juicer embed: --address and --actors are for --engine ray", file=sys.stderr)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print("juicer embed: --engine ray needs Ray: pip install 'juicer[ray]'", file=sys.stderr)
                 return 2
             summary = _on_ray(args, settings, progress)
-    except BackboneError as exc:
+    except (BackboneError, EmbeddingJobError) as exc:
         print(f"juicer embed: {exc}", file=sys.stderr)
         return 2
     if summary is None:
