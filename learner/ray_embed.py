@@ -178,6 +178,9 @@ def run_ray_embedding(
     """Embed the images of ``chunks`` (lists of file paths) whose hash is not in ``done`` on Ray; every block of
     rows is handed to ``on_rows(hashes, vectors)`` as it arrives. A local cluster unless ``address`` is given;
     ``progress``: Ray Data's own progress bars. A failed job raises :class:`EmbeddingJobError`."""
+    chunks = [chunk for chunk in chunks if chunk]
+    if not chunks:
+        return RayRun()  # nothing to embed: no cluster started
     import ray
 
     own_cluster = not ray.is_initialized()
@@ -195,10 +198,11 @@ def run_ray_embedding(
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         run.gpus_per_actor = 1.0 if gpus >= actors else 0.0
         done_set = ray.put(HashSet(done))
-        dataset = ray.data.from_items([{"paths": [str(path) for path in chunk]} for chunk in chunks if chunk])
+        dataset = ray.data.from_items([{"paths": [str(path) for path in chunk]} for chunk in chunks])
         dataset = dataset.map_batches(read_chunk, batch_size=1, fn_kwargs={"max_bytes": max_bytes})
         dataset = dataset.map_batches(
-            ChunkEmbedder, batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=run.gpus_per_actor or None,
+            ChunkEmbedder, batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=run.gpus_per_actor or None,
             fn_constructor_kwargs={"spec": spec, "batch_size": batch_size, "max_pixels": max_pixels, "done": done_set},
         )  # fmt: skip
         try:

@@ -51,3 +51,15 @@ def test_a_chunk_is_embedded_once_per_image_skipping_done_and_undecodable_ones()
     expected = CountingBackbone().embed(np.stack([BytesImage(b).pixels((8, 8)) for b in blobs[1:]]))
     assert np.array_equal(vectors, expected)
     assert sum(backbone.batches) == 4 and max(backbone.batches) <= 2  # the backbone's batch size
+
+
+def test_nothing_to_embed_starts_no_cluster():
+    import sys
+
+    from learner.ray_embed import run_ray_embedding
+
+    rows = []
+    run = run_ray_embedding(None, [[], []], done=[], on_rows=lambda *row: rows.append(row), max_pixels=1, max_bytes=1)
+
+    assert (run.embedded, run.per_node, rows) == (0, {}, [])
+    assert "ray" not in sys.modules or sys.modules["ray"].is_initialized() is False
