@@ -198,6 +198,11 @@ class EmbeddingCache:
         vectors, found = self.lookup(wanted)
         return {h: vectors[i] for i, h in enumerate(wanted) if found[i]}
 
+    def hashes(self) -> list[str]:
+        """Every cached hash (a resumed bulk job skips them)."""
+        with self._lock:
+            return [row[0] for row in self._connect().execute("SELECT hash FROM rows")]
+
     def missing(self, hashes: Iterable[str]) -> list[str]:
         """The distinct ``hashes`` not cached yet, in first-seen order."""
         wanted = list(dict.fromkeys(hashes))

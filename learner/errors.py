@@ -5,6 +5,7 @@
     │   ├── ImageDecodeError    not an image, truncated, or an unsupported format
     │   └── ImageTooLargeError  decodes past the pixel limit (a decompression bomb)
     ├── BackboneError           a backbone cannot be resolved, built, downloaded or loaded
+    ├── EmbeddingJobError       a batch embedding job (juicer embed --engine ray) failed on its cluster
     └── DatasetError            a dataset folder, archive or idx file is missing or malformed
 
 A model that is asked to predict before it was fitted raises scikit-learn's ``NotFittedError``.
@@ -36,6 +37,10 @@ class ImageTooLargeError(ImageError):
 
 class BackboneError(LearnerError):
     """A backbone cannot be resolved, built, downloaded or loaded."""
+
+
+class EmbeddingJobError(LearnerError):
+    """A batch embedding job failed on its cluster (the shards it wrote are kept: a re-run resumes)."""
 
 
 class DatasetError(LearnerError):

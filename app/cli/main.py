@@ -19,7 +19,7 @@ from typing import Sequence
 from config import ConfigError, load_settings
 
 # Subcommand modules, in the order `juicer --help` lists them.
-COMMANDS = ("serve", "import", "classes", "simulate", "curve", "data", "backbone", "labelstudio")
+COMMANDS = ("serve", "import", "embed", "classes", "simulate", "curve", "data", "backbone", "labelstudio")
 # A command whose module name differs from it (``import`` is a Python keyword).
 MODULE_NAMES = {"import": "importing"}
 # Commands from outside the shipped packages: found by name at run time, never imported statically (the

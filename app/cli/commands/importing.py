@@ -34,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def import_paths(
     settings: Settings, paths: Sequence[str], *, labelled: bool = False, holdout: bool = False, embed: bool = True,
-    progress: bool = True, store: Any = None,
+    progress: bool = True, store: Any = None, embedder: Callable[[Sequence[Any]], object] | None = None,
 ) -> Any:  # fmt: skip
     """Import ``paths`` into the store of ``settings``; returns the :class:`app.core.imports.ImportSummary`.
 
-    Shared by ``juicer import`` and ``juicer serve --images``. Classes of a labelled import come from
+    Shared by ``juicer import``, ``juicer embed`` (which hands its own ``embedder``) and ``juicer serve --images``. Classes of a labelled import come from
     ``service.classes`` (or the store's list); with neither, the folder names become the class list.
     """
     from tqdm import tqdm
@@ -57,7 +57,7 @@ def import_paths(
         ls.url or f"http://127.0.0.1:{ls.port}", "", allowed_hosts=ls.image_hosts, allow_private_hosts=ls.image_hosts_private,
         max_bytes=settings.service.max_request_bytes, timeout_s=ls.timeout_s,
     )  # fmt: skip
-    embedder = _embedder(settings) if embed else None
+    embedder = embedder or (_embedder(settings) if embed else None)
     split = "holdout" if holdout else "seed" if labelled else "pool"
     try:
         with tqdm(unit="img", desc="importing", disable=not progress) as bar:

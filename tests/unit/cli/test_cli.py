@@ -106,3 +106,19 @@ def test_the_wheel_packages_no_simulation_and_no_tests():
     find = tomllib.loads((cli.REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     shipped = find_packages(str(cli.REPOSITORY), include=find["include"], exclude=find.get("exclude", ()))
     assert {name.split(".")[0] for name in shipped} == {"app", "learner", "annotation", "config"}  # no simulate, no tests
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--actors", "2"], "--address and --actors are for --engine ray"),
+        (["--address", "127.0.0.1:6379"], "--address and --actors are for --engine ray"),
+        (["--engine", "ray", "--actors", "0"], "must be at least 1"),
+        (["--batch-size", "0"], "must be at least 1"),
+    ],
+)
+def test_embed_refuses_flags_that_do_not_fit_with_a_message(monkeypatch, tmp_path, capsys, flags, says):
+    monkeypatch.setenv("JUICER_DATA_DIR", str(tmp_path))
+    assert cli.main(["embed", str(tmp_path), *flags]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "juicer.db").exists()  # refused before anything was written
