@@ -16,7 +16,7 @@ import warnings
 from typing import Any, Callable
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 
 #: Folds by default: five, as cleanlab's own ``estimate_cv_predicted_probabilities``.
 DEFAULT_FOLDS = 5
@@ -27,12 +27,15 @@ def fold_assignment(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     y = np.asarray(y)
     if len(y) < 2:
         raise ValueError(f"out-of-fold probabilities need at least 2 labelled rows, got {len(y)}")
-    folds = max(2, min(int(folds), len(y)))
+    # StratifiedKFold refuses more folds than the largest class has rows (every class rare: early in a project);
+    # with one row a class there is nothing to stratify.
+    largest = int(np.bincount(np.unique(y, return_inverse=True)[1]).max())
+    folds = max(2, min(int(folds), largest, len(y)))
     fold = np.empty(len(y), dtype=np.int64)
     with warnings.catch_warnings():
         # "The least populated class in y has only 1 members": expected early in a project; handled below.
         warnings.simplefilter("ignore", UserWarning)
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splitter = (StratifiedKFold if largest >= folds else KFold)(n_splits=folds, shuffle=True, random_state=seed)
         for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
             fold[test] = k
     return fold

@@ -68,3 +68,12 @@ def test_unlabelled_rows_reach_every_fit_and_are_never_scored():
 def test_bad_labels_are_refused():
     with pytest.raises(ValueError, match="class indices"):
         out_of_fold_proba(Memorizer, np.zeros((4, 2)), np.array([0, 1, 2, 5]), 3)
+
+
+def test_every_class_rarer_than_the_folds():
+    X = np.arange(12, dtype=float).reshape(6, 2)
+    y = np.array([0, 0, 1, 1, 2, 2])  # two labels a class, five folds asked for: two folds
+    assert set(fold_assignment(y, 5, seed=0)) == {0, 1}
+    assert out_of_fold_proba(Memorizer, X, y, n_classes=3, folds=5).shape == (6, 3)
+    singletons = out_of_fold_proba(Memorizer, X[:3], np.array([0, 1, 2]), n_classes=3, folds=5)
+    assert (singletons[np.arange(3), [0, 1, 2]] == 0).all()  # one label a class: none vouches for itself
