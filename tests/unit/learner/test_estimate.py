@@ -123,3 +123,24 @@ def test_the_out_of_fold_estimate_is_near_the_truth_on_uniform_picks():
     truth = np.mean(LogisticRegression().fit(X[rows], y[rows]).predict(X) == y)
     assert estimate.low <= truth <= estimate.high
     assert estimate.to_dict()["n_labels"] == 300
+
+
+def test_the_offline_loop_can_sample_its_batches():
+    from learner.head import SoftmaxHead
+    from learner.offline import run_offline
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 12)) * 3
+    y = np.repeat(np.arange(4), 50)
+    X = np.abs(centers[y] + rng.standard_normal((len(y), 12))).astype(np.float32)
+    arms = {}
+    for sampled in (False, True):
+        result = run_offline(X, y, lambda seed: SoftmaxHead(random_state=seed), strategies=["margin"], seeds=[0, 1],
+                             start_per_class=1, n_labels=24, batch=5, semi_supervised=False, sampled=sampled,
+                             sample_params={"epsilon": 0.2})
+        arms[sampled] = result.to_dict()
+    assert arms[True]["settings"]["sampled"] == {"epsilon": 0.2} and "sampled" not in arms[False]["settings"]
+    assert arms[True]["strategies"]["margin"]["n_labels"] == arms[False]["strategies"]["margin"]["n_labels"]
+    # The same seeds, another pick rule: the curves differ; random is the same draw in both.
+    assert arms[True]["strategies"]["margin"] != arms[False]["strategies"]["margin"]
+    assert arms[True]["strategies"]["random"] == arms[False]["strategies"]["random"]
