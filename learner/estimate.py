@@ -21,8 +21,10 @@ current labels (five folds), so they sit a fifth of a step back on the learning 
 measured. We use out-of-fold correctness (:func:`oof_correct`); the small pessimism that remains is measured
 against 2,000 unseen images in ``benchmarks/holdout_quality.py``, not assumed away.
 
-The interval is the normal one on the weighted terms' variance (``1.96 * sd(v * error) / sqrt(M)``), clipped to
-[0, 1]: the weighted terms are what the mean is taken over, and their spread grows exactly as the weights do.
+The 95% interval is the wider of two: the normal one on the weighted terms' variance (``1.96 * sd(v * error) /
+sqrt(M)``: the terms are what the mean is taken over, and their spread grows as the weights do) and the Wilson
+interval the holdout uses (:func:`learner.metrics.wilson_interval`) at the weights' effective sample size
+``(sum v)^2 / sum v^2`` (Kish), which does not collapse to a point when every sampled label happens to be right.
 """
 
 from __future__ import annotations
@@ -76,19 +78,30 @@ def weighted_accuracy(correct: np.ndarray, q: np.ndarray, n_pool: int) -> Weight
         raise ValueError(f"{len(correct)} correctness values for {len(q)} pick probabilities")
     if not len(correct):
         raise ValueError("no sampled labels to estimate from")
-    terms = lure_weights(q, n_pool) * (~correct)
+    from learner.metrics import wilson_interval
+
+    weights = lure_weights(q, n_pool)
+    terms = weights * (~correct)
     accuracy = 1.0 - float(terms.mean())
     half = Z_95 * float(terms.std(ddof=1)) / np.sqrt(len(terms)) if len(terms) > 1 else 1.0
-    return WeightedEstimate(accuracy, max(0.0, accuracy - half), min(1.0, accuracy + half), len(correct), int(n_pool),
-                            float(correct.mean()))
+    n_effective = max(1, int(round(weights.sum() ** 2 / np.sum(weights**2))))
+    wilson_low, wilson_high = wilson_interval(min(max(accuracy, 0.0), 1.0) * n_effective, n_effective)
+    return WeightedEstimate(accuracy, max(0.0, min(accuracy - half, wilson_low)),
+                            min(1.0, max(accuracy + half, wilson_high)), len(correct), int(n_pool), float(correct.mean()))
 
 
 def oof_correct(make_head: Callable[[], Any], X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0,
                X_unlabelled: np.ndarray | None = None) -> np.ndarray:
     """Whether each labelled row's out-of-fold prediction is right (:func:`learner.oof.out_of_fold_proba`)."""
-    from learner.oof import out_of_fold_proba
+    from learner.oof import DEFAULT_FOLDS, out_of_fold_proba
 
-    proba = out_of_fold_proba(make_head, X, y, n_classes, seed=seed, X_unlabelled=X_unlabelled)
+    y = np.asarray(y, dtype=np.int64)
+    largest = int(np.bincount(y).max()) if len(y) else 0
+    if largest < 2:  # every class a singleton: no head that never saw a row's class can get it right
+        return np.zeros(len(y), dtype=bool)
+    # StratifiedKFold refuses more folds than the largest class has rows (early in a project, few labels a class).
+    folds = min(DEFAULT_FOLDS, largest)
+    proba = out_of_fold_proba(make_head, X, y, n_classes, folds=folds, seed=seed, X_unlabelled=X_unlabelled)
     return np.argmax(proba, axis=1) == np.asarray(y)
 
 

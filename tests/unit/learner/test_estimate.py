@@ -144,3 +144,13 @@ def test_the_offline_loop_can_sample_its_batches():
     # The same seeds, another pick rule: the curves differ; random is the same draw in both.
     assert arms[True]["strategies"]["margin"] != arms[False]["strategies"]["margin"]
     assert arms[True]["strategies"]["random"] == arms[False]["strategies"]["random"]
+
+
+def test_out_of_fold_correctness_works_with_fewer_labels_a_class_than_folds():
+    from learner.estimate import oof_correct
+
+    rng = np.random.default_rng(5)
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    X = rng.normal(size=(len(y), 4)) + y[:, None] * 3
+    assert oof_correct(LogisticRegression, X, y, n_classes=4).mean() > 0.5
+    assert not oof_correct(LogisticRegression, X[[0, 3, 6]], y[[0, 3, 6]], n_classes=4).any()
