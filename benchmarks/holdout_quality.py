@@ -9,7 +9,8 @@ t10k images (200 per class) that no loop ever sees, EfficientNet-Lite0 embedding
 * the reserved holdout exactly as :mod:`app.core.holdout` makes it (``HoldoutSettings()`` defaults: 20 per
   class capped at 500 and at ``max_pool_share`` of the pool, a uniform draw from the pool, never queried, never
   trained; its tasks first until ``min_labels`` are labelled, then ``share`` of each ``review_batch_size``
-  refresh), a version every ``retrain_after_labels`` training labels, the service's head and ``auto`` strategy;
+  refresh), a version after every refresh's ``review_batch_size`` picks, a fresh head (``--head``: the plain
+  softmax head by default, fast enough for a shared machine; ``semi`` the service's) and the ``auto`` strategy;
 * every version's holdout accuracy with the Wilson interval the report draws
   (:func:`learner.metrics.wilson_interval`, as ``app.http.reports``) against its accuracy on the 2,000 t10k images;
 * the importance-weighted estimate (:mod:`learner.estimate`) from the training labels when they are *sampled*
@@ -122,9 +123,13 @@ def run_arm(arm: str, seed: int, data, make_head, n_labels: int, batch: int, hol
         in_pool[rows[picked]] = False
         if len(np.unique(y_pool[labelled])) < 2:
             continue
-        unlabelled = X_pool[in_pool]
-        head = make_head(seed).fit(np.concatenate([X_pool[labelled], unlabelled]),
-                                   np.concatenate([y_pool[labelled], np.full(len(unlabelled), -1)]))
+        head = make_head(seed)
+        unlabelled = X_pool[in_pool] if hasattr(head, "max_unlabelled") else None  # a semi-supervised head: the pool
+        if unlabelled is None:
+            head.fit(X_pool[labelled], y_pool[labelled])
+        else:
+            head.fit(np.concatenate([X_pool[labelled], unlabelled]),
+                     np.concatenate([y_pool[labelled], np.full(len(unlabelled), -1)]))
         unseen = float(np.mean(classes[np.argmax(proba_in_order(head, X_unseen, classes), axis=1)] == y_unseen))
         figure = None
         if n_holdout >= holdout_settings.min_labels:
@@ -220,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=200, help="training labels at the end of every run")
     parser.add_argument("--pool-per-class", type=int, default=400)
     parser.add_argument("--arms", default="top-k,sampled,random")
+    parser.add_argument("--head", choices=["softmax", "semi"], default="softmax",
+                        help="softmax: the plain head (fast; the default for a run on a shared machine); semi: the "
+                        "service's semi-supervised head (about 15 s a fit on a busy 2-core machine, 6 fits a version)")
     parser.add_argument("--smoke", action="store_true", help="synthetic vectors, 2 seeds, 40 labels: seconds")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from config.settings import HoldoutSettings, ServiceSettings
+    from learner.head import SoftmaxHead
     from learner.semi import SemiSupervisedHead
 
     service = ServiceSettings()
@@ -237,17 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = fashion_split(args.pool_per_class)
     arms = args.arms.split(",")
+    head_class = SemiSupervisedHead if args.head == "semi" else SoftmaxHead
+
+    def make_head(seed: int):
+        return head_class(random_state=seed)
+
     started = time.perf_counter()
     versions = []
     with tqdm(total=len(seeds) * len(arms), desc="seed x arm", disable=args.smoke) as bar:
         for seed in seeds:
             for arm in arms:
-                versions += run_arm(arm, seed, data, lambda s: SemiSupervisedHead(random_state=s), n_labels, batch,
-                                    holdout_settings)
+                versions += run_arm(arm, seed, data, make_head, n_labels, batch, holdout_settings)
                 bar.update(1)
     print(f"pool {len(data[1])}, unseen {len(data[3])}, batch {batch}, holdout {holdout_settings.target_size(len(np.unique(data[1])))} "
           f"reserved (min_labels {holdout_settings.min_labels}, share {holdout_settings.share}); "
-          f"{time.perf_counter() - started:.0f} s")
+          f"{args.head} head; {time.perf_counter() - started:.0f} s")
     print(tables(versions, n_labels))
     return 0
 
