@@ -112,7 +112,7 @@ def run_arm(arm: str, seed: int, data, make_head, n_labels: int, batch: int, hol
         rows = np.flatnonzero(in_pool)
         n = min(batch, n_labels - len(labelled))
         strategy = "random" if arm == "random" else "auto"
-        kwargs = dict(random_state=rng, X_labelled=X_pool[labelled] if len(labelled) else None, n_classes=n_classes)
+        kwargs = {"random_state": rng, "X_labelled": X_pool[labelled] if len(labelled) else None, "n_classes": n_classes}
         if arm == "top-k":
             picked, picked_q = query(head, X_pool[rows], n, strategy, **kwargs).indices, np.full(n, np.nan)
         else:
@@ -214,6 +214,31 @@ def tables(versions: list[Version], n_labels: int) -> str:
     return "\n".join(out)
 
 
+def make_head_of(name: str):
+    """A seeded head factory: ``softmax`` the plain head, ``semi`` the service's semi-supervised one."""
+    from learner.head import SoftmaxHead
+    from learner.semi import SemiSupervisedHead
+
+    head_class = SemiSupervisedHead if name == "semi" else SoftmaxHead
+    return lambda seed: head_class(random_state=seed)
+
+
+def offline_efficiency(data, make_head, seeds: list[int], n_labels: int, batch: int) -> int:
+    """Label efficiency of sampled picks with learner.offline's loop: top-k and sampled on the same seeds."""
+    from learner.offline import run_offline
+
+    X, y = data[0], data[1]
+    semi = hasattr(make_head(0), "max_unlabelled")
+    started = time.perf_counter()
+    for sampled in (False, True):
+        result = run_offline(X, y, make_head, strategies=["auto"], seeds=seeds, start_per_class=0, n_labels=n_labels,
+                             batch=batch, semi_supervised=semi, sampled=sampled, with_random=not sampled)
+        print(f"\nauto {'sampled' if sampled else 'top-k'} (seeds {seeds}; {time.perf_counter() - started:.0f} s; "
+              f"load average {os.getloadavg()[0]:.1f})")
+        print(result.table(checkpoints=tuple(range(batch, n_labels + 1, batch))))
+    return 0
+
+
 def seed_list(text: str) -> list[int]:
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
@@ -228,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", choices=["softmax", "semi"], default="softmax",
                         help="softmax: the plain head (fast; the default for a run on a shared machine); semi: the "
                         "service's semi-supervised head (about 15 s a fit on a busy 2-core machine, 6 fits a version)")
+    parser.add_argument("--offline", action="store_true", help="only label efficiency, with learner.offline's loop "
+                        "(its 10%% holdout of the pool, from no label as the service): auto top-k vs auto sampled, random beside")
     parser.add_argument("--smoke", action="store_true", help="synthetic vectors, 2 seeds, 40 labels: seconds")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from config.settings import HoldoutSettings, ServiceSettings
-    from learner.head import SoftmaxHead
-    from learner.semi import SemiSupervisedHead
 
     service = ServiceSettings()
     holdout_settings = HoldoutSettings()
@@ -245,12 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         holdout_settings = HoldoutSettings(min_labels=10)
     else:
         data = fashion_split(args.pool_per_class)
+    if args.offline:
+        return offline_efficiency(data, make_head_of(args.head), seeds, n_labels, batch)
     arms = args.arms.split(",")
-    head_class = SemiSupervisedHead if args.head == "semi" else SoftmaxHead
-
-    def make_head(seed: int):
-        return head_class(random_state=seed)
-
+    make_head = make_head_of(args.head)
     started = time.perf_counter()
     versions = []
     with tqdm(total=len(seeds) * len(arms), desc="seed x arm", disable=args.smoke) as bar:

@@ -29,8 +29,9 @@ interval the holdout uses (:func:`learner.metrics.wilson_interval`) at the weigh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def weighted_accuracy(correct: np.ndarray, q: np.ndarray, n_pool: int) -> Weight
     terms = weights * (~correct)
     accuracy = 1.0 - float(terms.mean())
     half = Z_95 * float(terms.std(ddof=1)) / np.sqrt(len(terms)) if len(terms) > 1 else 1.0
-    n_effective = max(1, int(round(weights.sum() ** 2 / np.sum(weights**2))))
+    n_effective = max(1, round(float(weights.sum() ** 2 / np.sum(weights**2))))
     wilson_low, wilson_high = wilson_interval(min(max(accuracy, 0.0), 1.0) * n_effective, n_effective)
     return WeightedEstimate(accuracy, max(0.0, min(accuracy - half, wilson_low)),
                             min(1.0, max(accuracy + half, wilson_high)), len(correct), int(n_pool), float(correct.mean()))
