@@ -6,6 +6,8 @@ strategy then starts from *the same* holdout and start labels; each round fits a
 (plus, for a head that takes them, the unlabelled pool rows marked ``-1``; the holdout never), scores the
 holdout, and asks the strategy for the next ``batch`` pool rows, whose true labels are then revealed.
 ``random`` is always run beside the others (active-learning gains over random are often small).
+With ``sampled=True`` every strategy but ``random`` draws its batches from a proposal over its order
+(:func:`learner.query.sampled_query`, the picks :mod:`learner.estimate` can weigh) instead of taking its top k.
 
 :func:`run_offline` returns an :class:`OfflineResult`; :meth:`OfflineResult.to_dict` is ``simulate.json``.
 """
@@ -20,7 +22,7 @@ import numpy as np
 
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.rules import proba_in_order
-from learner.query import STRATEGIES, query
+from learner.query import STRATEGIES, query, sampled_query
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +127,16 @@ def run_offline(
     progress: Callable[[int], None] | None = None,
     with_random: bool = True,
     query_params: dict[str, Any] | None = None,
+    sampled: bool = False,
+    sample_params: dict[str, Any] | None = None,
 ) -> OfflineResult:
     """Run every strategy (and ``random``) from the same start per seed up to ``n_labels`` labels.
 
     ``labels`` must be integer class indices (``-1`` is the unlabelled marker for a semi-supervised head).
     ``progress(1)`` is called after every fit. ``query_params`` go to :func:`learner.query.query` (e.g.
-    ``switch_per_class``); ``with_random=False`` skips the random arm (only for tuning runs).
+    ``switch_per_class``); ``with_random=False`` skips the random arm (only for tuning runs). ``sampled`` draws
+every non-random strategy's batches with :func:`learner.query.sampled_query` (``sample_params``: its
+``epsilon``, ``power``, ``candidates``).
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels)
@@ -157,6 +163,7 @@ def run_offline(
             counts, accuracies = _one_run(
                 name, seed, embeddings, labels, pool, holdout, start, classes, make_head, n_labels, batch,
                 semi_supervised, progress, query_params or {},
+                {**(sample_params or {})} if sampled and name != "random" else None,
             )
             curve = curves[name]
             if not curve.n_labels:
@@ -173,7 +180,8 @@ def run_offline(
     return OfflineResult(
         curves, float(np.mean(full)), len(seeds),
         settings={"start_per_class": start_per_class, "n_labels": n_labels, "batch": batch,
-                  "holdout_fraction": holdout_fraction, "seed_list": list(seeds)},
+                  "holdout_fraction": holdout_fraction, "seed_list": list(seeds),
+                  **({"sampled": {**(sample_params or {})}} if sampled else {})},
     )
 
 
@@ -181,6 +189,7 @@ def _one_run(
     strategy: str, seed: int, embeddings: np.ndarray, labels: np.ndarray, pool: np.ndarray, holdout: np.ndarray,
     start: np.ndarray, classes: np.ndarray, make_head: Callable[[int], Any], n_labels: int, batch: int,
     semi_supervised: bool, progress: Callable[[int], None] | None, query_params: dict[str, Any],
+    sample_params: dict[str, Any] | None = None,
 ) -> tuple[list[int], list[float]]:
     labelled = np.asarray(start, dtype=np.int64)
     in_pool = np.ones(len(labels), dtype=bool)
@@ -201,10 +210,11 @@ def _one_run(
         if len(labelled) >= n_labels or not len(unlabelled):
             return counts, accuracies
         n = min(batch, n_labels - len(labelled))
-        picked = query(
+        pick = query if sample_params is None else sampled_query
+        picked = pick(
             head if head is not None else make_head(seed), embeddings[unlabelled], n, strategy,
             random_state=int(rng.integers(2**31 - 1)), X_labelled=embeddings[labelled] if len(labelled) else None,
-            n_classes=len(classes), **query_params,
+            n_classes=len(classes), **query_params, **(sample_params or {}),
         ).indices
         chosen = unlabelled[picked]
         labelled = np.concatenate([labelled, chosen])

@@ -205,3 +205,88 @@ STRATEGIES: Mapping[str, Strategy] = _register(
     Strategy("random", _random, needs_model=False,
              summary="a uniform sample without replacement, seeded by random_state (the study's baseline)"),
 )  # fmt: skip
+
+
+# -- sampled picks: a known proposal q for every pick (learner.estimate weighs them) ----------------------
+
+#: Uniform share of the sampled proposal: every pool row can be drawn, so every row's weight is finite.
+SAMPLE_EPSILON = 0.1
+#: Softrank power over the strategy's order (Kirsch et al. 2023: p proportional to rank^-power).
+SAMPLE_POWER = 1.0
+#: The strategy ranks this many candidates per wanted pick; the rest of the pool gets only the uniform share.
+SAMPLE_CANDIDATES = 4
+
+
+@dataclass(frozen=True)
+class SampledQuery:
+    """Pool rows drawn one by one from a proposal, in draw order, and each one's probability when drawn.
+
+    ``q[m]`` is the probability the ``m``-th pick had among the rows not drawn before it (the proposal
+    renormalised over them), which is what :func:`learner.estimate.lure_weights` needs.
+    """
+
+    indices: np.ndarray  # int64 row numbers into the pool array, in draw order
+    q: np.ndarray  # float64, each in (0, 1]
+    strategy: str
+
+
+def rank_proposal(n_pool: int, ranked: np.ndarray, power: float = SAMPLE_POWER,
+                  epsilon: float = SAMPLE_EPSILON) -> np.ndarray:
+    """A distribution over ``n_pool`` rows: ``1 - epsilon`` as ``rank^-power`` over ``ranked``, ``epsilon`` uniform."""
+    if not 0 < epsilon <= 1:
+        raise ValueError(f"epsilon must be in (0, 1] so every row can be drawn, got {epsilon}")
+    ranked = np.asarray(ranked, dtype=np.int64)
+    proposal = np.full(n_pool, epsilon / n_pool)
+    if len(ranked) and epsilon < 1:
+        preference = np.arange(1, len(ranked) + 1, dtype=np.float64) ** -float(power)
+        proposal[ranked] += (1 - epsilon) * preference / preference.sum()
+    else:
+        proposal += (1 - epsilon) / n_pool
+    return proposal
+
+
+def draw_sequential(proposal: np.ndarray, n: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows drawn without replacement from ``proposal``; each one's probability among the rows left."""
+    weights = np.asarray(proposal, dtype=np.float64).copy()
+    indices, q = np.zeros(n, dtype=np.int64), np.zeros(n)
+    for m in range(n):
+        p = weights / weights.sum()
+        row = int(rng.choice(len(p), p=p))
+        indices[m], q[m] = row, p[row]
+        weights[row] = 0.0
+    return indices, q
+
+
+def sampled_query(
+    estimator: Any,
+    X_pool: np.ndarray,
+    n_instances: int,
+    strategy: str = "auto",
+    random_state: Any = None,
+    X_labelled: np.ndarray | None = None,
+    n_classes: int | None = None,
+    switch_per_class: float = AUTO_SWITCH_PER_CLASS,
+    epsilon: float = SAMPLE_EPSILON,
+    power: float = SAMPLE_POWER,
+    candidates: int = SAMPLE_CANDIDATES,
+) -> SampledQuery:
+    """Draw ``n_instances`` rows from a proposal built on ``strategy``'s order, recording each pick's ``q``.
+
+    The strategy ranks ``candidates * n_instances`` rows (:func:`query`); the proposal is
+    :func:`rank_proposal` over that order (stochastic batch acquisition, Kirsch et al. 2023), so the batch
+    mostly follows the strategy while every row keeps a known, positive chance. ``random`` is a uniform draw.
+    """
+    rng = check_random_state(random_state)
+    X_pool = np.asarray(X_pool)
+    n_instances = min(int(n_instances), len(X_pool))
+    if n_instances <= 0:
+        return SampledQuery(np.zeros(0, dtype=np.int64), np.zeros(0), strategy)
+    if strategy == "random":
+        ranked = np.zeros(0, dtype=np.int64)
+        epsilon = 1.0
+    else:
+        wanted = min(len(X_pool), max(1, candidates) * n_instances)
+        ranked = query(estimator, X_pool, wanted, strategy, random_state=rng, X_labelled=X_labelled,
+                       n_classes=n_classes, switch_per_class=switch_per_class).indices
+    indices, q = draw_sequential(rank_proposal(len(X_pool), ranked, power, epsilon), n_instances, rng)
+    return SampledQuery(indices, q, strategy)
