@@ -344,6 +344,8 @@ def test_without_access_to_the_connected_project_health_says_why_and_what_to_do(
     assert "; do make the user of label_studio.token a member of project 3's organization" in status
     assert "meanwhile holdout tasks go to juicer's own project 1" in status
     assert any(task["request"].blind for task in trained.desk.tasks.values())  # labelled blind there meanwhile
+    report = ml.get("/report", headers={"Authorization": "Bearer s3cret"}).get_data(as_text=True)
+    assert "holdout: cannot create tasks in project 3:" in report and "a member of project 3&#39;s organization" in report
 
 
 def test_juicers_own_project_connected_as_ml_backend_keeps_its_holdout_as_it_is(ml, trained):
