@@ -67,8 +67,9 @@ def write_images(folder: Path, n: int) -> None:
         path.write_bytes(buffer.getvalue())
 
 
-def floor(folder: str) -> None:
-    """Child process: embed every file under ``folder`` with the configured backbone, nothing else; prints JSON."""
+def floor(folder: str, marks: list[int]) -> None:
+    """Child process: embed every file under ``folder`` with the configured backbone, nothing else; prints JSON
+    (with its peak RSS as the images embedded pass each of ``marks``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from config import load_settings
@@ -87,6 +88,8 @@ def floor(folder: str) -> None:
     def load(batch: list[Path]) -> np.ndarray:
         return np.stack([BytesImage(p.read_bytes()).pixels(size) for p in batch])
 
+    rss: dict[int, float] = {}
+    embedded = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, batches[0])
         for index in range(len(batches)):
@@ -94,8 +97,10 @@ def floor(folder: str) -> None:
             if index + 1 < len(batches):
                 pending = pool.submit(load, batches[index + 1])
             backbone.embed(pixels)
+            embedded += len(pixels)
+            rss.update({mark: peak_rss_mb(os.getpid()) for mark in marks if mark not in rss and embedded >= mark})
     done = time.perf_counter()
-    print(json.dumps({"n": len(paths), "load_s": loaded - started, "embed_s": done - loaded}))
+    print(json.dumps({"n": len(paths), "load_s": loaded - started, "embed_s": done - loaded, "rss": rss}))
 
 
 def item_count(db: Path) -> int:
@@ -221,9 +226,10 @@ def main() -> int:
     parser.add_argument("--resume-n", type=int, default=2_000, help="images of the resumed import")
     parser.add_argument("--smoke", action="store_true", help="a few dozen images: checks the benchmark runs")
     parser.add_argument("--floor-of", help=argparse.SUPPRESS)  # the child process of the floor
+    parser.add_argument("--marks", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_of:
-        floor(args.floor_of)
+        floor(args.floor_of, [int(mark) for mark in args.marks.split(",") if mark])
         return 0
     if args.smoke:
         args.n, args.resume_n = 64, 300  # the resumed import needs more than two chunks (128 images each)
@@ -234,20 +240,19 @@ def main() -> int:
         started = time.perf_counter()
         write_images(images, max(args.n, args.resume_n))
         print(f"wrote {max(args.n, args.resume_n)} images ({SIDE}x{SIDE} JPEG/PNG) in {time.perf_counter() - started:.1f} s; "
-              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
         resume_images = linked_subset(images, root / "resume-images", args.resume_n)
         images = linked_subset(images, root / "main-images", args.n)
 
+        marks = sorted({m for m in (args.n // 10, args.n // 5, args.n // 2, args.n) if m > 0})
         floor_dir = fresh_data_dir(root, "floor")
         env = subprocess_env(floor_dir, JUICER_LEARNER__BACKBONE=str(BACKBONE))
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--floor-of", str(images)], env=env, cwd=REPO,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run([sys.executable, __file__, "--floor-of", str(images), "--marks", ",".join(map(str, marks))],
+                             env=env, cwd=REPO, capture_output=True, text=True, check=True)  # fmt: skip
         floor_s = time.perf_counter() - started
         floor_result = json.loads(out.stdout.strip().splitlines()[-1])
         load_floor = os.getloadavg()[0]
-
-        marks = sorted({m for m in (args.n // 10, args.n // 5, args.n // 2, args.n) if m > 0})
         run = watched_import(images, fresh_data_dir(root, "import"), marks)
         load_import = os.getloadavg()[0]
         if run.status != 0:
@@ -275,10 +280,10 @@ def main() -> int:
     print(f"{'  from its first chunk stored':34s} {'':8s} {run.steady_per_s:9.1f}")
     print(f"import overhead over the floor, processes: {run.seconds / floor_s - 1:+.1%}; "
           f"steady rates: {n / floor_result['embed_s'] / run.steady_per_s - 1:+.1%} (goal <= +15%)")
-    print("\npeak RSS of the juicer import process as it goes (goal: flat in the number of images)")
-    print(f"{'items imported':>15s} {'peak RSS MB':>12s}")
+    print("\npeak RSS (MB) as the images go through (goal: flat in the number of images)")
+    print(f"{'images':>15s} {'juicer import':>14s} {'floor':>8s}")
     for mark in marks:
-        print(f"{mark:15d} {run.rss[mark]:12.0f}")
+        print(f"{mark:15d} {run.rss[mark]:14.0f} {floor_result['rss'].get(str(mark), float('nan')):8.0f}")
     print(f"\nresumed import of {args.resume_n} images: kill -9 at ~50%, then run again")
     print(f"{'run':34s} {'seconds':>8s} {'items after':>12s}  summary")
     print(f"{'first (killed, exit ' + str(killed.status) + ')':34s} {killed.seconds:8.1f} {after_kill:12d}  -")
