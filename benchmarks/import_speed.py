@@ -278,8 +278,9 @@ def main() -> int:
     print(f"{'  of which embedding only':34s} {floor_result['embed_s']:8.1f} {n / floor_result['embed_s']:9.1f}")
     print(f"{'juicer import, process':34s} {run.seconds:8.1f} {n / run.seconds:9.1f} {load_import:9.1f}")
     print(f"{'  from its first chunk stored':34s} {'':8s} {run.steady_per_s:9.1f}")
-    print(f"import overhead over the floor, processes: {run.seconds / floor_s - 1:+.1%}; "
-          f"steady rates: {n / floor_result['embed_s'] / run.steady_per_s - 1:+.1%} (goal <= +15%)")
+    # The whole processes are the like-for-like pair: the import's steady rate starts after its first chunk, the
+    # floor's embedding-only time includes its first batch and the graph trace.
+    print(f"import overhead over the floor (whole processes): {run.seconds / floor_s - 1:+.1%} (goal <= +15%)")
     print("\npeak RSS (MB) as the images go through (goal: flat in the number of images)")
     print(f"{'images':>15s} {'juicer import':>14s} {'floor':>8s}")
     for mark in marks:
