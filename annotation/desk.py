@@ -95,6 +95,10 @@ class LabelStudioDesk:
         """Put items in front of annotators with the model's guess pre-selected (:meth:`Reviews.send_for_review`)."""
         return self.reviews.send_for_review(project, requests)
 
+    def send_blind_elsewhere(self, project_id: int, image_key: str, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
+        """Holdout items as blind tasks in a project juicer did not create (:meth:`Reviews.send_blind_elsewhere`)."""
+        return self.reviews.send_blind_elsewhere(project_id, image_key, requests)
+
     def prune_predictions(self, project: Project) -> list[str]:
         """Delete the prediction versions no open editor can point at (:meth:`Reviews.prune`); returns them."""
         return self.reviews.prune(project)

@@ -137,6 +137,34 @@ class Reviews:
         logger.info("sent %d items for review (%d new) to project %s", len(latest), len(new), project.id)
         return [ReviewTask(item, index[item], item in created_ids) for item in latest]
 
+    def send_blind_elsewhere(self, project_id: int, image_key: str, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
+        """Import items as blind tasks (no prediction) into a project juicer did not create (one connected through
+        the ML backend), with the image under that project's own data key; one new task per item, in order.
+
+        The task ids are the import's own answer, never found again by the ``item_id`` in task data: in a project
+        juicer did not create, its members may have imported tasks naming any item (juicer links the tasks it
+        created, and believes only those). Raises an :class:`~annotation.errors.AnnotationError` when juicer's
+        token cannot create tasks there (a 403/404: it has no access to the project).
+        """
+        if not requests:
+            return []
+        self.projects.ensure_storage(project_id)
+        tasks = [
+            {"data": {image_key: self.projects.image_url(r.image), "item_id": r.item_id, "kind": "holdout"}}
+            for r in requests
+        ]
+        response = self.client.request(
+            "POST", f"/api/projects/{project_id}/import", f"importing {len(tasks)} holdout tasks into project {project_id}",
+            params={"return_task_ids": "true"}, json=tasks, timeout=self.client.timeout_s * BULK_TIMEOUT_FACTOR,
+        )  # fmt: skip
+        task_ids = (response.json() or {}).get("task_ids") or []
+        if len(task_ids) != len(requests):
+            raise LabelStudioUnavailable(
+                f"Label Studio imported {len(task_ids)} of {len(requests)} holdout tasks into project {project_id}"
+            )
+        logger.info("sent %d holdout items blind to project %s", len(requests), project_id)
+        return [ReviewTask(r.item_id, int(task_id), True) for r, task_id in zip(requests, task_ids)]
+
     def _current_predictions(self, project_id: int) -> dict[int, list[dict[str, Any]]]:
         """task id -> the task's predictions (oldest first), in one listing of the project's predictions."""
         listed = self.client.request(

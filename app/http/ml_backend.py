@@ -19,6 +19,10 @@ data URIs, or juicer's own item (``item_id`` in the task data, believed in juice
 becomes a juicer item (split ``served``) linked to its Label Studio task, so the annotation that later arrives
 becomes a label.
 
+The holdout: a project juicer did not create is remembered at ``/setup``, and juicer's delivery job creates its
+holdout tasks there, blind (:mod:`app.core.holdout`); ``/predict`` answers no prediction for those tasks, and
+``/health`` says where the holdout goes, or why juicer cannot create tasks in that project and what to do.
+
 Authentication: every call Label Studio makes for the connection carries its Basic auth, except annotation
 events: Label Studio sends those through a plain webhook it creates for the backend (``<url>/webhook``, no
 credentials). juicer records such an event, and the label job reads each named annotation back from the
@@ -47,6 +51,7 @@ from app.http.auth import token_refusal
 from app.http.context import queue_retrain, services
 from app.http.jsonbody import json_object
 from app.core.classes import HOW_TO_ADD
+from app.core.holdout import holdout_status, remember_connected_project
 from app.core.uploads import items_for_uploads  # the one upload-to-item resolution
 from app.core.serving import prediction_record
 from app.http.openapi import ML_AUTH, AnyObject, Answers, spec, validated
@@ -169,8 +174,12 @@ def _serving_version() -> str | None:
 @ml_backend.get("/health")
 @_documented()
 def health() -> Response:
-    """Label Studio's health check."""
-    return jsonify({"status": "UP", "model_class": MODEL_CLASS, "model_version": _serving_version()})
+    """Label Studio's health check; ``holdout`` says where the holdout tasks of a connected project go (or why not)."""
+    body = {"status": "UP", "model_class": MODEL_CLASS, "model_version": _serving_version()}
+    status = holdout_status(services().store)
+    if status is not None:
+        body["holdout"] = status
+    return jsonify(body)
 
 
 @ml_backend.post("/setup")
@@ -180,9 +189,12 @@ def setup() -> Response:
     body = json_object("Label Studio sends a JSON object")
     validated(SetupBody, body)
     project = _project(body, "schema")
+    svc = services()
     token = body.get("access_token")
     if isinstance(token, str) and token and project.id:
-        services().ml_backend_tokens[project.id] = token
+        svc.ml_backend_tokens[project.id] = token
+    if project.id.isdigit() and (svc.project is None or int(project.id) != svc.project.id):
+        remember_connected_project(svc.store, project.id, project.config.image_key)  # its holdout tasks: app.core.holdout
     logger.info("Label Studio project %s set up: choices %s", project.id, list(project.config.choices))
     return jsonify({"model_version": _serving_version()})
 
@@ -214,9 +226,11 @@ def _task_images(svc: Services, project_id: str) -> Any:
     )  # fmt: skip
 
 
-def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[dict[int, Any], dict[int, str], dict[int, str]]:
-    """Per task index: an image source (an :class:`Upload` or a stored item's file) or why there is none; and the
-    item id of the tasks that show one of juicer's own items."""
+def _read_images(
+    svc: Services, project: _Project, tasks: list[Any], skip: set[int]
+) -> tuple[dict[int, Any], dict[int, str], dict[int, str]]:
+    """Per task index (but those in ``skip``): an image source (an :class:`Upload` or a stored item's file) or why
+    there is none; and the item id of the tasks that show one of juicer's own items."""
     from annotation.errors import TaskImageError
 
     max_pixels = svc.settings.learner.max_image_pixels
@@ -225,6 +239,8 @@ def _read_images(svc: Services, project: _Project, tasks: list[Any]) -> tuple[di
     own_items: dict[int, str] = {}
     to_fetch: list[tuple[int, str]] = []
     for index, task in enumerate(tasks):
+        if index in skip:
+            continue
         data = task.get("data") if isinstance(task, Mapping) else None
         if not isinstance(data, Mapping):
             errors[index] = "the task has no data"
@@ -279,6 +295,17 @@ def _embed(svc: Services, sources: dict[int, Any], errors: dict[int, str]) -> di
     return vectors
 
 
+def _blind_tasks(svc: Services, project: _Project, tasks: list[Any]) -> set[int]:
+    """Indices of the tasks juicer created in this project for its holdout (linked to a holdout item): no prediction."""
+    ids = {index: int(task["id"]) for index, task in enumerate(tasks)
+           if isinstance(task, Mapping) and isinstance(task.get("id"), int)}  # fmt: skip
+    if not ids or not project.id:
+        return set()
+    linked = svc.store.served_task_items(project.id, list(ids.values()))
+    splits = svc.store.item_splits(set(linked.values()))
+    return {index for index, task_id in ids.items() if splits.get(linked.get(task_id, "")) == "holdout"}
+
+
 @ml_backend.post("/predict")
 @_documented(PredictBody, problems=(400, 413, 415, 422, 503))
 def predict() -> Response:
@@ -295,7 +322,8 @@ def predict() -> Response:
             type="no-model", headers={"Retry-After": "30"},
         )  # fmt: skip
     started = time.perf_counter()
-    sources, errors, own_items = _read_images(svc, project, tasks)
+    blind = _blind_tasks(svc, project, tasks)
+    sources, errors, own_items = _read_images(svc, project, tasks, blind)
     read_s = time.perf_counter() - started
     vectors = _embed(svc, sources, errors)
     embed_s = time.perf_counter() - started - read_s
@@ -330,7 +358,8 @@ def predict() -> Response:
     logger.info("Label Studio project %s: %d predictions for %d tasks (%s s)", project.id, len(answers), len(tasks), timings)
     for index, reason in sorted(errors.items()):
         logger.warning("Label Studio project %s, task %s: no prediction (%s)", project.id, tasks[index].get("id"), reason)
-    # A task juicer could not read gets an empty list (no prediction; "Retrieve predictions" may ask again).
+    # A task juicer could not read gets an empty list (no prediction; "Retrieve predictions" may ask again); so does
+    # a holdout task juicer created here: a guess would anchor the annotator.
     results = [answers.get(index, []) for index in range(len(tasks))]
     failed = [{"task": tasks[index].get("id"), "detail": reason} for index, reason in sorted(errors.items())]
     return jsonify({"results": results, "model_version": model.version, "errors": failed, "timings": timings})

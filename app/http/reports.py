@@ -345,11 +345,12 @@ def serving_view(row: ModelVersion | None) -> dict[str, Any] | None:
 
 def report_html(
     points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report",
-    forecast: Mapping[str, Any] | None = None, serving: ModelVersion | None = None,
+    forecast: Mapping[str, Any] | None = None, serving: ModelVersion | None = None, notes: Sequence[str] = (),
 ) -> str:
     """The report page (``app/http/templates/report.html``): forecast in words, plot, per-class figures, tables.
 
-    ``serving`` is the serving model version (its per-class accuracy and confusion matrix).
+    ``serving`` is the serving model version (its per-class accuracy and confusion matrix); ``notes`` are lines shown
+    under the title (where the holdout of a connected project goes, or why it cannot).
     One self-contained page: the plot is embedded as a data URI; no JavaScript.
     """
     pts = sorted(_points(points), key=lambda p: (p.n_labels, p.created or ""))
@@ -357,7 +358,7 @@ def report_html(
     png = base64.b64encode(report_png(pts, forecast=forecast)).decode("ascii")
     return templates().get_template("report.html").render(
         title=title, points=pts, forecast=forecast, png=png, header=header, rows=rows,
-        serving=serving_view(serving), study_label=STUDY_LABEL,
+        serving=serving_view(serving), study_label=STUDY_LABEL, notes=list(notes),
     )
 
 

@@ -89,7 +89,7 @@ class LabelsMixin(StoreBase):
                     if split is None:
                         logger.warning("label event for unknown item %r (annotation %s) skipped", change.item_id, change.annotation_id)
                         continue
-                    if split == "holdout" and not delivered_blind(conn, change.item_id):
+                    if split == "holdout" and not delivered_blind(conn, change.item_id, change.task_id):
                         logger.warning("label event for holdout item %r (annotation %s) refused", change.item_id, change.annotation_id)
                         continue
                 rows = conn.execute(
@@ -238,9 +238,13 @@ class LabelsMixin(StoreBase):
 
 
 
-def delivered_blind(conn: sa.Connection, item_id: str) -> bool:
-    """Whether juicer delivered ``item_id`` to Label Studio as a holdout task (so its annotators' label counts)."""
+def delivered_blind(conn: sa.Connection, item_id: str, task_id: int | None = None) -> bool:
+    """Whether juicer delivered ``item_id`` to Label Studio as a holdout task (so its annotators' label counts); with
+    ``task_id``, as that very task (another task showing the same image, e.g. one a member of a connected project
+    imported, showed juicer's guess: its answer is not blind)."""
     query = sa.select(review_tasks.c.item_id).where(
         review_tasks.c.item_id == item_id, review_tasks.c.model_version == HOLDOUT_VERSION, review_tasks.c.ls_task_id.is_not(None)
     )
+    if task_id is not None:
+        query = query.where(review_tasks.c.ls_task_id == int(task_id))
     return conn.execute(query).first() is not None

@@ -50,13 +50,15 @@ class OutboxMixin(StoreBase):
         with self.engine.begin() as conn:
             upsert_reviews(conn, queued, utcnow())
 
-    def due_reviews(self, limit: int, now: datetime | None = None) -> list[DueReview]:
-        """Pending review tasks whose next attempt is due, oldest first, with their image path."""
+    def due_reviews(self, limit: int, now: datetime | None = None, split: str | None = None) -> list[DueReview]:
+        """Pending review tasks whose next attempt is due, oldest first, with their image path (only the items of
+        ``split`` when given)."""
         now = now or utcnow()
         query = (
             sa.select(review_tasks, items.c.image_path, items.c.source, items.c.split)
             .select_from(review_tasks.join(items, items.c.id == review_tasks.c.item_id))
             .where(review_tasks.c.status == "pending", review_tasks.c.next_attempt_at <= now)
+            .where(items.c.split == split if split is not None else sa.true())
             .order_by(review_tasks.c.next_attempt_at, review_tasks.c.item_id)
             .limit(limit)
         )

@@ -28,7 +28,7 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from app.core import delivery, intake, retention, retraining
+from app.core import delivery, holdout, intake, retention, retraining
 from app.core.classes import follow_classes
 from app.services import Services
 
@@ -42,12 +42,14 @@ def deliver_outbox(services: Services) -> int:
     """Send due review tasks to Label Studio; returns how many were delivered.
 
     The project first follows the store's class list (a class added in another process, or while Label Studio
-    was away): a prediction of the new class is a choice the project must have.
+    was away): a prediction of the new class is a choice the project must have. Holdout tasks go first to a
+    project juicer did not create, when one is connected through the ML backend (:mod:`app.core.holdout`).
     """
     services.project = follow_classes(
         services.desk, services.project, services.classes, services.settings.label_studio.project_title
     )
-    return delivery.deliver_outbox(services.store, services.desk, services.project, services.settings.service)
+    elsewhere = holdout.deliver_holdout_elsewhere(services.store, services.desk, services.project, services.settings.service)
+    return elsewhere + delivery.deliver_outbox(services.store, services.desk, services.project, services.settings.service)
 
 
 def process_webhook_events(services: Services) -> int:

@@ -267,3 +267,39 @@ def test_a_holdout_item_goes_blind_no_prediction_on_import_or_when_sent_again():
     assert "predictions" not in by_item["h"] and by_item["h"]["data"]["kind"] == "holdout"  # nothing to anchor on
     assert by_item["a"]["predictions"][0]["model_version"] == "v3" and "kind" not in by_item["a"]["data"]
     assert not [body for method, path, body in calls if path.endswith("/import/predictions")]  # "z" gets none either
+
+
+def test_holdout_tasks_in_a_project_juicer_did_not_create_are_blind_under_its_image_key_and_linked_by_the_import():
+    calls = []
+
+    def handler(request):
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.path.rstrip("/"), dict(request.url.params), body))
+        if "storages/localfiles" in request.url.path:
+            return httpx.Response(200, json=[] if request.method == "GET" else {"id": 1, "path": "/srv/files"})
+        if request.url.path.rstrip("/") == "/api/projects/7/import":
+            return httpx.Response(201, json={"task_count": len(body), "task_ids": [40 + n for n in range(len(body))]})
+        return httpx.Response(404, json={"detail": "not here"})
+
+    requests = [ReviewRequest("h1", "images/h1.png", None, 0.0, "holdout", blind=True),
+                ReviewRequest("h2", "images/h2.png", None, 0.0, "holdout", blind=True)]  # fmt: skip
+    with desk_answering(handler, files_root="/srv/files") as desk:
+        sent = desk.send_blind_elsewhere(7, "img", requests)
+    assert [(t.item_id, t.task_id, t.created) for t in sent] == [("h1", 40, True), ("h2", 41, True)]
+    [(_, _, params, imported)] = [call for call in calls if call[1] == "/api/projects/7/import"]
+    assert params == {"return_task_ids": "true"}
+    assert [task["data"]["item_id"] for task in imported] == ["h1", "h2"]
+    assert all(set(task) == {"data"} for task in imported)  # no prediction: nothing to anchor on
+    assert imported[0]["data"]["img"] == "/data/local-files/?d=files/images/h1.png" and imported[0]["data"]["kind"] == "holdout"
+    assert not [call for call in calls if call[1] == "/api/tasks"]  # never linked by what task data says
+
+
+def test_holdout_tasks_without_access_to_the_project_raise_what_label_studio_said():
+    def handler(request):
+        if "storages/localfiles" in request.url.path:
+            return httpx.Response(403, json={"detail": "You do not have permission to perform this action."})
+        return httpx.Response(500)
+
+    with desk_answering(handler, files_root="/srv/files") as desk, pytest.raises(LabelStudioAuthError) as caught:
+        desk.send_blind_elsewhere(7, "img", [ReviewRequest("h1", "images/h1.png", None, 0.0, "holdout", blind=True)])
+    assert "permission" in str(caught.value) and "project 7" in str(caught.value)

@@ -51,6 +51,8 @@ class FakeDesk:
         self.annotations: dict[int, Annotation] = {}  # what Label Studio holds (get_annotation)
         self.task_records: dict[int, Task] = {}  # (get_task)
         self.ensured: list[list[str]] = []  # the class list of each ensure_project call
+        self.elsewhere: dict[int, list[dict[str, Any]]] = {}  # project id -> the task bodies created there
+        self.refused_elsewhere: AnnotationError | None = None  # what send_blind_elsewhere raises, when set
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -78,6 +80,18 @@ class FakeDesk:
             task_id = next(self._ids) if created else self.tasks[request.item_id]["task_id"]
             self.tasks[request.item_id] = {"task_id": task_id, "request": request}
             out.append(ReviewTask(request.item_id, task_id, created))
+        return out
+
+    def send_blind_elsewhere(self, project_id: int, image_key: str, requests: list[Any]) -> list[ReviewTask]:
+        self._check()
+        if self.refused_elsewhere is not None:
+            raise self.refused_elsewhere
+        out = []
+        for request in requests:
+            task_id = next(self._ids)
+            self.elsewhere.setdefault(project_id, []).append({"id": task_id, "data": {image_key: request.image, "item_id": request.item_id},
+                                                              "blind": request.blind, "label": request.label})
+            out.append(ReviewTask(request.item_id, task_id, True))
         return out
 
     def prune_predictions(self, project: Any) -> list[str]:

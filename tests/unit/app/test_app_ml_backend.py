@@ -291,3 +291,67 @@ def test_start_training_on_a_worker_without_the_scheduler_lease_is_queued_for_th
         other_lease.release()
         holder.store.close()
         other.store.close()
+
+
+# -- the holdout in a project juicer did not create (issue 19, item 2's last sentence) -------------------------
+def _holdout_queued(services) -> None:
+    from tests.unit.app.test_app_holdout import _holdout_on, _pool
+    from app.worker.scheduler import refresh_queue
+
+    _holdout_on(services)
+    _pool(services, 4)
+    refresh_queue(services)
+
+
+def test_a_connected_project_gets_the_holdout_blind_and_only_its_own_task_answer_lands_there(ml, trained):
+    from app.store import HOLDOUT_VERSION, utcnow
+    from annotation.models import LabelEvent
+    from app.worker.scheduler import deliver_outbox
+
+    assert ml.post("/label-studio-ml/setup", json={"project": "3.1764600000", "schema": CONFIG}).status_code == 200
+    _holdout_queued(trained)
+    due = trained.store.due_reviews(100)
+    blind = {row.item_id for row in due if row.model_version == HOLDOUT_VERSION}
+    assert blind and deliver_outbox(trained) == len(due)
+    created = trained.desk.elsewhere[3]
+    assert {task["data"]["item_id"] for task in created} == blind  # in project 3, under its own image key
+    assert all(task["blind"] and task["label"] is None and "picture" in task["data"] for task in created)
+    assert not any(task["request"].blind for task in trained.desk.tasks.values())  # none in juicer's own project
+    assert ml.get("/label-studio-ml/health").json["holdout"] == f"holdout: {len(blind)} tasks created blind in project 3"
+
+    task = created[0]
+    asked = ml.post("/label-studio-ml/predict", json={"tasks": [{"id": task["id"], "data": {"picture": "/data/upload/3/red.png"}}],
+                                                      "project": "3.1", "label_config": CONFIG})  # fmt: skip
+    assert asked.status_code == 200 and asked.json["results"] == [[]]  # no guess to anchor the annotator
+    assert ml.files_seen == []  # nor its image fetched
+    other_task = LabelEvent(task["data"]["item_id"], task["id"] + 1000, 951, "red", "7", utcnow(), "set")
+    assert trained.store.apply_label_events([other_task]) == 0  # another task showing the image: not blind
+    own_task = LabelEvent(task["data"]["item_id"], task["id"], 952, "red", "7", utcnow(), "set")
+    assert trained.store.apply_label_events([own_task]) == 1
+    assert [row.item_id for row in trained.store.current_labels(holdout=True)] == [task["data"]["item_id"]]
+
+
+def test_without_access_to_the_connected_project_health_says_why_and_what_to_do(ml, trained):
+    from annotation.errors import LabelStudioRejected
+    from app.worker.scheduler import deliver_outbox
+
+    ml.post("/label-studio-ml/setup", json={"project": "3.1764600000", "schema": CONFIG})
+    _holdout_queued(trained)
+    trained.desk.refused_elsewhere = LabelStudioRejected("importing 3 holdout tasks into project 3: 403 Forbidden", status=403)
+    deliver_outbox(trained)
+    status = ml.get("/label-studio-ml/health").json["holdout"]
+    assert status.startswith("holdout: cannot create tasks in project 3: importing 3 holdout tasks into project 3: 403")
+    assert "; do make the user of label_studio.token a member of project 3's organization" in status
+    assert "meanwhile holdout tasks go to juicer's own project 1" in status
+    assert any(task["request"].blind for task in trained.desk.tasks.values())  # labelled blind there meanwhile
+    report = ml.get("/report", headers={"Authorization": "Bearer s3cret"}).get_data(as_text=True)
+    assert "holdout: cannot create tasks in project 3:" in report and "a member of project 3&#39;s organization" in report
+
+
+def test_juicers_own_project_connected_as_ml_backend_keeps_its_holdout_as_it_is(ml, trained):
+    from app.worker.scheduler import deliver_outbox
+
+    ml.post("/label-studio-ml/setup", json={"project": "1.1764600000", "schema": CONFIG})  # FakeProject.id
+    _holdout_queued(trained)
+    deliver_outbox(trained)
+    assert trained.desk.elsewhere == {} and "holdout" not in ml.get("/label-studio-ml/health").json
