@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 #: The meta key holding the newest check's summary (annotators' agreement and quality, counts, seconds).
 SUMMARY_KEY = "label_checks"
+#: The meta key holding each checked version's review batch split (new items, second looks, holdout): the report's.
+SPLITS_KEY = "batch_splits"
+#: At most this many pool items are scored for the budget's comparison (a seeded sample above it).
+POOL_SAMPLE = 2000
 
 
 def check_head_factory() -> Any:
@@ -61,6 +65,7 @@ class CheckResult:
     second_looks: int = 0
     annotator_quality: dict[str, float] = field(default_factory=dict)
     mean_agreement: float | None = None
+    batch_split: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,18 +112,17 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
         if answer.item_id in row_of and answer.label in index:
             answers[answer.item_id][answer.annotator] = answer.label  # oldest first: an annotator's newest wins
     several = [item for item, who in answers.items() if len(who) > 1]
+    annotators = sorted({name for who in answers.values() for name in who})
+    column = {name: j for j, name in enumerate(annotators)}
+    matrix = np.full((len(newest), len(annotators)), np.nan)  # items x annotators, class index where answered
+    for item, who in answers.items():
+        for name, label in who.items():
+            matrix[row_of[item], column[name]] = index[label]
+    answered = ~np.isnan(matrix).all(axis=1)
     agreed: dict[str, tuple[str, float]] = {}
     if several:
-        annotators = sorted({name for who in answers.values() for name in who})
-        column = {name: j for j, name in enumerate(annotators)}
-        matrix = np.full((len(newest), len(annotators)), np.nan)
-        for item, who in answers.items():
-            for name, label in who.items():
-                matrix[row_of[item], column[name]] = index[label]
-        answered = ~np.isnan(matrix).all(axis=1)
         verdict = consensus(matrix[answered], proba[answered])
-        rows = np.flatnonzero(answered)
-        for k, i in enumerate(rows):
+        for k, i in enumerate(np.flatnonzero(answered)):
             if newest[i].item_id in several:
                 agreed[newest[i].item_id] = (classes[int(verdict.labels[k])], float(verdict.agreement[k]))
         result.annotator_quality = {name: float(q) for name, q in zip(annotators, verdict.annotator_quality) if not math.isnan(q)}
@@ -145,9 +149,13 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
     result.n_holdout_suspects = len(holdout[1])
     store.record_label_checks(model.version, list(checks.values()) + holdout[1])
     result.consensus_changed = sum(1 for item, (label, _) in agreed.items() if before.get(item) != label)
-    result.second_looks = queue_second_looks(trainer, model.version, [newest[i].item_id for i in suspects.indices.tolist()], answers)
+    split = split_budget(trainer, model, matrix, answered, proba, [newest[i].item_id for i in suspects.indices.tolist()], newest)
+    result.batch_split = split.as_dict()
+    looks = [newest[i].item_id for i in split.second_looks.tolist()]
+    result.second_looks = trainer.store.queue_second_looks(model.version, {item: sorted(answers.get(item, {})) for item in looks})
     result.seconds = time.perf_counter() - started
     store.set_meta(SUMMARY_KEY, result.to_dict())
+    store.set_meta(SPLITS_KEY, {**(store.get_meta(SPLITS_KEY) or {}), model.version: result.batch_split})
     logger.info(
         "label checks on %s: %d of %d training labels suspect, %d of %d holdout labels; %d consensus labels (%d changed); "
         "%d second looks queued; %.2f s", model.version, result.n_suspects, result.n_checked, result.n_holdout_suspects,
@@ -180,14 +188,39 @@ def check_holdout(trainer: Trainer, model: Any, index: dict[str, int]) -> tuple[
     ]  # fmt: skip
 
 
-def second_looks_per_check(service: Any) -> int:
-    """Second looks a check queues: ``second_look_share`` of the review batch, at least one when on."""
-    return math.ceil(service.second_look_share * service.review_batch_size) if service.second_look_share > 0 else 0
+def split_budget(
+    trainer: Trainer, model: Any, matrix: np.ndarray, answered: np.ndarray, proba: np.ndarray, suspects: list[str],
+    newest: list[LabelledItem],
+) -> Any:
+    """The next review batch split (:func:`learner.budget.split_batch`): holdout top-ups first, then second looks
+    where ActiveLab says re-labelling a suspect beats labelling the best new pool item, at most
+    ``service.second_look_share`` of the rest. Only suspects never looked at twice are candidates."""
+    from app.core.holdout import holdout_tasks_to_queue, per_refresh
+    from learner.budget import split_batch
+    from learner.label_issues import second_look_scores
 
-
-def queue_second_looks(trainer: Trainer, version: str, suspects: list[str], answers: dict[str, dict[str, str]]) -> int:
-    """Queue the most suspect items not looked at twice yet, each noting who answered it already."""
-    wanted = second_looks_per_check(trainer.service)
-    if not wanted or not suspects:
-        return 0
-    return trainer.store.queue_second_looks(version, {item: sorted(answers.get(item, {})) for item in suspects}, limit=wanted)
+    store, service = trainer.store, trainer.service
+    counts = store.holdout_counts()
+    holdout = holdout_tasks_to_queue(
+        counts.n_labelled, counts.n_open, counts.n_items - counts.n_labelled - counts.n_open, service.holdout.min_labels,
+        per_refresh(service.holdout, service.review_batch_size),
+    ) if service.holdout.reserve else 0  # fmt: skip
+    pool = [row for row in store.unlabelled_pool() if row.image_path and row.status not in ("pending", "sent", "failed")]
+    if len(pool) > POOL_SAMPLE:
+        keep = np.sort(np.random.default_rng(model.max_label_id).choice(len(pool), size=POOL_SAMPLE, replace=False))
+        pool = [pool[i] for i in keep]
+    X_pool, _ = trainer.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in pool]) if pool else (None, [])
+    candidates = np.full(len(newest), np.nan)
+    looked = store.second_looked(suspects)
+    rows = np.flatnonzero(answered)
+    if X_pool is not None and len(X_pool) and len(rows):
+        labelled_scores, pool_scores = second_look_scores(matrix[rows], proba[rows], model.proba(X_pool))
+    else:  # no pool to compare with: the suspects by self-confidence (low first), up to the cap
+        given = np.nan_to_num(np.nanmax(matrix[rows], axis=1)).astype(np.int64)
+        labelled_scores, pool_scores = proba[rows, given], None
+    eligible = set(suspects) - looked
+    for k, i in enumerate(rows):
+        if newest[i].item_id in eligible:
+            candidates[i] = labelled_scores[k]
+    return split_batch(service.review_batch_size, holdout, candidates, pool_scores,
+                       max_second_look_share=service.second_look_share)

@@ -430,10 +430,13 @@ class Trainer:
         if model is None:
             return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
         proba = model.proba(X)
+        # One budget: second looks still open with annotators (app.core.checks) take their share of the batch.
+        looks = self.store.second_look_counts()
+        n_new = max(0, self.service.review_batch_size - looks["pending"] - looks["sent"])
         chosen = fresh[
-            query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels,
+            query(model.head, X[fresh], n_new, strategy, random_state=model.n_labels,
                   X_labelled=X_labelled, n_classes=len(classes)).indices
-        ] if len(fresh) else np.zeros(0, dtype=np.int64)
+        ] if len(fresh) and n_new else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         predictions = [
             prediction_record(

@@ -81,14 +81,19 @@ class ChecksMixin(StoreBase):
             if check.consensus is not None
         }
 
+    def second_looked(self, item_ids: Sequence[str]) -> set[str]:
+        """The ids among ``item_ids`` that had a second look queued already (an item gets one, ever)."""
+        seen: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(item_ids)), 500):
+                seen.update(conn.execute(sa.select(second_looks.c.item_id).where(second_looks.c.item_id.in_(list(chunk)))).scalars())
+        return seen
+
     def queue_second_looks(self, version: str, not_for: dict[str, list[str]], limit: int | None = None) -> int:
         """Queue a second look for the first ``limit`` items (in the order given) never looked at twice (an item gets
         one, ever); ``not_for``: who answered each already. Returns how many were queued."""
         now = utcnow()
-        with self.engine.connect() as conn:
-            seen: set[str] = set()
-            for chunk in chunks(list(not_for), 500):
-                seen.update(conn.execute(sa.select(second_looks.c.item_id).where(second_looks.c.item_id.in_(list(chunk)))).scalars())
+        seen = self.second_looked(list(not_for))
         fresh = [item_id for item_id in not_for if item_id not in seen][: limit if limit is not None else None]
         rows = [
             {"item_id": item_id, "model_version": version, "status": "pending", "not_for": sorted(who), "attempts": 0,

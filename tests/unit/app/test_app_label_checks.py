@@ -83,10 +83,17 @@ def test_several_answers_train_their_consensus_not_the_newest(services):
     assert {row.item_id: row.label for row in trained_labels(store, store.current_labels())}["red-0"] == "green"
 
 
+def _share(services, share: float) -> None:
+    services.trainer.service = services.trainer.service.model_copy(update={"second_look_share": share})
+
+
 def test_a_suspect_goes_back_blind_as_a_task_of_its_own_and_its_answer_settles_it(services):
+    _share(services, 0.5)  # of a batch of 2: one second look at most
     _labelled(services, wrong={"red-3": "blue"})
     store, desk = services.store, services.desk
-    assert check_labels_job(services)["second_looks"] >= 1
+    result = check_labels_job(services)
+    assert result["second_looks"] == 1
+    assert result["batch_split"]["second_looks"] == 1 and result["batch_split"]["new"] == 1  # one budget of 2
     assert store.second_look_counts()["pending"] >= 1
     deliver_outbox(services)
     sent = desk.tasks["red-3#second-look"]
@@ -103,7 +110,7 @@ def test_a_suspect_goes_back_blind_as_a_task_of_its_own_and_its_answer_settles_i
 
 
 def test_no_second_looks_when_the_share_is_zero(services):
-    services.trainer.service = services.trainer.service.model_copy(update={"second_look_share": 0.0})
+    _share(services, 0.0)
     _labelled(services, wrong={"red-3": "blue"})
     assert check_labels(services.trainer).second_looks == 0
     assert sum(services.store.second_look_counts().values()) == 0
@@ -114,3 +121,17 @@ def test_a_second_look_task_carries_no_guess():
     body = task_body("http://ls/data/a.png", request)
     assert "predictions" not in body
     assert body["data"]["kind"] == "second-look" and body["data"]["not_for"] == ["1"]
+
+
+def test_second_looks_share_the_batch_with_new_items(services):
+    _share(services, 0.5)
+    _labelled(services, wrong={"red-3": "blue"})
+    for k, name in enumerate(CLASSES):  # a pool to compare the second looks with (ActiveLab's scores)
+        for i in range(4):
+            add_png_item(services.store, services.data_dir, f"pool-{name}-{i}", png(COLOURS[name], seed=700 + 10 * k + i), "pool")
+    result = check_labels(services.trainer)
+    split = result.batch_split
+    assert split["new"] + split["second_looks"] + split["holdout"] == 2
+    assert result.second_looks == split["second_looks"]
+    open_looks = services.store.second_look_counts()["pending"]
+    assert services.trainer.refresh_review_queue() == 2 - open_looks  # the new picks leave the second looks their share
