@@ -135,3 +135,18 @@ def test_second_looks_share_the_batch_with_new_items(services):
     assert result.second_looks == split["second_looks"]
     open_looks = services.store.second_look_counts()["pending"]
     assert services.trainer.refresh_review_queue() == 2 - open_looks  # the new picks leave the second looks their share
+
+
+def test_the_report_shows_suspects_annotators_and_the_batch_split(services, client):
+    _share(services, 0.5)
+    _labelled(services, wrong={"red-3": "blue"})
+    services.store.add_labels([NewLabel(f"{name}-1", name, "label-studio", annotator="2") for name in CLASSES])
+    check_labels(services.trainer)
+    body = client.get("/v1/report").json
+    checks = body["label_checks"]
+    assert checks["version"] == "v0001" and "red-3" in [row["item_id"] for row in checks["suspects"]]
+    assert set(checks["annotator_quality"]) == {"1", "2"} and checks["mean_agreement"] == 1.0
+    split = body["points"][0]["batch_split"]
+    assert split["new"] + split["second_looks"] + split["holdout"] == 2
+    page = client.get("/report").get_data(as_text=True)
+    assert 'id="label-checks"' in page and 'id="annotators"' in page and "red-3" in page and 'id="batch-split"' in page
