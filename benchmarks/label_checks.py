@@ -36,6 +36,8 @@ def main() -> int:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(args.classes, args.dim)).astype(np.float32)
+    warm = rng.normal(size=(50, args.dim)).astype(np.float32)
+    default_head_factory(None).fit(warm, np.arange(50) % args.classes)  # TensorFlow's start-up and tracing, untimed
     print(f"load {os.getloadavg()[0]:.1f} (2 cores, shared); dim {args.dim}, {args.classes} classes, 10% labels flipped")
     print(f"{'labels':>7} {'fit s':>7} {'oof s':>7} {'cleanlab s':>11} {'checks/fit':>11} {'precision':>10} {'recall':>7}")
     for size in args.sizes:
@@ -59,6 +61,7 @@ def main() -> int:
         recall = len(found & truth) / max(len(truth), 1)
         print(f"{size:>7} {fit_s:>7.2f} {oof_s:>7.2f} {cleanlab_s:>11.2f} {(oof_s + cleanlab_s) / fit_s:>11.1f} "
               f"{precision:>10.1%} {recall:>7.1%}")
+    print(f"load {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 
