@@ -9,14 +9,21 @@ another Label Studio task for the same item, with no guess), delivered and retri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import sqlalchemy as sa
 
 from app.store.base import StoreBase, chunks, insert_ignore, records, utcnow
 from app.store.records import Answer, DueSecondLook, LabelCheck
-from app.store.schema import REVIEW_STATUSES, items, label_checks, labels, model_versions, second_looks
+from app.store.schema import (
+    REVIEW_STATUSES,
+    items,
+    label_checks,
+    labels,
+    model_versions,
+    second_looks,
+)
 
 
 class ChecksMixin(StoreBase):

@@ -85,9 +85,11 @@ def _open_in_chromium(label_studio, project_id: int, task_id: int, token_login: 
             page.fill("input[name=password]", token_login[1])
             page.click("button[type=submit]")
             page.wait_for_url(lambda url: "/user/login" not in url)
-            with page.expect_response(lambda r: urlparse(r.url).path.rstrip("/") == f"/api/tasks/{task_id}") as task_response:
-                with page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response:
-                    page.goto(f"{label_studio.url}/projects/{project_id}/data?task={task_id}")  # this task, not the queue's first
+            with (
+                page.expect_response(lambda r: urlparse(r.url).path.rstrip("/") == f"/api/tasks/{task_id}") as task_response,
+                page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response,
+            ):
+                page.goto(f"{label_studio.url}/projects/{project_id}/data?task={task_id}")  # this task, not the queue's first
             assert task_response.value.status == 200 and image_response.value.status == 200
             choices = page.locator("input.ant-radio-input")
             playwright.expect(choices).to_have_count(10)
@@ -111,7 +113,7 @@ def test_a_wrong_label_is_suspected_looked_at_again_blind_and_settled_by_consens
     services, client, truth = juicer
     store, desk = services.store, services.desk
     first = desk.client.request("GET", "/api/current-user/whoami", "reading the admin").json()["id"]
-    wrong = sorted(item for item, name in truth.items() if name == "Trouser")[0]
+    wrong = min(item for item, name in truth.items() if name == "Trouser")
     store.add_labels([NewLabel(item, "Bag" if item == wrong else name, "label-studio", annotator=str(first))
                       for item, name in sorted(truth.items())])  # fmt: skip
     assert services.trainer.retrain(reason="labelled", force=True).version == "v0001"
