@@ -27,7 +27,9 @@ class ReviewRequest:
     ``image`` is a path relative to the desk's ``files_root`` (served through Label Studio's local-files
     storage) or an ``http(s)://`` URL. ``label`` None sends the item without a pre-selected choice. ``blind``
     sends it with no prediction at all (a holdout item: a guess would anchor the annotator and bias the measure);
-    its task data says ``"kind": "holdout"`` for the annotators' view.
+    its task data says ``"kind": "holdout"`` for the annotators' view. ``second_look`` asks for another answer on an
+    item that has a task already: a new task of its own, blind, its data saying ``"kind": "second-look"`` and
+    ``not_for`` (the annotators who answered it already: Label Studio's open-source edition cannot assign a task).
     """
 
     item_id: str
@@ -36,6 +38,8 @@ class ReviewRequest:
     score: float
     model_version: str
     blind: bool = False
+    second_look: bool = False
+    not_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

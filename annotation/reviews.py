@@ -29,6 +29,17 @@ logger = logging.getLogger(__name__)
 
 IMPORT_CHUNK = 250  # tasks per bulk task import: keeps each request well inside the timeout
 PREDICTION_CHUNK = 2000  # predictions per bulk prediction import
+SECOND_LOOK = "second-look"  # the task data's kind of a second look: another task for an item, never a guess
+
+
+def task_key(item_id: str, kind: Any = None) -> str:
+    """The task index's key: the item id, or for a second look the item id and the kind (its own task)."""
+    return f"{item_id}#{SECOND_LOOK}" if kind == SECOND_LOOK else item_id
+
+
+def request_key(request: ReviewRequest) -> str:
+    """The task index's key of ``request``."""
+    return task_key(request.item_id, SECOND_LOOK if request.second_look else None)
 
 
 def prediction_body(request: ReviewRequest) -> dict[str, Any]:
@@ -41,6 +52,8 @@ def task_body(image_url: str, request: ReviewRequest) -> dict[str, Any]:
     """The task Label Studio imports for ``request``: with the model's guess, or blind (a holdout item: no
     prediction at all, and ``"kind": "holdout"`` in its data; juicer trusts its own outbox link, not this)."""
     data: dict[str, Any] = {IMAGE_KEY: image_url, "item_id": request.item_id}
+    if request.second_look:
+        return {"data": {**data, "kind": SECOND_LOOK, "not_for": list(request.not_for)}}
     if request.blind:
         return {"data": {**data, "kind": "holdout"}}
     return {"data": data, "predictions": [prediction_body(request)]}
@@ -86,9 +99,10 @@ class Reviews:
         index: dict[str, int] = {}
         open_tasks: set[int] = set()
         for task in self._list_tasks(project_id, "id,data,total_annotations,cancelled_annotations"):
-            item_id = (task.get("data") or {}).get("item_id")
+            data = task.get("data") or {}
+            item_id = data.get("item_id")
             if item_id is not None:
-                index.setdefault(str(item_id), int(task["id"]))
+                index.setdefault(task_key(str(item_id), data.get("kind")), int(task["id"]))
             if not task.get("total_annotations") and not task.get("cancelled_annotations"):
                 open_tasks.add(int(task["id"]))
         return index, open_tasks
@@ -109,21 +123,21 @@ class Reviews:
                     f"item {request.item_id!r}: predicted label {request.label!r} is not a class of project "
                     f"{project.title!r} {list(project.classes)}; call ensure_project with it first"
                 )
-            latest.pop(request.item_id, None)
-            latest[request.item_id] = request
+            latest.pop(request_key(request), None)
+            latest[request_key(request)] = request
         if not latest:
             return []
         client = self.client
         self.projects.ensure_storage(project.id)
         index, _ = self._task_index(project.id)
-        new = [r for r in latest.values() if r.item_id not in index]
+        new = [r for key, r in latest.items() if key not in index]
         for start in range(0, len(new), IMPORT_CHUNK):
             chunk = new[start : start + IMPORT_CHUNK]
             payload = [task_body(self.projects.image_url(r.image), r) for r in chunk]
             with client.errors(f"importing {len(chunk)} review tasks into project {project.id}"):
                 client.sdk.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=client.bulk_opts)
-        resent = [(index[r.item_id], r) for r in latest.values() if r.item_id in index and not r.blind]
-        guessed = [r for r in latest.values() if not r.blind]
+        resent = [(index[key], r) for key, r in latest.items() if key in index and not (r.blind or r.second_look)]
+        guessed = [r for r in latest.values() if not (r.blind or r.second_look)]
         if resent:
             self._rescore(project.id, resent, guessed[-1].model_version)
         elif guessed:
@@ -133,9 +147,9 @@ class Reviews:
         missing = [item for item in latest if item not in index]
         if missing:
             raise LabelStudioUnavailable(f"Label Studio accepted the import but has no task for items {missing[:5]}")
-        created_ids = {r.item_id for r in new}
+        created = {request_key(r) for r in new}
         logger.info("sent %d items for review (%d new) to project %s", len(latest), len(new), project.id)
-        return [ReviewTask(item, index[item], item in created_ids) for item in latest]
+        return [ReviewTask(r.item_id, index[key], key in created) for key, r in latest.items()]
 
     def send_blind_elsewhere(self, project_id: int, image_key: str, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
         """Import items as blind tasks (no prediction) into a project juicer did not create (one connected through

@@ -136,6 +136,14 @@ class ServiceSettings(BaseModel):
         description="How pool items are chosen for annotators: a name in learner.query.STRATEGIES (auto: typical "
         "picks while labels are few, then margin among distinct clusters)",
     )
+    label_checks: bool = Field(
+        True, description="After each retrain, check the labels (cleanlab on out-of-fold probabilities; CROWDLAB where "
+        "an item has several answers) in the check-labels job: suspects listed, consensus labels train",
+    )
+    second_look_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="Suspected label errors sent back to annotators blind after each check, as a "
+        "share of review_batch_size (0 sends none)",
+    )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     warm_start_max_iter: int = Field(
         100, ge=1, le=100_000, description="Training steps of a warm-started retrain (the first fit uses the head's own)"

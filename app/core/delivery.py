@@ -88,6 +88,37 @@ def deliver_outbox(store: Store, desk: LabelStudioDesk | None, project: Project 
             return delivered
 
 
+def deliver_second_looks(store: Store, desk: LabelStudioDesk | None, project: Project | None, service: ServiceSettings) -> int:
+    """Send due second looks (:mod:`app.core.checks`) to Label Studio: a task of their own per item, with no guess,
+    noting who answered already; retried with the review tasks' backoff. Returns how many were delivered."""
+    from annotation.models import ReviewRequest
+
+    if desk is None or project is None:
+        return 0
+    due = store.due_second_looks(service.deliver_batch_size)
+    if not due:
+        return 0
+    requests = [
+        ReviewRequest(item_id=row.item_id, image=str(PurePosixPath(row.image_path or "").relative_to("images")), label=None,
+                      score=0.0, model_version=row.model_version, blind=True, second_look=True, not_for=tuple(row.not_for))
+        for row in due
+    ]  # fmt: skip
+    try:
+        tasks = desk.send_for_review(project, requests)
+    except AnnotationError as exc:
+        for row in due:
+            attempts = int(row.attempts) + 1
+            retry_at = None
+            if attempts < service.delivery_max_attempts:
+                retry_at = utcnow() + timedelta(seconds=retry_delay(service, attempts - 1, bool(exc.retryable)))
+            store.mark_second_look_failed([row.item_id], str(exc), retry_at)
+        logger.warning("delivering %d second looks failed (%s); retrying later", len(due), exc)
+        return 0
+    delivered = store.mark_second_looks_delivered({task.item_id: task.task_id for task in tasks})
+    logger.info("delivered %d second looks to Label Studio (no guess shown)", delivered)
+    return delivered
+
+
 def prune_predictions(desk: LabelStudioDesk | None, project: Project | None) -> list[str]:
     """Prune superseded prediction versions in Label Studio, off the delivery path (deleting is slow there)."""
     if desk is None or project is None:

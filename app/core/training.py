@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from app.core.checks import trained_labels
 from app.core.datadir import image_file
 from app.core.holdout import queue_holdout_tasks, reserve_holdout
 from app.core.imports import import_running, mark_queue_refreshed
@@ -225,7 +226,8 @@ class Trainer:
             if current is not None and not force and self.new_labels() == 0:
                 return RetrainResult(None, skipped="no new labels since the serving model")
             classes = self.classes  # read once: a class added during the fit joins the next one
-            labelled = [row for row in self.store.current_labels() if row.label in classes]
+            # Several answers on an item: the consensus the label checks found trains, not the newest answer.
+            labelled = [row for row in trained_labels(self.store, self.store.current_labels()) if row.label in classes]
             timings = {"labels": time.perf_counter() - started}
             X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled], progress)
             labelled = [labelled[i] for i in kept]
@@ -428,10 +430,13 @@ class Trainer:
         if model is None:
             return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
         proba = model.proba(X)
+        # One budget: second looks still open with annotators (app.core.checks) take their share of the batch.
+        looks = self.store.second_look_counts()
+        n_new = max(0, self.service.review_batch_size - looks["pending"] - looks["sent"])
         chosen = fresh[
-            query(model.head, X[fresh], self.service.review_batch_size, strategy, random_state=model.n_labels,
+            query(model.head, X[fresh], n_new, strategy, random_state=model.n_labels,
                   X_labelled=X_labelled, n_classes=len(classes)).indices
-        ] if len(fresh) else np.zeros(0, dtype=np.int64)
+        ] if len(fresh) and n_new else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         predictions = [
             prediction_record(

@@ -43,14 +43,16 @@ class Readiness(BaseModel):
 @spec.validate(resp=Answers("HTTP_200", media="text/html", problems=(401,)), security=READ_AUTH)
 def report_page() -> Response:
     """The report page: the forecast in words, the plot, the serving model's per-class figures, the tables."""
+    from app.core.checks import SPLITS_KEY
     from app.core.holdout import holdout_status
-    from app.http.reports import report_html, report_points
+    from app.http.reports import label_checks_view, report_html, report_points
 
     svc = services()
-    points = report_points(svc.store.list_models(), svc.settings.service.holdout.min_labels)
+    points = report_points(svc.store.list_models(), svc.settings.service.holdout.min_labels, svc.store.get_meta(SPLITS_KEY))
     serving = svc.store.get_model(svc.models.current.version) if svc.models.current else None
     notes = [line for line in (holdout_status(svc.store),) if line]  # the holdout in a connected project
-    return Response(report_html(points, forecast=forecast(points), serving=serving, notes=notes), mimetype="text/html")
+    return Response(report_html(points, forecast=forecast(points), serving=serving, notes=notes,
+                                checks=label_checks_view(svc.store)), mimetype="text/html")
 
 
 @web.get("/report.png")

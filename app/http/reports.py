@@ -47,6 +47,7 @@ class ReportPoint:
     accuracy_interval: tuple[float, float] | None = None
     precision_rule: dict[str, Any] | None = None
     holdout_too_small: bool = False  # measured on fewer than service.holdout.min_labels holdout labels
+    batch_split: dict[str, Any] | None = None  # the review batch after it: new items, second looks, holdout
 
     @property
     def measured(self) -> bool:
@@ -69,6 +70,7 @@ class ReportPoint:
                 accuracy_interval=None if data.get("accuracy_interval") is None else tuple(data["accuracy_interval"]),
                 precision_rule=data.get("precision_rule"),
                 holdout_too_small=bool(data.get("holdout_too_small", False)),
+                batch_split=data.get("batch_split"),
             )
         except KeyError as exc:
             raise ValueError(f"report point lacks {exc.args[0]!r}: {dict(data)!r}") from exc
@@ -112,8 +114,11 @@ def _percent(value: float | None) -> str:
 # ---------------------------------------------------------------------------------------------- the points
 
 
-def report_points(rows: Sequence[ModelVersion], min_holdout: int = 0) -> list[dict[str, Any]]:
+def report_points(rows: Sequence[ModelVersion], min_holdout: int = 0, splits: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One report point per model version (see ``GET /v1/report``).
+
+    ``batch_split`` is how the review batch after that version was split (new items, second looks, holdout top-ups:
+    :func:`learner.budget.split_batch`, recorded by the label checks; None where the version was not checked).
 
     ``holdout_n`` is the size of the holdout the figure was measured on (every stored version is re-measured
     when the holdout changes, so they compare like with like); below ``min_holdout`` labels the point says
@@ -137,6 +142,7 @@ def report_points(rows: Sequence[ModelVersion], min_holdout: int = 0) -> list[di
                 "coverage": {f"{t['threshold']:g}": t["coverage"] for t in thresholds},
                 "selective_accuracy": {f"{t['threshold']:g}": t["selective_accuracy"] for t in thresholds},
                 "precision_rule": metrics.get("precision_rule"),
+                "batch_split": (splits or {}).get(row.version),
                 "created": row.created_at.isoformat() if isinstance(row.created_at, datetime) else row.created_at,
             }
         )
@@ -343,14 +349,32 @@ def serving_view(row: ModelVersion | None) -> dict[str, Any] | None:
     }
 
 
+def label_checks_view(store: Any, limit: int = 20) -> dict[str, Any] | None:
+    """The newest label check for the report: counts, annotators' agreement and estimated quality (CROWDLAB), the
+    most suspect training and holdout labels, the second looks by status; None before the first check."""
+    from app.core.checks import SUMMARY_KEY
+
+    summary = store.get_meta(SUMMARY_KEY)
+    if not summary:
+        return None
+    version = summary.get("version")
+    suspects = [{"item_id": c.item_id, "label": c.label, "suggested": c.suggested, "score": c.score}
+                for c in store.label_checks(version, split="training", suspect=True, limit=limit)]
+    holdout = [{"item_id": c.item_id, "label": c.label, "suggested": c.suggested, "score": c.score}
+               for c in store.label_checks(version, split="holdout", suspect=True, limit=limit)]
+    return {**summary, "suspects": suspects, "holdout_suspects": holdout, "second_look_status": store.second_look_counts()}
+
+
 def report_html(
     points: Iterable[Mapping[str, Any] | ReportPoint], *, title: str = "juicer report",
     forecast: Mapping[str, Any] | None = None, serving: ModelVersion | None = None, notes: Sequence[str] = (),
+    checks: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page (``app/http/templates/report.html``): forecast in words, plot, per-class figures, tables.
 
     ``serving`` is the serving model version (its per-class accuracy and confusion matrix); ``notes`` are lines shown
-    under the title (where the holdout of a connected project goes, or why it cannot).
+    under the title (where the holdout of a connected project goes, or why it cannot); ``checks`` the newest
+    label check (:func:`label_checks_view`).
     One self-contained page: the plot is embedded as a data URI; no JavaScript.
     """
     pts = sorted(_points(points), key=lambda p: (p.n_labels, p.created or ""))
@@ -358,7 +382,7 @@ def report_html(
     png = base64.b64encode(report_png(pts, forecast=forecast)).decode("ascii")
     return templates().get_template("report.html").render(
         title=title, points=pts, forecast=forecast, png=png, header=header, rows=rows,
-        serving=serving_view(serving), study_label=STUDY_LABEL, notes=list(notes),
+        serving=serving_view(serving), study_label=STUDY_LABEL, notes=list(notes), checks=checks,
     )
 
 

@@ -3,7 +3,7 @@
 The package: :mod:`~app.store.schema` (the tables), :mod:`~app.store.migrate` (Alembic, ``migrations/``),
 :mod:`~app.store.records` (the frozen records every method takes and returns), and one module per section of
 :class:`Store` (:mod:`~app.store.items`, :mod:`~app.store.labels`, :mod:`~app.store.outbox`,
-:mod:`~app.store.models`, :mod:`~app.store.holdout`, :mod:`~app.store.events`, :mod:`~app.store.retrain_jobs`, :mod:`~app.store.classes`), each a mixin over
+:mod:`~app.store.models`, :mod:`~app.store.holdout`, :mod:`~app.store.events`, :mod:`~app.store.retrain_jobs`, :mod:`~app.store.classes`, :mod:`~app.store.checks`), each a mixin over
 :class:`~app.store.base.StoreBase` (the connection), composed here into the one :class:`Store` callers hold.
 Import the tables from :mod:`app.store.schema` (three section modules have their tables' names).
 
@@ -20,6 +20,7 @@ writers of different items do not wait for each other, and no two wait for each 
 """
 
 from app.store.base import StoreBase, StoreError, utcnow
+from app.store.checks import ChecksMixin
 from app.store.classes import ClassesMixin, ClassInUseError
 from app.store.events import EventsMixin
 from app.store.holdout import HOLDOUT_VERSION, HoldoutMixin
@@ -29,6 +30,9 @@ from app.store.labels import LabelsMixin
 from app.store.models import ModelsMixin
 from app.store.outbox import OutboxMixin
 from app.store.records import (
+    Answer,
+    DueSecondLook,
+    LabelCheck,
     Conflict,
     DueReview,
     HoldoutCounts,
@@ -50,11 +54,11 @@ from app.store.records import (
 from app.store.schema import REVIEW_STATUSES, SPLITS
 
 __all__ = [
-    "HOLDOUT_VERSION", "REVIEW_STATUSES", "SPLITS", "ClassInUseError", "Conflict", "DueReview", "HoldoutCounts", "Item", "ItemDetail", "Label", "LabelledItem",
+    "HOLDOUT_VERSION", "REVIEW_STATUSES", "SPLITS", "Answer", "DueSecondLook", "LabelCheck", "ClassInUseError", "Conflict", "DueReview", "HoldoutCounts", "Item", "ItemDetail", "Label", "LabelledItem",
     "ModelVersion", "NewItem", "NewLabel", "NewModelVersion", "NewPrediction", "PoolItem", "Prediction", "RetrainJob",
     "ReviewTask", "Store", "StoreError", "WebhookEvent", "utcnow",
 ]  # fmt: skip
 
 
-class Store(ItemsMixin, LabelsMixin, HoldoutMixin, OutboxMixin, ModelsMixin, EventsMixin, RetrainJobsMixin, ClassesMixin, StoreBase):
+class Store(ItemsMixin, LabelsMixin, HoldoutMixin, OutboxMixin, ModelsMixin, EventsMixin, RetrainJobsMixin, ClassesMixin, ChecksMixin, StoreBase):
     """All reads and writes of juicer's state; safe for threads and processes (short transactions, see above)."""

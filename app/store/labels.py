@@ -12,7 +12,7 @@ from app.store.base import StoreBase, aware, chunks, lock_items, records, requir
 from app.store.holdout import HOLDOUT_VERSION
 from app.store.outbox import mark_reviews_labelled
 from app.store.records import Conflict, Item, Label, LabelledItem, NewLabel, PoolItem
-from app.store.schema import items, labels, review_tasks
+from app.store.schema import items, labels, review_tasks, second_looks
 
 if TYPE_CHECKING:  # the events the store applies are annotation's own records
     from annotation.models import LabelEvent
@@ -127,6 +127,10 @@ class LabelsMixin(StoreBase):
                     )
                 )
                 mark_reviews_labelled(conn, {change.item_id})
+                if change.task_id is not None:
+                    conn.execute(
+                        second_looks.update().where(second_looks.c.ls_task_id == int(change.task_id)).values(status="labelled", updated_at=now)
+                    )
                 changed += 1
         return changed
 

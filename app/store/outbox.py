@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from app.store.base import StoreBase, chunks, dialect_insert, records, require_items, utcnow
 from app.store.items import insert_items
 from app.store.records import DueReview, NewItem, NewPrediction
-from app.store.schema import REVIEW_STATUSES, items, labels, predictions, review_tasks
+from app.store.schema import REVIEW_STATUSES, items, labels, predictions, review_tasks, second_looks
 
 logger = logging.getLogger(__name__)
 
@@ -113,18 +113,18 @@ class OutboxMixin(StoreBase):
         return int(result.rowcount)
 
     def review_item_of_task(self, ls_task_id: int) -> str | None:
-        """The item juicer delivered as Label Studio task ``ls_task_id`` of its own project (None: not one of ours)."""
-        query = sa.select(review_tasks.c.item_id).where(review_tasks.c.ls_task_id == int(ls_task_id)).limit(1)
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+        """The item juicer delivered as Label Studio task ``ls_task_id`` of its own project (a review task or a second
+        look; None: not one of ours)."""
+        return self.review_items_of_tasks([ls_task_id]).get(int(ls_task_id))
 
     def review_items_of_tasks(self, ls_task_ids: Sequence[int]) -> dict[int, str]:
         """Label Studio task id -> the item juicer delivered as that task of its own project (tasks not ours are absent)."""
         found: dict[int, str] = {}
         with self.engine.connect() as conn:
             for chunk in chunks(sorted({int(t) for t in ls_task_ids}), 500):
-                query = sa.select(review_tasks.c.ls_task_id, review_tasks.c.item_id).where(review_tasks.c.ls_task_id.in_(list(chunk)))
-                found.update({int(task_id): item_id for task_id, item_id in conn.execute(query)})
+                for table in (review_tasks, second_looks):  # a second look is a task of its own for its item
+                    query = sa.select(table.c.ls_task_id, table.c.item_id).where(table.c.ls_task_id.in_(list(chunk)))
+                    found.update({int(task_id): item_id for task_id, item_id in conn.execute(query)})
         return found
 
     def review_counts(self) -> dict[str, int]:

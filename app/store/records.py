@@ -232,3 +232,46 @@ class RetrainJob:
     finished_at: datetime | None
     result: Any
     error: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelCheck:
+    """What a version's label checks said about one labelled item: a suspected error, a consensus, or both.
+
+    ``split`` is ``training`` or ``holdout`` (a wrong holdout label bends the measure, not the model: reported
+    apart). ``score`` is cleanlab's label quality (low: suspect); ``consensus`` is CROWDLAB's label where the item
+    has several answers, valid while ``newest_label_id`` is still the item's newest answer.
+    """
+
+    model_version: str
+    item_id: str
+    split: str
+    label: str
+    suspect: bool
+    suggested: str | None = None
+    score: float | None = None
+    consensus: str | None = None
+    agreement: float | None = None
+    newest_label_id: int = 0
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One active answer on a labelled item: who gave which class (``annotator`` falls back to the source)."""
+
+    item_id: str
+    annotator: str
+    label: str
+    label_id: int
+
+
+@dataclass(frozen=True)
+class DueSecondLook:
+    """A second look due for delivery: the item, its image, who already answered it."""
+
+    item_id: str
+    model_version: str
+    attempts: int
+    not_for: list[str]  # JSON column: annotator ids
+    image_path: str | None

@@ -5,7 +5,8 @@ class, when; withdrawn rows are kept), ``predictions`` (model version, probabili
 ``review_tasks`` (the outbox to Label Studio, one row per item), ``model_versions`` (created, labels used, holdout
 metrics), ``webhook_events`` (raw payloads awaiting a job), ``served_tasks`` (the Label Studio task each item asked
 about through the ML backend is, per project), ``cursors`` and ``meta`` (small named values), ``jobs`` (the retrain
-requests a client can poll).
+requests a client can poll), ``label_checks`` (each version's suspected label errors and consensus labels) and
+``second_looks`` (suspected items sent back to annotators blind).
 
 Only portable SQL is used (``JSON`` columns, timezone-aware timestamps), so SQLite and PostgreSQL hold the same.
 """
@@ -113,6 +114,41 @@ served_tasks = sa.Table(
     sa.Column("task_id", sa.Integer, primary_key=True),
     sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), nullable=False, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+label_checks = sa.Table(
+    "label_checks",
+    metadata,
+    # One row per labelled item a model version's checks looked at and found something to say about: a suspected
+    # label error (cleanlab on out-of-fold probabilities) or a consensus over several answers (CROWDLAB).
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("split", sa.String(16), nullable=False),  # training | holdout
+    sa.Column("label", sa.Text, nullable=False),  # the label the checks read (the item's newest active one)
+    sa.Column("suspect", sa.Boolean, nullable=False),
+    sa.Column("suggested", sa.Text, nullable=True),  # the class the out-of-fold model believes
+    sa.Column("score", sa.Float, nullable=True),  # label quality in [0, 1]: low is suspect
+    sa.Column("consensus", sa.Text, nullable=True),  # CROWDLAB's label where the item has several answers
+    sa.Column("agreement", sa.Float, nullable=True),  # share of its annotators who gave the consensus
+    sa.Column("newest_label_id", sa.Integer, nullable=False),  # the consensus holds while this is the newest answer
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+second_looks = sa.Table(
+    "second_looks",
+    metadata,
+    # A suspected item sent back to Label Studio as a task of its own, with no guess, ideally for another annotator.
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("model_version", sa.String(32), nullable=False),  # the version whose checks suspected it
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | sent | labelled | failed
+    sa.Column("not_for", sa.JSON, nullable=False),  # annotators who already answered (the task's note)
+    sa.Column("ls_task_id", sa.Integer, nullable=True, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint(f"status IN {REVIEW_STATUSES}", name="second_looks_status"),
 )
 
 cursors = sa.Table(

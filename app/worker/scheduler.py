@@ -7,6 +7,7 @@ Jobs (explicit ids, ``max_instances=1``, ``coalesce=True``; each interval is a `
     process-webhooks   turn recorded webhook events into labels (:mod:`app.core.intake`)
     pull-labels        ask Label Studio for every completed annotation since the cursor (missed webhooks)
     retrain-check      retrain when ``service.retrain_after_labels`` new labels arrived (:mod:`app.core.retraining`)
+    check-labels       check the serving version's labels once: suspects, consensus, second looks (:mod:`app.core.checks`)
     retrain-schedule   retrain on ``service.retrain_interval_s`` when labels changed (if set)
     refresh-queue      re-score the pool and top up the review queue (after new pool items)
     refresh-after-import  the same, once an import finished after the last refresh (:mod:`app.core.imports`)
@@ -28,7 +29,7 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from app.core import delivery, holdout, intake, retention, retraining
+from app.core import checks, delivery, holdout, intake, retention, retraining
 from app.core.classes import follow_classes
 from app.services import Services
 
@@ -49,7 +50,8 @@ def deliver_outbox(services: Services) -> int:
         services.desk, services.project, services.classes, services.settings.label_studio.project_title
     )
     elsewhere = holdout.deliver_holdout_elsewhere(services.store, services.desk, services.project, services.settings.service)
-    return elsewhere + delivery.deliver_outbox(services.store, services.desk, services.project, services.settings.service)
+    delivered = delivery.deliver_outbox(services.store, services.desk, services.project, services.settings.service)
+    return elsewhere + delivered + delivery.deliver_second_looks(services.store, services.desk, services.project, services.settings.service)
 
 
 def process_webhook_events(services: Services) -> int:
@@ -93,7 +95,20 @@ def _connect_and_stop(services: Services) -> bool:
 
 def retrain_if_due(services: Services) -> dict[str, Any] | None:
     """Retrain when at least ``retrain_after_labels`` new labels arrived (or no model serves yet)."""
-    return retraining.retrain_if_due(services.trainer, services.settings.service.retrain_after_labels)
+    result = retraining.retrain_if_due(services.trainer, services.settings.service.retrain_after_labels)
+    if result and result.get("version"):
+        services.wake("check-labels")
+    return result
+
+
+def check_labels(services: Services) -> dict[str, Any] | None:
+    """Check the serving version's labels once (its own job: the out-of-fold fits cost several retrains)."""
+    if not services.settings.service.label_checks:
+        return None
+    result = checks.check_labels(services.trainer)
+    if result is not None and result.second_looks:
+        services.wake("deliver-outbox")
+    return None if result is None else result.to_dict()
 
 
 def retrain_on_schedule(services: Services) -> dict[str, Any] | None:
@@ -110,7 +125,10 @@ def run_retrain_request(services: Services, job_id: int, force: bool = False) ->
 
 def run_queued_jobs(services: Services) -> int:
     """Run the retrains queued in the store (by this worker or another), oldest first; returns how many ran."""
-    return retraining.run_queued_retrains(services.store, services.trainer, catch_up=lambda: process_webhook_events(services))
+    ran = retraining.run_queued_retrains(services.store, services.trainer, catch_up=lambda: process_webhook_events(services))
+    if ran:
+        services.wake("check-labels")
+    return ran
 
 
 def prune_predictions(services: Services) -> list[str]:
@@ -190,6 +208,7 @@ class Scheduler:
         self._add("process-webhooks", process_webhook_events, service.webhook_interval_s, next_run_time=now)
         self._add("pull-labels", pull_labels, service.pull_interval_s, next_run_time=now)
         self._add("retrain-check", retrain_if_due, service.retrain_check_interval_s)
+        self._add("check-labels", check_labels, service.retrain_check_interval_s)
         self._add("run-queued-jobs", run_queued_jobs, service.queued_retrains_interval_s, next_run_time=now)
         self._add("refresh-queue", refresh_queue, service.refresh_queue_interval_s)
         self._add("refresh-after-import", refresh_after_import, service.retrain_check_interval_s)

@@ -38,6 +38,10 @@ class ItemsQuery(BaseModel):
     split: Literal[SPLITS] | None = Field(None, description="only this split")  # type: ignore[valid-type]
     conflicts: bool = Field(False, description="the items whose annotators disagree, each with all its active labels")
     quarantined: bool = Field(False, description="the items set aside because their image is missing or unreadable")
+    suspect: bool = Field(
+        False, description="the labelled items whose label looks wrong (the newest checked version's label checks), each "
+        "with the class the model believes (suggested) and a label quality score (low: suspect); split=holdout for the holdout's",
+    )
     limit: int = Field(100, ge=1, le=1000, description="page size")
     offset: int = Field(0, ge=0, le=10**9, description="items to skip")
 
@@ -136,13 +140,18 @@ def add_items_bulk(query: BulkQuery) -> tuple[Response, int]:
 @api.get("/items")
 @spec.validate(resp=Answers(HTTP_200=ItemsPage, problems=(401,)))
 def list_items(query: ItemsQuery) -> Response:
-    """Items, newest first; or the items whose annotators disagree, each with all its active labels (the newest
-    one trains); or the items set aside because their image is missing or unreadable."""
+    """Items, newest first; or the items whose annotators disagree, each with all its active labels (the consensus
+    of the label checks trains, until it is computed the newest one); or the suspected label errors; or the items set aside because their image is missing or unreadable."""
     store = services().store
     page = {"limit": query.limit, "offset": query.offset}
     if query.quarantined:
         rows = store.quarantined(limit=query.limit, offset=query.offset)
         return jsonify({"items": to_json(rows)} | page)
+    if query.suspect:
+        split = "holdout" if query.split == "holdout" else "training"
+        version = store.checked_version()
+        rows = store.label_checks(version, split=split, suspect=True, limit=query.limit, offset=query.offset)
+        return jsonify({"items": to_json(rows), "model_version": version} | page)
     if query.conflicts:
         rows = store.conflicts(limit=query.limit, offset=query.offset)
         return jsonify({"items": to_json(rows)} | page)

@@ -35,9 +35,11 @@ class ModelVersions(BaseModel):
 
 
 class ReportPoints(BaseModel):
-    """One point per model version: accuracy against the number of labels."""
+    """One point per model version: accuracy against the number of labels (and the review batch split after it);
+    ``label_checks``: the newest label check (suspects, holdout suspects, annotators' agreement and quality)."""
 
     points: list[dict[str, Any]]
+    label_checks: dict[str, Any] | None = None
 
 
 class ForecastQuery(BaseModel):
@@ -69,9 +71,12 @@ def current_model() -> Response:
 @spec.validate(resp=Answers(HTTP_200=ReportPoints, problems=(401,)))
 def report_json() -> Response:
     """Accuracy against labels: one point per model version."""
-    from app.http.reports import report_points
+    from app.core.checks import SPLITS_KEY
+    from app.http.reports import label_checks_view, report_points
 
-    return jsonify({"points": report_points(services().store.list_models(), services().settings.service.holdout.min_labels)})
+    store = services().store
+    points = report_points(store.list_models(), services().settings.service.holdout.min_labels, store.get_meta(SPLITS_KEY))
+    return jsonify({"points": points, "label_checks": label_checks_view(store)})
 
 
 @api.get("/forecast")

@@ -76,9 +76,10 @@ class FakeDesk:
         self._check()
         out = []
         for request in requests:
-            created = request.item_id not in self.tasks
-            task_id = next(self._ids) if created else self.tasks[request.item_id]["task_id"]
-            self.tasks[request.item_id] = {"task_id": task_id, "request": request}
+            key = request.item_id + ("#second-look" if request.second_look else "")  # a second look: a task of its own
+            created = key not in self.tasks
+            task_id = next(self._ids) if created else self.tasks[key]["task_id"]
+            self.tasks[key] = {"task_id": task_id, "request": request}
             out.append(ReviewTask(request.item_id, task_id, created))
         return out
 

@@ -1,0 +1,170 @@
+"""The label checks through the real Label Studio, the real backbone and real Fashion-MNIST images (issue 20).
+
+A juicer whose training labels come from an annotator in Label Studio, one of them wrong on purpose (a trouser
+labelled "Bag"): after a retrain the checks suspect it, its second look arrives in Label Studio as a task of its
+own with no prediction, and a second annotator (another Label Studio user) opens it in Chromium with no choice
+pre-selected (screenshot: test-artifacts/second-look-task.png). The two annotators disagree on it, the wrong
+answer the newest; the consensus label (CROWDLAB: the model and the second annotator against the first) trains.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.support.wait import poll
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PER_CLASS = 8
+SECOND = ("second-look@example.com", "second-look-pw-1")
+
+
+@pytest.fixture(scope="module")
+def juicer(label_studio, backbone, free_port, tmp_path_factory):
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from app.core.demo import seed_demo
+    from app.services import build_services
+    from app.store import Store
+    from config import load_settings
+    from learner.datasets import load_fashion_mnist
+
+    dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=PER_CLASS, seed=6)
+    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
+    port = free_port()
+    settings = load_settings(
+        environ={},
+        data_dir=data_dir,
+        service={"retrain_after_labels": 1000, "review_batch_size": 20, "second_look_share": 1.0, "port": port,
+                 "pull_interval_s": 3600, "deliver_interval_s": 3600, "holdout": {"reserve": False}},
+        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-789",
+                      "project_title": label_studio.project_title("juicer second look")},
+        store={"url": f"sqlite:///{tmp_path_factory.mktemp('second-look-store')}/juicer.db"},
+    )
+    store = Store.from_settings(settings)
+    store.set_meta("classes", list(dataset.class_names))
+    seed_demo(store, data_dir, dataset, n_pool=PER_CLASS * len(dataset.class_names), n_holdout=0, seed=7, seed_per_class=0)
+    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
+    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
+    app = create_app(services=services)
+    http = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {services.settings.service.api_token.get_secret_value()}"
+    try:
+        yield services, client, dict(zip(dataset.item_ids, dataset.label_names))
+    finally:
+        http.shutdown()
+        store.close()
+
+
+def _open_in_chromium(label_studio, project_id: int, task_id: int, token_login: tuple[str, str]) -> int:
+    """Open the task as the second annotator; the number of choices pre-selected (screenshot kept)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("no /usr/bin/chromium: install Debian's chromium (make system)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
+            page.goto(f"{label_studio.url}/user/login/")
+            page.fill("input[name=email]", token_login[0])
+            page.fill("input[name=password]", token_login[1])
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/user/login" not in url)
+            with (
+                page.expect_response(lambda r: urlparse(r.url).path.rstrip("/") == f"/api/tasks/{task_id}") as task_response,
+                page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response,
+            ):
+                page.goto(f"{label_studio.url}/projects/{project_id}/data?task={task_id}")  # this task, not the queue's first
+            assert task_response.value.status == 200 and image_response.value.status == 200
+            choices = page.locator("input.ant-radio-input")
+            playwright.expect(choices).to_have_count(10)
+            page.wait_for_function(  # the image drawn, so the screenshot shows what the annotator sees
+                "() => [...document.images].some(i => i.src.includes('/data/local-files/') && i.complete && i.naturalWidth > 0)"
+            )
+            page.screenshot(path=str(ARTIFACTS / "second-look-task.png"))
+            return page.locator("input.ant-radio-input:checked").count()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "second-look-task-failed.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_wrong_label_is_suspected_looked_at_again_blind_and_settled_by_consensus(juicer, label_studio):
+    from app.core.checks import check_labels
+    from app.store import NewLabel
+    from app.worker.scheduler import deliver_outbox, process_webhook_events
+
+    services, client, truth = juicer
+    store, desk = services.store, services.desk
+    first = desk.client.request("GET", "/api/current-user/whoami", "reading the admin").json()["id"]
+    wrong = min(item for item, name in truth.items() if name == "Trouser")
+    store.add_labels([NewLabel(item, "Bag" if item == wrong else name, "label-studio", annotator=str(first))
+                      for item, name in sorted(truth.items())])  # fmt: skip
+    assert services.trainer.retrain(reason="labelled", force=True).version == "v0001"
+
+    result = check_labels(services.trainer)
+    assert result is not None and result.second_looks >= 1
+    suspects = {row["item_id"]: row for row in client.get("/v1/items?suspect=true").json["items"]}
+    assert wrong in suspects and suspects[wrong]["label"] == "Bag" and suspects[wrong]["suggested"] == "Trouser"
+    # 8 labels per class: a few right labels look odd too (shirts and tops), most do not.
+    assert len(suspects) <= len(truth) // 4, f"most right labels are not suspected: {sorted(suspects)}"
+
+    assert deliver_outbox(services) == result.second_looks  # every suspect (no pool to compare with, share 1.0)
+    task_id = store_second_look(store, wrong).ls_task_id
+    raw = desk.client.request("GET", f"/api/tasks/{task_id}", "reading the second-look task").json()
+    assert raw["predictions"] == [] and raw["data"]["kind"] == "second-look" and raw["data"]["not_for"] == [str(first)]
+
+    token = label_studio.invite(*SECOND)
+    assert _open_in_chromium(label_studio, services.project.id, task_id, SECOND) == 0  # nothing pre-selected
+
+    # The two annotators disagree on it; the first one's wrong answer comes last (the newest).
+    with label_studio.desk(token) as second:
+        second.submit_annotation(task_id, "Trouser")
+    desk.submit_annotation(task_id, "Bag")
+    poll(lambda: len(store.pending_events()) >= 2, 30, "the two answers' webhooks")
+    assert process_webhook_events(services) == 2
+    assert {row.item_id: row.label for row in store.current_labels()}[wrong] == "Bag"  # the newest answer
+    assert store.second_look_counts()["labelled"] == 1
+
+    assert services.trainer.retrain(reason="answers").version == "v0002"
+    settled = check_labels(services.trainer)
+    assert settled is not None and settled.n_consensus == 1 and settled.consensus_changed == 1
+    assert store.consensus_labels()[wrong][0] == "Trouser"
+    assert set(settled.annotator_quality) == {str(first), str(second_user_id(label_studio, token))}
+    assert services.models.current.version == "v0003"  # retrained on the consensus
+    from app.core.checks import trained_labels
+
+    assert {row.item_id: row.label for row in trained_labels(store, store.current_labels())}[wrong] == "Trouser"
+    report = client.get("/v1/report").json["label_checks"]
+    assert report["n_consensus"] == 1 and len(report["annotator_quality"]) == 2
+
+
+def store_second_look(store, item_id: str):
+    """The second look's row as the store holds it (its Label Studio task id once delivered)."""
+    import sqlalchemy as sa
+
+    from app.store.schema import second_looks
+
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(second_looks).where(second_looks.c.item_id == item_id)).one()
+
+
+def second_user_id(label_studio, token: str) -> int:
+    with label_studio.desk(token) as desk:
+        return int(desk.client.request("GET", "/api/current-user/whoami", "reading the second annotator").json()["id"])
