@@ -8,7 +8,8 @@ through the store's bulk insert, and a synthetic 1280-d vector per item through 
 class centres plus Gaussian noise, so the clustering strategies find structure. No images exist: every item's
 vector is cached, as after an embedding pass. A child process then builds the trainer with default settings
 (the semi-supervised head, ``auto`` picks, a reserved holdout) and runs one retrain and one review refresh,
-sampling its RSS every 10 ms; another child per N does the registration, so its memory does not count.
+sampling its RSS every 10 ms; another child per N does the registration, so its memory does not count
+(``--data-root DIR`` keeps each size's registration and starts every round from a copy of it).
 ``--max-rss-gb`` caps the round child (address space), so a size today's code cannot hold stops instead of
 swapping the machine; ``--timeout`` stops it after that many seconds.
 """
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +147,7 @@ def round_child(data_dir: Path) -> dict:
     out["retrain_s"] = time.perf_counter() - started
     out["retrain_rss"] = sampler.reset()
     out["version"] = result.version
+    out["retrain_phases"] = {name: round(seconds, 2) for name, seconds in result.timings.items()}
     started = time.perf_counter()
     out["queued"] = trainer.refresh_review_queue()
     out["refresh_s"] = time.perf_counter() - started
@@ -154,15 +157,36 @@ def round_child(data_dir: Path) -> dict:
     return out
 
 
-def run_size(n_pool: int, max_rss_gb: float, timeout: float) -> dict:
-    """Register then round, each in its own child process; the round's figures or why it stopped."""
+def prepare(n_pool: int, data_root: Path | None, tmp: str, env: dict) -> tuple[Path, float]:
+    """A registered data folder for ``n_pool`` items and the seconds its registration took (0 when reused).
+
+    Under ``--data-root`` a registration is kept (``n<N>/``, with a pristine copy of the store) and each round
+    starts from that copy, so the code before and after a change can be timed on the same data without
+    registering a million items twice; the round's own writes (models, queue, holdout) are discarded.
+    """
+    data_dir = Path(tmp) if data_root is None else Path(data_root) / f"n{n_pool}"
+    pristine = data_dir / "pristine-juicer.db"
+    seconds = 0.0
+    if not pristine.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--child-register", str(data_dir), str(n_pool)], check=True, env=env)
+        seconds = time.perf_counter() - started
+        shutil.copyfile(data_dir / "juicer.db", pristine)
+    for path in data_dir.iterdir():
+        if path.name not in ("embeddings", pristine.name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.copyfile(pristine, data_dir / "juicer.db")
+    return data_dir, seconds
+
+
+def run_size(n_pool: int, max_rss_gb: float, timeout: float, data_root: Path | None = None) -> dict:
+    """Register (or reuse) then round, each in its own child process; the round's figures or why it stopped."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="pool-rig-") as tmp:
-        started = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--child-register", tmp, str(n_pool)], check=True, env=env)
-        register_s = time.perf_counter() - started
+        data_dir, register_s = prepare(n_pool, data_root, tmp, env)
         limit = int(max_rss_gb * 2**30)
-        command = [sys.executable, __file__, "--child-round", tmp, str(limit)]
+        command = [sys.executable, __file__, "--child-round", str(data_dir), str(limit)]
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -180,6 +204,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="one 2,000-item pool (seconds): what make test runs")
     parser.add_argument("--max-rss-gb", type=float, default=8.0, help="address-space cap of the round child")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a round child is stopped")
+    parser.add_argument("--data-root", type=Path, help="keep each size's registration here and reuse it (n<N>/)")
     parser.add_argument("--child-register", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-round", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,8 +223,9 @@ def main() -> int:
     print(f"{'pool items':>11} {'register s':>10} {'retrain s':>9} {'refresh s':>9} {'round s':>8} "
           f"{'idle GB':>7} {'peak GB above idle (retrain/refresh)':>37} {'queued':>6}")
     failed = False
+    phases: list[str] = []
     for n_pool in sizes:
-        row = run_size(n_pool, args.max_rss_gb, args.timeout)
+        row = run_size(n_pool, args.max_rss_gb, args.timeout, args.data_root)
         if "stopped" in row:
             failed = True
             print(f"{n_pool:>11,} {row['register_s']:>10.1f}   stopped: {row['stopped']}", flush=True)
@@ -210,6 +236,8 @@ def main() -> int:
               f"{row['retrain_s'] + row['refresh_s']:>8.2f} {idle / gb:>7.2f} "
               f"{above / gb:>16.2f} ({(row['retrain_rss'] - idle) / gb:.2f} / {(row['refresh_rss'] - idle) / gb:.2f})"
               f"{'':>9} {row['queued']:>6}", flush=True)
+        phases.append(f"{n_pool:>11,}  retrain phases (s): {row['retrain_phases']}")
+    print("\n".join(phases))
     print(f"load after: {os.getloadavg()[0]:.1f}")
     return 1 if failed and args.smoke else 0
 
