@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 AUTO_SWITCH_PER_CLASS = 3.0
 #: Pool rows scored per ``predict_proba`` call: a pool of any size is scored in chunks of this many rows.
 SCORE_CHUNK = 8192
+#: ``diverse_margin`` and ``auto`` look for their least sure rows among a seeded sample of this many pool rows
+#: (the whole pool below it), so their cost stops growing with the pool; the modAL strategies score every row.
+MARGIN_SAMPLE = 100_000
 
 
 @dataclass(frozen=True)
@@ -188,13 +191,15 @@ def _coverage(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
 def _margin_among_clusters(pick: Pick, n_seek: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The smallest margin in each k-means cluster of the least sure rows, after ``n_seek`` typical picks.
 
-    The pool is scored once, in chunks; only the candidates (the least sure rows, ``CANDIDATES_PER_PICK`` per
-    pick) are read again, for the clustering.
+    The pool (above :data:`MARGIN_SAMPLE` rows, a seeded sample of it) is scored once, in chunks; only the
+    candidates (the least sure rows, ``CANDIDATES_PER_PICK`` per pick) are read again, for the clustering.
     """
     from learner.selection import CANDIDATES_PER_PICK, diverse_margin_from_margins
 
     seek = _typical(pick, n_seek)[0] if n_seek else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(pick.X_pool)), seek)
+    if len(rest) > MARGIN_SAMPLE:  # a seeded sample: the cost follows MARGIN_SAMPLE, not the pool
+        rest = np.sort(pick.rng.choice(rest, size=MARGIN_SAMPLE, replace=False))
     n = pick.n_instances - len(seek)
     margins = pool_scores(classifier_margin, pick.estimator, pick.X_pool, rest)
     # The candidates, least sure first (ties by pool order), as diverse_margin_from_margins would choose them.

@@ -102,3 +102,12 @@ def test_a_cached_pool_is_read_lazily_and_picks_as_an_array_does(tmp_path: Path,
         assert lazy.indices.tolist() == eager.indices.tolist()
     with pytest.raises(ValueError, match="cached vectors only"):
         cache.matrix(np.array([0, -1]))
+
+
+def test_diverse_margin_scores_a_seeded_sample_of_a_large_pool(fitted, monkeypatch):
+    head, X_pool, _ = fitted
+    monkeypatch.setattr(learner.query, "MARGIN_SAMPLE", 1_000)
+    pool = CountingRows(X_pool)
+    first = query(head, pool, 10, "diverse_margin", random_state=0)
+    assert pool.read == 1_000 + 10 * 10  # the sample scored, then the 100 least sure of it clustered
+    assert query(head, X_pool, 10, "diverse_margin", random_state=0).indices.tolist() == first.indices.tolist()
