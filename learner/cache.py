@@ -192,6 +192,20 @@ class EmbeddingCache:
         matrix = stored[: stored.size // dim * dim].reshape(-1, dim)
         return np.asarray(matrix[rows], dtype=np.float32)
 
+    def rows(self, hashes: Sequence[str]) -> np.ndarray:
+        """Each hash's row in the vector file (int64, -1 where not cached): the index only, no vector is read."""
+        with self._lock:
+            connection = self._connect()
+            try:
+                rows_of = self._rows_of(connection, list(dict.fromkeys(hashes)))
+            except sqlite3.Error as exc:
+                raise LearnerError(f"cannot read the embedding cache {self.path}: {exc}") from exc
+        return np.fromiter((rows_of.get(h, -1) for h in hashes), dtype=np.int64, count=len(hashes))
+
+    def matrix(self, rows: np.ndarray) -> "CachedRows":
+        """The vectors at ``rows`` (from :meth:`rows`, all cached) as a lazy matrix read through a memory map."""
+        return CachedRows(self, np.asarray(rows, dtype=np.int64))
+
     def get_many(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         """The stored vectors of those ``hashes`` that are cached (missing ones are simply absent)."""
         wanted = list(dict.fromkeys(hashes))
@@ -259,6 +273,60 @@ class EmbeddingCache:
         )
         connection.execute("INSERT OR REPLACE INTO meta VALUES ('rows', ?)", (str(first_row + len(new)),))
         connection.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+
+
+class CachedRows:
+    """A read-only (n, dim) float32 matrix of cached vectors that reads its rows only when indexed.
+
+    A pool of a million 1280-d vectors is 5 GB; held this way it costs its row numbers (8 MB). Indexing
+    (``m[start:stop]``, ``m[int_array]``) gathers those rows through a memory map opened for the read and
+    closed after it, so a pass over the pool in chunks never holds more than a chunk; :meth:`take` narrows
+    it without reading; ``np.asarray(m)`` reads it whole (for small pools and for code that wants an array).
+    """
+
+    def __init__(self, cache: EmbeddingCache, rows: np.ndarray) -> None:
+        if len(rows) and int(rows.min()) < 0:
+            raise ValueError("CachedRows wants the rows of cached vectors only (no -1)")
+        self.cache = cache
+        self.rows = rows
+        self.dim = int(cache.dim or 0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.dim)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray) -> "CachedRows":
+        """The rows ``index`` of this matrix, still unread."""
+        return CachedRows(self.cache, self.rows[np.asarray(index)])
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        if isinstance(key, tuple):
+            raise TypeError("CachedRows takes row indexes only (a slice or an integer array)")
+        rows = self.rows[key]  # type: ignore[index]
+        if np.ndim(rows) == 0:
+            return self._gather(np.array([int(rows)]))[0]
+        return self._gather(np.asarray(rows, dtype=np.int64))
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort(rows, kind="stable")  # read the file forwards; put the rows back in the asked order
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        out[order] = self.cache._read_rows(rows[order], self.dim)
+        return out
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
 
 
 def _load_batch(sources: Sequence["ImageSource"], size: tuple[int, int]) -> np.ndarray:

@@ -43,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 
 logger = logging.getLogger(__name__)
 
+LOGIT_CHUNK = 16_384  # rows per float64 matrix product when a whole pool is scored (bounded temporaries)
 _INIT_SCALE = 0.01  # standard deviation of the initial weights; small so the start is near uniform
 
 
@@ -163,14 +164,17 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
+        # One float32 buffer, transformed in place: a pool-sized batch costs one copy, not three or four.
         X = np.asarray(X, dtype=np.float32)
         if self.power != 1.0:
-            X = np.sign(X) * np.abs(X) ** np.float32(self.power)
+            X = np.copysign(np.power(np.abs(X), np.float32(self.power), dtype=np.float32), X)
+        else:
+            X = np.array(X, dtype=np.float32, order="C")
         if self.normalize:
             norms = np.linalg.norm(X, axis=1, keepdims=True)
             # An all-zero row stays zero rather than becoming NaN.
-            X = X * (math.sqrt(X.shape[1]) / np.maximum(norms, 1e-12))
-        return np.ascontiguousarray(X, dtype=np.float32)
+            X *= np.float32(math.sqrt(X.shape[1])) / np.maximum(norms, np.float32(1e-12))
+        return X
 
     def fit(self, X: Any, y: Any) -> "SoftmaxHead":
         """Train on embeddings ``X`` (n, d) with labels ``y`` (n,); returns self."""
@@ -278,7 +282,15 @@ class SoftmaxHead(ClassifierMixin, BaseEstimator):
         microseconds, where a TensorFlow call costs milliseconds of dispatch (this is the prediction path)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return self._transform(X).astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        W = self.coef_.T.astype(np.float64)
+        if len(X) <= LOGIT_CHUNK:
+            return self._transform(X).astype(np.float64) @ W + self.intercept_
+        # A large batch (a pool being scored) in chunks: float64 copies of a chunk, never of the whole batch.
+        logits = np.empty((len(X), W.shape[1]), dtype=np.float64)
+        for start in range(0, len(X), LOGIT_CHUNK):
+            chunk = X[start : start + LOGIT_CHUNK]
+            logits[start : start + LOGIT_CHUNK] = self._transform(chunk).astype(np.float64) @ W + self.intercept_
+        return logits
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in ``classes_`` order."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
+from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 #: ``auto`` switches from typical picks to diverse margin at this many labels per class.
 AUTO_SWITCH_PER_CLASS = 3.0
+#: Pool rows scored per ``predict_proba`` call: a pool of any size is scored in chunks of this many rows.
+SCORE_CHUNK = 8192
+#: ``diverse_margin`` and ``auto`` look for their least sure rows among a seeded sample of this many pool rows
+#: (the whole pool below it), so their cost stops growing with the pool; the modAL strategies score every row.
+MARGIN_SAMPLE = 100_000
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,8 @@ def query(
     chosen = get_strategy(strategy)
     if n_instances < 0:
         raise ValueError(f"n_instances must be >= 0, got {n_instances}")
-    X_pool = np.asarray(X_pool)
+    if not (hasattr(X_pool, "shape") and hasattr(X_pool, "__getitem__")):
+        X_pool = np.asarray(X_pool)  # a list; arrays and lazy matrices (learner.cache.CachedRows) stay as they are
     n_instances = min(int(n_instances), len(X_pool))
     if n_instances == 0:
         return Query(np.zeros(0, dtype=np.int64), np.zeros(0), strategy)
@@ -123,19 +129,48 @@ def _random(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
     return _unscored(pick.rng.choice(len(pick.X_pool), size=pick.n_instances, replace=False))
 
 
-def _modal(function: Callable[..., Any], larger_is_better: bool) -> Callable[[Pick], tuple[np.ndarray, np.ndarray]]:
-    """A modAL uncertainty function as a strategy: at random before the estimator is fitted."""
+def pool_scores(
+    score: Callable[[Any, np.ndarray], np.ndarray], estimator: Any, X_pool: Any, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """``score(estimator, X)`` (a modAL ``classifier_*`` function) of ``X_pool``'s ``rows`` (all by default),
+    computed :data:`SCORE_CHUNK` rows at a time, so the model's temporaries stay chunk-sized and a lazy
+    matrix (:class:`learner.cache.CachedRows`) is read a chunk at a time."""
+    rows = np.arange(len(X_pool)) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), SCORE_CHUNK):
+        chunk = rows[start : start + SCORE_CHUNK]
+        if len(chunk) == len(X_pool) and isinstance(X_pool, np.ndarray):
+            X = X_pool  # the whole pool in one chunk: no gather copy
+        else:
+            X = X_pool[chunk]
+        scores[start : start + len(chunk)] = np.asarray(score(estimator, X), dtype=np.float64).reshape(-1)
+    return scores
+
+
+def best_rows(scores: np.ndarray, n: int, larger_is_better: bool) -> np.ndarray:
+    """The ``n`` positions of the best ``scores``, best first, ties by position (pool order)."""
+    key = -scores if larger_is_better else scores
+    if n < len(key):
+        # Everything strictly better than the n-th value, then the tied ones in pool order.
+        nth = np.partition(key, n - 1)[n - 1]
+        candidates = np.flatnonzero(key <= nth)
+    else:
+        candidates = np.arange(len(key))
+    order = np.lexsort((candidates, key[candidates]))
+    return candidates[order][:n].astype(np.int64)
+
+
+def _modal(score: Callable[..., Any], larger_is_better: bool) -> Callable[[Pick], tuple[np.ndarray, np.ndarray]]:
+    """A modAL uncertainty measure as a strategy: the pool scored in chunks, the best ``n`` rows; at random
+    before the estimator is fitted."""
 
     def choose(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
         if not _fitted(pick.estimator):
             logger.info("estimator not fitted yet: choosing %d pool items at random", pick.n_instances)
             return _random(pick)
-        indices, scores = function(pick.estimator, pick.X_pool, n_instances=pick.n_instances)
-        indices = np.asarray(indices, dtype=np.int64)
-        scores = np.asarray(scores, dtype=np.float64)
-        # argpartition leaves the chosen rows unordered: most informative first, ties by pool order.
-        order = np.lexsort((indices, -scores if larger_is_better else scores))
-        return indices[order], scores[order]
+        scores = pool_scores(score, pick.estimator, pick.X_pool)
+        indices = best_rows(scores, pick.n_instances, larger_is_better)
+        return indices, scores[indices]
 
     return choose
 
@@ -154,15 +189,39 @@ def _coverage(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _margin_among_clusters(pick: Pick, n_seek: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The smallest margin in each k-means cluster of the least sure rows, after ``n_seek`` typical picks."""
-    from learner.selection import diverse_margin_picks
+    """The smallest margin in each k-means cluster of the least sure rows, after ``n_seek`` typical picks.
+
+    The pool (above :data:`MARGIN_SAMPLE` rows, a seeded sample of it) is scored once, in chunks; only the
+    candidates (the least sure rows, ``CANDIDATES_PER_PICK`` per pick) are read again, for the clustering.
+    """
+    from learner.selection import CANDIDATES_PER_PICK, diverse_margin_from_margins
 
     seek = _typical(pick, n_seek)[0] if n_seek else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(pick.X_pool)), seek)
-    proba = pick.estimator.predict_proba(pick.X_pool[rest])
-    picks, margins = diverse_margin_picks(proba, pick.X_pool[rest], pick.n_instances - len(seek), random_state=pick.rng)
-    indices = np.concatenate([seek, rest[picks]]).astype(np.int64)
-    return indices, np.concatenate([np.full(len(seek), np.nan), margins])
+    if len(rest) > MARGIN_SAMPLE:  # a seeded sample: the cost follows MARGIN_SAMPLE, not the pool
+        rest = np.sort(pick.rng.choice(rest, size=MARGIN_SAMPLE, replace=False))
+    n = pick.n_instances - len(seek)
+    margins = pool_scores(classifier_margin, pick.estimator, pick.X_pool, rest)
+    # The candidates, least sure first (ties by pool order), as diverse_margin_from_margins would choose them.
+    candidates = best_rows(margins, min(len(rest), n * CANDIDATES_PER_PICK), larger_is_better=False)
+    picks, chosen_margins = diverse_margin_from_margins(
+        margins[candidates], _Rows(pick.X_pool, rest[candidates]), n, random_state=pick.rng
+    )
+    indices = np.concatenate([seek, rest[candidates[picks]]]).astype(np.int64)
+    return indices, np.concatenate([np.full(len(seek), np.nan), chosen_margins])
+
+
+class _Rows:
+    """Rows ``rows`` of ``X`` without reading them: indexing reads only the rows asked for."""
+
+    def __init__(self, X: Any, rows: np.ndarray) -> None:
+        self.X, self.rows = X, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.X[self.rows[index]])
 
 
 def _diverse_margin(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
@@ -190,11 +249,11 @@ def _register(*strategies: Strategy) -> Mapping[str, Strategy]:
 STRATEGIES: Mapping[str, Strategy] = _register(
     Strategy("auto", _auto, needs_model=False,
              summary="typical picks while labels are few, then diverse_margin (the service's default)"),
-    Strategy("least_confidence", _modal(uncertainty_sampling, larger_is_better=True), needs_model=True,
+    Strategy("least_confidence", _modal(classifier_uncertainty, larger_is_better=True), needs_model=True,
              summary="modAL uncertainty_sampling: highest 1 - max probability first"),
-    Strategy("margin", _modal(margin_sampling, larger_is_better=False), needs_model=True,
+    Strategy("margin", _modal(classifier_margin, larger_is_better=False), needs_model=True,
              summary="modAL margin_sampling: smallest top-1 minus top-2 probability first"),
-    Strategy("entropy", _modal(entropy_sampling, larger_is_better=True), needs_model=True,
+    Strategy("entropy", _modal(classifier_entropy, larger_is_better=True), needs_model=True,
              summary="modAL entropy_sampling: highest entropy first"),
     Strategy("diverse_margin", _diverse_margin, needs_model=False,
              summary="the smallest margin in each of n k-means clusters of the least sure rows"),

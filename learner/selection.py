@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_random_state
 logger = logging.getLogger(__name__)
 
 MAX_ROWS = 10_000  # the pool is sampled down to this many rows first, so a pick costs seconds at most
+CANDIDATES_PER_PICK = 10  # diverse margin clusters this many of the least sure rows per pick
 BALLS_PER_PICK = 4  # the radius is sized for 4x as many balls as picks (see coverage_picks)
 PROJECTED_DIMS = 128  # k-means and distances run on a random projection to this many dimensions
 
@@ -47,14 +48,20 @@ def unit_rows(X: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
     return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
 
-def _prepare(X_pool: np.ndarray, X_labelled: np.ndarray | None, rng: np.random.RandomState):
-    """(unit pool rows, their row numbers into X_pool, unit labelled rows), pool sampled to MAX_ROWS."""
-    X_pool = np.asarray(X_pool, dtype=np.float32)
+def _prepare(X_pool: Any, X_labelled: np.ndarray | None, rng: np.random.RandomState, max_rows: int = MAX_ROWS):
+    """(unit pool rows, their row numbers into X_pool, unit labelled rows), pool sampled to ``max_rows``.
+
+    The sample is drawn (seeded by ``rng``) before any row is read, so a pool of any size, an array or a lazy
+    matrix (:class:`learner.cache.CachedRows`), costs ``max_rows`` rows here.
+    """
     rows = np.arange(len(X_pool))
-    if len(rows) > MAX_ROWS:
-        rows = np.sort(rng.choice(len(rows), size=MAX_ROWS, replace=False))
-    labelled = np.zeros((0, X_pool.shape[1]), np.float32) if X_labelled is None else np.asarray(X_labelled, np.float32)
-    both = np.concatenate([X_pool[rows], labelled]) if len(labelled) else X_pool[rows]
+    if len(rows) > max_rows:
+        rows = np.sort(rng.choice(len(rows), size=max_rows, replace=False))
+    sample = np.asarray(X_pool if len(rows) == len(X_pool) and isinstance(X_pool, np.ndarray) else X_pool[rows],
+                        dtype=np.float32)
+    dim = sample.shape[1]
+    labelled = np.zeros((0, dim), np.float32) if X_labelled is None else np.asarray(X_labelled, np.float32)
+    both = np.concatenate([sample, labelled]) if len(labelled) else sample
     Z = unit_rows(both)
     if Z.shape[1] > PROJECTED_DIMS:
         # A Gaussian random projection keeps cosine distances within a few percent (Johnson-Lindenstrauss) at
@@ -67,14 +74,16 @@ def _prepare(X_pool: np.ndarray, X_labelled: np.ndarray | None, rng: np.random.R
 
 
 def typical_picks(
-    X_pool: np.ndarray, n: int, X_labelled: np.ndarray | None = None, k_neighbors: int = 20, random_state: Any = None
+    X_pool: np.ndarray, n: int, X_labelled: np.ndarray | None = None, k_neighbors: int = 20, random_state: Any = None,
+    max_rows: int = MAX_ROWS,
 ) -> np.ndarray:
-    """``n`` row numbers of ``X_pool``: the most typical row of each of the largest clusters with no label."""
+    """``n`` row numbers of ``X_pool``: the most typical row of each of the largest clusters with no label,
+    among a seeded sample of ``max_rows`` rows (the cost does not grow with the pool)."""
     rng = check_random_state(random_state)
     n = min(int(n), len(X_pool))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    Z, rows, Z_labelled = _prepare(X_pool, X_labelled, rng)
+    Z, rows, Z_labelled = _prepare(X_pool, X_labelled, rng, max_rows)
     n_clusters = min(len(Z) + len(Z_labelled), len(Z_labelled) + n)
     both = np.concatenate([Z, Z_labelled]) if len(Z_labelled) else Z
     kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=rng.randint(2**31 - 1)).fit(both)
@@ -119,14 +128,15 @@ def coverage_radius(Z: np.ndarray, n_balls: int, rng: np.random.RandomState, n_p
 
 def coverage_picks(
     X_pool: np.ndarray, n: int, X_labelled: np.ndarray | None = None, radius: float | None = None,
-    random_state: Any = None,
+    random_state: Any = None, max_rows: int = MAX_ROWS,
 ) -> np.ndarray:
-    """``n`` row numbers of ``X_pool`` chosen by greedy maximum coverage (ProbCover) with a data-chosen radius."""
+    """``n`` row numbers of ``X_pool`` chosen by greedy maximum coverage (ProbCover) with a data-chosen radius,
+    among a seeded sample of ``max_rows`` rows (the cost does not grow with the pool)."""
     rng = check_random_state(random_state)
     n = min(int(n), len(X_pool))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    Z, rows, Z_labelled = _prepare(X_pool, X_labelled, rng)
+    Z, rows, Z_labelled = _prepare(X_pool, X_labelled, rng, max_rows)
     delta = coverage_radius(Z, BALLS_PER_PICK * (len(Z_labelled) + n), rng) if radius is None else float(radius)
     # Balls as boolean rows, in blocks (10,000 x 10,000 booleans is 100 MB at most).
     within = np.empty((len(Z), len(Z)), dtype=bool)
@@ -152,20 +162,31 @@ def coverage_picks(
 
 
 def diverse_margin_picks(
-    proba: np.ndarray, X_pool: np.ndarray, n: int, candidates_per_pick: int = 10, random_state: Any = None
+    proba: np.ndarray, X_pool: np.ndarray, n: int, candidates_per_pick: int = CANDIDATES_PER_PICK,
+    random_state: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row numbers, margins): the smallest-margin row of each of ``n`` k-means clusters of the least sure rows."""
-    rng = check_random_state(random_state)
     proba = np.asarray(proba, dtype=np.float64)
-    n = min(int(n), len(proba))
-    if n <= 0:
+    if not len(proba) or n <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     top_two = np.sort(proba, axis=1)[:, -2:] if proba.shape[1] > 1 else np.c_[np.zeros(len(proba)), proba]
-    margin = top_two[:, 1] - top_two[:, 0]
+    return diverse_margin_from_margins(top_two[:, 1] - top_two[:, 0], X_pool, n, candidates_per_pick, random_state)
+
+
+def diverse_margin_from_margins(
+    margin: np.ndarray, X_pool: Any, n: int, candidates_per_pick: int = CANDIDATES_PER_PICK, random_state: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`diverse_margin_picks` given each row's top-1 minus top-2 margin; only the candidates' rows of
+    ``X_pool`` (an array or a lazy matrix) are read."""
+    rng = check_random_state(random_state)
+    margin = np.asarray(margin, dtype=np.float64)
+    n = min(int(n), len(margin))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     candidates = np.argsort(margin, kind="stable")[: min(len(margin), n * candidates_per_pick)]
     if len(candidates) <= n:
         return candidates.astype(np.int64), margin[candidates]
-    Z, _, _ = _prepare(np.asarray(X_pool, dtype=np.float32)[candidates], None, rng)
+    Z, _, _ = _prepare(np.asarray(X_pool[candidates], dtype=np.float32), None, rng)
     assignment = KMeans(n_clusters=n, n_init=1, random_state=rng.randint(2**31 - 1)).fit(Z).labels_
     picks = []
     for cluster in range(n):

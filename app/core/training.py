@@ -38,7 +38,7 @@ from app.core.serving import (
     prediction_record,
     save_head,
 )
-from app.store import NewModelVersion, NewPrediction, PoolItem, Store, utcnow
+from app.store import NewModelVersion, NewPrediction, Store, utcnow
 from config.settings import ServiceSettings, invalid_setting
 from learner.images import FileImage
 
@@ -243,9 +243,9 @@ class Trainer:
             if limit:
                 # The pool's and the served items' embeddings are the unlabelled rows (never the holdout): a
                 # seeded sample of at most ``limit`` of them, drawn before embedding so the cost stays bounded.
-                unlabelled = self.unlabelled_sources(limit, seed=max_label_id)
-                if unlabelled:
-                    X = np.concatenate([X, self.embeddings.embed(unlabelled, progress=progress)])
+                unlabelled = self.unlabelled_sample(limit, seed=max_label_id, progress=progress)
+                if len(unlabelled):
+                    X = np.concatenate([X, unlabelled])
                     y_fit = np.concatenate([y_fit, np.full(len(unlabelled), -1, dtype=object)])
             timings["embeddings"] = time.perf_counter() - started - sum(timings.values())
             head.fit(X, y_fit)
@@ -298,15 +298,40 @@ class Trainer:
             result.queued_for_review = self.refresh_review_queue(progress=progress)
         return result
 
-    def unlabelled_sources(self, limit: int, seed: int) -> list[FileImage]:
-        """Sources of at most ``limit`` unlabelled pool and served items (a seeded sample above it)."""
-        labelled = {row.item_id for row in self.store.current_labels()}
-        rows = [row for row in self.store.unlabelled_pool() if row.image_path]
-        rows += [row for row in self.store.items_of_split("served") if row.image_path and row.id not in labelled]
-        if len(rows) > limit:
-            keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
-            rows = [rows[i] for i in keep]
-        return [self.source_for(r.id, r.content_hash, r.source, r.image_path) for r in rows]
+    def unlabelled_sample(self, limit: int, seed: int, progress: bool = False) -> np.ndarray:
+        """Embeddings of at most ``limit`` unlabelled pool and served items (a seeded sample above it).
+
+        The sample is drawn from the store's id and hash columns; only the sampled vectors are read."""
+        pool = self.store.unlabelled_columns("pool")
+        served = self.store.unlabelled_columns("served", include_quarantined=True)
+        ids, hashes = pool.ids + served.ids, pool.content_hashes + served.content_hashes
+        keep = np.arange(len(ids))
+        if len(ids) > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(len(ids), size=limit, replace=False))
+        X, _ = self.pool_vectors([ids[i] for i in keep], [hashes[i] for i in keep], progress)
+        return np.asarray(X, dtype=np.float32)
+
+    def pool_vectors(self, ids: Sequence[str], hashes: Sequence[str], progress: bool = False) -> tuple[Any, np.ndarray]:
+        """The cached embeddings of these items as a lazy matrix (:class:`learner.cache.CachedRows`, read through a
+        memory map in chunks) and the positions of ``ids`` it holds.
+
+        Items whose vector the cache lacks are embedded first (:meth:`embed_items`: a missing or unreadable image
+        is quarantined and left out); a cached item costs its row number, with no file check and no decode.
+        """
+        cache = self.embeddings.cache
+        rows = cache.rows(hashes)
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            stored = self.store.items_by_id([ids[i] for i in missing])
+            todo = [i for i in missing.tolist() if ids[i] in stored]
+            X, kept = self.embed_items(
+                [(ids[i], hashes[i], stored[ids[i]].source, stored[ids[i]].image_path) for i in todo], progress
+            )
+            done = [todo[k] for k in kept]
+            cache.put_many([hashes[i] for i in done], X)  # a vector held only in the memo joins the cache
+            rows[done] = cache.rows([hashes[i] for i in done])
+        kept = np.flatnonzero(rows >= 0)
+        return cache.matrix(rows[kept]), kept
 
     def holdout_data(self, progress: bool = False) -> HoldoutData | None:
         """The labelled holdout's cached embeddings, true labels and key; None without one."""
@@ -415,42 +440,44 @@ class Trainer:
         strategy = self.service.query_strategy
         if model is None and query_strategy(self.service).needs_model:
             return 0
-        pool = [row for row in self.store.unlabelled_pool() if row.image_path]
-        if not pool:
+        pool = self.store.unlabelled_columns("pool")
+        if not pool.ids:
             return 0
-        X, kept = self.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in pool], progress)
-        pool = [pool[i] for i in kept]
-        if not pool:
+        X, kept = self.pool_vectors(pool.ids, pool.content_hashes, progress)
+        if not len(kept):
             return 0
-        queued = np.array([row.status in ("pending", "sent", "failed") for row in pool], dtype=bool)
+        ids = [pool.ids[i] for i in kept.tolist()]
+        queued = np.fromiter((pool.statuses[i] in ("pending", "sent", "failed") for i in kept.tolist()), dtype=bool,
+                             count=len(kept))
         fresh = np.flatnonzero(~queued)
         classes = self.classes
         labelled = [row for row in self.store.current_labels() if row.label in classes and row.image_path]
         X_labelled = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in labelled])[0] if labelled else None
         if model is None:
-            return self._queue_cold_start(pool, X, queued, fresh, X_labelled, strategy)
-        proba = model.proba(X)
+            return self._queue_cold_start(ids, X, queued, fresh, X_labelled, strategy)
         # One budget: second looks still open with annotators (app.core.checks) take their share of the batch.
         looks = self.store.second_look_counts()
         n_new = max(0, self.service.review_batch_size - looks["pending"] - looks["sent"])
+        # The strategy scores the pool (in chunks, once); the model then predicts only the rows queued below.
         chosen = fresh[
-            query(model.head, X[fresh], n_new, strategy, random_state=model.n_labels,
+            query(model.head, X.take(fresh), n_new, strategy, random_state=model.n_labels,
                   X_labelled=X_labelled, n_classes=len(classes)).indices
         ] if len(fresh) and n_new else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
+        proba = model.proba(X[rows])
         predictions = [
             prediction_record(
-                model, pool[index].id, proba[index], decision="review", rule=f"query:{strategy}",
+                model, ids[index], proba[position], decision="review", rule=f"query:{strategy}",
                 reason=f"chosen for annotation by {strategy} sampling",
             )
-            for index in rows.tolist()
+            for position, index in enumerate(rows.tolist())
         ]
         self.store.record_predictions(predictions)
         logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
         return len(chosen)
 
     def _queue_cold_start(
-        self, pool: list[PoolItem], X: np.ndarray, queued: np.ndarray, fresh: np.ndarray,
+        self, ids: list[str], X: Any, queued: np.ndarray, fresh: np.ndarray,
         X_labelled: np.ndarray | None, strategy: str,
     ) -> int:
         """No model yet: queue the pool items the strategy picks from the embeddings alone (no prediction)."""
@@ -458,10 +485,10 @@ class Trainer:
 
         if queued.any() or not len(fresh):
             return 0  # the first picks are still with the annotators; a model will choose the next ones
-        chosen = fresh[query(None, X[fresh], self.service.review_batch_size, strategy, random_state=0,
+        chosen = fresh[query(None, X.take(fresh), self.service.review_batch_size, strategy, random_state=0,
                              X_labelled=X_labelled, n_classes=len(self.classes)).indices]
         self.store.queue_reviews([
-            NewPrediction(item_id=pool[index].id, model_version=COLD_START_VERSION, label="", score=0.0,
+            NewPrediction(item_id=ids[index], model_version=COLD_START_VERSION, label="", score=0.0,
                           probabilities={}, decision="review", rule=f"query:{strategy}",
                           reason=f"chosen with no model yet by {strategy} picks")
             for index in chosen.tolist()

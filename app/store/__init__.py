@@ -45,6 +45,7 @@ from app.store.records import (
     NewLabel,
     NewModelVersion,
     NewPrediction,
+    PoolColumns,
     PoolItem,
     Prediction,
     RetrainJob,
@@ -55,7 +56,7 @@ from app.store.schema import REVIEW_STATUSES, SPLITS
 
 __all__ = [
     "HOLDOUT_VERSION", "REVIEW_STATUSES", "SPLITS", "Answer", "DueSecondLook", "LabelCheck", "ClassInUseError", "Conflict", "DueReview", "HoldoutCounts", "Item", "ItemDetail", "Label", "LabelledItem",
-    "ModelVersion", "NewItem", "NewLabel", "NewModelVersion", "NewPrediction", "PoolItem", "Prediction", "RetrainJob",
+    "ModelVersion", "NewItem", "NewLabel", "NewModelVersion", "NewPrediction", "PoolColumns", "PoolItem", "Prediction", "RetrainJob",
     "ReviewTask", "Store", "StoreError", "WebhookEvent", "utcnow",
 ]  # fmt: skip
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.store.base import StoreBase, StoreError, chunks, insert_ignore, record, records, utcnow
-from app.store.records import Item, ItemDetail, Label, NewItem, NewLabel, Prediction, ReviewTask
+from app.store.records import Item, ItemDetail, Label, NewItem, NewLabel, PoolColumns, Prediction, ReviewTask
 from app.store.schema import SPLITS, items, labels, predictions, review_tasks
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,40 @@ class ItemsMixin(StoreBase):
         with self.engine.connect() as conn:
             return records(Item, conn.execute(sa.select(items).where(items.c.split == split).order_by(items.c.id)))
 
+
+    def unlabelled_columns(self, split: str = "pool", include_quarantined: bool = False) -> PoolColumns:
+        """Items of ``split`` with a stored image and no active label, as id / hash / review-status columns in id
+        order; quarantined ones are left out unless ``include_quarantined``. The pool's rows as
+        :meth:`unlabelled_pool` lists them, read in batches without a record per row."""
+        labelled = sa.select(labels.c.item_id).where(labels.c.withdrawn_at.is_(None))
+        query = (
+            sa.select(items.c.id, items.c.content_hash, review_tasks.c.status)
+            .select_from(items.outerjoin(review_tasks, review_tasks.c.item_id == items.c.id))
+            .where(items.c.split == split, items.c.id.not_in(labelled), items.c.image_path.is_not(None),
+                   items.c.image_path != "")
+            .order_by(items.c.id)
+        )
+        if not include_quarantined:
+            query = query.where(items.c.quarantined.is_(None))
+        ids: list[str] = []
+        hashes: list[str] = []
+        statuses: list[str | None] = []
+        with self.engine.connect() as conn:
+            for batch in conn.execute(query.execution_options(yield_per=50_000)).partitions():
+                for item_id, content_hash, status in batch:
+                    ids.append(item_id)
+                    hashes.append(content_hash)
+                    statuses.append(status)
+        return PoolColumns(ids, hashes, statuses)
+
+    def items_by_id(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        """The stored items among ``item_ids``, by id."""
+        found: dict[str, Item] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(list(item_ids), 500):
+                for item in records(Item, conn.execute(sa.select(items).where(items.c.id.in_(list(chunk))))):
+                    found[item.id] = item
+        return found
 
 
 def insert_items(conn: Connection, new_items: Iterable[NewItem]) -> int:

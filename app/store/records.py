@@ -190,6 +190,16 @@ class PoolItem:
 
 
 @dataclass(frozen=True)
+class PoolColumns:
+    """Unlabelled items of one split as columns, in id order: a million of them cost three lists, not a
+    million records (:meth:`app.store.Store.unlabelled_columns`)."""
+
+    ids: list[str]
+    content_hashes: list[str]
+    statuses: list[str | None]  # the review status, None when never queued
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     """A recorded model version. ``metrics`` is its holdout evaluation as free-form JSON (accuracy, n, per-class
     figures, thresholds; :func:`learner.metrics.evaluate`), None without a labelled holdout."""

@@ -251,3 +251,18 @@ def test_only_an_unused_run_time_class_changes(store):
     with pytest.raises(ClassInUseError, match="v0001"):
         store.change_class("fish", None)
     assert store.stored_classes() == ("cat", "dog", "parrot", "fish")
+
+
+def test_unlabelled_columns_list_the_pool_as_unlabelled_pool_does(store):
+    store.add_items([_item(n) for n in range(6)] + [NewItem("no-image", "f" * 64, "test/x", "pool", None),
+                                                     _item(7, split="served")])
+    store.add_labels([NewLabel("item-1", "cat", "api")])
+    store.queue_reviews([_prediction("item-2")])
+    store.quarantine("item-3", "image file missing")
+    columns = store.unlabelled_columns()
+    listed = [row for row in store.unlabelled_pool() if row.image_path]
+    assert columns.ids == [row.id for row in listed] == ["item-0", "item-2", "item-4", "item-5"]
+    assert columns.content_hashes == [row.content_hash for row in listed]
+    assert columns.statuses == [row.status for row in listed] == [None, "pending", None, None]
+    assert store.unlabelled_columns("served").ids == ["item-7"]
+    assert set(store.items_by_id(["item-4", "item-9"])) == {"item-4"}
