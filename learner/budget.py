@@ -1,0 +1,100 @@
+"""One label budget, three uses: how a review batch splits between new items, second looks and the holdout.
+
+Each round the loop asks annotators for ``batch_size`` labels. A label can go to
+
+- a **holdout top-up** (the measure the owner decides from: :mod:`app.core.holdout` says how many it wants),
+- a **second look** at a labelled item whose label looks wrong (:func:`learner.label_issues.find_suspects`),
+  asked again without the pre-selected guess, or
+- a **new item** chosen by the query strategy.
+
+:func:`split_batch` is the rule, applied in that order:
+
+1. The holdout first, as many as wanted (``n_holdout_wanted``: :func:`app.core.holdout.holdout_tasks_to_queue`
+   already keeps that small once the minimum is in), and ``n_holdout_checks`` re-asks of suspected holdout
+   labels inside it (a wrong holdout label bends the measure itself).
+2. The rest is shared by ActiveLab's scores (:func:`learner.label_issues.second_look_scores`): both lists on one
+   scale, low = a label there is worth more; the ``remaining`` lowest scores win, so a second look is taken
+   exactly when re-labelling that item beats labelling the best new one. Second looks are capped at
+   ``max_second_look_share`` of the remaining labels so the labelled set keeps growing. Without pool scores
+   (``new_item_scores=None``) the second looks take up to that cap, most suspect first.
+
+A second look costs one label, like a new item: with checks on, the total budget is the same as without.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: At most this share of the labels left after the holdout goes to second looks (the rest: new items).
+DEFAULT_MAX_SECOND_LOOK_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Split:
+    """A review batch split: ``new + len(second_looks) + holdout == batch_size`` (or fewer when nothing is left)."""
+
+    new: int  # labels for new items (the query strategy picks which)
+    second_looks: np.ndarray  # int64 rows into ``second_look_scores``, best first
+    holdout: int  # holdout labels, re-asks of suspected holdout labels included
+    holdout_checks: int = 0  # of ``holdout``: re-asks of suspected holdout labels
+    rule: str = field(default="", compare=False)  # why, in words (for the report)
+
+    @property
+    def n_second_looks(self) -> int:
+        return int(len(self.second_looks))
+
+    def as_dict(self) -> dict:
+        return {"new": int(self.new), "second_looks": self.n_second_looks, "holdout": int(self.holdout),
+                "holdout_checks": int(self.holdout_checks), "rule": self.rule}
+
+
+def split_batch(
+    batch_size: int,
+    n_holdout_wanted: int,
+    second_look_scores: np.ndarray | None,
+    new_item_scores: np.ndarray | None = None,
+    *,
+    n_holdout_checks: int = 0,
+    max_second_look_share: float = DEFAULT_MAX_SECOND_LOOK_SHARE,
+) -> Split:
+    """Split ``batch_size`` labels between holdout top-ups, second looks and new items (see the module doc).
+
+    ``second_look_scores``: ActiveLab's score per candidate for a second look (the suspects; NaN = not
+    eligible, e.g. already looked at twice), low = worth more. ``new_item_scores``: ActiveLab's scores on
+    the pool (same scale), or None to split by ``max_second_look_share`` alone. ``n_holdout_checks``:
+    suspected holdout labels to re-ask (they come out of the holdout's share, first).
+    """
+    if batch_size < 0 or n_holdout_wanted < 0 or n_holdout_checks < 0:
+        raise ValueError("batch_size, n_holdout_wanted and n_holdout_checks must be >= 0")
+    if not 0.0 <= max_second_look_share <= 1.0:
+        raise ValueError(f"max_second_look_share must be in [0, 1], got {max_second_look_share}")
+    holdout_checks = min(n_holdout_checks, batch_size)
+    holdout = min(holdout_checks + n_holdout_wanted, batch_size)
+    remaining = batch_size - holdout
+
+    scores = np.zeros(0) if second_look_scores is None else np.asarray(second_look_scores, dtype=np.float64).ravel()
+    eligible = np.flatnonzero(~np.isnan(scores))
+    ranked = eligible[np.argsort(scores[eligible], kind="stable")]
+    cap = min(len(ranked), math.floor(max_second_look_share * remaining))
+
+    if new_item_scores is None:
+        n_looks = cap
+        why = f"holdout first ({holdout}), then up to {max_second_look_share:.0%} of the rest to the most suspect labels"
+    else:
+        pool = np.asarray(new_item_scores, dtype=np.float64).ravel()
+        pool = np.sort(pool[~np.isnan(pool)])
+        # The remaining lowest scores of both lists win: count how many of them are second looks.
+        n_looks = 0
+        n_new = 0
+        while n_looks + n_new < remaining and n_looks < cap:
+            if n_new < len(pool) and pool[n_new] <= scores[ranked[n_looks]]:
+                n_new += 1
+            else:
+                n_looks += 1
+        why = (f"holdout first ({holdout}), then ActiveLab: a second look where re-labelling beats the best new item"
+               f" (at most {max_second_look_share:.0%} of the rest)")
+    looks = ranked[:n_looks].astype(np.int64)
+    return Split(new=remaining - n_looks, second_looks=looks, holdout=holdout, holdout_checks=holdout_checks, rule=why)

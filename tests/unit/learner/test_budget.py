@@ -1,0 +1,64 @@
+"""The rule that splits a review batch between holdout top-ups, second looks and new items."""
+
+import numpy as np
+import pytest
+
+from learner.budget import Split, split_batch
+
+
+def total(split: Split) -> int:
+    return split.new + split.n_second_looks + split.holdout
+
+
+def test_holdout_comes_first_and_the_rest_splits_by_share_without_pool_scores():
+    split = split_batch(10, 2, np.array([0.9, 0.1, 0.5, 0.3, 0.2, 0.7]))
+    assert split.holdout == 2
+    assert split.n_second_looks == 4  # half of the 8 left
+    assert split.second_looks.tolist() == [1, 4, 3, 2]  # most suspect (lowest score) first
+    assert split.new == 4
+    assert total(split) == 10
+
+
+def test_activelab_scores_decide_where_the_remaining_labels_go():
+    looks = np.array([0.05, 0.4, 0.8])
+    pool = np.array([0.1, 0.2, 0.3, 0.9, 0.95])
+    split = split_batch(4, 0, looks, pool, max_second_look_share=1.0)
+    # The four lowest of both lists: 0.05 (look), 0.1, 0.2, 0.3 (new).
+    assert split.second_looks.tolist() == [0]
+    assert split.new == 3
+
+
+def test_second_looks_never_exceed_their_share_even_when_they_all_score_better():
+    split = split_batch(10, 0, np.zeros(20), np.ones(100), max_second_look_share=0.3)
+    assert split.n_second_looks == 3
+    assert split.new == 7
+
+
+def test_no_suspects_means_every_label_goes_to_new_items():
+    for scores in (None, np.zeros(0), np.array([np.nan, np.nan])):
+        split = split_batch(8, 1, scores, np.ones(5))
+        assert split.n_second_looks == 0 and split.new == 7 and split.holdout == 1
+
+
+def test_ineligible_candidates_are_skipped():
+    split = split_batch(4, 0, np.array([np.nan, 0.2, 0.1]), None, max_second_look_share=1.0)
+    assert split.second_looks.tolist() == [2, 1]
+
+
+def test_holdout_checks_come_out_of_the_holdout_share_and_a_small_batch_is_all_holdout():
+    split = split_batch(5, 2, np.array([0.1]), None, n_holdout_checks=2)
+    assert split.holdout == 4 and split.holdout_checks == 2 and split.n_second_looks == 0 and split.new == 1
+    tiny = split_batch(3, 10, np.array([0.1]), None)
+    assert tiny.holdout == 3 and tiny.new == 0 and tiny.n_second_looks == 0
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        split_batch(-1, 0, None)
+    with pytest.raises(ValueError):
+        split_batch(5, 0, None, max_second_look_share=1.5)
+
+
+def test_the_split_reads_as_a_dict_for_the_report():
+    d = split_batch(6, 1, np.array([0.2, 0.3])).as_dict()
+    assert d["new"] + d["second_looks"] + d["holdout"] == 6 and d["rule"]
