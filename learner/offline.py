@@ -207,8 +207,10 @@ class Annotators:
     accept_guess: float = 0.0  # share of errors that take the (wrong) pre-selected guess
     checks: bool = False  # suspects -> second looks (training) and re-asks (holdout), settled by consensus
     max_second_look_share: float = 0.5  # :func:`learner.budget.split_batch`'s cap
+    rule: str = "activelab"  # split_batch with the pool's ActiveLab scores, or "share": the cap, always filled
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
+    diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
 
     @property
     def noisy(self) -> bool:
@@ -216,7 +218,7 @@ class Annotators:
 
     def to_dict(self) -> dict[str, Any]:
         return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
-                "max_second_look_share": self.max_second_look_share, "folds": self.folds,
+                "max_second_look_share": self.max_second_look_share, "rule": self.rule, "folds": self.folds,
                 "holdout_checks_per_round": self.holdout_checks_per_round}
 
 
@@ -308,7 +310,8 @@ def _one_run(
                 record = _round_record(head, embeddings, labels, observed, labelled, holdout, classes, spent, accuracy)
         oof = None
         suspects = np.zeros(0, np.int64)
-        if annotators.noisy and head is not None and (annotators.checks or rounds is not None):
+        diagnose = rounds is not None and (not annotators.diagnose_at or spent in annotators.diagnose_at)
+        if annotators.noisy and head is not None and (annotators.checks or diagnose):
             oof, suspects = _suspects(make_head, seed, embeddings, observed, labelled, n_classes, annotators.folds)
             wrong = observed[labelled] != labels[labelled]
             record["suspect_precision"], record["suspect_recall"] = _precision_recall(suspects, wrong)
@@ -383,11 +386,13 @@ def _split(
     from learner.label_issues import second_look_scores
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
-    labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
+    with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
+        labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
     candidates = np.full(len(labelled), np.nan)
     eligible = suspects[~answers.looked_twice(labelled[suspects])]
     candidates[eligible] = labelled_scores[eligible]
-    split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share)
+    split = split_batch(n, 0, candidates, pool_scores if annotators.rule == "activelab" else None,
+                        max_second_look_share=annotators.max_second_look_share)
     return split.new, split.second_looks
 
 
