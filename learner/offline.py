@@ -47,7 +47,9 @@ class StrategyCurve:
         """The ``simulate.json`` entry: means, 10th/90th percentiles and labels needed to reach targets."""
         acc = np.asarray(self.accuracies, dtype=np.float64)
         mean = acc.mean(axis=0)
+        checks = {"rounds": self.rounds} if self.rounds else {}  # noisy annotators: per seed, per round
         return {
+            **checks,
             "n_labels": list(self.n_labels),
             "accuracy_mean": mean.tolist(),
             "accuracy_p10": np.percentile(acc, 10, axis=0).tolist(),
