@@ -88,7 +88,8 @@ def run_arms(X, y, args) -> dict:
 
     make_head = lambda seed: SoftmaxHead(random_state=seed)  # noqa: E731
     arms = {"perfect": Annotators()}
-    for name, (noise, accept) in SCENARIOS.items():
+    for name in args.scenarios:
+        noise, accept = SCENARIOS[name]
         arms[f"{name}/noisy"] = Annotators(noise, accept, diagnose_at=(100, 300, 500, args.labels))
         arms[f"{name}/checks"] = Annotators(noise, accept, checks=True, max_second_look_share=args.share,
                                             rule=args.rule)
@@ -110,7 +111,7 @@ def tables(results: dict, args) -> str:
     out.append("(a) suspect list against the wrong labels (noisy arm, nothing corrected), mean ± sd over seeds")
     out.append(f"| scenario | picks | labels | precision | recall | suspects | wrong labels |")
     out.append("|---|---|---|---|---|---|---|")
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         for s in strategies:
             curve = results[f"{scenario}/noisy"].strategies[s]
             for c in checkpoints:
@@ -121,7 +122,7 @@ def tables(results: dict, args) -> str:
     out.append("(b) holdout accuracy against the TRUE labels, same label budget (a second look costs one label)")
     out.append("| scenario | picks | labels | perfect | noisy | checks | recovered (checks-noisy)/(perfect-noisy) | second looks |")
     out.append("|---|---|---|---|---|---|---|---|")
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         for s in strategies:
             for c in late:
                 p = np.mean(at(results["perfect"].strategies[s], c))
@@ -136,7 +137,7 @@ def tables(results: dict, args) -> str:
     out.append("(c) error of the reported holdout accuracy (noisy holdout labels) against the true one, reported - true")
     out.append("| scenario | picks | labels | no check | with holdout check | holdout labels asked again | wrong holdout labels left (no check -> check) |")
     out.append("|---|---|---|---|---|---|---|")
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         for s in strategies:
             for c in late:
                 errors = []
@@ -202,9 +203,13 @@ def main() -> int:
     parser.add_argument("--rule", choices=("activelab", "share"), default="activelab",
                         help="activelab: second looks where ActiveLab scores them above the best new item (capped "
                              "by --share); share: always --share of the batch to the most suspect labels")
+    parser.add_argument("--scenarios", default="random,guess", help="noise scenarios to run (random, guess)")
     parser.add_argument("--timing-labels", type=int, default=6000)
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
+    args.scenarios = [name for name in args.scenarios.split(",") if name]
+    if not set(args.scenarios) <= set(SCENARIOS):
+        parser.error(f"--scenarios: choose among {', '.join(SCENARIOS)}")
     warnings.simplefilter("ignore")
     started = time.perf_counter()
     if args.smoke:
