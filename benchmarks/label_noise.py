@@ -206,12 +206,17 @@ def main() -> int:
     parser.add_argument("--scenarios", default="random,guess", help="noise scenarios to run (random, guess)")
     parser.add_argument("--timing-labels", type=int, default=6000)
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="only (d), the checks' time")
+    parser.add_argument("--timing-repeats", type=int, default=3)
     args = parser.parse_args()
     args.scenarios = [name for name in args.scenarios.split(",") if name]
     if not set(args.scenarios) <= set(SCENARIOS):
         parser.error(f"--scenarios: choose among {', '.join(SCENARIOS)}")
     warnings.simplefilter("ignore")
     started = time.perf_counter()
+    if args.timing_only:
+        print(time_checks(args.timing_labels, 10_000, args.timing_repeats))
+        return 0
     if args.smoke:
         args.seeds, args.labels, args.timing_labels = 2, 60, 300
         X, y = synthetic()
@@ -231,7 +236,7 @@ def main() -> int:
     print(tables(results, args))
     if not args.skip_timing:
         print()
-        print(time_checks(args.timing_labels, 10_000 if not args.smoke else 200, 3 if not args.smoke else 1))
+        print(time_checks(args.timing_labels, 10_000 if not args.smoke else 200, args.timing_repeats if not args.smoke else 1))
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
     return 0
 
