@@ -19,6 +19,13 @@ Each round the loop asks annotators for ``batch_size`` labels. A label can go to
    (``new_item_scores=None``) the second looks take up to that cap, most suspect first.
 
 A second look costs one label, like a new item: with checks on, the total budget is the same as without.
+
+Measured (``benchmarks/label_noise.py``, Fashion-MNIST, 3 seeds to 500 labels, 10% noise; figures in the
+closing note of issue 20): with ActiveLab's scores the rule takes about 5 second looks in 500 labels, all in
+the first rounds (later the best new item always scores lower), so the training labels are hardly checked
+and the accuracy difference is within seed noise; the suspects' precision is 17-44% (recall 77-92%), so a
+fixed share spent on them buys about one corrected label in three to five. The holdout check is what pays:
+the reported accuracy's error falls from about -7.5 pp to within +-1.6 pp.
 """
 
 from __future__ import annotations
