@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 SCENARIOS = {"random": (0.1, 0.0), "guess": (0.1, 0.5)}
 
@@ -86,7 +86,7 @@ def run_arms(X, y, args) -> dict:
     from learner.head import SoftmaxHead
     from learner.offline import Annotators, run_offline
 
-    make_head = lambda seed: SoftmaxHead(random_state=seed)  # noqa: E731
+    make_head = lambda seed: SoftmaxHead(random_state=seed)
     arms = {"perfect": Annotators()}
     for name in args.scenarios:
         noise, accept = SCENARIOS[name]
@@ -109,7 +109,7 @@ def tables(results: dict, args) -> str:
     late = [c for c in (300, 500) if c <= args.labels] or [args.labels]
     out = []
     out.append("(a) suspect list against the wrong labels (noisy arm, nothing corrected), mean ± sd over seeds")
-    out.append(f"| scenario | picks | labels | precision | recall | suspects | wrong labels |")
+    out.append("| scenario | picks | labels | precision | recall | suspects | wrong labels |")
     out.append("|---|---|---|---|---|---|---|")
     for scenario in args.scenarios:
         for s in strategies:

@@ -51,7 +51,7 @@ class Split:
 
     @property
     def n_second_looks(self) -> int:
-        return int(len(self.second_looks))
+        return len(self.second_looks)
 
     def as_dict(self) -> dict:
         return {"new": int(self.new), "second_looks": self.n_second_looks, "holdout": int(self.holdout),

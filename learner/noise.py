@@ -11,8 +11,8 @@ with no guess (a holdout task, a second look) gets a uniformly drawn wrong class
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 import numpy as np
 

@@ -23,14 +23,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from learner.curve import Budget, budget_picks, holdout_split
-from learner.rules import proba_in_order
 from learner.query import STRATEGIES, query
+from learner.rules import proba_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def _one_run(
             oof, suspects = _suspects(make_head, seed, embeddings, observed, labelled, n_classes, annotators.folds)
             wrong = observed[labelled] != labels[labelled]
             record["suspect_precision"], record["suspect_recall"] = _precision_recall(suspects, wrong)
-            record["n_suspects"] = int(len(suspects))
+            record["n_suspects"] = len(suspects)
             record["n_wrong"] = int(wrong.sum())
         if annotators.checks and annotators.noisy and head is not None:
             holdout_rechecked += _check_holdout(head, embeddings, labels, observed, holdout, classes, answers, second,
@@ -331,7 +332,7 @@ def _one_run(
         n_new, looks = n, np.zeros(0, np.int64)
         if annotators.checks and oof is not None and len(suspects):
             n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, classes, n, annotators)
-            record["split"] = {"new": n_new, "second_looks": int(len(looks))}
+            record["split"] = {"new": n_new, "second_looks": len(looks)}
         if n_new:
             picked = query(
                 head if head is not None else make_head(seed), embeddings[unlabelled], n_new, strategy,
@@ -416,7 +417,7 @@ def _check_holdout(
     rows = holdout[flagged]
     answers.give(rows, 1, second.answers(labels[rows], None, len(classes)))
     observed[holdout] = _settle(answers, holdout, observed[holdout], proba)
-    return int(len(flagged))
+    return len(flagged)
 
 
 def _round_record(
@@ -426,7 +427,7 @@ def _round_record(
     predicted = classes[np.argmax(proba_in_order(head, embeddings[holdout], classes), axis=1)]
     return {
         "n_labels": spent,
-        "n_items": int(len(labelled)),
+        "n_items": len(labelled),
         "accuracy": accuracy,  # against the true labels
         "reported_accuracy": float(np.mean(predicted == observed[holdout])),  # against the holdout's answers
         "holdout_wrong": int((observed[holdout] != labels[holdout]).sum()),

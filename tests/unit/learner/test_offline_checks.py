@@ -47,7 +47,7 @@ def test_checks_spend_the_same_budget_and_leave_fewer_wrong_labels(clusters):
     assert checked.n_labels == noisy.n_labels  # labels spent per round: a second look costs one
     looks = [r[-1]["n_labels"] - r[-1]["n_items"] for r in checked.rounds]
     assert all(n > 0 for n in looks)
-    wrong_share = lambda curve: np.mean([r[-1]["train_wrong"] / r[-1]["n_items"] for r in curve.rounds])  # noqa: E731
+    wrong_share = lambda curve: np.mean([r[-1]["train_wrong"] / r[-1]["n_items"] for r in curve.rounds])
     assert wrong_share(checked) < wrong_share(noisy) - 0.05
     # the holdout check asked suspected holdout labels again and the reported accuracy moved towards the truth
     for noisy_rounds, checked_rounds in zip(noisy.rounds, checked.rounds):
