@@ -199,8 +199,8 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=400, help="Fashion-MNIST images per class (default 400)")
     parser.add_argument("--strategy", default="least_confidence", help="the query strategy beside random")
     parser.add_argument("--pca", type=int, default=64, help="reduce the embeddings to this many dimensions (0: no)")
-    parser.add_argument("--share", type=float, default=0.5, help="split_batch's max_second_look_share")
-    parser.add_argument("--rule", choices=("activelab", "share"), default="activelab",
+    parser.add_argument("--share", type=float, default=0.2, help="split_batch's max_second_look_share")
+    parser.add_argument("--rule", choices=("activelab", "share"), default="share",
                         help="activelab: second looks where ActiveLab scores them above the best new item (capped "
                              "by --share); share: always --share of the batch to the most suspect labels")
     parser.add_argument("--scenarios", default="random,guess", help="noise scenarios to run (random, guess)")

@@ -209,8 +209,8 @@ class Annotators:
     noise: float = 0.0  # :class:`learner.noise.NoisyAnnotator`'s error rate
     accept_guess: float = 0.0  # share of errors that take the (wrong) pre-selected guess
     checks: bool = False  # suspects -> second looks (training) and re-asks (holdout), settled by consensus
-    max_second_look_share: float = 0.5  # :func:`learner.budget.split_batch`'s cap
-    rule: str = "activelab"  # split_batch with the pool's ActiveLab scores, or "share": the cap, always filled
+    max_second_look_share: float = 0.2  # :func:`learner.budget.split_batch`'s share
+    rule: str = "share"  # split_batch's rule: "share" (measured best) or "activelab"
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
@@ -394,8 +394,8 @@ def _split(
     candidates = np.full(len(labelled), np.nan)
     eligible = suspects[~answers.looked_twice(labelled[suspects])]
     candidates[eligible] = labelled_scores[eligible]
-    split = split_batch(n, 0, candidates, pool_scores if annotators.rule == "activelab" else None,
-                        max_second_look_share=annotators.max_second_look_share)
+    split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share,
+                        rule=annotators.rule)
     return split.new, split.second_looks
 
 
