@@ -9,20 +9,31 @@ holdout, and asks the strategy for the next ``batch`` pool rows, whose true labe
 With ``sampled=True`` every strategy but ``random`` draws its batches from a proposal over its order
 (:func:`learner.query.sampled_query`, the picks :mod:`learner.estimate` can weigh) instead of taking its top k.
 
+With noisy annotators (:class:`Annotators`, issue 20) every answer, the holdout's included, comes from a
+:class:`learner.noise.NoisyAnnotator` and accuracy is still measured against the true labels. With ``checks``
+each round also computes out-of-fold probabilities (:func:`learner.oof.out_of_fold_proba`, supervised, on the
+labels only) and cleanlab's suspects (:func:`learner.label_issues.find_suspects`); :func:`learner.budget.split_batch`
+splits the next batch between new picks and second looks at suspects (another annotator, no guess shown, one
+label each from the same budget), and CROWDLAB's consensus settles an item with two answers. Suspected holdout
+labels are asked again the same way (counted apart: the offline holdout is given, not bought from the budget).
+
 :func:`run_offline` returns an :class:`OfflineResult`; :meth:`OfflineResult.to_dict` is ``simulate.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from learner.curve import Budget, budget_picks, holdout_split
-from learner.rules import proba_in_order
 from learner.query import STRATEGIES, query, sampled_query
+from learner.rules import proba_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +44,15 @@ class StrategyCurve:
 
     n_labels: list[int]
     accuracies: list[list[float]]  # [seed][round]
+    rounds: list[list[dict[str, Any]]] = field(default_factory=list)  # [seed][round] with noisy annotators
 
     def summary(self, full_data_accuracy: float) -> dict[str, Any]:
         """The ``simulate.json`` entry: means, 10th/90th percentiles and labels needed to reach targets."""
         acc = np.asarray(self.accuracies, dtype=np.float64)
         mean = acc.mean(axis=0)
+        checks = {"rounds": self.rounds} if self.rounds else {}  # noisy annotators: per seed, per round
         return {
+            **checks,
             "n_labels": list(self.n_labels),
             "accuracy_mean": mean.tolist(),
             "accuracy_p10": np.percentile(acc, 10, axis=0).tolist(),
@@ -100,7 +114,10 @@ def _or_dash(value: int | None) -> str:
 def _fit_and_score(
     make_head: Callable[[int], Any], seed: int, embeddings: np.ndarray, labels: np.ndarray, labelled: np.ndarray,
     unlabelled: np.ndarray, holdout: np.ndarray, classes: np.ndarray, semi_supervised: bool,
+    truth: np.ndarray | None = None,
 ) -> tuple[Any, float]:
+    """A head fitted on ``labels`` of the labelled rows, and its holdout accuracy against ``truth`` (default ``labels``)."""
+    truth = labels if truth is None else truth
     head = make_head(seed)
     if semi_supervised and len(unlabelled):
         X = np.concatenate([embeddings[labelled], embeddings[unlabelled]])
@@ -109,7 +126,7 @@ def _fit_and_score(
         X, y = embeddings[labelled], labels[labelled]
     head.fit(X, y)
     proba = proba_in_order(head, embeddings[holdout], classes)
-    return head, float(np.mean(classes[np.argmax(proba, axis=1)] == labels[holdout]))
+    return head, float(np.mean(classes[np.argmax(proba, axis=1)] == truth[holdout]))
 
 
 def run_offline(
@@ -129,15 +146,19 @@ def run_offline(
     query_params: dict[str, Any] | None = None,
     sampled: bool = False,
     sample_params: dict[str, Any] | None = None,
+    annotators: Annotators | None = None,
 ) -> OfflineResult:
     """Run every strategy (and ``random``) from the same start per seed up to ``n_labels`` labels.
 
     ``labels`` must be integer class indices (``-1`` is the unlabelled marker for a semi-supervised head).
     ``progress(1)`` is called after every fit. ``query_params`` go to :func:`learner.query.query` (e.g.
     ``switch_per_class``); ``with_random=False`` skips the random arm (only for tuning runs). ``sampled`` draws
-every non-random strategy's batches with :func:`learner.query.sampled_query` (``sample_params``: its
-``epsilon``, ``power``, ``candidates``).
+    every non-random strategy's batches with :func:`learner.query.sampled_query` (``sample_params``: its
+    ``epsilon``, ``power``, ``candidates``). ``annotators``: noisy simulated annotators and the label checks
+    (issue 20; default perfect, no checks); with noise, each curve's ``rounds`` hold one record per round and
+    seed (suspects' precision and recall, reported accuracy).
     """
+    annotators = annotators or PERFECT
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -160,10 +181,11 @@ every non-random strategy's batches with :func:`learner.query.sampled_query` (``
         full.append(full_accuracy)
         finals = []
         for name in names:
+            rounds: list[dict[str, Any]] = []
             counts, accuracies = _one_run(
                 name, seed, embeddings, labels, pool, holdout, start, classes, make_head, n_labels, batch,
                 semi_supervised, progress, query_params or {},
-                {**(sample_params or {})} if sampled and name != "random" else None,
+                {**(sample_params or {})} if sampled and name != "random" else None, annotators, rounds,
             )
             curve = curves[name]
             if not curve.n_labels:
@@ -171,6 +193,8 @@ every non-random strategy's batches with :func:`learner.query.sampled_query` (``
             elif curve.n_labels != counts:
                 raise RuntimeError(f"{name}: rounds differ between seeds ({counts} vs {curve.n_labels})")
             curve.accuracies.append(accuracies)
+            if annotators.noisy:
+                curve.rounds.append(rounds)
             logger.debug("seed %d %s: %s", seed, name, " ".join(f"{n}:{a:.3f}" for n, a in zip(counts, accuracies)))
             finals.append(f"{name} {accuracies[-1]:.1%}" if accuracies else f"{name} -")
         # One line per seed, so a long run without progress bars still shows that (and how) it goes.
@@ -181,8 +205,69 @@ every non-random strategy's batches with :func:`learner.query.sampled_query` (``
         curves, float(np.mean(full)), len(seeds),
         settings={"start_per_class": start_per_class, "n_labels": n_labels, "batch": batch,
                   "holdout_fraction": holdout_fraction, "seed_list": list(seeds),
+                  "annotators": annotators.to_dict(),
                   **({"sampled": {**(sample_params or {})}} if sampled else {})},
     )
+
+
+@dataclass(frozen=True)
+class Annotators:
+    """Who answers in the offline loop: the error model and whether the loop checks labels (issue 20)."""
+
+    noise: float = 0.0  # :class:`learner.noise.NoisyAnnotator`'s error rate
+    accept_guess: float = 0.0  # share of errors that take the (wrong) pre-selected guess
+    checks: bool = False  # suspects -> second looks (training) and re-asks (holdout), settled by consensus
+    max_second_look_share: float = 0.2  # :func:`learner.budget.split_batch`'s share
+    rule: str = "share"  # split_batch's rule: "share" (measured best) or "activelab"
+    folds: int = 5  # out-of-fold probabilities for the checks
+    holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
+    diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise > 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
+                "max_second_look_share": self.max_second_look_share, "rule": self.rule, "folds": self.folds,
+                "holdout_checks_per_round": self.holdout_checks_per_round}
+
+
+PERFECT = Annotators()
+
+
+def _precision_recall(flagged: np.ndarray, wrong: np.ndarray) -> tuple[float | None, float | None]:
+    """Precision and recall of the ``flagged`` rows against the rows whose label is ``wrong`` (a bool mask)."""
+    hits = int(wrong[flagged].sum()) if len(flagged) else 0
+    precision = hits / len(flagged) if len(flagged) else None
+    recall = hits / int(wrong.sum()) if wrong.any() else None
+    return precision, recall
+
+
+class _Answers:
+    """Every answer given in one run: items x annotators (0: first answer, 1: the second look), NaN = none."""
+
+    def __init__(self, n_items: int) -> None:
+        self.table = np.full((n_items, 2), np.nan)
+
+    def give(self, rows: np.ndarray, column: int, answers: np.ndarray) -> None:
+        self.table[rows, column] = answers
+
+    def looked_twice(self, rows: np.ndarray) -> np.ndarray:
+        return ~np.isnan(self.table[rows, 1])
+
+
+def _settle(answers: _Answers, rows: np.ndarray, current: np.ndarray, oof: np.ndarray) -> np.ndarray:
+    """The labels of ``rows`` after the vote: CROWDLAB's consensus where an item has two answers, else the answer."""
+    from learner.label_issues import consensus
+
+    settled = current.copy()
+    twice = answers.looked_twice(rows)
+    if twice.any():
+        with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
+            verdict = consensus(answers.table[rows], oof)
+        settled[twice] = verdict.labels[twice]
+    return settled
 
 
 def _one_run(
@@ -190,32 +275,171 @@ def _one_run(
     start: np.ndarray, classes: np.ndarray, make_head: Callable[[int], Any], n_labels: int, batch: int,
     semi_supervised: bool, progress: Callable[[int], None] | None, query_params: dict[str, Any],
     sample_params: dict[str, Any] | None = None,
+    annotators: Annotators = PERFECT, rounds: list[dict[str, Any]] | None = None,
 ) -> tuple[list[int], list[float]]:
+    """One strategy's run; ``counts`` are labels *spent* (a second look costs one), accuracies against true labels.
+
+    With noisy ``annotators`` every answer (start labels, picks, the holdout's labels) comes from a
+    :class:`learner.noise.NoisyAnnotator`; the pre-selected guess is the current head's class for a pick, none
+    for the start labels, the holdout and second looks. ``rounds`` (when given) gets one record per round: the
+    accuracy the noisy holdout would report, the suspects' precision and recall against the wrong labels, the
+    batch's split.
+    """
+    from learner.noise import NoisyAnnotator
+
+    n_classes = len(classes)
+    first = NoisyAnnotator(annotators.noise, annotators.accept_guess, seed=[seed, 2])
+    second = NoisyAnnotator(annotators.noise, 0.0, seed=[seed, 3])  # another person, shown no guess
+    answers = _Answers(len(labels))
+    observed = np.asarray(labels, dtype=np.int64).copy()  # what training sees (the true labels until answered)
     labelled = np.asarray(start, dtype=np.int64)
+    spent = len(labelled)
+    if annotators.noisy:
+        given = first.answers(labels[labelled], None, n_classes)
+        answers.give(labelled, 0, given)
+        observed[labelled] = given
+        holdout_given = NoisyAnnotator(annotators.noise, 0.0, seed=[seed, 4]).answers(labels[holdout], None, n_classes)
+        observed[holdout] = holdout_given
+        answers.give(holdout, 0, holdout_given)
     in_pool = np.ones(len(labels), dtype=bool)
     in_pool[holdout] = False
     in_pool[labelled] = False
     counts, accuracies = [], []
     head = None
+    holdout_rechecked = 0
     rng = np.random.default_rng([seed, 1])
     while True:
         unlabelled = np.flatnonzero(in_pool)
+        record: dict[str, Any] = {}
         if len(labelled):
-            head, accuracy = _fit_and_score(make_head, seed, embeddings, labels, labelled, unlabelled, holdout,
-                                            classes, semi_supervised)
-            counts.append(len(labelled))
+            head, accuracy = _fit_and_score(make_head, seed, embeddings, observed, labelled, unlabelled, holdout,
+                                            classes, semi_supervised, truth=labels)
+            counts.append(spent)
             accuracies.append(accuracy)
             if progress is not None:
                 progress(1)
-        if len(labelled) >= n_labels or not len(unlabelled):
+            if annotators.noisy and rounds is not None:
+                record = _round_record(head, embeddings, labels, observed, labelled, holdout, classes, spent, accuracy)
+        oof = None
+        suspects = np.zeros(0, np.int64)
+        diagnose = rounds is not None and (not annotators.diagnose_at or spent in annotators.diagnose_at)
+        if annotators.noisy and head is not None and (annotators.checks or diagnose):
+            oof, suspects = _suspects(make_head, seed, embeddings, observed, labelled, n_classes, annotators.folds)
+            wrong = observed[labelled] != labels[labelled]
+            record["suspect_precision"], record["suspect_recall"] = _precision_recall(suspects, wrong)
+            record["n_suspects"] = len(suspects)
+            record["n_wrong"] = int(wrong.sum())
+        if annotators.checks and annotators.noisy and head is not None:
+            holdout_rechecked += _check_holdout(head, embeddings, labels, observed, holdout, classes, answers, second,
+                                                 annotators.holdout_checks_per_round)
+            record["holdout_rechecked"] = holdout_rechecked
+        if record and rounds is not None:
+            rounds.append(record)
+        if spent >= n_labels or not len(unlabelled):
             return counts, accuracies
-        n = min(batch, n_labels - len(labelled))
-        pick = query if sample_params is None else sampled_query
-        picked = pick(
-            head if head is not None else make_head(seed), embeddings[unlabelled], n, strategy,
-            random_state=int(rng.integers(2**31 - 1)), X_labelled=embeddings[labelled] if len(labelled) else None,
-            n_classes=len(classes), **query_params, **(sample_params or {}),
-        ).indices
-        chosen = unlabelled[picked]
-        labelled = np.concatenate([labelled, chosen])
-        in_pool[chosen] = False
+        n = min(batch, n_labels - spent)
+        n_new, looks = n, np.zeros(0, np.int64)
+        if annotators.checks and oof is not None and len(suspects):
+            n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, classes, n, annotators)
+            record["split"] = {"new": n_new, "second_looks": len(looks)}
+        if n_new:
+            pick = query if sample_params is None else sampled_query
+            picked = pick(
+                head if head is not None else make_head(seed), embeddings[unlabelled], n_new, strategy,
+                random_state=int(rng.integers(2**31 - 1)), X_labelled=embeddings[labelled] if len(labelled) else None,
+                n_classes=n_classes, **query_params, **(sample_params or {}),
+            ).indices
+            chosen = unlabelled[picked]
+            if annotators.noisy:
+                guesses = (np.argmax(proba_in_order(head, embeddings[chosen], classes), axis=1) if head is not None
+                           else None)
+                given = first.answers(labels[chosen], guesses, n_classes)
+                answers.give(chosen, 0, given)
+                observed[chosen] = given
+            labelled = np.concatenate([labelled, chosen])
+            in_pool[chosen] = False
+        if len(looks):
+            rows = labelled[looks]
+            answers.give(rows, 1, second.answers(labels[rows], None, n_classes))
+            observed[labelled] = _settle(answers, labelled, observed[labelled], _pad(oof, len(labelled), n_classes))
+        spent += n_new + len(looks)
+
+
+def _pad(oof: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+    """``oof`` with uniform rows for the items labelled since it was computed (they have one answer: no vote)."""
+    if len(oof) >= n_rows:
+        return oof
+    return np.concatenate([oof, np.full((n_rows - len(oof), n_classes), 1.0 / n_classes)])
+
+
+def _suspects(
+    make_head: Callable[[int], Any], seed: int, embeddings: np.ndarray, observed: np.ndarray, labelled: np.ndarray,
+    n_classes: int, folds: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities on the labelled rows (supervised: the pool is left out) and cleanlab's suspects."""
+    from learner.label_issues import find_suspects
+    from learner.oof import out_of_fold_proba
+
+    y = observed[labelled]
+    # StratifiedKFold refuses more folds than the largest class has rows (early rounds: 1 label per class).
+    most = int(np.bincount(y).max()) if len(y) else 0
+    if most < 2:
+        return np.full((len(y), n_classes), 1.0 / n_classes), np.zeros(0, np.int64)
+    oof = out_of_fold_proba(lambda: make_head(seed), embeddings[labelled], y, n_classes, folds=min(folds, most),
+                            seed=seed)
+    return oof, find_suspects(y, oof).indices
+
+
+def _split(
+    head: Any, embeddings: np.ndarray, labelled: np.ndarray, unlabelled: np.ndarray, suspects: np.ndarray,
+    answers: _Answers, oof: np.ndarray, classes: np.ndarray, n: int, annotators: Annotators,
+) -> tuple[int, np.ndarray]:
+    """:func:`learner.budget.split_batch` on ActiveLab's scores: (new items, rows of ``labelled`` to look at again)."""
+    from learner.budget import split_batch
+    from learner.label_issues import second_look_scores
+
+    pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
+    with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
+        labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
+    candidates = np.full(len(labelled), np.nan)
+    eligible = suspects[~answers.looked_twice(labelled[suspects])]
+    candidates[eligible] = labelled_scores[eligible]
+    split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share,
+                        rule=annotators.rule)
+    return split.new, split.second_looks
+
+
+def _check_holdout(
+    head: Any, embeddings: np.ndarray, labels: np.ndarray, observed: np.ndarray, holdout: np.ndarray,
+    classes: np.ndarray, answers: _Answers, second: Any, limit: int,
+) -> int:
+    """The ``limit`` most suspect holdout labels asked again (blind, another person), settled by the vote; how many.
+
+    The head never trained on the holdout, so its probabilities there are already out of sample.
+    """
+    from learner.label_issues import find_suspects
+
+    proba = proba_in_order(head, embeddings[holdout], classes)
+    flagged = find_suspects(observed[holdout], proba).indices
+    flagged = flagged[~answers.looked_twice(holdout[flagged])][:limit]
+    if not len(flagged):
+        return 0
+    rows = holdout[flagged]
+    answers.give(rows, 1, second.answers(labels[rows], None, len(classes)))
+    observed[holdout] = _settle(answers, holdout, observed[holdout], proba)
+    return len(flagged)
+
+
+def _round_record(
+    head: Any, embeddings: np.ndarray, labels: np.ndarray, observed: np.ndarray, labelled: np.ndarray,
+    holdout: np.ndarray, classes: np.ndarray, spent: int, accuracy: float,
+) -> dict[str, Any]:
+    predicted = classes[np.argmax(proba_in_order(head, embeddings[holdout], classes), axis=1)]
+    return {
+        "n_labels": spent,
+        "n_items": len(labelled),
+        "accuracy": accuracy,  # against the true labels
+        "reported_accuracy": float(np.mean(predicted == observed[holdout])),  # against the holdout's answers
+        "holdout_wrong": int((observed[holdout] != labels[holdout]).sum()),
+        "train_wrong": int((observed[labelled] != labels[labelled]).sum()),
+    }

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=float, default=300.0, metavar="S", help="longest wait for a retrain, a label or the queue (default 300 s)"
     )
+    parser.add_argument("--noise", type=float, default=0.0, metavar="RATE",
+                        help="annotators answer wrongly with this probability (default 0: always right)")
+    parser.add_argument("--accept-guess", type=float, default=0.0, metavar="RATE",
+                        help="a wrong annotator takes the pre-selected guess (when it is wrong) with this probability; "
+                             "otherwise, and on a task with no guess, a wrong class at random (default 0)")
     offline = parser.add_argument_group("offline (no Label Studio, no service: the loop on cached embeddings)")
     offline.add_argument("--offline", action="store_true", help="run the loop offline and compare strategies")
     offline.add_argument("--dataset", default="fashion-mnist", help="'fashion-mnist' or a folder with a sub-folder per class")
@@ -54,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     offline.add_argument("--head", choices=("semi", "supervised"), default="semi", help="the head every strategy trains")
     offline.add_argument("--backbone", default=None, metavar="NAME|HANDLE", help="default: learner.backbone")
     offline.add_argument("--out", default=None, metavar="DIR", help="where simulate.json/.png go (default <data_dir>/simulate)")
+    offline.add_argument("--checks", action="store_true",
+                         help="check labels each round: cleanlab's suspects get a second look (another annotator, no "
+                              "guess) within the same label budget; suspected holdout labels are asked again")
     offline.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -73,13 +81,29 @@ def fashion_mnist_truth(settings: Any) -> DatasetTruth:
     return DatasetTruth.from_dataset(load_fashion_mnist(settings.fashion_mnist_dir))
 
 
+def noise_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--noise`` / ``--accept-guess`` / ``--checks``, or None."""
+    for flag in ("noise", "accept_guess"):
+        value = getattr(args, flag, 0.0)
+        if not 0.0 <= value <= 1.0:
+            return f"--{flag.replace('_', '-')} must be a probability between 0 and 1, got {value:g}"
+    if getattr(args, "checks", False) and not getattr(args, "offline", False):
+        return "--checks is for --offline; through Label Studio the service runs the checks itself"
+    return None
+
+
 def run(args: argparse.Namespace, settings: Any) -> int:
     """Run the simulation; 0 when every label was posted, 1 on an error, 3 when the queue ran dry early."""
     from annotation.desk import desk_from_settings
     from simulate.annotator import AnnotatorDesk
     from annotation.errors import AnnotationError
+    from learner.noise import NoisyAnnotator
     from tqdm import tqdm
 
+    problem = noise_problem(args)
+    if problem:
+        print(f"juicer simulate: {problem}", file=sys.stderr)
+        return 2
     if getattr(args, "offline", False):
         return run_offline_command(args, settings)
     if args.labels is None:
@@ -106,7 +130,9 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             return 1
         truth = fashion_mnist_truth(settings)
         project = desk.ensure_project(model["classes"], settings.label_studio.project_title)
-        print(f"simulating {args.labels} labels in {args.order} order against {service.base_url} and {project.url}")
+        annotator = NoisyAnnotator(args.noise, args.accept_guess, seed=[args.seed, 2])
+        noisy = "" if annotator.perfect else f", {args.noise:.0%} wrong (accepting a wrong guess {args.accept_guess:.0%})"
+        print(f"simulating {args.labels} labels in {args.order} order against {service.base_url} and {project.url}{noisy}")
         with tqdm(total=args.labels, unit="label", file=sys.stderr, leave=False) as bar:
             simulation = Simulation(
                 service=service,
@@ -120,6 +146,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
                 retrain_wait_s=args.wait,
                 queue_wait_s=min(args.wait, 60.0),
                 say=tqdm.write,
+                annotator=annotator,
+                classes=model["classes"],
             )
             result = simulation.run(args.labels, progress=bar.update)
     except (SimulationError, AnnotationError) as exc:
@@ -130,6 +158,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         desk.close()
     if result.n_skipped:
         print(f"skipped {result.n_skipped} tasks whose items are not in the demo's ground truth")
+    if result.n_wrong:
+        print(f"{result.n_wrong} of {result.n_labels} labels posted wrong ({result.n_took_guess} the pre-selected guess)")
     print(forecast_check(result.report.get("points", [])))
     print(json.dumps(result.report, indent=2))
     return 0 if result.n_labels >= args.labels else 3
@@ -172,7 +202,7 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     from learner.cache import EmbeddingCache, embed_sources
     from learner.datasets import load_dataset
     from learner.head import SoftmaxHead
-    from learner.offline import run_offline
+    from learner.offline import Annotators, run_offline
     from learner.plots import plot_simulation
     from learner.semi import SemiSupervisedHead
 
@@ -199,6 +229,7 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
             embeddings, dataset.labels, make_head, strategies=names, seeds=range(args.seeds),
             start_per_class=args.start_per_class, n_labels=labels, batch=args.batch, semi_supervised=semi,
             progress=bar.update,
+            annotators=Annotators(args.noise, args.accept_guess, checks=args.checks and args.noise > 0),
         )
     document = result.to_dict()
     document["settings"].update(dataset=args.dataset, backbone=spec.name, head=args.head,
@@ -209,7 +240,9 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     (out_dir / "simulate.json").write_text(json.dumps(document, indent=2) + "\n")
     plot_simulation(document, out_dir / "simulate.png")
     print()
-    print(f"{args.head} head, {args.seeds} seed(s), start {args.start_per_class}/class, rounds of {args.batch}:")
+    noisy = (f", {args.noise:.0%} of answers wrong (a wrong guess accepted {args.accept_guess:.0%}), "
+             f"{'with' if args.checks else 'no'} label checks; accuracy against the true labels" if args.noise else "")
+    print(f"{args.head} head, {args.seeds} seed(s), start {args.start_per_class}/class, rounds of {args.batch}{noisy}:")
     print(result.table())
     print(f"wrote {out_dir / 'simulate.json'} and {out_dir / 'simulate.png'} ({document['timing_s']} s)")
     return 0

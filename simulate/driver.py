@@ -8,7 +8,9 @@
 - the **service** (:class:`ServiceClient`): ``POST /v1/retrain`` every K labels, ``GET /v1/jobs/<id>`` until
   the new version serves, ``GET /v1/models`` for one line per version, ``GET /v1/report`` at the end;
 - the **ground truth** (:class:`DatasetTruth`): each item's true class, by item id, from the dataset the
-  demo was seeded from (``fashion-mnist/train/00123``).
+  demo was seeded from (``fashion-mnist/train/00123``); with ``annotator`` (a
+  :class:`learner.noise.NoisyAnnotator`: ``--noise``, ``--accept-guess``) the person answers wrongly at that
+  rate, taking the task's pre-selected (wrong) guess with the accept-guess probability (issue 20).
 
 Labels reach the service the way people's do: Label Studio's webhook (and the pull job as a safety net).
 Before asking for a retrain the simulation waits until the service has stored the last label, so a version
@@ -204,6 +206,8 @@ class SimulationResult:
 
     n_labels: int = 0
     n_skipped: int = 0
+    n_wrong: int = 0  # labels posted that differ from the ground truth (a noisy annotator)
+    n_took_guess: int = 0  # of those, the pre-selected guess accepted
     versions: list[dict[str, Any]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -237,11 +241,15 @@ class Simulation:
         desk_retries: int = 5,
         say: Callable[[str], None] = print,
         clock: Clock | None = None,
+        annotator: Any = None,
+        classes: Sequence[str] = (),
     ) -> None:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
         if retrain_every < 1:
             raise ValueError(f"retrain_every must be at least 1, not {retrain_every}")
+        if annotator is not None and not annotator.perfect and len(classes) < 2:
+            raise ValueError("a noisy annotator needs the project's classes (at least two) to answer wrongly from")
         self.service = service
         self.desk = desk
         self.project = project
@@ -255,6 +263,8 @@ class Simulation:
         self.desk_retries = desk_retries
         self.say = say
         self.clock = clock or Clock()
+        self.annotator = annotator  # learner.noise.NoisyAnnotator, or None: always the true label
+        self.classes = list(classes)
         self._printed: set[str] = set()
         self._skipped: set[int] = set()  # tasks this run skipped (unknown to the ground truth)
         self._open: list[Task] = []  # --order random: open tasks listed this round, not yet taken
@@ -379,6 +389,7 @@ class Simulation:
                 self._skipped.add(task.task_id)
                 result.n_skipped += 1
                 continue
+            label = self._answer(task, label, result)
             self._desk(f"annotating task {task.task_id}", self.desk.submit_annotation, task.task_id, label)
             result.n_labels += 1
             since_retrain += 1
@@ -392,6 +403,17 @@ class Simulation:
             self._cycle(result, last, more_to_come=False)
         result.report = self.service.report()
         return result
+
+    def _answer(self, task: Task, true: str, result: SimulationResult) -> str:
+        """What the (possibly noisy) person submits for ``task``: the pre-selected guess is its prediction."""
+        if self.annotator is None or self.annotator.perfect:
+            return true
+        guess = getattr(task, "predicted_label", None)
+        label = str(self.annotator.answer(true, guess, self.classes))
+        if label != true:
+            result.n_wrong += 1
+            result.n_took_guess += int(label == guess)
+        return label
 
     def _cycle(self, result: SimulationResult, last: tuple[str, str] | None, more_to_come: bool = True) -> None:
         """Wait for the last label to be stored, retrain, print the new versions, wait for the refreshed queue.

@@ -45,3 +45,27 @@ def test_offline_simulation_from_no_labels(tmp_path):
 def test_offline_simulation_refuses_an_unknown_strategy(capsys):
     assert juicer(["simulate", "--offline", "--strategies", "clairvoyant"]) == 2
     assert "unknown strategies clairvoyant" in capsys.readouterr().err
+
+
+def test_offline_simulation_with_noisy_annotators_and_checks(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = juicer(["simulate", "--offline", "--per-class-limit", "30", "--seeds", "1", "--labels", "60", "--batch", "10",
+                 "--strategies", "least_confidence", "--head", "supervised", "--noise", "0.2", "--accept-guess", "0.5",
+                 "--checks", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    document = json.loads((out / "simulate.json").read_text())
+    assert document["settings"]["annotators"] == {**document["settings"]["annotators"], "noise": 0.2,
+                                                  "accept_guess": 0.5, "checks": True}
+    for entry in document["strategies"].values():
+        assert entry["n_labels"][-1] == 60  # labels spent: second looks come out of the same budget
+        last = entry["rounds"][0][-1]
+        assert last["n_labels"] == 60 and last["n_items"] <= 60
+        assert 0 <= last["train_wrong"] <= last["n_items"] and "suspect_recall" in last
+    assert "with label checks" in capsys.readouterr().out
+
+
+def test_offline_simulation_refuses_a_noise_rate_above_one(capsys):
+    assert juicer(["simulate", "--offline", "--noise", "1.5"]) == 2
+    assert "--noise must be a probability" in capsys.readouterr().err
+    assert juicer(["simulate", "--checks"]) == 2
+    assert "--checks is for --offline" in capsys.readouterr().err

@@ -11,25 +11,27 @@ def total(split: Split) -> int:
 
 
 def test_holdout_comes_first_and_the_rest_splits_by_share_without_pool_scores():
-    split = split_batch(10, 2, np.array([0.9, 0.1, 0.5, 0.3, 0.2, 0.7]))
+    split = split_batch(10, 2, np.array([0.9, 0.1, 0.5, 0.3, 0.2, 0.7]), max_second_look_share=0.5)
     assert split.holdout == 2
     assert split.n_second_looks == 4  # half of the 8 left
     assert split.second_looks.tolist() == [1, 4, 3, 2]  # most suspect (lowest score) first
     assert split.new == 4
+    default = split_batch(20, 0, np.array([0.9, 0.1, 0.5, 0.3, 0.2, 0.7]), np.zeros(50))
+    assert default.second_looks.tolist() == [1, 4, 3, 2] and default.new == 16  # 20% of the batch, pool scores aside
     assert total(split) == 10
 
 
 def test_activelab_scores_decide_where_the_remaining_labels_go():
     looks = np.array([0.05, 0.4, 0.8])
     pool = np.array([0.1, 0.2, 0.3, 0.9, 0.95])
-    split = split_batch(4, 0, looks, pool, max_second_look_share=1.0)
+    split = split_batch(4, 0, looks, pool, max_second_look_share=1.0, rule="activelab")
     # The four lowest of both lists: 0.05 (look), 0.1, 0.2, 0.3 (new).
     assert split.second_looks.tolist() == [0]
     assert split.new == 3
 
 
 def test_second_looks_never_exceed_their_share_even_when_they_all_score_better():
-    split = split_batch(10, 0, np.zeros(20), np.ones(100), max_second_look_share=0.3)
+    split = split_batch(10, 0, np.zeros(20), np.ones(100), max_second_look_share=0.3, rule="activelab")
     assert split.n_second_looks == 3
     assert split.new == 7
 
@@ -57,6 +59,8 @@ def test_bad_arguments_are_refused():
         split_batch(-1, 0, None)
     with pytest.raises(ValueError):
         split_batch(5, 0, None, max_second_look_share=1.5)
+    with pytest.raises(ValueError, match="rule"):
+        split_batch(5, 0, None, rule="greedy")
 
 
 def test_the_split_reads_as_a_dict_for_the_report():

@@ -36,6 +36,7 @@ class FakeTask:
     task_id: int
     model_version: str | None
     score: float
+    predicted_label: str | None = None
 
 
 class FakeService:
@@ -319,3 +320,28 @@ def test_truth_from_a_dataset():
     )  # fmt: skip
     truth = DatasetTruth.from_dataset(dataset)
     assert truth.label_of("x/1") == "bag" and truth.label_of("x/2") == "shirt" and truth.label_of("x/3") is None
+
+
+def test_a_noisy_annotator_posts_wrong_labels_at_its_rate_and_takes_the_wrong_guess():
+    from learner.noise import NoisyAnnotator
+
+    n = 300
+    simulation, _, desk, _ = make(n_tasks=n, retrain_every=1000, annotator=NoisyAnnotator(0.3, accept_guess=1.0, seed=5),
+                                  classes=["a", "b", "c"])
+    for task in desk.tasks.values():  # every task shows a wrong guess pre-selected; some show none
+        truth = simulation.truth.label_of(task.item_id)
+        task.predicted_label = None if task.task_id % 3 == 0 else ("c" if truth != "c" else "a")
+    result = simulation.run(n)
+    wrong = [(t, label) for t, label in desk.submitted if label != simulation.truth.label_of(desk.tasks[t].item_id)]
+    assert result.n_wrong == len(wrong)
+    assert abs(len(wrong) - 0.3 * n) <= 4 * (n * 0.3 * 0.7) ** 0.5  # within binomial noise
+    # accept 1.0: every error on a task with a guess is that guess; with none, another class
+    assert all(label == desk.tasks[t].predicted_label for t, label in wrong if desk.tasks[t].predicted_label)
+    assert result.n_took_guess == sum(1 for t, _ in wrong if desk.tasks[t].predicted_label)
+
+
+def test_a_noisy_annotator_needs_the_classes():
+    from learner.noise import NoisyAnnotator
+
+    with pytest.raises(ValueError, match="classes"):
+        make(annotator=NoisyAnnotator(0.1))
