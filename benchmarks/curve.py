@@ -1,6 +1,6 @@
 """Issue 2's "Must measure": the data-size curve on Fashion-MNIST, from a cold embedding cache.
 
-    .venv/bin/python benchmarks/curve.py [--per-class-limit 700] [--seeds 3] [--keep DIR]
+    .venv/bin/python benchmarks/curve.py [--per-class-limit 700] [--seeds 3] [--keep DIR] [--smoke]
 
 Runs ``juicer curve --dataset fashion-mnist --per-class-limit 700 --seeds 3`` (EfficientNet-Lite0 at 224)
 with a fresh data folder in a temporary directory (the converted backbone is linked in from the real data
@@ -41,7 +41,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--backbone", default="efficientnet-lite0")
     parser.add_argument("--keep", type=Path, default=None, help="also copy curve.json/csv/png here")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.per_class_limit, args.seeds = 20, 1
 
     from app.cli import main as juicer
     from config import load_settings
