@@ -185,6 +185,18 @@ class Embeddings:
 
         Raises :class:`learner.errors.ImageError` naming the source of an image that cannot be decoded.
         """
+        return self._embed(sources, progress, self.cache)
+
+    def embed_held(self, sources: Sequence[Any]) -> tuple[np.ndarray, "HeldVectors"]:
+        """:meth:`embed`, with the new vectors' cache write held back: the caller runs ``held.write()`` (on
+        another thread while its own transaction commits, for the prediction path) before it answers.
+
+        The vectors are in the memo at once, so this process never embeds them twice meanwhile.
+        """
+        held = HeldVectors(self.cache)
+        return self._embed(sources, False, held), held
+
+    def _embed(self, sources: Sequence[Any], progress: bool, cache: Any) -> np.ndarray:
         hashes = [source.content_hash for source in sources]
         found: dict[str, np.ndarray] = {}
         with self._lock:
@@ -195,7 +207,7 @@ class Embeddings:
                     found[content_hash] = vector
         missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in found]
         if missing:
-            vectors = embed_sources(self.backbone, self.cache, missing, progress=progress)
+            vectors = embed_sources(self.backbone, cache, missing, progress=progress)
             with self._lock:
                 for source, vector in zip(missing, vectors):
                     found[source.content_hash] = vector
@@ -206,3 +218,64 @@ class Embeddings:
         if not hashes:
             return np.zeros((0, int(self.backbone.dim)), dtype=np.float32)
         return np.stack([found[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)
+
+
+class HeldVectors:
+    """The embedding cache as :func:`learner.cache.embed_sources` sees it, with writes held until :meth:`write`.
+
+    Lookups go to the cache; ``put_many`` only keeps the rows. The cache is derived data (a lost row is embedded
+    again), so holding the write costs nothing in durability; it lets the prediction path run the write beside
+    the store's commit instead of before it.
+    """
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self.backbone_id = cache.backbone_id
+        self.path = cache.path
+        self._rows: list[tuple[list[str], np.ndarray]] = []
+
+    def lookup(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The cache's own lookup."""
+        return self.cache.lookup(hashes)
+
+    def put_many(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Keep ``vectors`` for :meth:`write`."""
+        self._rows.append((list(hashes), np.array(vectors, dtype=np.float32)))
+
+    def __len__(self) -> int:
+        return sum(len(hashes) for hashes, _ in self._rows)
+
+    def write(self) -> None:
+        """Store the held vectors in the cache (one transaction); nothing when none were new."""
+        if self._rows:
+            hashes = [content_hash for batch, _ in self._rows for content_hash in batch]
+            self.cache.put_many(hashes, np.concatenate([vectors for _, vectors in self._rows]))
+            self._rows = []
+
+
+class Beside:
+    """Run ``function(*args)`` on a thread of its own, beside the caller's work; :meth:`result` joins it.
+
+    For the prediction path's waits on the disk (fsync of an image file, of the cache) while the backbone runs:
+    both release the GIL, so the two overlap. An exception is raised again by :meth:`result`.
+    """
+
+    def __init__(self, function: Any, *args: Any, name: str = "juicer-beside") -> None:
+        self._function, self._args = function, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._function(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        """Wait for the function; its value, or its exception raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value

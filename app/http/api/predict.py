@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Response, current_app, jsonify
 from pydantic import BaseModel
 
-from app.core.serving import prediction_record
+from app.core.datadir import image_file
+from app.core.serving import Beside, prediction_record
 from app.http.api.common import api, request_uploads, serving_model, services
 from app.http.openapi import Answers, spec
 from app.core.uploads import items_for_uploads
 from app.http.uploads import ImageFiles, ImagesBody
+from app.services import Services
 from app.store import NewItem
+
+logger = logging.getLogger(__name__)
 
 
 class Prediction(BaseModel):
@@ -36,7 +42,12 @@ class Predictions(BaseModel):
 @api.post("/predict")
 @spec.validate(resp=Answers(HTTP_200=Predictions, problems=(401, 403, 413, 415, 422, 503)))
 def predict(json: ImagesBody, form: ImageFiles) -> Response:
-    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
+    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction.
+
+    The disk waits run beside the model: the images' files are written (and fsynced) while the backbone runs,
+    and the new vectors go to the embedding cache while the store commits; the answer leaves after both, so a
+    returned prediction and its review task are as durable as before.
+    """
     from learner.rules import decide
 
     from app.core.training import decision_params
@@ -45,24 +56,65 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     limits = svc.settings.service
     uploads = request_uploads(svc, json)
     model = serving_model()
-    X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
+    new_items: dict[str, NewItem] = {}
+    stored = Beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items, name="juicer-images")
+    try:
+        # Decodes; a bad image raises ImageError (4xx).
+        X, held = svc.embeddings.embed_held([upload.image for upload in uploads])
+    except BaseException:
+        _discard_images(svc, stored, new_items)
+        raise
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
-    new_items: dict[str, NewItem] = {}
-    item_ids = [item_id for item_id, _ in items_for_uploads(svc.store, svc.data_dir, uploads, "served", new_items)]
-    records = [
-        prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
-        for item_id, row, decision in zip(item_ids, proba, decisions)
-    ]
+    cached = Beside(held.write, name="juicer-cache-write") if len(held) else None
+    try:
+        item_ids = [item_id for item_id, _ in stored.result()]
+        records = [
+            prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule,
+                              reason=decision.reason)
+            for item_id, row, decision in zip(item_ids, proba, decisions)
+        ]  # fmt: skip
+        svc.store.record_predictions(records, list(new_items.values()))
+    finally:
+        _wait_for_cache(cached)
     results = [
         {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
          "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
         for record in records
     ]  # fmt: skip
-    svc.store.record_predictions(records, list(new_items.values()))
     metrics = current_app.extensions.get("juicer_metrics")
     if metrics is not None:
         metrics.observe_predictions(record.decision for record in records)
     if any(record.review for record in records):
         svc.wake("deliver-outbox")
     return jsonify({"model_version": model.version, "predictions": results})
+
+
+def _discard_images(svc: Services, stored: Beside, new_items: dict[str, NewItem]) -> None:
+    """The request failed before its rows: remove the image files it wrote that no item row names.
+
+    (A decoding failure is the usual cause; the same bytes fail the same way everywhere, so no other request
+    can be about to commit a row for such a file.)
+    """
+    try:
+        stored.result()
+    except Exception:  # noqa: BLE001 - the first failure is the one the caller raises
+        logger.exception("storing the images of a failed prediction request failed too")
+    if not new_items:
+        return
+    known = svc.store.item_ids_by_hash([item.content_hash for item in new_items.values()])
+    for item in new_items.values():
+        if item.image_path and item.content_hash not in known:
+            image_file(svc.data_dir, item.image_path).unlink(missing_ok=True)
+
+
+def _wait_for_cache(cached: Beside | None) -> None:
+    """Join the embedding-cache write; a failure is logged, not raised (the cache is derived: a lost vector is
+    embedded again) so it never turns a committed prediction into an error."""
+    if cached is None:
+        return
+    try:
+        cached.result()
+    except Exception:  # noqa: BLE001 - any failure of a derived cache's write
+        logger.warning("the embedding cache write after a prediction failed; those images are embedded again "
+                       "when next needed", exc_info=True)  # fmt: skip
