@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -164,6 +167,7 @@ class Embeddings:
         self.memo_size = memo_size  # vectors held in memory, least recently used dropped first
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._writer: CacheWriter | None = None
 
     def memo_hashes(self) -> list[str]:
         """Content hashes whose vectors are held in memory, least recently used first."""
@@ -187,14 +191,31 @@ class Embeddings:
         """
         return self._embed(sources, progress, self.cache)
 
-    def embed_held(self, sources: Sequence[Any]) -> tuple[np.ndarray, "HeldVectors"]:
-        """:meth:`embed`, with the new vectors' cache write held back: the caller runs ``held.write()`` (on
-        another thread while its own transaction commits, for the prediction path) before it answers.
+    def embed_behind(self, sources: Sequence[Any]) -> np.ndarray:
+        """:meth:`embed` for a request: the new vectors go to the cache behind the answer (:class:`CacheWriter`).
 
-        The vectors are in the memo at once, so this process never embeds them twice meanwhile.
+        They are in the memo at once, so this process never embeds them twice; the cache is derived data, so a
+        vector a crash loses before its write is embedded again when next needed (from the item's image file).
         """
         held = HeldVectors(self.cache)
-        return self._embed(sources, False, held), held
+        X = self._embed(sources, False, held)
+        if len(held):
+            self.writer.submit(held)
+        return X
+
+    @property
+    def writer(self) -> "CacheWriter":
+        """The cache's one write-behind writer (made on first use, so never before a fork)."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = CacheWriter(self.cache)
+            return self._writer
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every vector handed to the write-behind writer is in the cache; False on timeout."""
+        with self._lock:
+            writer = self._writer
+        return True if writer is None else writer.flush(timeout_s)
 
     def _embed(self, sources: Sequence[Any], progress: bool, cache: Any) -> np.ndarray:
         hashes = [source.content_hash for source in sources]
@@ -245,37 +266,103 @@ class HeldVectors:
     def __len__(self) -> int:
         return sum(len(hashes) for hashes, _ in self._rows)
 
-    def write(self) -> None:
-        """Store the held vectors in the cache (one transaction); nothing when none were new."""
-        if self._rows:
-            hashes = [content_hash for batch, _ in self._rows for content_hash in batch]
-            self.cache.put_many(hashes, np.concatenate([vectors for _, vectors in self._rows]))
-            self._rows = []
+    def rows(self) -> tuple[list[str], np.ndarray] | None:
+        """The held (hashes, vectors), or None when nothing new was embedded."""
+        if not self._rows:
+            return None
+        return [h for batch, _ in self._rows for h in batch], np.concatenate([vectors for _, vectors in self._rows])
+
+
+class CacheWriter:
+    """Writes vectors to the embedding cache behind the requests that made them, one transaction per group.
+
+    Requests hand their new vectors over (:meth:`submit`) and answer without waiting for the cache's disk write;
+    one thread writes whatever has gathered meanwhile in a single ``put_many`` (one transaction, one sync: group
+    commit), so concurrent requests share the cost. A failed write is logged, never raised: the cache is derived,
+    and a vector missing from it is embedded again. The thread stops when idle and starts again on demand.
+    """
+
+    IDLE_S = 5.0
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self._queue: queue.Queue[HeldVectors] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, held: HeldVectors) -> None:
+        """Queue ``held`` for the cache."""
+        self._queue.put(held)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="juicer-cache-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything submitted so far is written (or has failed and been logged); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():  # a submit after this sees no thread and starts one
+                        self._thread = None
+                        return
+                continue
+            group = [first]
+            while True:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(group)
+            finally:
+                for _ in group:
+                    self._queue.task_done()
+
+    def _write(self, group: list[HeldVectors]) -> None:
+        vectors: dict[str, np.ndarray] = {}
+        for held in group:
+            rows = held.rows()
+            if rows is not None:
+                vectors.update(zip(rows[0], rows[1]))
+        if not vectors:
+            return
+        try:
+            self.cache.put_many(list(vectors), np.stack(list(vectors.values())))
+        except Exception:  # noqa: BLE001 - any failure of a derived cache's write: the vectors are embedded again
+            logger.warning("writing %d vectors to the embedding cache failed; those images are embedded again when "
+                           "next needed", len(vectors), exc_info=True)  # fmt: skip
 
 
 class Beside:
-    """Run ``function(*args)`` on a thread of its own, beside the caller's work; :meth:`result` joins it.
+    """``function(*args)`` run on a pooled thread beside the caller's work; :meth:`result` waits for it.
 
-    For the prediction path's waits on the disk (fsync of an image file, of the cache) while the backbone runs:
-    both release the GIL, so the two overlap. An exception is raised again by :meth:`result`.
+    For the prediction path's waits on the disk (an image file's fsync) while the backbone runs: both release
+    the GIL, so they overlap. One small pool per process, made on first use (never before a fork).
     """
 
-    def __init__(self, function: Any, *args: Any, name: str = "juicer-beside") -> None:
-        self._function, self._args = function, args
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
 
-    def _run(self) -> None:
-        try:
-            self._value = self._function(*self._args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
-            self._error = exc
+    def __init__(self, function: Any, *args: Any) -> None:
+        with Beside._pool_lock:
+            if Beside._pool is None:
+                Beside._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="juicer-beside")
+            pool = Beside._pool
+        self._future = pool.submit(function, *args)
 
     def result(self) -> Any:
         """Wait for the function; its value, or its exception raised here."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+        return self._future.result()

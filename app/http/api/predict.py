@@ -44,9 +44,9 @@ class Predictions(BaseModel):
 def predict(json: ImagesBody, form: ImageFiles) -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction.
 
-    The disk waits run beside the model: the images' files are written (and fsynced) while the backbone runs,
-    and the new vectors go to the embedding cache while the store commits; the answer leaves after both, so a
-    returned prediction and its review task are as durable as before.
+    The images' files are written (and fsynced) on another thread while the backbone runs; the answer leaves
+    once they are and the store has committed, so a returned prediction queued for review is durable. The new
+    vectors reach the embedding cache behind the answer (derived data: see ``Embeddings.embed_behind``).
     """
     from learner.rules import decide
 
@@ -57,26 +57,20 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     uploads = request_uploads(svc, json)
     model = serving_model()
     new_items: dict[str, NewItem] = {}
-    stored = Beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items, name="juicer-images")
+    stored = Beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items)
     try:
-        # Decodes; a bad image raises ImageError (4xx).
-        X, held = svc.embeddings.embed_held([upload.image for upload in uploads])
+        X = svc.embeddings.embed_behind([upload.image for upload in uploads])  # decodes; ImageError is a 4xx
     except BaseException:
         _discard_images(svc, stored, new_items)
         raise
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
-    cached = Beside(held.write, name="juicer-cache-write") if len(held) else None
-    try:
-        item_ids = [item_id for item_id, _ in stored.result()]
-        records = [
-            prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule,
-                              reason=decision.reason)
-            for item_id, row, decision in zip(item_ids, proba, decisions)
-        ]  # fmt: skip
-        svc.store.record_predictions(records, list(new_items.values()))
-    finally:
-        _wait_for_cache(cached)
+    item_ids = [item_id for item_id, _ in stored.result()]
+    records = [
+        prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
+        for item_id, row, decision in zip(item_ids, proba, decisions)
+    ]
+    svc.store.record_predictions(records, list(new_items.values()))
     results = [
         {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
          "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
@@ -106,15 +100,3 @@ def _discard_images(svc: Services, stored: Beside, new_items: dict[str, NewItem]
     for item in new_items.values():
         if item.image_path and item.content_hash not in known:
             image_file(svc.data_dir, item.image_path).unlink(missing_ok=True)
-
-
-def _wait_for_cache(cached: Beside | None) -> None:
-    """Join the embedding-cache write; a failure is logged, not raised (the cache is derived: a lost vector is
-    embedded again) so it never turns a committed prediction into an error."""
-    if cached is None:
-        return
-    try:
-        cached.result()
-    except Exception:  # noqa: BLE001 - any failure of a derived cache's write
-        logger.warning("the embedding cache write after a prediction failed; those images are embedded again "
-                       "when next needed", exc_info=True)  # fmt: skip
