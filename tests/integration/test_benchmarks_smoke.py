@@ -12,6 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,24 +44,54 @@ def test_benchmarks_are_found():
     assert {"predict.py", "retrain.py", "curve.py"} <= {path.name for path in SCRIPTS}
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
-def test_benchmark_runs_in_smoke_mode(script: Path) -> None:
-    """``python benchmarks/<script> --smoke`` exits 0 and prints something (its table)."""
-    if script.name in NEVER_HERE:
-        pytest.skip(NEVER_HERE[script.name])
+@dataclass
+class SmokeRun:
+    """One script's smoke run: its exit status and output, or that it ran over its time."""
+
+    returncode: int | None
+    output: str
+    seconds: float
+
+
+def smoke_run(script: Path) -> SmokeRun:
+    """``python benchmarks/<script> --smoke`` from the repository root, with its own time limit."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("JUICER_CONFIG", None)  # the benchmarks' own settings, not a developer's config file
-    timeout_s = SLOW_TIMEOUT_S.get(script.name, TIMEOUT_S)
     started = time.monotonic()
     try:
         result = subprocess.run(
             [sys.executable, str(script), "--smoke"], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=timeout_s, start_new_session=True,
+            timeout=SLOW_TIMEOUT_S.get(script.name, TIMEOUT_S), start_new_session=True,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        pytest.fail(f"{script.name} --smoke ran over {timeout_s} s; its output ended:\n{output[-3000:]}")
-    seconds = time.monotonic() - started
-    output = f"{result.stdout}\n{result.stderr}"
-    assert result.returncode == 0, f"{script.name} --smoke exited {result.returncode} after {seconds:.0f} s:\n{output[-4000:]}"
-    assert result.stdout.strip(), f"{script.name} --smoke printed nothing"
+        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        return SmokeRun(None, output, time.monotonic() - started)
+    output = result.stdout if not result.returncode else f"{result.stdout}\n{result.stderr}"
+    return SmokeRun(result.returncode, output, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future]]:
+    """The selected scripts' smoke runs, queued at once and run as many at a time as there are CPUs (most of a
+    run is Python and TensorFlow starting, one core each)."""
+    selected = [
+        item.callspec.params["script"] for item in request.session.items
+        if getattr(item, "originalname", None) == "test_benchmark_runs_in_smoke_mode" and hasattr(item, "callspec")
+    ]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="smoke") as pool:
+        runs = {script.name: pool.submit(smoke_run, script) for script in selected if script.name not in NEVER_HERE}
+        yield runs
+        for future in runs.values():
+            future.cancel()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+def test_benchmark_runs_in_smoke_mode(script: Path, smoke_runs: dict[str, Future]) -> None:
+    """``python benchmarks/<script> --smoke`` exits 0 and prints something (its table)."""
+    if script.name in NEVER_HERE:
+        pytest.skip(NEVER_HERE[script.name])
+    run = smoke_runs[script.name].result()
+    limit = SLOW_TIMEOUT_S.get(script.name, TIMEOUT_S)
+    assert run.returncode is not None, f"{script.name} --smoke ran over {limit} s; its output ended:\n{run.output[-3000:]}"
+    assert run.returncode == 0, f"{script.name} --smoke exited {run.returncode} after {run.seconds:.0f} s:\n{run.output[-4000:]}"
+    assert run.output.strip(), f"{script.name} --smoke printed nothing"
