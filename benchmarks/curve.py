@@ -46,7 +46,7 @@ def main() -> int:
     if args.smoke:
         args.per_class_limit, args.seeds = 20, 1
 
-    from app.cli import main as juicer
+    from app.cli.main import main as juicer
     from config import load_settings
     from learner.backbones import backbone_dir, ensure_backbone
 
@@ -125,7 +125,7 @@ def _compare_with_logistic_regression(args: argparse.Namespace, data_dir: Path) 
             row["lr_acc"].append(float((lr.predict(X[holdout]) == y[holdout]).mean()))
     rows = [{**r, "head_acc": float(np.mean(r["head_acc"])), "lr_acc": float(np.mean(r["lr_acc"]))}
             for r in totals.values()]
-    return rows, _small_budgets_over_many_seeds(X, y)
+    return rows, _small_budgets_over_many_seeds(X, y, 2 if args.smoke else 20)
 
 
 def _small_budgets_over_many_seeds(X, y, n_seeds: int = 20) -> dict[str, list[float]]:
