@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -344,25 +343,3 @@ class CacheWriter:
         except Exception:  # noqa: BLE001 - any failure of a derived cache's write: the vectors are embedded again
             logger.warning("writing %d vectors to the embedding cache failed; those images are embedded again when "
                            "next needed", len(vectors), exc_info=True)  # fmt: skip
-
-
-class Beside:
-    """``function(*args)`` run on a pooled thread beside the caller's work; :meth:`result` waits for it.
-
-    For the prediction path's waits on the disk (an image file's fsync) while the backbone runs: both release
-    the GIL, so they overlap. One small pool per process, made on first use (never before a fork).
-    """
-
-    _pool: ThreadPoolExecutor | None = None
-    _pool_lock = threading.Lock()
-
-    def __init__(self, function: Any, *args: Any) -> None:
-        with Beside._pool_lock:
-            if Beside._pool is None:
-                Beside._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="juicer-beside")
-            pool = Beside._pool
-        self._future = pool.submit(function, *args)
-
-    def result(self) -> Any:
-        """Wait for the function; its value, or its exception raised here."""
-        return self._future.result()

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from app.core.serving import Beside, CacheWriter, HeldVectors
+from app.core.serving import CacheWriter, HeldVectors
 from learner.cache import EmbeddingCache
 from tests.support.images import png
 from tests.unit.app.conftest import COLOURS
@@ -93,9 +93,3 @@ def _gated(write, gate):
         write(group)
 
     return gated
-
-
-def test_beside_returns_the_value_or_raises_the_error_in_the_caller():
-    assert Beside(sum, [1, 2, 3]).result() == 6
-    with pytest.raises(ZeroDivisionError):
-        Beside(lambda: 1 / 0).result()
