@@ -13,7 +13,7 @@ embedding cache would otherwise skip the backbone and flatter HTTP).
 The batch-1 requests are split by where their time went (mean ms per request): decode, backbone, cache write,
 head, rules, request parsing (body, base64, hash, header checks), store write (image file, items, prediction,
 outbox), JSON, the framework (Flask, spectree, guards: the server's time not in a named part) and HTTP (the
-client's time not in the server). Parts that run on the route's helper threads (``app.core.serving.Beside``)
+client's time not in the server). Parts that run on the service's helper threads (the embedding-cache writer)
 are listed apart, "(beside)": they overlap the request's own thread and are not in its sum. ``--profile FILE`` also writes a cProfile of the server side of the batch-1
 requests and prints its top functions. ``--smoke`` runs tiny sizes (seconds), to show the benchmark still runs.
 Targets (issue 22): HTTP adds at most 15% at batch 1; batch-32 throughput at least 95% of the direct path.
@@ -69,7 +69,7 @@ class Split:
     def wrap(self, function, part: str):
         @functools.wraps(function)
         def timed(*args, **kwargs):
-            beside = threading.current_thread().name.startswith("juicer-")  # app.core.serving.Beside's threads
+            beside = threading.current_thread().name.startswith("juicer-")  # the service's helper threads
             if not (getattr(self.local, "inside", False) or (beside and self.in_request)):
                 return function(*args, **kwargs)
             started = time.perf_counter()
