@@ -1,6 +1,7 @@
 """Measure where ``auto`` should switch from typical picks to diverse margin (tuning seeds, not reported ones).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/auto_switch.py [--seeds 100-104] [--switch 1 2 3 5] [--labels 100]
+        [--smoke]
 
 The offline loop (learner.offline) on Fashion-MNIST 700/class EfficientNet-Lite0 embeddings (the shared
 cache), the default semi-supervised head, a start of 1 random label per class and rounds of 10; ``auto`` is
@@ -30,13 +31,16 @@ def main() -> int:
     parser.add_argument("--switch", type=float, nargs="+", default=[1, 2, 3, 5])
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--start-per-class", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.switch, args.labels = "100", [1, 2], 30
     from semi_head import fashion_embeddings, seed_range
 
     from learner.offline import run_offline
     from learner.semi import SemiSupervisedHead
 
-    X, y = fashion_embeddings()
+    X, y = fashion_embeddings(per_class=15 if args.smoke else 700)
     seeds = seed_range(args.seeds)
     rows = {}
     started = time.perf_counter()

@@ -5,7 +5,7 @@ Fashion-MNIST test images (28x28 grey, upscaled to the input size on the decodin
 ``embed_sources`` with an empty cache, then the same images again (all cache hits).
 
     .venv/bin/python benchmarks/backbone_throughput.py [--backbone efficientnet-lite0] [--batch-sizes 32]
-        [--n-images 256] [--n-sources 512]
+        [--n-images 256] [--n-sources 512] [--smoke]
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def main() -> int:
     parser.add_argument("--n-images", type=int, default=256, help="random images timed per batch size")
     parser.add_argument("--n-sources", type=int, default=512, help="Fashion-MNIST images through embed_sources")
     parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.n_images, args.n_sources = 64, 64
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings()
     spec = resolve_backbone(args.backbone or settings.learner.backbone, settings.data_dir, settings.learner.input_size)

@@ -1,6 +1,6 @@
 """The hand-written battery of bad inputs against the running service, with its peak memory over image bombs.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bad_inputs.py
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bad_inputs.py [--smoke]
 
 Starts ``juicer serve`` (gunicorn, the real backbone, a 20-image demo, Label Studio away) on a fresh data
 folder, measures the RSS of its processes at idle, then sends each bad request of the battery (image bombs in
@@ -12,6 +12,7 @@ how many were tried, the 5xx count (goal 0) and the peak RSS above idle over the
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import os
@@ -170,6 +171,9 @@ def others(secret: str) -> list[tuple[str, str, str, dict]]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the same battery (it is small already)")
+    parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="juicer-bad-inputs-"))
     data_dir = data_folder(root)
     port = free_port()

@@ -1,6 +1,6 @@
 """Cold-start picks compared on tuning seeds: which n images to label first, with no label at all.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/cold_start.py [--labels 10] [--seeds 100-107]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/cold_start.py [--labels 10] [--seeds 100-107] [--smoke]
 
 Fashion-MNIST 700/class (EfficientNet-Lite0, the shared cache), the curve's holdout per seed; each picker
 chooses ``--labels`` pool images with no label, their true labels are revealed, and the default head
@@ -56,7 +56,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=10)
     parser.add_argument("--seeds", default="100-107", help="tuning seeds, FIRST-LAST")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds = "100"
     from semi_head import fashion_embeddings, seed_range
 
     from learner.curve import holdout_split
@@ -64,7 +67,7 @@ def main() -> int:
     from learner.selection import typical_picks, unit_rows
     from learner.semi import SemiSupervisedHead
 
-    X, y = fashion_embeddings()
+    X, y = fashion_embeddings(per_class=15 if args.smoke else 700)
     classes = np.unique(y)
     n = args.labels
     pickers = {

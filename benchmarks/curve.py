@@ -1,6 +1,6 @@
 """Issue 2's "Must measure": the data-size curve on Fashion-MNIST, from a cold embedding cache.
 
-    .venv/bin/python benchmarks/curve.py [--per-class-limit 700] [--seeds 3] [--keep DIR]
+    .venv/bin/python benchmarks/curve.py [--per-class-limit 700] [--seeds 3] [--keep DIR] [--smoke]
 
 Runs ``juicer curve --dataset fashion-mnist --per-class-limit 700 --seeds 3`` (EfficientNet-Lite0 at 224)
 with a fresh data folder in a temporary directory (the converted backbone is linked in from the real data
@@ -41,9 +41,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--backbone", default="efficientnet-lite0")
     parser.add_argument("--keep", type=Path, default=None, help="also copy curve.json/csv/png here")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.per_class_limit, args.seeds = 20, 1
 
-    from app.cli import main as juicer
+    from app.cli.main import main as juicer
     from config import load_settings
     from learner.backbones import backbone_dir, ensure_backbone
 
@@ -122,7 +125,7 @@ def _compare_with_logistic_regression(args: argparse.Namespace, data_dir: Path) 
             row["lr_acc"].append(float((lr.predict(X[holdout]) == y[holdout]).mean()))
     rows = [{**r, "head_acc": float(np.mean(r["head_acc"])), "lr_acc": float(np.mean(r["lr_acc"]))}
             for r in totals.values()]
-    return rows, _small_budgets_over_many_seeds(X, y)
+    return rows, _small_budgets_over_many_seeds(X, y, 2 if args.smoke else 20)
 
 
 def _small_budgets_over_many_seeds(X, y, n_seeds: int = 20) -> dict[str, list[float]]:

@@ -1,6 +1,7 @@
 """The demo's first model and the model after 100 labels, through the service's own trainer and queue.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/demo_loop.py [--labels 100] [--seed-labels 1] [--heads semi supervised]
+        [--smoke]
 
 What ``juicer serve`` does on first start (seed the Fashion-MNIST demo: K labelled images per class, a pool of
 1,000, a holdout of 1,000; fit the first model), then the loop ``juicer simulate`` drives, without Label
@@ -36,7 +37,7 @@ def run(head_name: str, args: argparse.Namespace, dataset, backbone, vectors) ->
                                  service={"review_batch_size": 10, "query_strategy": args.strategy})
         store = Store.open(data_dir)
         store.set_meta("classes", list(dataset.class_names))
-        seed_demo(store, data_dir, dataset, n_pool=1000, n_holdout=1000, seed=0, seed_per_class=args.seed_labels)
+        seed_demo(store, data_dir, dataset, n_pool=args.pool, n_holdout=args.holdout, seed=0, seed_per_class=args.seed_labels)
         services = build_services(settings, store=store, backbone=backbone)
         services.desk = None  # no Label Studio: the jobs that need it wait
         # The demo's PNG files decode to the dataset's pixels: their vectors are the arrays' cached ones.
@@ -78,7 +79,11 @@ def main() -> int:
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--heads", nargs="+", default=["semi", "supervised"])
     parser.add_argument("--per-class", type=int, default=None, help="Fashion-MNIST images per class to draw from")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.labels, args.per_class, args.pool, args.holdout = 30, 12, 60, 40
+    args.pool, args.holdout = getattr(args, "pool", 1000), getattr(args, "holdout", 1000)
     from learner.backbones import load_backbone, resolve_backbone
     from learner.cache import EmbeddingCache, embed_sources
     from learner.datasets import load_fashion_mnist
@@ -90,7 +95,7 @@ def main() -> int:
     with EmbeddingCache(REPO / "data" / "embeddings", backbone.id) as shared:
         vectors = embed_sources(backbone, shared, dataset.sources, progress=True)
     results = {head: run(head, args, dataset, backbone, vectors) for head in args.heads}
-    print(f"\ndemo (pool 1,000, holdout 1,000, {args.seed_labels}/class to start, {args.strategy} picks, retrain every 10)"
+    print(f"\ndemo (pool {args.pool:,}, holdout {args.holdout:,}, {args.seed_labels}/class to start, {args.strategy} picks, retrain every 10)"
           f"; load {os.getloadavg()[0]:.1f}")
     for head, points in results.items():
         print(f"{head:>11}: " + ", ".join(f"{n}: {a:.1%}" for n, a in points))

@@ -3,7 +3,7 @@
 Prints a table: time to write them, to find which of 70,000 hashes are missing, to read all 70,000 vectors
 (as a dict, and as one matrix the way embed_sources reads them), with a concurrent second reader process. No TensorFlow involved.
 
-    .venv/bin/python benchmarks/embedding_cache.py [--n 70000] [--dim 1280]
+    .venv/bin/python benchmarks/embedding_cache.py [--n 70000] [--dim 1280] [--smoke]
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=70_000)
     parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.n = 2000
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(args.n)]
     vectors = np.random.default_rng(0).random((args.n, args.dim), dtype=np.float32)
     rows = []

@@ -1,7 +1,7 @@
 """Does a different view of the same backbone lift the few-label accuracy? Measured on tuning seeds.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/embedding_variants.py [--seeds 100-104]
-        [--budgets 1/class,3/class,5%,100%]
+        [--budgets 1/class,3/class,5%,100%] [--smoke]
 
 Fashion-MNIST 700/class, EfficientNet-Lite0, the curve's holdout and stratified random picks per seed; the
 default head (``SemiSupervisedHead``, the rest of the pool unlabelled) and the plain ``SoftmaxHead`` on the
@@ -75,7 +75,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="100-104", help="tuning seeds, FIRST-LAST (default 100-104)")
     parser.add_argument("--budgets", default="1/class,3/class,5%,100%", help="N/class or P%% budgets, comma-separated")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.budgets = "100", "1/class,100%"
     from PIL import Image
     from semi_head import budget_list, embed_through_cache, fashion_dataset, seed_range
 
@@ -86,7 +89,7 @@ def main() -> int:
     from learner.rules import proba_in_order
     from learner.semi import SemiSupervisedHead
 
-    dataset = fashion_dataset()
+    dataset = fashion_dataset(per_class=5 if args.smoke else 700)
     y = np.asarray(dataset.labels)
 
     def transformed(transform) -> list[ArrayImage]:
@@ -130,7 +133,7 @@ def main() -> int:
                     proba = proba_in_order(model, X[holdout], classes)
                     rows[(name, head)][budget.name].append(float(np.mean(classes[proba.argmax(1)] == y[holdout])))
         print(f"seed {seed} done", flush=True)
-    print(f"\nFashion-MNIST 700/class, EfficientNet-Lite0, seeds {seeds[0]}-{seeds[-1]}; load {os.getloadavg()[0]:.1f}")
+    print(f"\nFashion-MNIST {len(y) // len(classes)}/class, EfficientNet-Lite0, seeds {seeds[0]}-{seeds[-1]}; load {os.getloadavg()[0]:.1f}")
     print(f"{'embedding':>22} {'head':>6} " + " ".join(f"{b.name:>8}" for b in budgets))
     for (name, head), by_budget in rows.items():
         print(f"{name:>22} {head:>6} " + " ".join(f"{np.mean(by_budget[b.name]):>8.1%}" for b in budgets))

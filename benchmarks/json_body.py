@@ -1,6 +1,6 @@
 """Peak memory of reading a large JSON body: Flask's get_json (whole body, then json.loads) against juicer's stream.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/json_body.py [--mb 30]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/json_body.py [--mb 30] [--smoke]
 
 A body of base64 "images" (``{"images": ["<base64>", ...]}``, the shape /v1/predict takes) is parsed inside
 a Flask request context both ways; tracemalloc's peak above the body itself (which the WSGI server holds in
@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=30, help="body size in MB")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.mb = 4
     from flask import Flask, Request
 
     from app.http.jsonbody import request_class

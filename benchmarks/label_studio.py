@@ -3,7 +3,7 @@ and re-scoring N queued tasks after a retrain, before (one PATCH per task) and a
 
 Starts its own Label Studio (from .venv-ls) on a free 127.0.0.1 port with a temporary data folder and stops it
 at the end. Run from the repository root:
-``.venv/bin/python benchmarks/label_studio.py [--items 1000] [--rescore 1000,10000] [--only-rescore]``.
+``.venv/bin/python benchmarks/label_studio.py [--items 1000] [--rescore 1000,10000] [--only-rescore] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -141,7 +141,10 @@ def main() -> int:
     parser.add_argument("--rescore", default="1000", help="comma list of queue sizes to re-score (empty: none)")
     parser.add_argument("--only-rescore", action="store_true", help="skip the other figures")
     parser.add_argument("--before-max", type=int, default=None, help="measure the one-PATCH-per-task way only up to this size")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.items, args.rescore = 20, "20"
     sizes = [int(n) for n in args.rescore.split(",") if n.strip()]
     rows: list[tuple[str, str]] = []
     rng = random.Random(0)

@@ -1,6 +1,6 @@
 """Load: 16 clients on /v1/predict (batch 1 and 8) while retrains are forced every 5 s and webhooks arrive at 20/s.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/load.py [--seconds 60] [--clients 16] [--workers 1]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/load.py [--seconds 60] [--clients 16] [--workers 1] [--smoke]
 
 Starts ``juicer serve`` (gunicorn, the real backbone, the Fashion-MNIST demo with a pool of 200, Label Studio
 away so that only juicer is measured) on a fresh data folder. Half the clients send one new image per request,
@@ -48,18 +48,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.clients = 3, 2
     root = Path(tempfile.mkdtemp(prefix="juicer-load-"))
     data_dir = data_folder(root)
     port = free_port()
     env = service_env(data_dir, port, f"http://127.0.0.1:{free_port()}", "load",
                       JUICER_SERVICE__WORKERS=str(args.workers), JUICER_SERVICE__THREADS="16",
                       JUICER_SERVICE__RETRAIN_AFTER_LABELS="1000000")  # fmt: skip
-    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "200", "--holdout", "100"])
+    service = ServedJuicer(data_dir, port, env, args=["--demo-pool", "40" if args.smoke else "200", "--holdout", "20" if args.smoke else "100"])
     service.start()
     latencies: dict[int, list[float]] = {1: [], 8: []}
     errors: list[str] = []

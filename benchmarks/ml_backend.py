@@ -7,7 +7,7 @@ connected through ``POST /api/ml``, and the Data Manager's "Retrieve predictions
 Studio fetches nothing itself: juicer reads each upload back from Label Studio, embeds, answers). Then the same
 backbone embeds N other PNGs straight from memory (images/s), in the same run, for comparison.
 
-Run from the repository root: ``.venv/bin/python benchmarks/ml_backend.py [--sizes 200,1000]``.
+Run from the repository root: ``.venv/bin/python benchmarks/ml_backend.py [--sizes 200,1000] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ class PredictLog(logging.Handler):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="200,1000")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes = "10"
     sizes = [int(n) for n in args.sizes.split(",")]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from label_studio_sdk import LabelStudio

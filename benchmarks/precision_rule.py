@@ -1,6 +1,6 @@
 """Issue 8's "Must measure": the ``precision`` rule on Fashion-MNIST, realised precision on images it never saw.
 
-    .venv/bin/python benchmarks/precision_rule.py [--seeds 5] [--target 0.95] [--confidence 0.9] [--fresh 2000]
+    .venv/bin/python benchmarks/precision_rule.py [--seeds 5] [--target 0.95] [--confidence 0.9] [--fresh 2000] [--smoke]
 
 For every seed and budget (1/class, 3/class, 5%, 100%) it trains the curve's head on the picks of
 ``juicer curve`` (Fashion-MNIST, 700 per class, 10% holdout per seed), chooses the threshold on that holdout
@@ -40,7 +40,10 @@ def main() -> int:
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--fresh", type=int, default=2000, help="fresh t10k images to measure on")
     parser.add_argument("--temperature", action="store_true", help="temperature scaling before the threshold")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.fresh = 1, 50
 
     import numpy as np
 
@@ -53,7 +56,7 @@ def main() -> int:
     from learner.selective import calibrate_precision_rule, temperature_scale
 
     settings = load_settings()
-    curve_set = load_fashion_mnist(settings.fashion_mnist_dir, per_class_limit=700, seed=0)
+    curve_set = load_fashion_mnist(settings.fashion_mnist_dir, per_class_limit=30 if args.smoke else 700, seed=0)
     everything = load_fashion_mnist(settings.fashion_mnist_dir)
     used = set(curve_set.item_ids)
     test_rows = [i for i, item_id in enumerate(everything.item_ids) if "/t10k/" in item_id and item_id not in used]
@@ -66,7 +69,7 @@ def main() -> int:
     budgets = {b.name: b for b in DEFAULT_BUDGETS}
     n_classes = len(curve_set.class_names)
 
-    print(f"precision rule: target {args.target:.0%} with {args.confidence:.0%} confidence; holdout 700 (10%), "
+    print(f"precision rule: target {args.target:.0%} with {args.confidence:.0%} confidence; holdout {len(y) // 10} (10%), "
           f"fresh t10k sample {args.fresh}; temperature scaling {'on' if args.temperature else 'off'}")
     print(f"{'budget':>8} {'seed':>4} {'threshold':>9} {'coverage':>9} {'precision':>9}  {'(holdout, cross-fitted)':>24}")
     kept = runs = no_threshold = 0

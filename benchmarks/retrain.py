@@ -1,6 +1,6 @@
 """Retrain latency: from the trigger (POST /v1/retrain's job) to the new version serving, at 100/1,000/6,000 labels.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/retrain.py [--sizes 100 1000 6000] [--holdout 1000] [--pool 50000]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/retrain.py [--sizes 100 1000 6000] [--holdout 1000] [--pool 50000] [--smoke]
 
 Fashion-MNIST images are written and embedded once beforehand (the service embeds every image when it
 arrives; the embedding cache lives in data/embeddings and is reused by later runs). Each retrain is asked
@@ -35,7 +35,10 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=50_000, help="unlabelled pool items (500 real, the rest stand-ins)")
     parser.add_argument("--backbone", default="efficientnet-lite0")
     parser.add_argument("--heads", nargs="+", default=["supervised", "semi"], choices=["supervised", "semi"])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.holdout, args.pool = [20, 40], 40, 100
     results = {head: run(args, head) for head in args.heads}
     phases = ("labels", "embeddings", "fit", "holdout", "record_and_swap")
     for head, rows in results.items():
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace, head_name: str) -> list[tuple]:
     n_real_pool = min(500, args.pool)
     n_total = sizes[-1] + args.holdout + n_real_pool + 10
     # 700 per class, seed 0: the images `juicer curve` embeds, so the shared cache usually holds them all.
-    dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=max(700, n_total // 10 + 5), seed=0)
+    dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=max(0 if args.smoke else 700, n_total // 10 + 5), seed=0)
     spec = resolve_backbone(args.backbone, REPO / "data")
     backbone = load_backbone(spec, batch_size=32)
     print(f"backbone {spec.name} ({backbone.device}); {len(dataset)} Fashion-MNIST images")

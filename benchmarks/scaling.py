@@ -2,7 +2,7 @@
 then the scheduler failover (SIGKILL of the lease holder) on each database.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/scaling.py [--seconds 60] [--clients 16] [--workers 1 2 4]
-                                                          [--stores sqlite postgresql] [--no-failover]
+                                                          [--stores sqlite postgresql] [--no-failover] [--smoke]
 
 Each configuration starts ``juicer serve --workers N`` (the real backbone, the Fashion-MNIST demo with a pool of
 100, Label Studio away so only juicer is measured) on a fresh data folder sharing the repository's embedding cache;
@@ -176,7 +176,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--stores", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--no-failover", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:  # one configuration; the failover needs a second worker to take the lease over
+        args.seconds, args.clients, args.workers, args.stores, args.no_failover = 3, 2, [1], ["sqlite"], True
     pg = PostgresServer().start() if "postgresql" in args.stores else None
     results: dict[tuple[str, int], dict] = {}
     failovers: dict[str, dict] = {}

@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/semi_head.py [--seeds 100-109] [--grid temperature=0.05,0.1 ...]
         [--fixed NAME=V ...] [--budgets 1/class,3/class,5/class,10/class,5%]
-        [--label-spreading] [--self-training] [--balanced] [--svc]
+        [--label-spreading] [--self-training] [--balanced] [--svc] [--smoke]
 
 Fashion-MNIST 700/class, EfficientNet-Lite0 embeddings from the shared cache (data/embeddings), the curve's
 holdout and stratified random picks (learner.curve) at the budgets (default 1, 3, 10 per class, 10%, 50%); the unlabelled rows
@@ -136,14 +136,17 @@ def main() -> int:
                              "as a row: is a kernel head worth its fit time at the large budgets?")
     parser.add_argument("--budgets", default="1/class,3/class,10/class,10%,50%",
                         help="N/class or P%% budgets, comma-separated (default 1/class,3/class,10/class,10%%,50%%)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.grid, args.budgets = "100", ["temperature=0.1"], "1/class,3/class,10%"
 
     from learner.curve import budget_picks, holdout_split
     from learner.rules import proba_in_order
     from learner.head import SoftmaxHead
     from learner.semi import SemiSupervisedHead
 
-    X, y = fashion_embeddings()
+    X, y = fashion_embeddings(per_class=15 if args.smoke else 700)
     budgets = budget_list(args.budgets)
     def parse(value):
         try:

@@ -4,7 +4,7 @@ For each order this starts a fresh ``juicer serve`` (the Fashion-MNIST demo: 1 l
 a holdout; its own Label Studio) in a data folder of its own, runs ``juicer simulate --labels N --order ORDER``
 against it, stops it, and keeps the report. It ends with one table: holdout accuracy against labels for both.
 
-    .venv/bin/python benchmarks/simulate.py [--labels 300] [--retrain-every 20] [--keep DIR]
+    .venv/bin/python benchmarks/simulate.py [--labels 300] [--retrain-every 20] [--keep DIR] [--smoke]
 
 The service's own label-count trigger is turned off (``service.retrain_after_labels`` huge), so every version
 comes from the simulation's retrains at the same label counts in both runs; the service's query strategy follows
@@ -137,7 +137,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start-timeout", type=float, default=900)
     parser.add_argument("--keep", type=Path, help="keep data folders and logs here (default: a temporary folder)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:  # one order: the other runs the same code with another strategy
+        args.labels, args.retrain_every, args.review_batch, args.orders = 10, 10, 10, "uncertainty"
+        args.pool, args.holdout = 40, 40
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="juicer-bench-simulate-"))
     runs = []
     try:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,6 +166,7 @@ class Embeddings:
         self.memo_size = memo_size  # vectors held in memory, least recently used dropped first
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._writer: CacheWriter | None = None
 
     def memo_hashes(self) -> list[str]:
         """Content hashes whose vectors are held in memory, least recently used first."""
@@ -185,6 +188,35 @@ class Embeddings:
 
         Raises :class:`learner.errors.ImageError` naming the source of an image that cannot be decoded.
         """
+        return self._embed(sources, progress, self.cache)
+
+    def embed_behind(self, sources: Sequence[Any]) -> np.ndarray:
+        """:meth:`embed` for a request: the new vectors go to the cache behind the answer (:class:`CacheWriter`).
+
+        They are in the memo at once, so this process never embeds them twice; the cache is derived data, so a
+        vector a crash loses before its write is embedded again when next needed (from the item's image file).
+        """
+        held = HeldVectors(self.cache)
+        X = self._embed(sources, False, held)
+        if len(held):
+            self.writer.submit(held)
+        return X
+
+    @property
+    def writer(self) -> "CacheWriter":
+        """The cache's one write-behind writer (made on first use, so never before a fork)."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = CacheWriter(self.cache)
+            return self._writer
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every vector handed to the write-behind writer is in the cache; False on timeout."""
+        with self._lock:
+            writer = self._writer
+        return True if writer is None else writer.flush(timeout_s)
+
+    def _embed(self, sources: Sequence[Any], progress: bool, cache: Any) -> np.ndarray:
         hashes = [source.content_hash for source in sources]
         found: dict[str, np.ndarray] = {}
         with self._lock:
@@ -195,7 +227,7 @@ class Embeddings:
                     found[content_hash] = vector
         missing = [source for source, content_hash in zip(sources, hashes) if content_hash not in found]
         if missing:
-            vectors = embed_sources(self.backbone, self.cache, missing, progress=progress)
+            vectors = embed_sources(self.backbone, cache, missing, progress=progress)
             with self._lock:
                 for source, vector in zip(missing, vectors):
                     found[source.content_hash] = vector
@@ -206,3 +238,108 @@ class Embeddings:
         if not hashes:
             return np.zeros((0, int(self.backbone.dim)), dtype=np.float32)
         return np.stack([found[content_hash] for content_hash in hashes]).astype(np.float32, copy=False)
+
+
+class HeldVectors:
+    """The embedding cache as :func:`learner.cache.embed_sources` sees it, with writes held until :meth:`write`.
+
+    Lookups go to the cache; ``put_many`` only keeps the rows. The cache is derived data (a lost row is embedded
+    again), so holding the write costs nothing in durability; it lets the prediction path run the write beside
+    the store's commit instead of before it.
+    """
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self.backbone_id = cache.backbone_id
+        self.path = cache.path
+        self._rows: list[tuple[list[str], np.ndarray]] = []
+
+    def lookup(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The cache's own lookup."""
+        return self.cache.lookup(hashes)
+
+    def put_many(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Keep ``vectors`` for :meth:`write`."""
+        self._rows.append((list(hashes), np.array(vectors, dtype=np.float32)))
+
+    def __len__(self) -> int:
+        return sum(len(hashes) for hashes, _ in self._rows)
+
+    def rows(self) -> tuple[list[str], np.ndarray] | None:
+        """The held (hashes, vectors), or None when nothing new was embedded."""
+        if not self._rows:
+            return None
+        return [h for batch, _ in self._rows for h in batch], np.concatenate([vectors for _, vectors in self._rows])
+
+
+class CacheWriter:
+    """Writes vectors to the embedding cache behind the requests that made them, one transaction per group.
+
+    Requests hand their new vectors over (:meth:`submit`) and answer without waiting for the cache's disk write;
+    one thread writes whatever has gathered meanwhile in a single ``put_many`` (one transaction, one sync: group
+    commit), so concurrent requests share the cost. A failed write is logged, never raised: the cache is derived,
+    and a vector missing from it is embedded again. The thread stops when idle and starts again on demand.
+    """
+
+    IDLE_S = 5.0
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self._queue: queue.Queue[HeldVectors] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, held: HeldVectors) -> None:
+        """Queue ``held`` for the cache."""
+        self._queue.put(held)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="juicer-cache-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything submitted so far is written (or has failed and been logged); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():  # a submit after this sees no thread and starts one
+                        self._thread = None
+                        return
+                continue
+            group = [first]
+            while True:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(group)
+            finally:
+                for _ in group:
+                    self._queue.task_done()
+
+    def _write(self, group: list[HeldVectors]) -> None:
+        vectors: dict[str, np.ndarray] = {}
+        for held in group:
+            rows = held.rows()
+            if rows is not None:
+                vectors.update(zip(rows[0], rows[1]))
+        if not vectors:
+            return
+        try:
+            self.cache.put_many(list(vectors), np.stack(list(vectors.values())))
+        except Exception:  # noqa: BLE001 - any failure of a derived cache's write: the vectors are embedded again
+            logger.warning("writing %d vectors to the embedding cache failed; those images are embedded again when "
+                           "next needed", len(vectors), exc_info=True)  # fmt: skip

@@ -173,8 +173,26 @@ def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datet
     """Upsert outbox rows: new -> pending; already queued and not labelled -> pending with the new prediction."""
     # One row per item (the last prediction wins): PostgreSQL refuses an upsert that touches a row twice.
     latest = list({prediction.item_id: prediction for prediction in queued}.values())
+    # The rows go as parameters, not as a VALUES list in the statement: its compiled form is then cached (a
+    # multi-row VALUES statement is compiled again on every call, most of the cost of /v1/predict's one-row write).
+    statement = dialect_insert(conn, review_tasks)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["item_id"],
+        set_={
+            "status": "pending",
+            "label": excluded.label,
+            "score": excluded.score,
+            "model_version": excluded.model_version,
+            "attempts": 0,
+            "next_attempt_at": excluded.next_attempt_at,
+            "updated_at": excluded.updated_at,
+        },
+        where=review_tasks.c.status != "labelled",
+    )
     for chunk in chunks(latest, 500):
-        statement = dialect_insert(conn, review_tasks).values(
+        conn.execute(
+            statement,
             [
                 {
                     "item_id": prediction.item_id,
@@ -188,23 +206,8 @@ def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datet
                     "updated_at": now,
                 }
                 for prediction in chunk
-            ]
+            ],
         )
-        excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=["item_id"],
-            set_={
-                "status": "pending",
-                "label": excluded.label,
-                "score": excluded.score,
-                "model_version": excluded.model_version,
-                "attempts": 0,
-                "next_attempt_at": excluded.next_attempt_at,
-                "updated_at": excluded.updated_at,
-            },
-            where=review_tasks.c.status != "labelled",
-        )
-        conn.execute(statement)
 
 
 def mark_reviews_labelled(conn: Connection, item_ids: Iterable[str]) -> None:

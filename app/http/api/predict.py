@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Response, current_app, jsonify
 from pydantic import BaseModel
 
@@ -11,6 +13,8 @@ from app.http.openapi import Answers, spec
 from app.core.uploads import items_for_uploads
 from app.http.uploads import ImageFiles, ImagesBody
 from app.store import NewItem
+
+logger = logging.getLogger(__name__)
 
 
 class Prediction(BaseModel):
@@ -36,7 +40,11 @@ class Predictions(BaseModel):
 @api.post("/predict")
 @spec.validate(resp=Answers(HTTP_200=Predictions, problems=(401, 403, 413, 415, 422, 503)))
 def predict(json: ImagesBody, form: ImageFiles) -> Response:
-    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction."""
+    """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction.
+
+    The answer leaves once the images' files and the store's rows are written, so a returned prediction queued for
+    review is durable; the new vectors reach the embedding cache behind it (derived data: ``Embeddings.embed_behind``).
+    """
     from learner.rules import decide
 
     from app.core.training import decision_params
@@ -45,7 +53,7 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     limits = svc.settings.service
     uploads = request_uploads(svc, json)
     model = serving_model()
-    X = svc.embeddings.embed([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
+    X = svc.embeddings.embed_behind([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
     new_items: dict[str, NewItem] = {}
@@ -54,12 +62,12 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
         prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
         for item_id, row, decision in zip(item_ids, proba, decisions)
     ]
+    svc.store.record_predictions(records, list(new_items.values()))
     results = [
         {"item_id": record.item_id, "label": record.label, "score": record.score, "probabilities": record.probabilities,
          "decision": record.decision, "rule": record.rule, "reason": record.reason, "model_version": record.model_version}
         for record in records
     ]  # fmt: skip
-    svc.store.record_predictions(records, list(new_items.values()))
     metrics = current_app.extensions.get("juicer_metrics")
     if metrics is not None:
         metrics.observe_predictions(record.decision for record in records)
