@@ -62,7 +62,6 @@ serve: setup
 test: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/python benchmarks/pool_rig.py --smoke
 
 unit: venv
 	$(VENV)/bin/python -m pytest tests/unit
