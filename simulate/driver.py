@@ -8,7 +8,8 @@
 - the **service** (:class:`ServiceClient`): ``POST /v1/retrain`` every K labels, ``GET /v1/jobs/<id>`` until
   the new version serves, ``GET /v1/models`` for one line per version, ``GET /v1/report`` at the end;
 - the **ground truth** (:class:`DatasetTruth`): each item's true class, by item id, from the dataset the
-  demo was seeded from (``fashion-mnist/train/00123``).
+  demo was seeded from (``fashion-mnist/train/00123``), or from the class folders of a folder imported unlabelled
+  (:meth:`DatasetTruth.from_folder`: ``img-<content hash>``).
 
 Labels reach the service the way people's do: Label Studio's webhook (and the pull job as a safety net).
 Before asking for a retrain the simulation waits until the service has stored the last label, so a version
@@ -81,6 +82,17 @@ class DatasetTruth:
     def from_dataset(cls, dataset: Any) -> "DatasetTruth":
         """From a ``learner.datasets.Dataset`` (its ``item_ids`` and ``label_names``)."""
         return cls(dict(zip(dataset.item_ids, dataset.label_names)))
+
+    @classmethod
+    def from_folder(cls, root: Any) -> "DatasetTruth":
+        """From a folder laid out ``<class>/<image>`` that was imported *without* labels (``juicer import`` or
+        ``juicer serve --images``): each file's item id is the one the import gives its content, so the folder's
+        class names are the truth of the imported items, whatever their paths."""
+        from app.core.uploads import upload_item_id
+        from learner.datasets import load_folder
+
+        dataset = load_folder(root)
+        return cls({upload_item_id(source.content_hash): name for source, name in zip(dataset.sources, dataset.label_names)})
 
     def label_of(self, item_id: str) -> str | None:
         """The item's true class, or None when the dataset lacks the item."""

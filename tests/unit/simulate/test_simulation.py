@@ -319,3 +319,27 @@ def test_truth_from_a_dataset():
     )  # fmt: skip
     truth = DatasetTruth.from_dataset(dataset)
     assert truth.label_of("x/1") == "bag" and truth.label_of("x/2") == "shirt" and truth.label_of("x/3") is None
+
+
+def test_truth_from_a_folder_names_the_items_an_unlabelled_import_makes(tmp_path):
+    from app.core.imports import import_images, walk
+    from app.store import Store
+    from tests.support.images import png
+
+    root = tmp_path / "photos"
+    for name, colour in (("cat", (200, 40, 40)), ("cup", (40, 40, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{i}.png").write_bytes(png(colour, seed=i))
+    (root / "cat" / "notes.txt").write_text("not a picture\n")
+    store = Store.open(tmp_path / "data")
+    try:
+        summary = import_images(walk([str(root)], labelled=False, max_bytes=100_000), store=store,
+                                data_dir=tmp_path / "data", max_pixels=1_000_000, embed=None)  # fmt: skip
+        imported = {row.id for row in store.items_of_split("pool")}
+    finally:
+        store.close()
+    truth = DatasetTruth.from_folder(root)
+    assert summary.imported == 6 and set(truth.labels) == imported
+    assert sorted(truth.labels.values()) == ["cat"] * 3 + ["cup"] * 3
+    assert truth.label_of(next(iter(imported))) in ("cat", "cup") and truth.label_of("img-unknown") is None
