@@ -8,7 +8,8 @@
 - the **service** (:class:`ServiceClient`): ``POST /v1/retrain`` every K labels, ``GET /v1/jobs/<id>`` until
   the new version serves, ``GET /v1/models`` for one line per version, ``GET /v1/report`` at the end;
 - the **ground truth** (:class:`DatasetTruth`): each item's true class, by item id, from the dataset the
-  demo was seeded from (``fashion-mnist/train/00123``); with ``annotator`` (a
+  demo was seeded from (``fashion-mnist/train/00123``), or from the class folders of a folder imported unlabelled
+  (:meth:`DatasetTruth.from_folder`: ``img-<content hash>``); with ``annotator`` (a
   :class:`learner.noise.NoisyAnnotator`: ``--noise``, ``--accept-guess``) the person answers wrongly at that
   rate, taking the task's pre-selected (wrong) guess with the accept-guess probability (issue 20).
 
@@ -30,7 +31,12 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-ORDERS = ("uncertainty", "random")
+#: How a simulated person picks the next task: ``uncertainty`` takes Label Studio's stream ("Label All Tasks":
+#: Uncertainty sampling, the least certain prediction of the project's model version first); ``random`` a random
+#: task from the open-task list; ``blind-first`` the open tasks shown with no guess first (the holdout's, which
+#: juicer sends blind), oldest first, then the stream. Label Studio's stream alone serves blind tasks only when
+#: no task carries a prediction of the current version, so once a model exists the holdout waits behind every pick.
+ORDERS = ("uncertainty", "random", "blind-first")
 T = TypeVar("T")
 
 
@@ -83,6 +89,17 @@ class DatasetTruth:
     def from_dataset(cls, dataset: Any) -> "DatasetTruth":
         """From a ``learner.datasets.Dataset`` (its ``item_ids`` and ``label_names``)."""
         return cls(dict(zip(dataset.item_ids, dataset.label_names)))
+
+    @classmethod
+    def from_folder(cls, root: Any) -> "DatasetTruth":
+        """From a folder laid out ``<class>/<image>`` that was imported *without* labels (``juicer import`` or
+        ``juicer serve --images``): each file's item id is the one the import gives its content, so the folder's
+        class names are the truth of the imported items, whatever their paths."""
+        from app.core.uploads import upload_item_id
+        from learner.datasets import load_folder
+
+        dataset = load_folder(root)
+        return cls({upload_item_id(source.content_hash): name for source, name in zip(dataset.sources, dataset.label_names)})
 
     def label_of(self, item_id: str) -> str | None:
         """The item's true class, or None when the dataset lacks the item."""
@@ -291,7 +308,12 @@ class Simulation:
         raise AssertionError("unreachable")
 
     def _take_task(self) -> Task | None:
-        if self.order == "uncertainty":
+        if self.order == "blind-first":
+            listed = self._desk("listing open tasks", self.desk.open_tasks, self.project)
+            blind = [t for t in listed if t.model_version is None and t.task_id not in self._skipped]
+            if blind:
+                return min(blind, key=lambda t: t.task_id)
+        if self.order in ("uncertainty", "blind-first"):
             task = self._desk("taking the next task", self.desk.next_task, self.project)
             return None if task is None or task.task_id in self._skipped else task
         # One listing per round (it is the heaviest call here): a person scanning the task list picks from it

@@ -345,3 +345,39 @@ def test_a_noisy_annotator_needs_the_classes():
 
     with pytest.raises(ValueError, match="classes"):
         make(annotator=NoisyAnnotator(0.1))
+
+
+def test_truth_from_a_folder_names_the_items_an_unlabelled_import_makes(tmp_path):
+    from app.core.imports import import_images, walk
+    from app.store import Store
+    from tests.support.images import png
+
+    root = tmp_path / "photos"
+    for name, colour in (("cat", (200, 40, 40)), ("cup", (40, 40, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{i}.png").write_bytes(png(colour, seed=i))
+    (root / "cat" / "notes.txt").write_text("not a picture\n")
+    store = Store.open(tmp_path / "data")
+    try:
+        summary = import_images(walk([str(root)], labelled=False, max_bytes=100_000), store=store,
+                                data_dir=tmp_path / "data", max_pixels=1_000_000, embed=None)  # fmt: skip
+        imported = {row.id for row in store.items_of_split("pool")}
+    finally:
+        store.close()
+    truth = DatasetTruth.from_folder(root)
+    assert summary.imported == 6 and set(truth.labels) == imported
+    assert sorted(truth.labels.values()) == ["cat"] * 3 + ["cup"] * 3
+    assert truth.label_of(next(iter(imported))) in ("cat", "cup") and truth.label_of("img-unknown") is None
+
+
+def test_blind_first_order_takes_the_tasks_shown_without_a_guess_first_then_the_stream():
+    simulation, service, desk, _ = make(n_tasks=12, order="blind-first", retrain_every=100)
+    blind = [104, 109, 102]
+    for task_id in blind:
+        desk.tasks[task_id].model_version = None  # juicer's holdout tasks: no prediction
+    simulation.run(6)
+    taken = [task_id for task_id, _ in desk.submitted]
+    assert taken[:3] == sorted(blind)  # the blind ones first, oldest first
+    rest = [desk.tasks[t].score for t in taken[3:]]
+    assert rest == sorted(rest) and not set(taken[3:]) & set(blind)  # then the stream, least certain first
