@@ -163,8 +163,16 @@ class Projects:
             raise ValueError(f"image {image!r} must be a path relative to {self.files_root}, without '..'")
         return "/data/local-files/?d=" + quote(f"{self.files_root.name}/{relative.as_posix()}")
 
-    def follow_model_version(self, project_id: int, model_version: str) -> None:
-        """Set the project's model version (Uncertainty sampling orders only by that version's predictions)."""
+    def model_version(self, project_id: int) -> str | None:
+        """The project's model version (the one Uncertainty sampling orders by), None before the first."""
+        client = self.client
+        with client.errors(f"reading project {project_id}"):
+            current = client.sdk.projects.get(id=project_id, request_options=client.opts)
+        return current.model_version or None
+
+    def follow_model_version(self, project_id: int, model_version: str) -> bool:
+        """Set the project's model version (Uncertainty sampling orders only by that version's predictions);
+        whether it changed."""
         client = self.client
         with client.errors(f"reading project {project_id}"):
             current = client.sdk.projects.get(id=project_id, request_options=client.opts)
@@ -173,3 +181,4 @@ class Projects:
                 client.sdk.projects.update(
                     id=project_id, model_version=model_version, sampling=SAMPLING, request_options=client.opts
                 )
+        return current.model_version != model_version

@@ -1,6 +1,12 @@
 """Sending review tasks: items in front of annotators with the model's guess as the pre-annotation.
 
-One item, one task. A holdout item goes blind: no prediction, ever (a guess anchors the annotator). New items are bulk-imported with their prediction. An item sent again (every queued item
+One item, one task. A holdout item (and a second look) goes blind: never a guess (a guess anchors the annotator).
+Label Studio's "Label All Tasks" queue (uncertainty sampling) serves only tasks that hold a prediction of the
+project's model version while any exist, lowest score first, so a task with no prediction would never be served
+once a model exists. A blind task therefore carries a *placeholder* prediction of the current version: an empty
+result (nothing pre-selected) scored :data:`BLIND_SCORE`, below every guess, so annotators get it first (juicer
+decides how many blind tasks are open: ``app.core.holdout``); each new version gets its placeholders with the
+re-scored guesses. New items are bulk-imported with their prediction. An item sent again (every queued item
 after each retrain) keeps its task and its labels and gets the new version's prediction, in bulk
 (``POST /api/projects/{id}/import/predictions``, a few thousand per call): re-scoring costs a few calls, not one
 per task. The older predictions are pruned afterwards, by :meth:`Reviews.prune` (a job of its own: deleting
@@ -30,6 +36,9 @@ logger = logging.getLogger(__name__)
 IMPORT_CHUNK = 250  # tasks per bulk task import: keeps each request well inside the timeout
 PREDICTION_CHUNK = 2000  # predictions per bulk prediction import
 SECOND_LOOK = "second-look"  # the task data's kind of a second look: another task for an item, never a guess
+BLIND_KINDS = ("holdout", SECOND_LOOK)  # task data kinds that never carry a guess
+#: A blind task's placeholder prediction's score: below any guess's confidence, so Label Studio serves it first.
+BLIND_SCORE = -1.0
 
 
 def task_key(item_id: str, kind: Any = None) -> str:
@@ -48,14 +57,22 @@ def prediction_body(request: ReviewRequest) -> dict[str, Any]:
     return {"model_version": request.model_version, "score": float(request.score), "result": result}
 
 
-def task_body(image_url: str, request: ReviewRequest) -> dict[str, Any]:
-    """The task Label Studio imports for ``request``: with the model's guess, or blind (a holdout item: no
-    prediction at all, and ``"kind": "holdout"`` in its data; juicer trusts its own outbox link, not this)."""
+def placeholder_body(model_version: str) -> dict[str, Any]:
+    """A blind task's prediction: nothing pre-selected, scored below every guess (see the module docstring)."""
+    return {"model_version": model_version, "score": BLIND_SCORE, "result": []}
+
+
+def task_body(image_url: str, request: ReviewRequest, model_version: str | None = None) -> dict[str, Any]:
+    """The task Label Studio imports for ``request``: with the model's guess, or blind (a holdout item or a second
+    look: ``"kind"`` in its data says which, juicer trusts its own outbox link, not this; no guess, only the
+    placeholder of ``model_version`` when a model exists)."""
     data: dict[str, Any] = {IMAGE_KEY: image_url, "item_id": request.item_id}
-    if request.second_look:
-        return {"data": {**data, "kind": SECOND_LOOK, "not_for": list(request.not_for)}}
-    if request.blind:
-        return {"data": {**data, "kind": "holdout"}}
+    if request.second_look or request.blind:
+        if request.second_look:
+            data = {**data, "kind": SECOND_LOOK, "not_for": list(request.not_for)}
+        else:
+            data = {**data, "kind": "holdout"}
+        return {"data": data, **({"predictions": [placeholder_body(model_version)]} if model_version else {})}
     return {"data": data, "predictions": [prediction_body(request)]}
 
 
@@ -94,10 +111,12 @@ class Reviews:
                 return
             page += 1
 
-    def _task_index(self, project_id: int) -> tuple[dict[str, int], set[int]]:
-        """(item id -> task id for every task juicer created in the project, the ids of tasks nobody answered yet)."""
+    def _task_index(self, project_id: int) -> tuple[dict[str, int], set[int], set[int]]:
+        """(item id -> task id for every task juicer created in the project, the ids of tasks nobody answered yet,
+        those of them that are blind: a holdout item's or a second look's)."""
         index: dict[str, int] = {}
         open_tasks: set[int] = set()
+        blind: set[int] = set()
         for task in self._list_tasks(project_id, "id,data,total_annotations,cancelled_annotations"):
             data = task.get("data") or {}
             item_id = data.get("item_id")
@@ -105,7 +124,9 @@ class Reviews:
                 index.setdefault(task_key(str(item_id), data.get("kind")), int(task["id"]))
             if not task.get("total_annotations") and not task.get("cancelled_annotations"):
                 open_tasks.add(int(task["id"]))
-        return index, open_tasks
+                if data.get("kind") in BLIND_KINDS:
+                    blind.add(int(task["id"]))
+        return index, open_tasks, blind
 
     def send_for_review(self, project: Project, requests: Sequence[ReviewRequest]) -> list[ReviewTask]:
         """Put items in front of annotators with the model's guess pre-selected; one item, one task.
@@ -129,21 +150,25 @@ class Reviews:
             return []
         client = self.client
         self.projects.ensure_storage(project.id)
-        index, _ = self._task_index(project.id)
+        index, _, blind = self._task_index(project.id)
         new = [r for key, r in latest.items() if key not in index]
+        guessed = [r for r in latest.values() if not (r.blind or r.second_look)]
+        version = guessed[-1].model_version if guessed else self.projects.model_version(project.id)
         for start in range(0, len(new), IMPORT_CHUNK):
             chunk = new[start : start + IMPORT_CHUNK]
-            payload = [task_body(self.projects.image_url(r.image), r) for r in chunk]
+            payload = [task_body(self.projects.image_url(r.image), r, version) for r in chunk]
             with client.errors(f"importing {len(chunk)} review tasks into project {project.id}"):
                 client.sdk.projects.import_tasks(id=project.id, request=payload, return_task_ids=True, request_options=client.bulk_opts)
         resent = [(index[key], r) for key, r in latest.items() if key in index and not (r.blind or r.second_look)]
-        guessed = [r for r in latest.values() if not (r.blind or r.second_look)]
+        changed = False
         if resent:
-            self._rescore(project.id, resent, guessed[-1].model_version)
+            changed = self._rescore(project.id, resent, guessed[-1].model_version)
         elif guessed:
-            self.projects.follow_model_version(project.id, guessed[-1].model_version)
+            changed = self.projects.follow_model_version(project.id, guessed[-1].model_version)
+        if changed and blind:
+            self._placeholders(project.id, sorted(blind), guessed[-1].model_version)  # blind tasks stay first in line
         if new:
-            index, _ = self._task_index(project.id)
+            index, _, _ = self._task_index(project.id)
         missing = [item for item in latest if item not in index]
         if missing:
             raise LabelStudioUnavailable(f"Label Studio accepted the import but has no task for items {missing[:5]}")
@@ -194,8 +219,9 @@ class Reviews:
             predictions.sort(key=lambda p: int(p["id"]))
         return by_task
 
-    def _rescore(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]], model_version: str) -> None:
-        """Give existing tasks their new predictions in bulk (older ones stay until :meth:`prune`)."""
+    def _rescore(self, project_id: int, tasks: Sequence[tuple[int, ReviewRequest]], model_version: str) -> bool:
+        """Give existing tasks their new predictions in bulk (older ones stay until :meth:`prune`); whether the
+        project's model version changed."""
         client = self.client
         current = self._current_predictions(project_id)
         create = [(task_id, r) for task_id, r in tasks if not (current.get(task_id) and _same_prediction(current[task_id][-1], r))]
@@ -206,12 +232,22 @@ class Reviews:
                     id=project_id, request=[{"task": task_id, **prediction_body(r)} for task_id, r in chunk],
                     request_options=client.bulk_opts,
                 )  # fmt: skip
-        self.projects.follow_model_version(project_id, model_version)
+        return self.projects.follow_model_version(project_id, model_version)
+
+    def _placeholders(self, project_id: int, task_ids: Sequence[int], model_version: str) -> None:
+        """Give open blind tasks the placeholder prediction of a version the project has just moved to."""
+        for start in range(0, len(task_ids), PREDICTION_CHUNK):
+            chunk = task_ids[start : start + PREDICTION_CHUNK]
+            with self.client.errors(f"importing the placeholders of {len(chunk)} blind tasks into project {project_id}"):
+                self.client.sdk.projects.import_predictions(
+                    id=project_id, request=[{"task": t, **placeholder_body(model_version)} for t in chunk],
+                    request_options=self.client.bulk_opts,
+                )  # fmt: skip
 
     def prune(self, project: Project) -> list[str]:
         """Delete the model versions no open editor can point at (see the module docstring); returns them."""
         client = self.client
-        _, open_tasks = self._task_index(project.id)
+        _, open_tasks, _ = self._task_index(project.id)
         current = self._current_predictions(project.id)
         keep = {str(p["model_version"]) for task_id in open_tasks for p in current.get(task_id, [])[-2:]}
         with client.errors(f"reading project {project.id}"):

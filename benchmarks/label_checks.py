@@ -1,6 +1,6 @@
 """The label checks' cost beside the retrain they follow: one head fit vs out-of-fold probabilities + cleanlab.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/label_checks.py [--sizes 500 2000 6000] [--dim 1280]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/label_checks.py [--sizes 500 2000 6000] [--dim 1280] [--smoke]
 
 Stand-in embeddings (Gaussian class clusters at EfficientNet-Lite0's width, 10 classes, 10% of labels flipped):
 the cost depends on the shape, not the pixels. Each size times, in the same run, one fit of the service's default
@@ -33,7 +33,10 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 6000])
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.dim = [200], 64
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(args.classes, args.dim)).astype(np.float32)
     warm = rng.normal(size=(50, args.dim)).astype(np.float32)

@@ -58,6 +58,7 @@ def juicer(label_studio, backbone, free_port, tmp_path_factory):
 
 
 def test_holdout_tasks_arrive_in_label_studio_without_a_prediction_and_their_answers_measure(juicer):
+    from annotation.reviews import BLIND_SCORE
     from app.store import HOLDOUT_VERSION
     from app.worker.scheduler import deliver_outbox, process_webhook_events
 
@@ -74,13 +75,16 @@ def test_holdout_tasks_arrive_in_label_studio_without_a_prediction_and_their_ans
 
     tasks = {task.item_id: task for task in services.desk.open_tasks(services.project)}
     assert blind <= set(tasks)
-    for item_id in blind:  # as Label Studio holds them: no prediction, nothing pre-selected
-        assert tasks[item_id].prediction_id is None and tasks[item_id].predicted_label is None
+    for item_id in blind:  # as Label Studio holds them: only an empty placeholder below every guess, nothing pre-selected
+        assert tasks[item_id].predicted_label is None and tasks[item_id].score == BLIND_SCORE
+        assert tasks[item_id].model_version == first.version
     guessed = set(tasks) - blind
     assert guessed and all(tasks[i].model_version == first.version and tasks[i].predicted_label for i in guessed)
     item_id = min(blind)
     raw = services.desk.client.request("GET", f"/api/tasks/{tasks[item_id].task_id}", "reading a holdout task").json()
-    assert raw["predictions"] == [] and raw["data"]["kind"] == "holdout"
+    assert [p["result"] for p in raw["predictions"]] == [[]] and raw["data"]["kind"] == "holdout"
+    # Label Studio's own stream ("Label All Tasks") serves the blind tasks first, before every active pick
+    assert services.desk.next_task(services.project).item_id in blind
 
     services.desk.submit_annotation(tasks[item_id].task_id, truth[item_id])
     poll(lambda: len(services.store.pending_events()) >= 1, 30, "the holdout answer's webhook")

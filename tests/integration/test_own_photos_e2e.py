@@ -5,14 +5,14 @@ A folder of real photos laid out ``<class>/<image>`` (``scripts/make_photo_folde
 photographs, not Fashion-MNIST) is served as a user does, ``juicer serve --images DIR --classes a,b,...`` (a real
 subprocess on the session's Label Studio): imported unlabelled, juicer reserves a holdout from the pool and sends
 its tasks blind. Annotators played from the folder's class names (:meth:`simulate.driver.DatasetTruth.from_folder`)
-take the tasks shown with no guess first (the holdout's), then Label Studio's stream ("Label All Tasks"), and answer
-as the editor does, asking for a retrain every K labels.
+take Label Studio's own stream ("Label All Tasks", Uncertainty sampling), and answer as the editor does, asking for
+a retrain every K labels.
 
-Why not the stream alone: Label Studio's Uncertainty sampling serves only tasks carrying a prediction of the
-project's model version while any exists (and the Data Manager tab orders by prediction score, no score last), so
-once a model exists juicer's blind holdout tasks wait behind every active pick and the holdout never fills (found by
-this test: 0 of 40 labels reached it from the stream, 4 of 40 from random picks in the task list). The service's
-"holdout first until its minimum" does not reach Label Studio's queue; see the report of the branch that added this.
+Label Studio's Uncertainty sampling serves only tasks holding a prediction of the project's model version while any
+exist, lowest score first: blind tasks with no prediction at all waited behind every active pick and the holdout
+never filled (found by this test: 0 of 40 labels reached it). juicer now gives blind tasks an empty placeholder
+prediction of the current version scored below every guess (:mod:`annotation.reviews`), so the stream serves them
+first, nothing pre-selected; this test drives the stream itself to show it.
 
 ``make test`` runs a short version (5 classes x 24 photos, 0 -> 40 labels, a retrain every 10, holdout minimum 10).
 ``JUICER_TEST_E2E_LABELS=200`` runs the full one (10 classes x 50 photos, 0 -> 200 labels, a retrain every 20, the
@@ -158,7 +158,7 @@ def test_annotators_label_through_label_studio_and_every_version_is_measured_on_
         service = ServiceClient(world.service.url, world.service.token, timeout_s=60)
         try:
             simulation = Simulation(
-                service=service, desk=desk, project=_project(world, desk), truth=world.truth, order="blind-first",
+                service=service, desk=desk, project=_project(world, desk), truth=world.truth, order="uncertainty",
                 retrain_every=SCALE.retrain_every, seed=0, label_wait_s=120, retrain_wait_s=300, queue_wait_s=60,
                 say=lines.append,
             )  # fmt: skip
@@ -210,8 +210,8 @@ def test_a_holdout_task_shows_no_guess_in_label_studio_and_an_active_pick_does(w
     with label_studio.desk() as desk:
         project = _project(world, desk)
         tasks = desk.open_tasks(project)
-    blind = next(t for t in tasks if t.prediction_id is None)
-    guessed = next(t for t in tasks if t.prediction_id is not None)
+    blind = next(t for t in tasks if t.predicted_label is None)  # a placeholder at most: nothing pre-selected
+    guessed = next(t for t in tasks if t.predicted_label is not None)
     assert world.service.client().get(f"/v1/items/{blind.item_id}").json()["split"] == "holdout"
     page = chromium.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)

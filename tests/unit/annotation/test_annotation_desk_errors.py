@@ -19,6 +19,7 @@ from annotation.errors import (
 )
 from annotation.labelconfig import label_config
 from annotation.models import Project, PullCursor, ReviewRequest, SeenAnnotation
+from annotation.reviews import BLIND_SCORE
 from annotation.labelconfig import CHOICES_NAME
 
 URL = "http://ls.test"
@@ -237,7 +238,7 @@ def test_pulled_labels_name_the_annotator_whether_or_not_the_user_is_expanded():
     assert sorted((event.item_id, event.label, event.annotator) for event in events) == [("a", "x", "5"), ("b", "y", "6")]
 
 
-def test_a_holdout_item_goes_blind_no_prediction_on_import_or_when_sent_again():
+def test_a_holdout_item_goes_blind_only_a_placeholder_on_import_and_nothing_when_sent_again():
     calls = []
     tasks = [{"id": 9, "data": {"item_id": "z"}}]  # a holdout task already in the project
 
@@ -264,9 +265,47 @@ def test_a_holdout_item_goes_blind_no_prediction_on_import_or_when_sent_again():
     [imported] = [body for method, path, body in calls if method == "POST" and path.endswith("/import")]
     by_item = {task["data"]["item_id"]: task for task in imported}
     assert set(by_item) == {"h", "a"}
-    assert "predictions" not in by_item["h"] and by_item["h"]["data"]["kind"] == "holdout"  # nothing to anchor on
+    # nothing to anchor on: an empty placeholder of the current version, scored below every guess (served first)
+    assert by_item["h"]["predictions"] == [{"model_version": "v3", "score": BLIND_SCORE, "result": []}]
+    assert by_item["h"]["data"]["kind"] == "holdout"
     assert by_item["a"]["predictions"][0]["model_version"] == "v3" and "kind" not in by_item["a"]["data"]
     assert not [body for method, path, body in calls if path.endswith("/import/predictions")]  # "z" gets none either
+
+
+def test_a_new_version_gives_the_open_blind_tasks_its_placeholder_so_label_studio_still_serves_them_first():
+    """Label Studio's uncertainty queue serves only tasks holding a prediction of the project's model version."""
+    calls = []
+    tasks = [
+        {"id": 1, "data": {"item_id": "a"}},
+        {"id": 2, "data": {"item_id": "z", "kind": "holdout"}},
+        {"id": 3, "data": {"item_id": "s", "kind": "second-look"}},
+        {"id": 4, "data": {"item_id": "y", "kind": "holdout"}, "total_annotations": 1},  # answered: left alone
+    ]
+
+    def handler(request):
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.path.rstrip("/"), body))
+        if request.url.path == "/api/tasks/":
+            return httpx.Response(200, json={"tasks": tasks, "total": len(tasks)})
+        if request.method == "GET" and request.url.path.rstrip("/") == "/api/predictions":
+            return httpx.Response(200, json=[{"id": 1, "task": 1, "model_version": "v2", "score": 0.5, "result": []}])
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": 4, "model_version": project_version[0], "sampling": "Uncertainty sampling"})
+        return httpx.Response(201, json={"created": 1})
+
+    project_version = ["v2"]
+
+    with desk_answering(handler) as desk:
+        desk.send_for_review(Project(4, "p", ("cat",), URL), [ReviewRequest("a", "images/a.png", "cat", 0.4, "v3")])
+    imports = [body for method, path, body in calls if path.endswith("/import/predictions")]
+    assert [[(p["task"], p["model_version"]) for p in body] for body in imports] == [[(1, "v3")], [(2, "v3"), (3, "v3")]]
+    assert all(p["result"] == [] and p["score"] == BLIND_SCORE for p in imports[1])
+    calls.clear()
+    project_version[0] = "v3"  # the project is at v3 now: its blind tasks have their placeholders
+    with desk_answering(handler) as desk:
+        desk.send_for_review(Project(4, "p", ("cat",), URL), [ReviewRequest("a", "images/a.png", "cat", 0.5, "v3")])
+    imports = [body for method, path, body in calls if path.endswith("/import/predictions")]
+    assert [[p["task"] for p in body] for body in imports] == [[1]]  # the new guess only, no placeholder again
 
 
 def test_holdout_tasks_in_a_project_juicer_did_not_create_are_blind_under_its_image_key_and_linked_by_the_import():
