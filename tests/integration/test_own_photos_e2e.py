@@ -32,6 +32,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from annotation.reviews import BLIND_SCORE
+
 from config.settings import HoldoutSettings
 from simulate.driver import DatasetTruth, ServiceClient, Simulation
 from tests.support.served import REPO, ServedJuicer, data_folder, service_env
@@ -146,8 +148,10 @@ def test_the_folder_comes_in_unlabelled_and_a_holdout_is_reserved_and_sent_blind
     with label_studio.desk() as desk:
         project = _project(world, desk)
         tasks = world.service.wait_for(lambda: desk.open_tasks(project), 120, "the first tasks in Label Studio")
-    blind = [t for t in tasks if t.prediction_id is None]
+    blind = [t for t in tasks if _split(world, t.item_id) == "holdout"]
     assert len(blind) >= min(world.min_labels, counts["holdout"])  # the holdout first, until its minimum is in
+    assert all(t.predicted_label is None for t in blind)  # nothing pre-selected
+    assert {t.score for t in blind} == {BLIND_SCORE}  # below every other task's: Label Studio's stream serves them first
     assert {world.truth.label_of(t.item_id) for t in tasks} <= set(world.classes)  # every task is one of the photos
 
 
@@ -201,6 +205,12 @@ def browser():
             chromium.close()
 
 
+def _split(world, item_id: str) -> str:
+    """The item's split as the service holds it (``holdout`` for the blind tasks)."""
+    with world.service.client() as client:
+        return client.get(f"/v1/items/{item_id}").json()["split"]
+
+
 def _loopback_only(page) -> None:
     page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
 
@@ -210,9 +220,9 @@ def test_a_holdout_task_shows_no_guess_in_label_studio_and_an_active_pick_does(w
     with label_studio.desk() as desk:
         project = _project(world, desk)
         tasks = desk.open_tasks(project)
-    blind = next(t for t in tasks if t.predicted_label is None)  # a placeholder at most: nothing pre-selected
+    blind = next(t for t in tasks if _split(world, t.item_id) == "holdout")
     guessed = next(t for t in tasks if t.predicted_label is not None)
-    assert world.service.client().get(f"/v1/items/{blind.item_id}").json()["split"] == "holdout"
+    assert blind.predicted_label is None  # an empty placeholder at most: nothing pre-selected
     page = chromium.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
     _loopback_only(page)
