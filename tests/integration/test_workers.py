@@ -62,6 +62,7 @@ def served(tmp_path_factory, free_port, postgres):
         JUICER_SERVICE__API_TOKEN=TOKEN,
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
+        JUICER_SERVICE__SECOND_LOOK_SHARE="0",  # every label a new item: versions at known label counts (second looks: test_second_look)
         JUICER_LABEL_STUDIO__PORT=str(free_port()),
         JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
     )
