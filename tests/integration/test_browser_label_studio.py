@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
 from annotation.models import ReviewRequest
 from annotation.webhooks import check_secret, parse_webhook
+from tests.support.browser import ARTIFACTS, chromium, log_in_to_label_studio, loopback_only
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The keys of the body our LabelStudioDesk.submit_annotation posts (see tests/unit/annotation): the UI must agree.
 EDITOR_BODY_KEYS = {"lead_time", "result", "draft_id", "parent_prediction", "parent_annotation", "started_at", "project", "unique_id"}
 
 
 def test_a_person_corrects_the_model_in_the_browser(label_studio, webhook_receiver):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: install Debian's chromium (make system)")
     secret = "browser-test-secret"
     images = label_studio.images
     with label_studio.desk() as desk:
@@ -38,21 +31,13 @@ def test_a_person_corrects_the_model_in_the_browser(label_studio, webhook_receiv
             ],
         )
         chelsea_task = next(t.task_id for t in tasks if t.item_id == "chelsea")
-        ARTIFACTS.mkdir(exist_ok=True)
 
-        with playwright.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        with chromium() as (playwright, browser):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
             try:
-                # Loopback only: the UI would otherwise try to reach its error reporting service.
-                page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
-
-                page.goto(f"{label_studio.url}/user/login/")
-                page.fill("input[name=email]", label_studio.username)
-                page.fill("input[name=password]", label_studio.password)
-                page.click("button[type=submit]")
-                page.wait_for_url(lambda url: "/user/login" not in url)
+                loopback_only(page)
+                log_in_to_label_studio(page, label_studio.url, label_studio.username, label_studio.password)
 
                 with page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response:
                     page.goto(f"{project.url}?labeling=1")  # "Label All Tasks": the queue's next task
@@ -71,8 +56,6 @@ def test_a_person_corrects_the_model_in_the_browser(label_studio, webhook_receiv
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "label-studio-browser-failed.png"))
                 raise
-            finally:
-                browser.close()
 
         assert response.status == 201
         assert f"/api/tasks/{chelsea_task}/annotations" in response.url

@@ -10,18 +10,16 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 from PIL import Image
 
+from tests.support.browser import ARTIFACTS, chromium, loopback_only
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BATCHES = (10, 20, 40, 80, 150)  # labels added before each retrain after the first model
 
 
@@ -124,14 +122,9 @@ def test_the_pages_are_private_but_health_is_not(served):
 
 @pytest.mark.browser
 def test_report_and_gallery_in_a_browser(served):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: install Debian's chromium (make system)")
     url, _ = served
-    ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+    with chromium() as (playwright, browser):
         # The browser answers the pages' Basic challenge as a person would at its prompt (Playwright sends the
         # login only after a 401 with the challenge, so the challenge is what opens the pages here).
         page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,  # a phone
@@ -139,7 +132,7 @@ def test_report_and_gallery_in_a_browser(served):
         page.set_default_timeout(30_000)
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
+        loopback_only(page)
         try:
             stranger = browser.new_page()  # no login: the browser is challenged and shows nothing of the page
             with pytest.raises(playwright.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
@@ -173,6 +166,4 @@ def test_report_and_gallery_in_a_browser(served):
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "pages-browser-failed.png"))
             raise
-        finally:
-            browser.close()
     assert errors == []

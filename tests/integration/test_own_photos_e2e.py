@@ -27,7 +27,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -36,13 +35,11 @@ from annotation.reviews import BLIND_SCORE
 
 from config.settings import HoldoutSettings
 from simulate.driver import DatasetTruth, ServiceClient, Simulation
+from tests.support.browser import ARTIFACTS, chromium, log_in_to_label_studio, loopback_only
 from tests.support.served import REPO, ServedJuicer, data_folder, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @dataclass(frozen=True)
@@ -182,7 +179,10 @@ def test_annotators_label_through_label_studio_and_every_version_is_measured_on_
     assert result.n_labels == SCALE.n_labels and result.n_skipped == 0
     newest_n = points[-1]["holdout_n"]
     assert newest_n >= world.min_labels and not points[-1]["holdout_too_small"]  # the holdout filled, blind
-    assert points[-1]["n_labels"] + newest_n == SCALE.n_labels  # every label trains or measures, never both
+    checks = result.report.get("label_checks") or {}
+    second_looks = (checks.get("second_look_status") or {}).get("labelled", 0)  # another answer on a labelled item
+    # every label trains, measures or settles a suspected label (one budget), never two of them
+    assert points[-1]["n_labels"] + newest_n + second_looks == SCALE.n_labels
     assert len(points) >= 2 and [p["n_labels"] for p in points] == sorted({p["n_labels"] for p in points})
     assert all(p["holdout_n"] == newest_n for p in points)  # every version re-measured on the current holdout
     for p in points:
@@ -193,16 +193,8 @@ def test_annotators_label_through_label_studio_and_every_version_is_measured_on_
 
 @pytest.fixture
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: install Debian's chromium (make system)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        try:
-            yield playwright, chromium
-        finally:
-            chromium.close()
+    with chromium() as (playwright, launched):
+        yield playwright, launched
 
 
 def _split(world, item_id: str) -> str:
@@ -211,27 +203,19 @@ def _split(world, item_id: str) -> str:
         return client.get(f"/v1/items/{item_id}").json()["split"]
 
 
-def _loopback_only(page) -> None:
-    page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
-
-
 def test_a_holdout_task_shows_no_guess_in_label_studio_and_an_active_pick_does(world, label_studio, browser):
-    playwright, chromium = browser
+    playwright, launched = browser
     with label_studio.desk() as desk:
         project = _project(world, desk)
         tasks = desk.open_tasks(project)
     blind = next(t for t in tasks if _split(world, t.item_id) == "holdout")
     guessed = next(t for t in tasks if t.predicted_label is not None)
     assert blind.predicted_label is None  # an empty placeholder at most: nothing pre-selected
-    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page = launched.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
-    _loopback_only(page)
+    loopback_only(page)
     try:
-        page.goto(f"{label_studio.url}/user/login/")
-        page.fill("input[name=email]", label_studio.username)
-        page.fill("input[name=password]", label_studio.password)
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/user/login" not in url)
+        log_in_to_label_studio(page, label_studio.url, label_studio.username, label_studio.password)
 
         choices = page.locator("input.ant-radio-input")
         with page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response:
@@ -252,7 +236,7 @@ def test_a_holdout_task_shows_no_guess_in_label_studio_and_an_active_pick_does(w
 
 
 def test_the_report_forecast_and_gallery_of_your_own_photos_in_a_browser(world, browser):
-    playwright, chromium = browser
+    playwright, launched = browser
     url = world.service.url
     assert httpx.get(f"{url}/report", timeout=30).status_code == 401  # your photos' results need the token
     with world.service.client() as client:
@@ -260,10 +244,10 @@ def test_the_report_forecast_and_gallery_of_your_own_photos_in_a_browser(world, 
         forecast = client.get("/v1/forecast").json()
     newest = points[-1]
     errors: list[str] = []
-    page = chromium.new_page(viewport={"width": 1200, "height": 900}, http_credentials={"username": "me", "password": world.service.token})
+    page = launched.new_page(viewport={"width": 1200, "height": 900}, http_credentials={"username": "me", "password": world.service.token})
     page.set_default_timeout(30_000)
     page.on("pageerror", lambda error: errors.append(str(error)))
-    _loopback_only(page)
+    loopback_only(page)
     try:
         page.goto(f"{url}/report")
         rows = page.locator("#versions tbody tr")

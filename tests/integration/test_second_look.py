@@ -10,18 +10,15 @@ answer the newest; the consensus label (CROWDLAB: the model and the second annot
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.browser import ARTIFACTS, chromium, log_in_to_label_studio, loopback_only
 from tests.support.wait import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PER_CLASS = 8
 SECOND = ("second-look@example.com", "second-look-pw-1")
 
@@ -70,21 +67,12 @@ def juicer(label_studio, backbone, free_port, tmp_path_factory):
 
 def _open_in_chromium(label_studio, project_id: int, task_id: int, token_login: tuple[str, str]) -> int:
     """Open the task as the second annotator; the number of choices pre-selected (screenshot kept)."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: install Debian's chromium (make system)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+    with chromium() as (playwright, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
         try:
-            page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort())
-            page.goto(f"{label_studio.url}/user/login/")
-            page.fill("input[name=email]", token_login[0])
-            page.fill("input[name=password]", token_login[1])
-            page.click("button[type=submit]")
-            page.wait_for_url(lambda url: "/user/login" not in url)
+            loopback_only(page)
+            log_in_to_label_studio(page, label_studio.url, *token_login)
             with (
                 page.expect_response(lambda r: urlparse(r.url).path.rstrip("/") == f"/api/tasks/{task_id}") as task_response,
                 page.expect_response(lambda r: "/data/local-files/" in r.url) as image_response,
@@ -101,8 +89,6 @@ def _open_in_chromium(label_studio, project_id: int, task_id: int, token_login: 
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "second-look-task-failed.png"))
             raise
-        finally:
-            browser.close()
 
 
 def test_a_wrong_label_is_suspected_looked_at_again_blind_and_settled_by_consensus(juicer, label_studio):
