@@ -60,6 +60,18 @@ def test_the_holdout_is_checked_by_the_version_and_reported_apart(services, clie
     assert not holdout & training
 
 
+def test_a_version_with_few_labels_per_class_does_not_judge_the_holdout(services, client, monkeypatch):
+    import app.core.checks as checks
+
+    monkeypatch.setattr(checks, "HOLDOUT_CHECK_MIN_PER_CLASS", PER_CLASS + 1)  # v0001 has PER_CLASS a class
+    _labelled(services)
+    add_png_item(services.store, services.data_dir, "holdout-0", png(COLOURS["blue"], seed=900), "holdout")
+    services.store.add_labels([NewLabel("holdout-0", "green", "import")])  # wrong, and plainly so
+    result = check_labels(services.trainer, force=True)
+    assert result is not None and result.n_holdout_checked == 0 and result.n_holdout_suspects == 0
+    assert client.get("/v1/items?suspect=true&split=holdout").json["items"] == []
+
+
 def test_several_answers_train_their_consensus_not_the_newest(services):
     _labelled(services)
     store = services.store
