@@ -6,7 +6,6 @@ import base64
 import threading
 
 import numpy as np
-import pytest
 
 from app.core.serving import CacheWriter, HeldVectors
 from learner.cache import EmbeddingCache
