@@ -11,13 +11,18 @@ probabilities (:func:`learner.oof.out_of_fold_proba`: no label vouches for itsel
 - :func:`second_look_scores`: ActiveLab's scores (``cleanlab.multiannotator.get_active_learning_scores``)
   for "re-label an old item" against "label a new one" on one scale (low: a label there is worth more).
 
-Everything is numpy in, numpy out; class labels are indices ``0 .. n_classes-1``.
+Everything is numpy in, numpy out; class labels are indices ``0 .. n_classes-1``. cleanlab's multiannotator module
+prints "CAUTION" lines to stdout (rare classes, annotators with few answers): :func:`cleanlab_output_to_log` sends
+them to this module's logger at DEBUG instead, around every cleanlab call here that prints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +31,21 @@ logger = logging.getLogger(__name__)
 
 #: Fewer labelled rows than this per class on average and confident learning has too little to go on.
 MIN_LABELS_PER_CLASS = 2
+
+
+@contextlib.contextmanager
+def cleanlab_output_to_log() -> Iterator[None]:
+    """What cleanlab prints inside the block goes to the log at DEBUG, a record per line, not to stdout (a service's
+    stdout is its operator's; a notebook's, its reader's). stdout is process-wide: another thread's prints inside the
+    block land in the log too, at DEBUG."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logger.debug("cleanlab: %s", line.strip())
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,8 @@ def consensus(answers: np.ndarray, oof_proba: np.ndarray) -> Consensus:
         only = np.nanmax(answers, axis=1).astype(np.int64)
         quality = proba[np.arange(len(only)), only]
         return Consensus(only, quality, np.ones(len(only)), np.full(answers.shape[1], np.nan))
-    result = get_label_quality_multiannotator(frame, proba, verbose=False)
+    with cleanlab_output_to_log():
+        result = get_label_quality_multiannotator(frame, proba, verbose=False)
     table = result["label_quality"]
     stats = result["annotator_stats"]
     annotator_quality = np.full(answers.shape[1], np.nan)
@@ -133,5 +154,6 @@ def second_look_scores(answers: np.ndarray, oof_proba: np.ndarray, pool_proba: n
     _, proba = _check(np.zeros(len(oof_proba), np.int64), oof_proba)
     _, pool = _check(np.zeros(len(pool_proba), np.int64), pool_proba)
     used = ~np.isnan(answers).all(axis=0)
-    labelled, unlabelled = get_active_learning_scores(answers[:, used], proba, pool)
+    with cleanlab_output_to_log():
+        labelled, unlabelled = get_active_learning_scores(answers[:, used], proba, pool)
     return np.asarray(labelled, dtype=np.float64), np.asarray(unlabelled, dtype=np.float64)

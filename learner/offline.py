@@ -22,8 +22,6 @@ labels are asked again the same way (counted apart: the offline holdout is given
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -264,8 +262,7 @@ def _settle(answers: _Answers, rows: np.ndarray, current: np.ndarray, oof: np.nd
     settled = current.copy()
     twice = answers.looked_twice(rows)
     if twice.any():
-        with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
-            verdict = consensus(answers.table[rows], oof)
+        verdict = consensus(answers.table[rows], oof)  # CROWDLAB's cautions go to the log (label_issues)
         settled[twice] = verdict.labels[twice]
     return settled
 
@@ -399,8 +396,7 @@ def _split(
     from learner.label_issues import second_look_scores
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
-    with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
-        labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
+    labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
     candidates = np.full(len(labelled), np.nan)
     eligible = suspects[~answers.looked_twice(labelled[suspects])]
     candidates[eligible] = labelled_scores[eligible]

@@ -57,3 +57,17 @@ def test_activelab_scores_old_and_new_items_on_one_scale():
     labelled, pool = second_look_scores(answers, _confident(y, 3), np.full((5, 3), 1 / 3))
     assert labelled.shape == (30,) and pool.shape == (5,)
     assert pool.mean() < labelled.mean()  # an item the model knows nothing of is worth more than a settled one
+
+
+def test_cleanlabs_caution_lines_go_to_the_log_at_debug_not_to_stdout(capsys, caplog):
+    import logging
+
+    # Class 2 is given once and outvoted: CROWDLAB's consensus drops it and cleanlab prints a CAUTION about it.
+    answers = np.array([[0, 0], [1, 1], [0, 2], [0, 0], [1, 1], [1, np.nan], [0, np.nan]], dtype=float)
+    proba = np.full((7, 3), 0.1)
+    proba[np.arange(7), [0, 1, 0, 0, 1, 1, 0]] = 0.8
+    with caplog.at_level(logging.DEBUG, logger="learner.label_issues"):
+        second_look_scores(answers, proba, proba[:3])
+    assert "CAUTION" not in capsys.readouterr().out
+    cautions = [r for r in caplog.records if r.name == "learner.label_issues" and "CAUTION" in r.getMessage()]
+    assert cautions and all(r.levelno == logging.DEBUG for r in cautions)
