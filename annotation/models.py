@@ -40,6 +40,7 @@ class ReviewRequest:
     blind: bool = False
     second_look: bool = False
     not_for: tuple[str, ...] = ()
+    look: int = 1  # a second look's number for its item (each a task of its own: a tie is asked again)
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,18 @@ BLIND_KINDS = ("holdout", SECOND_LOOK)  # task data kinds that never carry a gue
 BLIND_SCORE = -1.0
 
 
-def task_key(item_id: str, kind: Any = None) -> str:
-    """The task index's key: the item id, or for a second look the item id and the kind (its own task)."""
-    return f"{item_id}#{SECOND_LOOK}" if kind == SECOND_LOOK else item_id
+def task_key(item_id: str, kind: Any = None, look: Any = None) -> str:
+    """The task index's key: the item id, or for a second look the item id, the kind and, after the item's first
+    second look, its number (each look a task of its own)."""
+    if kind != SECOND_LOOK:
+        return item_id
+    number = int(look) if isinstance(look, (int, str)) and str(look).isdigit() else 1
+    return f"{item_id}#{SECOND_LOOK}" + (f"-{number}" if number > 1 else "")
 
 
 def request_key(request: ReviewRequest) -> str:
     """The task index's key of ``request``."""
-    return task_key(request.item_id, SECOND_LOOK if request.second_look else None)
+    return task_key(request.item_id, SECOND_LOOK if request.second_look else None, request.look)
 
 
 def prediction_body(request: ReviewRequest) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def task_body(image_url: str, request: ReviewRequest, model_version: str | None 
     data: dict[str, Any] = {IMAGE_KEY: image_url, "item_id": request.item_id}
     if request.second_look or request.blind:
         if request.second_look:
-            data = {**data, "kind": SECOND_LOOK, "not_for": list(request.not_for)}
+            data = {**data, "kind": SECOND_LOOK, "not_for": list(request.not_for), **({"look": request.look} if request.look > 1 else {})}
         else:
             data = {**data, "kind": "holdout"}
         return {"data": data, **({"predictions": [placeholder_body(model_version)]} if model_version else {})}
@@ -121,7 +125,7 @@ class Reviews:
             data = task.get("data") or {}
             item_id = data.get("item_id")
             if item_id is not None:
-                index.setdefault(task_key(str(item_id), data.get("kind")), int(task["id"]))
+                index.setdefault(task_key(str(item_id), data.get("kind"), data.get("look")), int(task["id"]))
             if not task.get("total_annotations") and not task.get("cancelled_annotations"):
                 open_tasks.add(int(task["id"]))
                 if data.get("kind") in BLIND_KINDS:

@@ -142,7 +142,11 @@ class ServiceSettings(BaseModel):
     )
     second_look_share: float = Field(
         0.2, ge=0.0, le=1.0, description="Suspected label errors sent back to annotators blind after each check, as a "
-        "share of review_batch_size (0 sends none)",
+        "share of review_batch_size (0 sends none); suspected holdout labels are asked again first, within the same share",
+    )
+    max_looks_per_item: int = Field(
+        2, ge=1, le=10, description="Second looks one item may get: a suspect gets one; while its answers tie (one "
+        "against one), another annotator is asked again, up to this many",
     )
     retrain_after_labels: int = Field(10, ge=1, description="Retrain once this many new labels arrived")
     warm_start_max_iter: int = Field(

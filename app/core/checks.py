@@ -13,7 +13,12 @@ label vouches for itself), then:
   a Label Studio task of their own with no guess, noting who answered already (Label Studio 1.23.2's open-source
   edition has no task assignment, so the note is in the task's data);
 - the holdout's labels are checked by the serving version itself (it never trained on them, so its probabilities
-  there are already out of sample) and reported apart: a wrong holdout label bends the measure, not the model.
+  there are already out of sample) and reported apart: a wrong holdout label bends the measure, not the model. Its
+  suspects are asked again the same way (blind, not for who answered), first in the batch (:func:`split_budget`);
+  the measure then reads each holdout item's majority answer (:func:`vote`), and no holdout answer ever trains
+  (the training labels are the non-holdout items' only);
+- where an item's answers tie one against one after a second look (training or holdout), one more annotator is
+  asked, up to ``service.max_looks_per_item`` looks; answers that agree are never asked again.
 
 When a consensus changes a label the serving version trained on, the check retrains at once.
 """
@@ -23,13 +28,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.store import LabelCheck, LabelledItem
+from app.store import Answer, LabelCheck, LabelledItem
 
 if TYPE_CHECKING:
     from app.core.training import Trainer
@@ -63,6 +69,8 @@ class CheckResult:
     n_consensus: int = 0
     consensus_changed: int = 0
     second_looks: int = 0
+    holdout_second_looks: int = 0  # of ``second_looks``: suspected (or tied) holdout labels asked again
+    tie_looks: int = 0  # of ``second_looks``: items asked once more because their answers tie
     annotator_quality: dict[str, float] = field(default_factory=dict)
     mean_agreement: float | None = None
     batch_split: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +91,103 @@ def trained_labels(store: Any, labelled: list[LabelledItem]) -> list[LabelledIte
         if row.item_id in consensus and consensus[row.item_id][1] == row.label_id else row
         for row in labelled
     ]
+
+
+def vote(answers: Iterable[Answer]) -> tuple[str, bool]:
+    """One item's measured label from its answers (oldest first; an annotator's newest counts): (label, tied).
+
+    The majority; a tie goes to the newest answer among the tied labels until a further look settles it (the
+    tie itself queues one: :func:`check_labels`). Not CROWDLAB: its consensus weighs the model's probabilities,
+    and the holdout measures that very model (the serving version's, or an older one re-measured): a label the
+    model helped choose would flatter it. A vote of people alone keeps the measure independent of what it
+    measures."""
+    newest: dict[str, Answer] = {}
+    for answer in answers:
+        newest[answer.annotator] = answer
+    counts = Counter(answer.label for answer in newest.values())
+    top = max(counts.values())
+    tied = {label for label, count in counts.items() if count == top}
+    if len(tied) == 1:
+        return next(iter(tied)), False
+    return max((a for a in newest.values() if a.label in tied), key=lambda a: a.label_id).label, True
+
+
+def is_tie(who: dict[str, str]) -> bool:
+    """Whether the answers (annotator -> label) tie at the top (one against one, two against two, ...)."""
+    counts = Counter(who.values())
+    return len(counts) > 1 and sum(1 for count in counts.values() if count == max(counts.values())) > 1
+
+
+def holdout_votes(store: Any) -> dict[str, tuple[str, bool]]:
+    """holdout item id -> (its measured label, tied) over its active answers (:func:`vote`)."""
+    by_item: dict[str, list[Answer]] = defaultdict(list)
+    for answer in store.answers(holdout=True):
+        by_item[answer.item_id].append(answer)
+    return {item: vote(answers) for item, answers in by_item.items()}
+
+
+def holdout_labels(store: Any) -> list[LabelledItem]:
+    """The labelled holdout as the measure reads it: each item's majority answer (:func:`vote`), not its newest."""
+    import dataclasses
+
+    votes = holdout_votes(store)
+    return [
+        dataclasses.replace(row, label=votes[row.item_id][0]) if row.item_id in votes else row
+        for row in store.current_labels(holdout=True)
+    ]
+
+
+def holdout_second_look_summary(store: Any) -> dict[str, int]:
+    """The holdout's second looks for the report: labels asked again, of them answered, and of those whose measured
+    label is no longer the one in doubt when it was asked."""
+    looks = store.second_looks_of("holdout")
+    votes = holdout_votes(store)
+    first = {}
+    for look in looks:  # oldest first: each item's first look holds the label first in doubt
+        first.setdefault(look.item_id, look.label)
+    answered = {look.item_id for look in looks if look.status == "labelled"}
+    changed = {item for item in answered if first.get(item) is not None and item in votes and votes[item][0] != first[item]}
+    return {"asked": len(first), "answered": len(answered), "changed": len(changed)}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One item to ask again: who answered it already, the label in doubt, why (a suspect, or a tie)."""
+
+    item_id: str
+    not_for: list[str]
+    label: str
+    reason: str
+
+
+def askable(store: Any, asks: list[Ask], max_looks: int) -> list[Ask]:
+    """The ``asks`` the store would queue: suspects never looked at again, ties below ``max_looks`` looks, none with
+    a look still open."""
+    state = store.second_look_state([ask.item_id for ask in asks])
+    limit = {"suspect": 1, "tie": max_looks}
+    return [ask for ask in asks if state.get(ask.item_id, (0, 0))[0] < limit[ask.reason] and not state.get(ask.item_id, (0, 0))[1]]
+
+
+def queue_asks(trainer: Trainer, version: str, asks: list[Ask], split: str) -> int:
+    """Queue ``asks`` as second looks of ``split`` (suspects once ever, ties up to ``service.max_looks_per_item``)."""
+    queued = 0
+    for reason, max_looks in (("tie", trainer.service.max_looks_per_item), ("suspect", 1)):
+        chosen = [ask for ask in asks if ask.reason == reason]
+        if chosen:
+            queued += trainer.store.queue_second_looks(
+                version, {ask.item_id: ask.not_for for ask in chosen}, split=split, reason=reason,
+                labels={ask.item_id: ask.label for ask in chosen}, max_looks=max_looks,
+            )  # fmt: skip
+    return queued
+
+
+def tie_asks(store: Any, answers: dict[str, dict[str, str]], labels: dict[str, str], max_looks: int) -> list[Ask]:
+    """Items whose answers tie after a second look (the looks disagree): one more look each, while below
+    ``max_looks``; an item with no second look yet (two annotators of one task) is left to the vote."""
+    tied = [item for item, who in answers.items() if len(who) > 1 and is_tie(who)]
+    looked = store.second_looked(tied)
+    asks = [Ask(item, sorted(answers[item]), labels[item], "tie") for item in sorted(tied) if item in looked]
+    return askable(store, asks, max_looks)
 
 
 def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
@@ -144,22 +249,32 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
                                               suspect=False, newest_label_id=row.label_id)
         checks[item] = LabelCheck(**{**base.__dict__, "consensus": label, "agreement": agreement})
     result.n_suspects = len(suspects.indices)
-    holdout = check_holdout(trainer, model, index)
-    result.n_holdout_checked = holdout[0]
-    result.n_holdout_suspects = len(holdout[1])
-    store.record_label_checks(model.version, list(checks.values()) + holdout[1])
+    n_holdout_checked, holdout_suspects, holdout_asks = check_holdout(trainer, model, index)
+    result.n_holdout_checked = n_holdout_checked
+    result.n_holdout_suspects = len(holdout_suspects)
+    store.record_label_checks(model.version, list(checks.values()) + holdout_suspects)
     result.consensus_changed = sum(1 for item, (label, _) in agreed.items() if before.get(item) != label)
-    split = split_budget(trainer, model, matrix, answered, proba, [newest[i].item_id for i in suspects.indices.tolist()], newest)
+    in_doubt = {row.item_id: classes[int(y_checked[i])] for i, row in enumerate(newest)}
+    ties = tie_asks(store, answers, in_doubt, trainer.service.max_looks_per_item)
+    split = split_budget(trainer, model, matrix, answered, proba, [newest[i].item_id for i in suspects.indices.tolist()], newest,
+                         n_holdout_asks=len(holdout_asks), ties={ask.item_id for ask in ties})  # fmt: skip
     result.batch_split = split.as_dict()
+    # The holdout first (it is the measure the owner decides from), then the training looks the split chose.
+    result.holdout_second_looks = queue_asks(trainer, model.version, holdout_asks[: split.holdout_checks], "holdout")
+    tie_of = {ask.item_id: ask for ask in ties}
     looks = [newest[i].item_id for i in split.second_looks.tolist()]
-    result.second_looks = trainer.store.queue_second_looks(model.version, {item: sorted(answers.get(item, {})) for item in looks})
+    training_asks = [tie_of.get(item) or Ask(item, sorted(answers.get(item, {})), in_doubt[item], "suspect") for item in looks]
+    result.tie_looks = sum(1 for ask in training_asks if ask.reason == "tie") + sum(
+        1 for ask in holdout_asks[: split.holdout_checks] if ask.reason == "tie")
+    result.second_looks = result.holdout_second_looks + queue_asks(trainer, model.version, training_asks, "training")
     result.seconds = time.perf_counter() - started
     store.set_meta(SUMMARY_KEY, result.to_dict())
     store.set_meta(SPLITS_KEY, {**(store.get_meta(SPLITS_KEY) or {}), model.version: result.batch_split})
     logger.info(
         "label checks on %s: %d of %d training labels suspect, %d of %d holdout labels; %d consensus labels (%d changed); "
-        "%d second looks queued; %.2f s", model.version, result.n_suspects, result.n_checked, result.n_holdout_suspects,
-        result.n_holdout_checked, result.n_consensus, result.consensus_changed, result.second_looks, result.seconds,
+        "%d second looks queued (%d of holdout labels, %d for ties); %.2f s", model.version, result.n_suspects,
+        result.n_checked, result.n_holdout_suspects, result.n_holdout_checked, result.n_consensus,
+        result.consensus_changed, result.second_looks, result.holdout_second_looks, result.tie_looks, result.seconds,
     )  # fmt: skip
     if result.consensus_changed:
         trainer.retrain(reason="consensus", force=True)
@@ -172,40 +287,57 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
 HOLDOUT_CHECK_MIN_PER_CLASS = 5
 
 
-def check_holdout(trainer: Trainer, model: Any, index: dict[str, int]) -> tuple[int, list[LabelCheck]]:
-    """The holdout's suspected labels under ``model`` (it never trained on them): (labels checked, suspects); none
-    checked while ``model`` has fewer than :data:`HOLDOUT_CHECK_MIN_PER_CLASS` labels per class."""
+def check_holdout(trainer: Trainer, model: Any, index: dict[str, int]) -> tuple[int, list[LabelCheck], list[Ask]]:
+    """The holdout's labels (each item's majority answer, :func:`vote`) under ``model`` (it never trained on them):
+    (labels checked, suspects, the items to ask again: ties after a look first, then the suspects never looked at
+    again, most suspect first). No label is judged while ``model`` has fewer than
+    :data:`HOLDOUT_CHECK_MIN_PER_CLASS` labels per class; a tie is asked again whatever the model."""
     from learner.label_issues import find_suspects
 
-    if model.n_labels < HOLDOUT_CHECK_MIN_PER_CLASS * len(index):
-        return 0, []
-    rows = [row for row in trainer.store.current_labels(holdout=True) if row.label in index and row.image_path]
-    if not rows:
-        return 0, []
+    store = trainer.store
+    votes = holdout_votes(store)
+    rows = [row for row in holdout_labels(store) if row.label in index and row.image_path]
+    answers: dict[str, dict[str, str]] = defaultdict(dict)
+    for answer in store.answers(holdout=True):
+        answers[answer.item_id][answer.annotator] = answer.label
+    ties = tie_asks(store, {row.item_id: answers[row.item_id] for row in rows if row.item_id in answers},
+                    {item: label for item, (label, _) in votes.items()}, trainer.service.max_looks_per_item)  # fmt: skip
+    if model.n_labels < HOLDOUT_CHECK_MIN_PER_CLASS * len(index) or not rows:
+        return 0, [], ties
     X, kept = trainer.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in rows])
     rows = [rows[i] for i in kept]
     if not rows:
-        return 0, []
+        return 0, [], ties
     classes = list(index)
     proba = model.proba(X)
     y = np.array([index[row.label] for row in rows], dtype=np.int64)
     found = find_suspects(y, proba)
-    return len(rows), [
+    suspects = [
         LabelCheck(model_version=model.version, item_id=rows[i].item_id, split="holdout", label=rows[i].label, suspect=True,
                    suggested=classes[int(s)], score=float(q), newest_label_id=rows[i].label_id)
         for i, s, q in zip(found.indices.tolist(), found.suggested.tolist(), found.scores.tolist())
     ]  # fmt: skip
+    tied = {ask.item_id for ask in ties}
+    fresh = askable(store, [Ask(c.item_id, sorted(answers.get(c.item_id, {})), c.label, "suspect") for c in suspects
+                            if c.item_id not in tied], trainer.service.max_looks_per_item)  # fmt: skip
+    return len(rows), suspects, ties + fresh
 
 
 def split_budget(
     trainer: Trainer, model: Any, matrix: np.ndarray, answered: np.ndarray, proba: np.ndarray, suspects: list[str],
-    newest: list[LabelledItem],
+    newest: list[LabelledItem], n_holdout_asks: int = 0, ties: set[str] | frozenset[str] = frozenset(),
 ) -> Any:
-    """The next review batch split (:func:`learner.budget.split_batch`, its measured default rule): holdout top-ups
-    first, then the suspects ActiveLab ranks most worth a second answer, at most ``service.second_look_share`` of
-    the rest (letting ActiveLab's scores against the pool decide alone took about one second look in a hundred
-    labels and recovered nothing: ``benchmarks/label_noise.py``). Only suspects never looked at twice are
-    candidates."""
+    """The next review batch split (:func:`learner.budget.split_batch`, its measured default rule).
+
+    First the holdout's re-asks (``n_holdout_asks`` wanted: ties, then suspected holdout labels), at most
+    ``service.second_look_share`` of the batch: the holdout is the measure the owner decides from, and a wrong
+    holdout label bends every version's figure at once (offline, re-asking 2 in each round of 10 took the reported
+    accuracy's error from about -7.5 points to within about 1-3: ``benchmarks/label_noise.py``); the cap keeps a
+    noisy holdout from starving the training labels. Then holdout top-ups; then training second looks, at most
+    ``service.second_look_share`` of the rest: items whose answers tie after a look (``ties``) first, then the
+    suspects ActiveLab ranks most worth a second answer (letting ActiveLab's scores against the pool decide alone
+    took about one second look in a hundred labels and recovered nothing). Only suspects never looked at again are
+    candidates; the rest of the batch goes to new items."""
     from app.core.holdout import holdout_tasks_to_queue, per_refresh
     from learner.budget import split_batch
     from learner.label_issues import second_look_scores
@@ -216,11 +348,15 @@ def split_budget(
         counts.n_labelled, counts.n_open, counts.n_items - counts.n_labelled - counts.n_open, service.holdout.min_labels,
         per_refresh(service.holdout, service.review_batch_size),
     ) if service.holdout.reserve else 0  # fmt: skip
-    pool = [row for row in store.unlabelled_pool() if row.image_path and row.status not in ("pending", "sent", "failed")]
-    if len(pool) > POOL_SAMPLE:
-        keep = np.sort(np.random.default_rng(model.max_label_id).choice(len(pool), size=POOL_SAMPLE, replace=False))
-        pool = [pool[i] for i in keep]
-    X_pool, _ = trainer.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in pool]) if pool else (None, [])
+    # The pool as columns (a million items cost three lists, no record per row); ids sampled before any vector is read.
+    pool = store.unlabelled_columns("pool")
+    fresh = np.fromiter((i for i, status in enumerate(pool.statuses) if status not in ("pending", "sent", "failed")), dtype=np.int64)
+    if len(fresh) > POOL_SAMPLE:
+        fresh = np.sort(np.random.default_rng(model.max_label_id).choice(fresh, size=POOL_SAMPLE, replace=False))
+    X_pool = None
+    if len(fresh):
+        X_lazy, _ = trainer.pool_vectors([pool.ids[i] for i in fresh.tolist()], [pool.content_hashes[i] for i in fresh.tolist()])
+        X_pool = np.asarray(X_lazy, dtype=np.float32)
     candidates = np.full(len(newest), np.nan)
     looked = store.second_looked(suspects)
     rows = np.flatnonzero(answered)
@@ -233,5 +369,9 @@ def split_budget(
     for k, i in enumerate(rows):
         if newest[i].item_id in eligible:
             candidates[i] = labelled_scores[k]
-    return split_batch(service.review_batch_size, holdout, candidates, pool_scores,
+    for i, row in enumerate(newest):
+        if row.item_id in ties:
+            candidates[i] = -1.0  # below every ActiveLab score: an open disagreement is settled first
+    holdout_asks = min(n_holdout_asks, math.floor(service.second_look_share * service.review_batch_size))
+    return split_batch(service.review_batch_size, holdout, candidates, pool_scores, n_holdout_checks=holdout_asks,
                        max_second_look_share=service.second_look_share)

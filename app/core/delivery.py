@@ -100,7 +100,8 @@ def deliver_second_looks(store: Store, desk: LabelStudioDesk | None, project: Pr
         return 0
     requests = [
         ReviewRequest(item_id=row.item_id, image=str(PurePosixPath(row.image_path or "").relative_to("images")), label=None,
-                      score=0.0, model_version=row.model_version, blind=True, second_look=True, not_for=tuple(row.not_for))
+                      score=0.0, model_version=row.model_version, blind=True, second_look=True, not_for=tuple(row.not_for),
+                      look=int(row.look))
         for row in due
     ]  # fmt: skip
     try:
@@ -111,10 +112,11 @@ def deliver_second_looks(store: Store, desk: LabelStudioDesk | None, project: Pr
             retry_at = None
             if attempts < service.delivery_max_attempts:
                 retry_at = utcnow() + timedelta(seconds=retry_delay(service, attempts - 1, bool(exc.retryable)))
-            store.mark_second_look_failed([row.item_id], str(exc), retry_at)
+            store.mark_second_look_failed([row.id], str(exc), retry_at)
         logger.warning("delivering %d second looks failed (%s); retrying later", len(due), exc)
         return 0
-    delivered = store.mark_second_looks_delivered({task.item_id: task.task_id for task in tasks})
+    look_of = {row.item_id: row.id for row in due}  # an item has one open second look at a time
+    delivered = store.mark_second_looks_delivered({look_of[task.item_id]: task.task_id for task in tasks})
     logger.info("delivered %d second looks to Label Studio (no guess shown)", delivered)
     return delivered
 

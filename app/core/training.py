@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from app.core.checks import trained_labels
+from app.core.checks import holdout_labels, trained_labels
 from app.core.datadir import image_file
 from app.core.holdout import queue_holdout_tasks, reserve_holdout
 from app.core.imports import import_running, mark_queue_refreshed
@@ -335,7 +335,7 @@ class Trainer:
 
     def holdout_data(self, progress: bool = False) -> HoldoutData | None:
         """The labelled holdout's cached embeddings, true labels and key; None without one."""
-        holdout = [row for row in self.store.current_labels(holdout=True) if row.label in self.classes]
+        holdout = [row for row in holdout_labels(self.store) if row.label in self.classes]  # majority of its answers
         if not holdout:
             return None
         X, kept = self.embed_items([(r.item_id, r.content_hash, r.source, r.image_path) for r in holdout], progress)

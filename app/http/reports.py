@@ -351,8 +351,9 @@ def serving_view(row: ModelVersion | None) -> dict[str, Any] | None:
 
 def label_checks_view(store: Any, limit: int = 20) -> dict[str, Any] | None:
     """The newest label check for the report: counts, annotators' agreement and estimated quality (CROWDLAB), the
-    most suspect training and holdout labels, the second looks by status; None before the first check."""
-    from app.core.checks import SUMMARY_KEY
+    most suspect training and holdout labels, the second looks by status, the holdout labels asked again (and how many
+changed); None before the first check."""
+    from app.core.checks import SUMMARY_KEY, holdout_second_look_summary
 
     summary = store.get_meta(SUMMARY_KEY)
     if not summary:
@@ -362,7 +363,8 @@ def label_checks_view(store: Any, limit: int = 20) -> dict[str, Any] | None:
                 for c in store.label_checks(version, split="training", suspect=True, limit=limit)]
     holdout = [{"item_id": c.item_id, "label": c.label, "suggested": c.suggested, "score": c.score}
                for c in store.label_checks(version, split="holdout", suspect=True, limit=limit)]
-    return {**summary, "suspects": suspects, "holdout_suspects": holdout, "second_look_status": store.second_look_counts()}
+    return {**summary, "suspects": suspects, "holdout_suspects": holdout, "second_look_status": store.second_look_counts(),
+            "holdout_second_looks": holdout_second_look_summary(store)}
 
 
 def report_html(

@@ -50,6 +50,7 @@ from app.store.records import (
     Prediction,
     RetrainJob,
     ReviewTask,
+    SecondLook,
     WebhookEvent,
 )
 from app.store.schema import REVIEW_STATUSES, SPLITS
@@ -57,7 +58,7 @@ from app.store.schema import REVIEW_STATUSES, SPLITS
 __all__ = [
     "HOLDOUT_VERSION", "REVIEW_STATUSES", "SPLITS", "Answer", "DueSecondLook", "LabelCheck", "ClassInUseError", "Conflict", "DueReview", "HoldoutCounts", "Item", "ItemDetail", "Label", "LabelledItem",
     "ModelVersion", "NewItem", "NewLabel", "NewModelVersion", "NewPrediction", "PoolColumns", "PoolItem", "Prediction", "RetrainJob",
-    "ReviewTask", "Store", "StoreError", "WebhookEvent", "utcnow",
+    "ReviewTask", "SecondLook", "Store", "StoreError", "WebhookEvent", "utcnow",
 ]  # fmt: skip
 
 

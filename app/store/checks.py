@@ -4,7 +4,8 @@
 readers ask for the newest checked version's. A consensus label (CROWDLAB over several answers) holds only while
 the item's newest answer is the one the checks saw (``newest_label_id``): a later answer waits for the next check.
 Second looks are an outbox of their own beside ``review_tasks`` (one item, one review task there; a second look is
-another Label Studio task for the same item, with no guess), delivered and retried as review tasks are.
+another Label Studio task for the same item, with no guess), delivered and retried as review tasks are. An item may
+get several, one open at a time, each a row that stays (who had answered, which version asked, the label in doubt).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from app.store.base import StoreBase, chunks, insert_ignore, records, utcnow
-from app.store.records import Answer, DueSecondLook, LabelCheck
+from app.store.records import Answer, DueSecondLook, LabelCheck, SecondLook
 from app.store.schema import (
     REVIEW_STATUSES,
     items,
@@ -89,63 +90,87 @@ class ChecksMixin(StoreBase):
         }
 
     def second_looked(self, item_ids: Sequence[str]) -> set[str]:
-        """The ids among ``item_ids`` that had a second look queued already (an item gets one, ever)."""
-        seen: set[str] = set()
+        """The ids among ``item_ids`` that had a second look queued already (any kind, any status)."""
+        return set(self.second_look_state(item_ids))
+
+    def second_look_state(self, item_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """item id -> (second looks queued, of them still open: pending or sent) for those of ``item_ids`` with any."""
+        state: dict[str, tuple[int, int]] = {}
+        is_open = sa.case((second_looks.c.status.in_(("pending", "sent")), 1), else_=0)
         with self.engine.connect() as conn:
             for chunk in chunks(sorted(set(item_ids)), 500):
-                seen.update(conn.execute(sa.select(second_looks.c.item_id).where(second_looks.c.item_id.in_(list(chunk)))).scalars())
-        return seen
+                query = (
+                    sa.select(second_looks.c.item_id, sa.func.count(), sa.func.sum(is_open))
+                    .where(second_looks.c.item_id.in_(list(chunk)))
+                    .group_by(second_looks.c.item_id)
+                )
+                state.update({item_id: (int(n), int(n_open or 0)) for item_id, n, n_open in conn.execute(query)})
+        return state
 
-    def queue_second_looks(self, version: str, not_for: dict[str, list[str]], limit: int | None = None) -> int:
-        """Queue a second look for the first ``limit`` items (in the order given) never looked at twice (an item gets
-        one, ever); ``not_for``: who answered each already. Returns how many were queued."""
+    def queue_second_looks(
+        self, version: str, not_for: dict[str, list[str]], limit: int | None = None, *, split: str = "training",
+        reason: str = "suspect", labels: dict[str, str] | None = None, max_looks: int = 1,
+    ) -> int:
+        """Queue one more second look for the first ``limit`` items (in the order given) that have fewer than
+        ``max_looks`` and none still open (a suspect: ``max_looks`` 1, one ever; a tie: up to the setting).
+        ``not_for``: who answered each already; ``labels``: the label in doubt. Returns how many were queued."""
         now = utcnow()
-        seen = self.second_looked(list(not_for))
-        fresh = [item_id for item_id in not_for if item_id not in seen][: limit if limit is not None else None]
+        state = self.second_look_state(list(not_for))
+        fresh = [item_id for item_id in not_for if state.get(item_id, (0, 0))[0] < max_looks and not state.get(item_id, (0, 0))[1]]
+        fresh = fresh[: limit if limit is not None else None]
         rows = [
-            {"item_id": item_id, "model_version": version, "status": "pending", "not_for": sorted(who), "attempts": 0,
-             "next_attempt_at": now, "created_at": now, "updated_at": now}
-            for item_id, who in ((item_id, not_for[item_id]) for item_id in fresh)
+            {"item_id": item_id, "look": state.get(item_id, (0, 0))[0] + 1, "split": split, "reason": reason,
+             "label": (labels or {}).get(item_id), "model_version": version, "status": "pending",
+             "not_for": sorted(not_for[item_id]), "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+            for item_id in fresh
         ]  # fmt: skip
         if not rows:
             return 0
-        with self.engine.begin() as conn:
-            return insert_ignore(conn, second_looks, rows, ["item_id"])
+        with self.engine.begin() as conn:  # two checks at once: the (item, look) key lets one of them in
+            return insert_ignore(conn, second_looks, rows, ["item_id", "look"])
+
+    def second_looks_of(self, split: str | None = None) -> list[SecondLook]:
+        """Every second look asked (of one split), oldest first: the history."""
+        query = sa.select(*(second_looks.c[name] for name in SecondLook.__dataclass_fields__)).order_by(second_looks.c.id)
+        if split is not None:
+            query = query.where(second_looks.c.split == split)
+        with self.engine.connect() as conn:
+            return records(SecondLook, conn.execute(query))
 
     def due_second_looks(self, limit: int, now: datetime | None = None) -> list[DueSecondLook]:
         """Pending second looks whose next attempt is due, oldest first, with their image path."""
         now = now or utcnow()
         query = (
-            sa.select(second_looks.c.item_id, second_looks.c.model_version, second_looks.c.attempts, second_looks.c.not_for,
-                      items.c.image_path)
+            sa.select(second_looks.c.id, second_looks.c.look, second_looks.c.item_id, second_looks.c.model_version,
+                      second_looks.c.attempts, second_looks.c.not_for, items.c.image_path)
             .select_from(second_looks.join(items, items.c.id == second_looks.c.item_id))
             .where(second_looks.c.status == "pending", second_looks.c.next_attempt_at <= now)
-            .order_by(second_looks.c.next_attempt_at, second_looks.c.item_id)
+            .order_by(second_looks.c.next_attempt_at, second_looks.c.id)
             .limit(limit)
         )  # fmt: skip
         with self.engine.connect() as conn:
             return records(DueSecondLook, conn.execute(query))
 
-    def mark_second_looks_delivered(self, delivered: dict[str, int]) -> int:
-        """Mark second looks sent with their Label Studio task ids; returns how many."""
+    def mark_second_looks_delivered(self, delivered: dict[int, int]) -> int:
+        """Mark second looks (by row id) sent with their Label Studio task ids; returns how many."""
         now = utcnow()
         count = 0
         with self.engine.begin() as conn:
-            for item_id, task_id in delivered.items():
+            for look_id, task_id in delivered.items():
                 result = conn.execute(
                     second_looks.update()
-                    .where(second_looks.c.item_id == item_id, second_looks.c.status == "pending")
+                    .where(second_looks.c.id == int(look_id), second_looks.c.status == "pending")
                     .values(status="sent", ls_task_id=int(task_id), last_error=None, updated_at=now)
                 )
                 count += int(result.rowcount)
         return count
 
-    def mark_second_look_failed(self, item_ids: Sequence[str], error: str, retry_at: datetime | None) -> None:
-        """Count a failed delivery; ``retry_at`` None marks them ``failed`` (the retry limit was reached)."""
+    def mark_second_look_failed(self, look_ids: Sequence[int], error: str, retry_at: datetime | None) -> None:
+        """Count a failed delivery (rows by id); ``retry_at`` None marks them ``failed`` (the retry limit was reached)."""
         values: dict = {"attempts": second_looks.c.attempts + 1, "last_error": error[:2000], "updated_at": utcnow()}
         values.update({"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"})
         with self.engine.begin() as conn:
-            conn.execute(second_looks.update().where(second_looks.c.item_id.in_(list(item_ids)), second_looks.c.status == "pending").values(**values))
+            conn.execute(second_looks.update().where(second_looks.c.id.in_([int(i) for i in look_ids]), second_looks.c.status == "pending").values(**values))
 
     def second_look_counts(self) -> dict[str, int]:
         """Second looks per status (every status present, zero when none)."""

@@ -251,4 +251,8 @@ def delivered_blind(conn: sa.Connection, item_id: str, task_id: int | None = Non
     )
     if task_id is not None:
         query = query.where(review_tasks.c.ls_task_id == int(task_id))
+        # A suspected holdout label's second look is a blind task juicer made for it too (app.core.checks).
+        look = sa.select(second_looks.c.item_id).where(second_looks.c.item_id == item_id, second_looks.c.ls_task_id == int(task_id))
+        if conn.execute(look).first() is not None:
+            return True
     return conn.execute(query).first() is not None

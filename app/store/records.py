@@ -278,10 +278,28 @@ class Answer:
 
 @dataclass(frozen=True)
 class DueSecondLook:
-    """A second look due for delivery: the item, its image, who already answered it."""
+    """A second look due for delivery: the item, its image, who already answered it; ``look``: the item's how-many-th."""
 
+    id: int
+    look: int
     item_id: str
     model_version: str
     attempts: int
     not_for: list[str]  # JSON column: annotator ids
     image_path: str | None
+
+
+@dataclass(frozen=True)
+class SecondLook:
+    """One second look at an item, as asked (:mod:`app.store.checks`): its history row."""
+
+    id: int
+    item_id: str
+    look: int  # 1: the item's first second look, 2: the next, ...
+    split: str  # training | holdout
+    reason: str  # suspect | tie
+    label: str | None  # the label in doubt when it was asked
+    model_version: str  # the version whose checks asked for it
+    status: str  # pending | sent | labelled | failed
+    not_for: list[str]  # who had answered when it was asked
+    ls_task_id: int | None

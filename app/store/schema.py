@@ -137,9 +137,16 @@ label_checks = sa.Table(
 second_looks = sa.Table(
     "second_looks",
     metadata,
-    # A suspected item sent back to Label Studio as a task of its own, with no guess, ideally for another annotator.
-    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), primary_key=True),
-    sa.Column("model_version", sa.String(32), nullable=False),  # the version whose checks suspected it
+    # An item sent back to Label Studio as a task of its own, with no guess, ideally for another annotator: a suspected
+    # label (training or holdout), or one more look while its answers tie. An item may get several (``look`` 1, 2, ...),
+    # a row each: the history of who had answered when it was asked and which version asked.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.String(200), sa.ForeignKey("items.id"), nullable=False, index=True),
+    sa.Column("look", sa.Integer, nullable=False),  # 1: the item's first second look, 2: the next, ...
+    sa.Column("split", sa.String(16), nullable=False),  # training | holdout
+    sa.Column("reason", sa.String(16), nullable=False),  # suspect | tie (the answers so far disagree one against one)
+    sa.Column("label", sa.Text, nullable=True),  # the label in doubt when it was asked (None: asked before 0006)
+    sa.Column("model_version", sa.String(32), nullable=False),  # the version whose checks asked for it
     sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | sent | labelled | failed
     sa.Column("not_for", sa.JSON, nullable=False),  # annotators who already answered (the task's note)
     sa.Column("ls_task_id", sa.Integer, nullable=True, index=True),
@@ -148,6 +155,7 @@ second_looks = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("item_id", "look", name="second_looks_item_look"),
     sa.CheckConstraint(f"status IN {REVIEW_STATUSES}", name="second_looks_status"),
 )
 

@@ -10,6 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from annotation.errors import AnnotationError
+from annotation.reviews import request_key
 from annotation.models import Annotation, LabelEvent, PullCursor, ReviewTask, SeenAnnotation, Task
 from annotation.webhooks import annotation_record, task_record
 from app.core.serving import Embeddings, ModelHolder
@@ -76,7 +77,7 @@ class FakeDesk:
         self._check()
         out = []
         for request in requests:
-            key = request.item_id + ("#second-look" if request.second_look else "")  # a second look: a task of its own
+            key = request_key(request)  # a second look: a task of its own (one per look)
             created = key not in self.tasks
             task_id = next(self._ids) if created else self.tasks[key]["task_id"]
             self.tasks[key] = {"task_id": task_id, "request": request}
