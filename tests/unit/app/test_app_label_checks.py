@@ -162,3 +162,116 @@ def test_the_report_shows_suspects_annotators_and_the_batch_split(services, clie
     assert split["new"] + split["second_looks"] + split["holdout"] == 2
     page = client.get("/report").get_data(as_text=True)
     assert 'id="label-checks"' in page and 'id="annotators"' in page and "red-3" in page and 'id="batch-split"' in page
+
+
+def _holdout(services, wrong: dict[int, str]) -> None:
+    """Four images of each colour in the holdout, labelled by an import; ``wrong`` gives some of them another class."""
+    for i, name in enumerate(list(CLASSES) * 4):
+        item_id = f"holdout-{i}"
+        add_png_item(services.store, services.data_dir, item_id, png(COLOURS[name], seed=900 + i), "holdout")
+        services.store.add_labels([NewLabel(item_id, wrong.get(i, name), "import")])
+
+
+def _answer(services, key: str, annotation_id: int, label: str, annotator: str) -> None:
+    """An annotator answers the Label Studio task ``key`` (as the fake desk holds it) through the one intake."""
+    sent = services.desk.tasks[key]
+    event = LabelEvent(sent["request"].item_id, sent["task_id"], annotation_id, label, annotator, utcnow(), "set")
+    assert own_tasks_only(services.store, [event]) == [event]
+    assert services.store.apply_label_events([event]) == 1
+
+
+def test_a_suspected_holdout_label_is_asked_again_blind_and_measures_by_vote_but_never_trains(services, client):
+    from app.core.checks import holdout_labels
+
+    _share(services, 0.5)  # of a batch of 2: one holdout label asked again at most
+    _labelled(services)
+    _holdout(services, wrong={2: "green"})  # holdout-2 is blue
+    store = services.store
+    result = check_labels(services.trainer, force=True)
+    assert result.holdout_second_looks == 1 and result.batch_split["holdout_checks"] == 1
+    assert [(look.item_id, look.split, look.reason, look.label, look.not_for) for look in store.second_looks_of()] == [
+        ("holdout-2", "holdout", "suspect", "green", ["import"])]
+    assert deliver_outbox(services) >= 1
+    request = services.desk.tasks["holdout-2#second-look"]["request"]
+    assert request.second_look and request.label is None and request.not_for == ("import",)  # blind, for another person
+
+    _answer(services, "holdout-2#second-look", 601, "blue", "2")
+    assert "holdout-2" not in {row.item_id for row in store.current_labels()}  # never a training label
+    assert services.trainer.retrain(reason="test", force=True).n_labels == PER_CLASS * len(CLASSES)
+    measured = {row.item_id: row.label for row in holdout_labels(store)}
+    assert measured["holdout-2"] == "blue"  # one against one: the newest answer until a further look settles it
+    assert client.get("/v1/report").json["label_checks"]["holdout_second_looks"] == {"asked": 1, "answered": 1, "changed": 1}
+
+    again = check_labels(services.trainer)  # the tie after a look: one more person is asked
+    assert again.holdout_second_looks == 1 and again.tie_looks == 1
+    last = store.second_looks_of("holdout")[-1]
+    assert (last.item_id, last.look, last.reason, last.not_for) == ("holdout-2", 2, "tie", ["2", "import"])
+    deliver_outbox(services)
+    _answer(services, "holdout-2#second-look-2", 602, "blue", "3")
+    assert {row.item_id: row.label for row in holdout_labels(store)}["holdout-2"] == "blue"  # two against one
+    settled = check_labels(services.trainer, force=True)
+    assert settled.holdout_second_looks == 0 and len(store.second_looks_of("holdout")) == 2  # agreed: asked no more
+
+
+def test_a_second_look_that_disagrees_asks_a_third_person_up_to_the_cap_and_one_that_agrees_does_not(services):
+    _share(services, 1.0)
+    _labelled(services, wrong={"red-3": "blue"})
+    store = services.store
+    assert store.queue_second_looks("v0001", {"red-3": ["1"], "green-1": ["1"]}) == 2
+    deliver_outbox(services)
+    _answer(services, "red-3#second-look", 701, "red", "2")  # disagrees with annotator 1's "blue"
+    _answer(services, "green-1#second-look", 702, "green", "2")  # agrees
+    result = check_labels(services.trainer)
+    assert result.tie_looks == 1
+    looks = {(look.item_id, look.look): look for look in store.second_looks_of("training")}
+    assert ("red-3", 2) in looks and ("green-1", 2) not in looks
+    assert looks["red-3", 2].reason == "tie" and looks["red-3", 2].not_for == ["1", "2"]
+
+    deliver_outbox(services)
+    _answer(services, "red-3#second-look-2", 703, "green", "3")  # one against one against one: still a tie
+    capped = check_labels(services.trainer, force=True)  # service.max_looks_per_item: 2 second looks
+    assert capped.tie_looks == 0 and ("red-3", 3) not in {(x.item_id, x.look) for x in store.second_looks_of()}
+    services.trainer.service = services.trainer.service.model_copy(update={"max_looks_per_item": 3})
+    assert check_labels(services.trainer, force=True).tie_looks == 1
+    assert ("red-3", 3) in {(x.item_id, x.look) for x in store.second_looks_of()}
+
+
+def test_the_vote_takes_the_majority_and_a_tie_goes_to_the_newest():
+    from app.core.checks import vote
+    from app.store import Answer
+
+    assert vote([Answer("x", "1", "red", 1), Answer("x", "2", "blue", 2), Answer("x", "3", "red", 3)]) == ("red", False)
+    assert vote([Answer("x", "1", "red", 1), Answer("x", "2", "blue", 2)]) == ("blue", True)
+    assert vote([Answer("x", "1", "red", 1), Answer("x", "2", "blue", 2), Answer("x", "2", "red", 3)]) == ("red", False)
+
+
+def test_the_split_reads_the_pool_as_columns_and_embeds_only_a_sample(services, monkeypatch):
+    import app.core.checks as checks
+
+    _share(services, 0.5)
+    _labelled(services, wrong={"red-3": "blue"})
+    for k, name in enumerate(CLASSES):
+        for i in range(4):
+            add_png_item(services.store, services.data_dir, f"pool-{name}-{i}", png(COLOURS[name], seed=700 + 10 * k + i), "pool")
+
+    def refused():
+        raise AssertionError("the checks read the pool a record per row")
+
+    monkeypatch.setattr(services.store, "unlabelled_pool", refused)
+    monkeypatch.setattr(checks, "POOL_SAMPLE", 5)
+    asked: list[int] = []
+    pool_vectors = services.trainer.pool_vectors
+    monkeypatch.setattr(services.trainer, "pool_vectors", lambda ids, hashes, *a: (asked.append(len(ids)), pool_vectors(ids, hashes, *a))[1])
+    result = check_labels(services.trainer)
+    assert asked == [5]  # 12 pool items, a sample of 5 read
+    split = result.batch_split
+    assert split["new"] + split["second_looks"] + split["holdout"] == 2
+
+
+def test_the_holdout_measure_reads_the_majority_answer_not_the_newest(services):
+    store = services.store
+    add_png_item(store, services.data_dir, "holdout-0", png(COLOURS["blue"], seed=900), "holdout")
+    store.add_labels([NewLabel("holdout-0", label, "label-studio", annotator=who)
+                      for who, label in (("1", "blue"), ("2", "blue"), ("3", "green"))])  # fmt: skip
+    assert store.current_labels(holdout=True)[0].label == "green"  # the newest answer
+    assert services.trainer.holdout_data().y_true == ["blue"]  # what the measure reads: two against one

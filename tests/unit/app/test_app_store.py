@@ -266,3 +266,33 @@ def test_unlabelled_columns_list_the_pool_as_unlabelled_pool_does(store):
     assert columns.statuses == [row.status for row in listed] == [None, "pending", None, None]
     assert store.unlabelled_columns("served").ids == ["item-7"]
     assert set(store.items_by_id(["item-4", "item-9"])) == {"item-4"}
+
+
+def test_second_looks_made_before_0006_become_each_items_first_look_and_more_can_follow(store_url):
+    """A store at 0005 with a second look (keyed by item then) upgrades in place; downgrading keeps each first look."""
+    from alembic import command
+
+    from app.store.migrate import _alembic_config
+
+    engine = sa.create_engine(store_url)
+    now = utcnow()
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0005")
+        conn.execute(sa.text("INSERT INTO items (id, content_hash, source, split, created_at) VALUES ('item-1', 'h1', 's', 'pool', :now)"), {"now": now})
+        conn.execute(sa.text(
+            "INSERT INTO second_looks (item_id, model_version, status, not_for, ls_task_id, attempts, next_attempt_at, created_at, updated_at)"
+            " VALUES ('item-1', 'v0001', 'labelled', '[\"1\"]', 42, 1, :now, :now, :now)"), {"now": now})
+    engine.dispose()
+    store = Store.from_url(store_url)
+    try:
+        [look] = store.second_looks_of()
+        assert (look.item_id, look.look, look.split, look.reason, look.status, look.not_for, look.ls_task_id) == (
+            "item-1", 1, "training", "suspect", "labelled", ["1"], 42)
+        assert store.queue_second_looks("v0002", {"item-1": ["1", "2"]}, reason="tie", max_looks=2) == 1
+        assert [x.look for x in store.second_looks_of()] == [1, 2]
+        with store.engine.begin() as conn:
+            command.downgrade(_alembic_config(conn), "0005")
+            assert conn.execute(sa.text("SELECT item_id, ls_task_id FROM second_looks")).all() == [("item-1", 42)]
+            command.upgrade(_alembic_config(conn), "head")
+    finally:
+        store.close()
