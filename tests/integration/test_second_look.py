@@ -5,6 +5,7 @@ labelled "Bag"): after a retrain the checks suspect it, its second look arrives 
 own with no prediction, and a second annotator (another Label Studio user) opens it in Chromium with no choice
 pre-selected (screenshot: test-artifacts/second-look-task.png). The two annotators disagree on it, the wrong
 answer the newest; the consensus label (CROWDLAB: the model and the second annotator against the first) trains.
+A suspected holdout label goes back the same way; its answer changes what the holdout measures, never the training.
 """
 
 from __future__ import annotations
@@ -140,6 +141,55 @@ def test_a_wrong_label_is_suspected_looked_at_again_blind_and_settled_by_consens
     assert {row.item_id: row.label for row in trained_labels(store, store.current_labels())}[wrong] == "Trouser"
     report = client.get("/v1/report").json["label_checks"]
     assert report["n_consensus"] == 1 and len(report["annotator_quality"]) == 2
+
+
+def test_a_suspected_holdout_label_goes_back_blind_and_its_answer_measures_but_never_trains(juicer, label_studio):
+    """After the first test (v0003 on 80 labels): a holdout of real images, a trouser there labelled "Bag"; the check
+    asks it again blind, not for the import that labelled it; the answer changes what the holdout measures with and
+    never joins the training labels."""
+    from app.core.checks import check_labels, holdout_labels
+    from app.core.datadir import write_image
+    from app.core.demo import encode_png
+    from app.store import NewItem, NewLabel
+    from app.worker.scheduler import deliver_outbox, process_webhook_events
+    from learner.datasets import load_fashion_mnist
+    from learner.images import content_hash
+
+    services, client, _ = juicer
+    store, desk = services.store, services.desk
+    extra = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=10, seed=11)
+    known = store.items_by_id(extra.item_ids)
+    rows = [i for i, item in enumerate(extra.item_ids) if item not in known]
+    wrong = min(extra.item_ids[i] for i in rows if extra.label_names[i] == "Trouser")
+    for i in rows:
+        data = encode_png(extra.sources[i].array)
+        digest = content_hash(data)
+        store.add_items([NewItem(extra.item_ids[i], digest, extra.item_ids[i], "holdout",
+                                 write_image(services.data_dir, digest, "png", data))])  # fmt: skip
+        label = "Bag" if extra.item_ids[i] == wrong else extra.label_names[i]
+        store.add_labels([NewLabel(extra.item_ids[i], label, "dataset", annotator="dataset")])
+    n_training = len(store.current_labels())
+
+    result = check_labels(services.trainer, force=True)
+    assert result is not None and result.holdout_second_looks >= 1
+    asked = {look.item_id: look for look in store.second_looks_of("holdout")}
+    suspected = [(c.item_id, c.label, c.suggested, round(c.score, 3)) for c in store.label_checks(split="holdout", suspect=True)]
+    assert wrong in asked, f"{wrong} not asked again; holdout suspects: {suspected}"
+    assert asked[wrong].label == "Bag" and asked[wrong].not_for == ["dataset"]
+    deliver_outbox(services)
+    task_id = {look.item_id: look for look in store.second_looks_of("holdout")}[wrong].ls_task_id
+    raw = desk.client.request("GET", f"/api/tasks/{task_id}", "reading the holdout's second-look task").json()
+    assert all(p["result"] == [] for p in raw["predictions"])  # no guess
+    assert raw["data"]["kind"] == "second-look" and raw["data"]["not_for"] == ["dataset"]
+
+    before = len(store.pending_events())
+    desk.submit_annotation(task_id, "Trouser")
+    poll(lambda: len(store.pending_events()) > before, 30, "the holdout answer's webhook")
+    assert process_webhook_events(services) >= 1
+    assert {row.item_id: row.label for row in holdout_labels(store)}[wrong] == "Trouser"  # one against one: the newest
+    assert len(store.current_labels()) == n_training and wrong not in {row.item_id for row in store.current_labels()}
+    report = client.get("/v1/report").json["label_checks"]["holdout_second_looks"]
+    assert report["answered"] == 1 and report["changed"] == 1 and report["asked"] >= 1
 
 
 def store_second_look(store, item_id: str):
