@@ -33,6 +33,7 @@ from app.core.serving import (
     ModelHolder,
     ModelLoadError,
     ServingModel,
+    is_newer,
     load_head,
     model_from_row,
     prediction_record,
@@ -477,7 +478,7 @@ class Trainer:
             )
             for position, index in enumerate(rows.tolist())
         ]
-        if self.models.current is not model:  # a retrain swapped a newer version in meanwhile and re-scores itself
+        if is_newer(self.models.current or model, model):  # a newer version came in meanwhile; its retrain re-scores
             logger.info("review queue: %s was replaced while it scored; its predictions are dropped", model.version)
             return 0
         self.store.record_predictions(predictions)

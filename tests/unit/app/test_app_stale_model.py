@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from app.core import checks
-from app.core.serving import Embeddings, ModelHolder, load_last_good
+from app.core.serving import Embeddings, ModelHolder, ServingModel, load_last_good
 from app.core.training import Trainer
 from app.services import Services
 from app.store import NewLabel, Store
@@ -91,3 +91,20 @@ def test_a_model_never_moves_back_and_a_broken_newest_head_is_not_read_again(ser
     for _ in range(3):
         assert beside.models.follow(beside.store, beside.data_dir, FakeBackbone.id).version == "v0002"
     assert len(listed) == 1  # tried once; the version read alone afterwards
+
+
+def test_a_refresh_overtaken_by_a_newer_version_leaves_the_queue_to_it(services, trained, monkeypatch):
+    """The queue's refresh and a retrain run on different scheduler threads: the older scores must not land last."""
+    _pool(services)
+    real = ServingModel.proba
+    overtaken = []
+
+    def proba(model, X):
+        if model.version == "v0001" and not overtaken:  # v0001 is scoring the queue when v0002 comes in
+            overtaken.append(services.trainer.retrain(force=True).version)
+        return real(model, X)
+
+    monkeypatch.setattr(ServingModel, "proba", proba)
+    refresh_queue(services)
+    assert overtaken == ["v0002"]
+    assert {row.model_version for row in services.store.due_reviews(100)} == {"v0002"}
