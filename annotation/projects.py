@@ -8,6 +8,7 @@ the editor's queue follows, and the local-files storage that serves juicer's ima
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -21,6 +22,14 @@ from annotation.models import Project
 from config.settings import check_class_names
 
 logger = logging.getLogger(__name__)
+
+
+def version_rank(model_version: str | None) -> int:
+    """Where a model version comes in training order: juicer names them ``v0001``, ``v0002``, ... (the number);
+    any other name (the cold start's ``none``, a version of someone else's) ranks before them all (-1)."""
+    match = re.fullmatch(r"v(\d+)", model_version or "")
+    return int(match.group(1)) if match else -1
+
 
 SAMPLING = "Uncertainty sampling"  # Label Studio serves the lowest prediction score first
 # The editor's "Label All Tasks" goes through the Data Manager tab, which ignores the project's sampling and
@@ -172,13 +181,15 @@ class Projects:
 
     def follow_model_version(self, project_id: int, model_version: str) -> bool:
         """Set the project's model version (Uncertainty sampling orders only by that version's predictions);
-        whether it changed."""
+        whether it changed. Never backwards: a project at a newer version (:func:`version_rank`) keeps it."""
         client = self.client
         with client.errors(f"reading project {project_id}"):
             current = client.sdk.projects.get(id=project_id, request_options=client.opts)
-        if current.model_version != model_version or current.sampling != SAMPLING:
-            with client.errors(f"setting project {project_id}'s model version to {model_version!r}"):
-                client.sdk.projects.update(
-                    id=project_id, model_version=model_version, sampling=SAMPLING, request_options=client.opts
-                )
-        return current.model_version != model_version
+        target = model_version
+        if current.model_version and version_rank(current.model_version) > version_rank(model_version):
+            logger.warning("project %s stays at model version %s: %s is older", project_id, current.model_version, model_version)
+            target = current.model_version
+        if current.model_version != target or current.sampling != SAMPLING:
+            with client.errors(f"setting project {project_id}'s model version to {target!r}"):
+                client.sdk.projects.update(id=project_id, model_version=target, sampling=SAMPLING, request_options=client.opts)
+        return current.model_version != target

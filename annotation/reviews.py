@@ -28,7 +28,7 @@ from annotation.client import BULK_TIMEOUT_FACTOR, PAGE_SIZE, LabelStudioClient
 from annotation.errors import LabelStudioUnavailable, ProjectConfigError
 from annotation.labelconfig import IMAGE_KEY, JUICER_CONFIG
 from annotation.models import Project, ReviewRequest, ReviewTask
-from annotation.projects import Projects
+from annotation.projects import Projects, version_rank
 from annotation.webhooks import annotation_label
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,9 @@ class Reviews:
         index, _, blind = self._task_index(project.id)
         new = [r for key, r in latest.items() if key not in index]
         guessed = [r for r in latest.values() if not (r.blind or r.second_look)]
-        version = guessed[-1].model_version if guessed else self.projects.model_version(project.id)
+        # The newest version among the guesses (a batch may mix versions): the one the project follows.
+        newest = max(reversed(guessed), key=lambda r: version_rank(r.model_version)).model_version if guessed else None
+        version = newest or self.projects.model_version(project.id)
         for start in range(0, len(new), IMPORT_CHUNK):
             chunk = new[start : start + IMPORT_CHUNK]
             payload = [task_body(self.projects.image_url(r.image), r, version) for r in chunk]
@@ -166,11 +168,11 @@ class Reviews:
         resent = [(index[key], r) for key, r in latest.items() if key in index and not (r.blind or r.second_look)]
         changed = False
         if resent:
-            changed = self._rescore(project.id, resent, guessed[-1].model_version)
-        elif guessed:
-            changed = self.projects.follow_model_version(project.id, guessed[-1].model_version)
+            changed = self._rescore(project.id, resent, str(newest))
+        elif newest is not None:
+            changed = self.projects.follow_model_version(project.id, newest)
         if changed and blind:
-            self._placeholders(project.id, sorted(blind), guessed[-1].model_version)  # blind tasks stay first in line
+            self._placeholders(project.id, sorted(blind), str(newest))  # blind tasks stay first in line
         if new:
             index, _, _ = self._task_index(project.id)
         missing = [item for item in latest if item not in index]

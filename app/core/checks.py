@@ -197,7 +197,7 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
     from learner.oof import out_of_fold_proba
 
     store = trainer.store
-    model = trainer.models.current
+    model = trainer.serving_model()  # the newest version, whichever process trained it
     if model is None or (not force and store.checked_version() == model.version):
         return None
     started = time.perf_counter()

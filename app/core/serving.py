@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import queue
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from app.core.files import write_atomic
-from app.store import ModelVersion, NewPrediction
+from app.store import ModelVersion, NewPrediction, Store
 from learner.cache import EmbeddingCache, Embedder, embed_sources
 from learner.rules import proba_in_order
 
@@ -78,12 +79,35 @@ def prediction_record(
     )
 
 
+def version_seq(version: str) -> int | None:
+    """The training sequence number in a version's name (``v0002`` -> 2: :meth:`app.core.training.Trainer.retrain`
+    names every version ``v{seq:04d}``); None for any other name."""
+    match = re.fullmatch(r"v(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def is_newer(model: ServingModel, than: ServingModel | None) -> bool:
+    """Whether ``model`` was trained after ``than`` (any model is newer than none; unnumbered names never are)."""
+    if than is None:
+        return True
+    seq, other = version_seq(model.version), version_seq(than.version)
+    return seq is not None and (other is None or seq > other)
+
+
 class ModelHolder:
-    """The current :class:`ServingModel`; reads are lock-free snapshots, swaps are serialised."""
+    """The current :class:`ServingModel`; reads are lock-free snapshots, swaps are serialised.
+
+    Every process holds one, and only the process running the scheduler trains: the others (and a process that
+    takes the scheduler over) catch up with :meth:`follow`, which every job that scores or counts against the
+    serving model calls first (through :meth:`app.core.training.Trainer.serving_model`), and every HTTP request
+    (``app.http.server.follow_models``). A model never moves back to an older version.
+    """
 
     def __init__(self, model: ServingModel | None = None) -> None:
         self._lock = threading.Lock()
+        self._follow_lock = threading.Lock()
         self._current = model
+        self._followed: str | None = None  # the newest version a follow tried to load (a broken one is not retried)
 
     @property
     def current(self) -> ServingModel | None:
@@ -96,6 +120,43 @@ class ModelHolder:
             previous, self._current = self._current, model
         logger.info("model %s now serving (was %s)", model.version, previous.version if previous else "none")
         return previous
+
+    def swap_if_newer(self, model: ServingModel) -> bool:
+        """:meth:`swap` only when ``model`` is newer than the serving one (checked and swapped under the lock)."""
+        with self._lock:
+            previous = self._current
+            if not is_newer(model, previous):
+                return False
+            self._current = model
+        logger.info("model %s now serving (was %s)", model.version, previous.version if previous else "none")
+        return True
+
+    def follow(self, store: Store, data_dir: Path, backbone_id: str) -> ServingModel | None:
+        """Bring this process's model up to the store's newest version, recorded by whichever process trained it;
+        returns the model serving now.
+
+        One narrow read of the newest version's name when nothing changed; the heads are read only when a newer
+        version is recorded (:func:`load_last_good`: a newest head that does not load leaves the one before it,
+        and is not tried again until a newer one comes). Never moves back to an older version.
+        """
+        newest = store.newest_model_version()
+        current = self._current
+        if newest is None or newest[1] == self._followed or (current is not None and newest[1] == current.version):
+            return current
+        with self._follow_lock:  # one load at a time; the others find it done
+            current = self._current
+            if newest[1] == self._followed or (current is not None and newest[1] == current.version):
+                return current
+            self._followed = newest[1]
+            seq = version_seq(current.version) if current is not None else None
+            if seq is not None and seq >= newest[0]:
+                return current
+            model = load_last_good(store.list_models(), data_dir, backbone_id)
+            if model is not None and model.version != newest[1]:
+                logger.warning("the newest model %s does not load here; %s is the newest that does", newest[1], model.version)
+            if model is not None:
+                self.swap_if_newer(model)
+        return self._current
 
 
 def head_path(data_dir: Path, version: str) -> Path:

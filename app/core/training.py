@@ -33,6 +33,7 @@ from app.core.serving import (
     ModelHolder,
     ModelLoadError,
     ServingModel,
+    is_newer,
     load_head,
     model_from_row,
     prediction_record,
@@ -207,9 +208,14 @@ class Trainer:
         raise RuntimeError("unreachable: every pass quarantines at least one item")
 
     # -- retrain ------------------------------------------------------------------------------------
+    def serving_model(self) -> ServingModel | None:
+        """The serving model, first brought up to the store's newest version (another process may have trained
+        it: :meth:`app.core.serving.ModelHolder.follow`); what every job that scores or counts against it reads."""
+        return self.models.follow(self.store, self.data_dir, self.embeddings.backbone_id)
+
     def new_labels(self) -> int:
         """Training labels recorded since the serving model was fitted (all of them before the first model)."""
-        current = self.models.current
+        current = self.serving_model()
         if current is None:
             return self.store.count_new_labels(0)
         # Withdrawals are changes too: those after the labels were read (a fit takes seconds; one withdrawn while
@@ -220,7 +226,7 @@ class Trainer:
         """Fit a new version aside, evaluate, record and swap it in; skip when nothing changed unless ``force``."""
         with self._lock:
             started = time.perf_counter()
-            current = self.models.current
+            current = self.serving_model()  # warm-started from, and counted against, the newest version
             labels_read_at = utcnow()  # before the reads: a change from here on is not in this fit
             max_label_id = self.store.max_label_id()
             if current is not None and not force and self.new_labels() == 0:
@@ -436,7 +442,7 @@ class Trainer:
             rows = [r for r in self.store.items_of_split("holdout") if r.id in reserved and r.image_path]
             self.embed_items([(r.id, r.content_hash, r.source, r.image_path) for r in rows], progress)
         queue_holdout_tasks(self.store, self.service.holdout, self.service.review_batch_size)
-        model = self.models.current
+        model = self.serving_model()  # never re-score the queue with a version older than the store's newest
         strategy = self.service.query_strategy
         if model is None and query_strategy(self.service).needs_model:
             return 0
@@ -472,6 +478,9 @@ class Trainer:
             )
             for position, index in enumerate(rows.tolist())
         ]
+        if is_newer(self.models.current or model, model):  # a newer version came in meanwhile; its retrain re-scores
+            logger.info("review queue: %s was replaced while it scored; its predictions are dropped", model.version)
+            return 0
         self.store.record_predictions(predictions)
         logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
         return len(chosen)

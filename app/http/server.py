@@ -145,15 +145,7 @@ def follow_models(services: Any, every_s: float = FOLLOW_EVERY_S) -> Any:
         if now - state["checked"] < every_s:
             return
         state["checked"] = now
-        latest = services.store.latest_model()
-        current = services.models.current
-        if latest is None or (current is not None and latest.version == current.version):
-            return
-        from app.core.serving import load_last_good
-
-        model = load_last_good(services.store.list_models(), services.data_dir, services.embeddings.backbone_id)
-        if model is not None and (current is None or model.version != current.version):
-            services.models.swap(model)
+        services.models.follow(services.store, services.data_dir, services.embeddings.backbone_id)
 
     return check
 

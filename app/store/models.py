@@ -40,6 +40,14 @@ class ModelsMixin(StoreBase):
             newest = sa.select(model_versions).order_by(model_versions.c.seq.desc()).limit(1)
             return record(ModelVersion, conn.execute(newest).first())
 
+    def newest_model_version(self) -> tuple[int, str] | None:
+        """(seq, version) of the newest recorded model version, or None: two columns of one row by the unique seq
+        index, cheap enough to ask before every job that scores (:meth:`app.core.serving.ModelHolder.follow`)."""
+        with self.engine.connect() as conn:
+            newest = sa.select(model_versions.c.seq, model_versions.c.version).order_by(model_versions.c.seq.desc()).limit(1)
+            row = conn.execute(newest).first()
+        return None if row is None else (int(row.seq), str(row.version))
+
     def get_model(self, version: str) -> ModelVersion | None:
         """One model version, or None."""
         with self.engine.connect() as conn:
