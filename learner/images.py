@@ -376,6 +376,35 @@ class BytesImage:
         return f"BytesImage(source={self._source!r}, {len(self._data)} bytes)"
 
 
+class DecodedImage:
+    """Another source's pixels decoded once at one size (a request decodes its images before it writes anything,
+    then embeds them): :meth:`pixels` at that size costs nothing; any other size decodes the source again."""
+
+    __slots__ = ("_image", "_size", "_pixels")
+
+    def __init__(self, image: ImageSource, size: tuple[int, int]) -> None:
+        self._image = image
+        self._size = _check_size(size)
+        self._pixels = image.pixels(self._size)  # raises the source's ImageError here
+
+    @property
+    def content_hash(self) -> str:
+        """The source's content hash."""
+        return self._image.content_hash
+
+    @property
+    def source(self) -> str:
+        """The source's name, for errors."""
+        return self._image.source
+
+    def pixels(self, size: tuple[int, int]) -> np.ndarray:
+        """The decoded pixels (the source decoded again for another size)."""
+        return self._pixels if _check_size(size) == self._size else self._image.pixels(size)
+
+    def __repr__(self) -> str:
+        return f"DecodedImage({self._image!r}, {self._size})"
+
+
 class FileImage:
     """An encoded image file; read (and hashed) lazily, decoded on each :meth:`pixels` call."""
 

@@ -6,9 +6,11 @@ The HTTP edge (:mod:`app.http.uploads`) reads them out of requests; this module 
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from app.core.datadir import write_image
 from app.store import NewItem, Store
@@ -75,3 +77,18 @@ def items_for_uploads(
             )
         resolved.append((item_id or upload.item_id, created))
     return resolved
+
+
+_beside_lock = threading.Lock()
+_beside: ThreadPoolExecutor | None = None
+
+
+def beside(function: Callable[..., Any], *args: Any) -> Future:
+    """Run ``function(*args)`` on the process's I/O thread while the caller goes on (a request writes its image
+    files and reads its items while the backbone runs: both wait on the disk, not the CPU). Made on first use,
+    so never before a fork."""
+    global _beside
+    with _beside_lock:
+        if _beside is None:
+            _beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="juicer-io")
+        return _beside.submit(function, *args)

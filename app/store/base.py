@@ -202,6 +202,10 @@ def dialect_insert(conn: Connection, table: sa.Table) -> Any:
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> int:
     """Insert the rows whose ``keys`` are new, leave the others; returns how many were inserted."""
+    if len(rows) == 1:  # the row as parameters: the statement's compiled form is cached (a VALUES list is compiled
+        # on every call: most of a one-image /v1/predict's item insert)
+        statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
+        return max(conn.execute(statement.execution_options(preserve_rowcount=True), rows[0]).rowcount, 0)
     inserted = 0
     for chunk in chunks(rows, 500):
         # One multi-row statement (not executemany), its rowcount kept (psycopg's is otherwise dropped for INSERT).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Response, current_app, jsonify
+from flask import Response, after_this_request, current_app, jsonify
 from pydantic import BaseModel
 
 from app.core.serving import prediction_record
 from app.http.api.common import api, request_uploads, serving_model, services
 from app.http.openapi import Answers, spec
-from app.core.uploads import items_for_uploads
+from app.core.uploads import beside, items_for_uploads
 from app.http.uploads import ImageFiles, ImagesBody
 from app.store import NewItem
 
@@ -43,7 +43,8 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     """Predict one or many images; images decided ``review`` are queued for annotators in the same transaction.
 
     The answer leaves once the images' files and the store's rows are written, so a returned prediction queued for
-    review is durable; the new vectors reach the embedding cache behind it (derived data: ``Embeddings.embed_behind``).
+    review is durable; the new vectors reach the embedding cache once the answer is sent (derived data:
+    ``Embeddings.write_behind``).
     """
     from learner.rules import decide
 
@@ -53,11 +54,15 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     limits = svc.settings.service
     uploads = request_uploads(svc, json)
     model = serving_model()
-    X = svc.embeddings.embed_behind([upload.image for upload in uploads])  # decodes; a bad image raises ImageError (4xx)
+    # Every image is decoded before anything is written (a bad one is an ImageError, a 4xx); then the new images'
+    # files are written (fsync) on an I/O thread while the backbone runs: disk waits and CPU work overlap.
+    sources = svc.embeddings.decode_new([upload.image for upload in uploads])
+    new_items: dict[str, NewItem] = {}
+    stored = beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items)
+    X, held = svc.embeddings.embed_held(sources)
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
-    new_items: dict[str, NewItem] = {}
-    item_ids = [item_id for item_id, _ in items_for_uploads(svc.store, svc.data_dir, uploads, "served", new_items)]
+    item_ids = [item_id for item_id, _ in stored.result()]
     records = [
         prediction_record(model, item_id, row, decision=decision.decision, rule=decision.rule, reason=decision.reason)
         for item_id, row, decision in zip(item_ids, proba, decisions)
@@ -73,4 +78,10 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
         metrics.observe_predictions(record.decision for record in records)
     if any(record.review for record in records):
         svc.wake("deliver-outbox")
+
+    @after_this_request
+    def write_behind(response: Response) -> Response:  # the final response (spectree builds its own from ours)
+        response.call_on_close(lambda: svc.embeddings.write_behind(held))  # once the answer is sent
+        return response
+
     return jsonify({"model_version": model.version, "predictions": results})

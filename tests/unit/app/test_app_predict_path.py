@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 
 import numpy as np
@@ -22,11 +23,19 @@ def images_on_disk(services) -> set[str]:
     return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
 
 
+def other_view_misses(services, data: list[bytes]) -> bool:
+    """Whether another process's view of the cache (a fresh connection) lacks every one of these images."""
+    other = EmbeddingCache(services.data_dir / "embeddings", services.embeddings.backbone_id)
+    return len(other.missing([hashlib.sha256(d).hexdigest() for d in data])) == len(data)
+
+
 def test_an_answered_prediction_has_its_item_review_task_and_image_then_its_vector_reaches_the_cache(client, trained):
     trained.settings.service.decision_threshold = 1.0  # everything goes to review
     data = [png(COLOURS["green"], seed=s) for s in (301, 302)]
     response = client.post("/v1/predict", json={"images": [b64(d) for d in data]})
     assert response.status_code == 200, response.json
+    assert trained.embeddings.flush(timeout_s=30) and other_view_misses(trained, data)  # not before the answer is sent
+    response.close()  # what a server does once the answer is sent: the vectors go to the cache's writer
     item_ids = [p["item_id"] for p in response.json["predictions"]]
     items = [trained.store.get_item(item_id) for item_id in item_ids]
     assert [item.split for item in items] == ["served", "served"]
@@ -56,6 +65,7 @@ def test_a_failed_cache_write_is_logged_and_the_prediction_stands(client, traine
     monkeypatch.setattr(trained.embeddings.cache, "put_many", broken)
     response = client.post("/v1/predict", json={"image": b64(png(COLOURS["blue"], seed=305))})
     assert response.status_code == 200, response.json
+    response.close()
     [prediction] = response.json["predictions"]
     assert trained.embeddings.flush(timeout_s=30)
     assert trained.store.get_item(prediction["item_id"]).prediction.model_version == "v0001"

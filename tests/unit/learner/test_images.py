@@ -15,6 +15,7 @@ from learner.errors import ImageDecodeError, ImageError, ImageTooLargeError
 from learner.images import (
     ArrayImage,
     BytesImage,
+    DecodedImage,
     FileImage,
     content_hash,
     decode_image,
@@ -431,3 +432,27 @@ def test_sniff_format():
     assert sniff_format(encode(solid(RED), "GIF")[:12]) == "GIF"
     assert sniff_format(encode(solid(RED), "WEBP")[:12]) == "WEBP"
     assert sniff_format(b"Copyright 2026") is None
+
+
+def test_a_decoded_image_is_decoded_once_and_keeps_its_source_s_name_and_hash():
+    data = encode(solid(ORANGE, (40, 30)), "PNG")
+
+    class Counted(BytesImage):
+        __slots__ = ("sizes",)
+
+        def pixels(self, size):
+            self.sizes.append(size)
+            return super().pixels(size)
+
+    image = Counted(data, source="upload.png")
+    image.sizes = []
+    decoded = DecodedImage(image, (16, 16))
+    assert decoded.content_hash == content_hash(data) and decoded.source == "upload.png"
+    np.testing.assert_array_equal(decoded.pixels((16, 16)), decode_image(data, (16, 16)))
+    assert image.sizes == [(16, 16)]  # decoded when made, not again at that size
+    assert decoded.pixels((8, 8)).shape == (8, 8, 3) and image.sizes == [(16, 16), (8, 8)]  # another size decodes
+
+
+def test_a_decoded_image_raises_the_source_s_error_when_made():
+    with pytest.raises(ImageDecodeError, match="bad.png"):
+        DecodedImage(BytesImage(b"not an image at all", source="bad.png"), (16, 16))
