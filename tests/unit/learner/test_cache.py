@@ -315,3 +315,15 @@ def test_rows_spread_thinly_over_the_file_are_read_without_mapping_it(tmp_path: 
     matrix = cache.matrix(cache.rows([hashes[i] for i in sparse]))
     np.testing.assert_array_equal(np.asarray(matrix), expected[sparse])
     np.testing.assert_array_equal(matrix[np.array([5, 1])], expected[[120, 7]])
+
+
+@pytest.mark.parametrize("share", ["a few", "most"])  # looked up hash by hash, or the index read whole
+def test_rows_give_each_hash_its_row_or_minus_one(tmp_path: Path, share: str) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    hashes = [f"h{i}" for i in range(40)]
+    cache.put_many(hashes, np.arange(80, dtype=np.float32).reshape(40, 2))
+    asked = ["h3", "nope", "h3", "h39"] if share == "a few" else hashes[::-1] + ["nope", "h0"]
+    rows = cache.rows(asked)
+    assert rows.dtype == np.int64
+    assert rows.tolist() == [int(h[1:]) if h != "nope" else -1 for h in asked]
+    assert cache.rows([]).tolist() == []
