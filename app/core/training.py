@@ -304,7 +304,8 @@ class Trainer:
         The population is the pool's unlabelled items then the served ones (quarantined served ones included),
         each in id order; above ``limit`` a seeded uniform draw of row numbers over it, and the database returns
         only those rows (:meth:`app.store.Store.unlabelled_at`): a million-item pool costs two counts and the
-        sample, not a million ids in Python. Only the sampled vectors are read."""
+        sample, not a million ids in Python. Only the sampled vectors are read. An item labelled or added between
+        the count and the read shifts the numbering by one: the draw stays uniform (at worst a row short)."""
         n_pool = self.store.count_unlabelled("pool")
         n_served = self.store.count_unlabelled("served", include_quarantined=True)
         if n_pool + n_served <= limit:
