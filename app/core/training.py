@@ -307,14 +307,25 @@ class Trainer:
     def unlabelled_sample(self, limit: int, seed: int, progress: bool = False) -> np.ndarray:
         """Embeddings of at most ``limit`` unlabelled pool and served items (a seeded sample above it).
 
-        The sample is drawn from the store's id and hash columns; only the sampled vectors are read."""
-        pool = self.store.unlabelled_columns("pool")
-        served = self.store.unlabelled_columns("served", include_quarantined=True)
-        ids, hashes = pool.ids + served.ids, pool.content_hashes + served.content_hashes
-        keep = np.arange(len(ids))
-        if len(ids) > limit:
-            keep = np.sort(np.random.default_rng(seed).choice(len(ids), size=limit, replace=False))
-        X, _ = self.pool_vectors([ids[i] for i in keep], [hashes[i] for i in keep], progress)
+        The population is the pool's unlabelled items then the served ones (quarantined served ones included),
+        each in id order; above ``limit`` a seeded uniform draw of row numbers over it, and the database returns
+        only those rows (:meth:`app.store.Store.unlabelled_at`): a million-item pool costs two counts and the
+        sample, not a million ids in Python. Only the sampled vectors are read. An item labelled or added between
+        the count and the read shifts the numbering by one: the draw stays uniform (at worst a row short)."""
+        n_pool = self.store.count_unlabelled("pool")
+        n_served = self.store.count_unlabelled("served", include_quarantined=True)
+        if n_pool + n_served <= limit:
+            pool = self.store.unlabelled_columns("pool")
+            served = self.store.unlabelled_columns("served", include_quarantined=True)
+            ids, hashes = pool.ids + served.ids, pool.content_hashes + served.content_hashes
+        else:
+            keep = np.sort(np.random.default_rng(seed).choice(n_pool + n_served, size=limit, replace=False))
+            ids, hashes = self.store.unlabelled_at("pool", keep[keep < n_pool].tolist())
+            served_ids, served_hashes = self.store.unlabelled_at(
+                "served", (keep[keep >= n_pool] - n_pool).tolist(), include_quarantined=True
+            )
+            ids, hashes = ids + served_ids, hashes + served_hashes
+        X, _ = self.pool_vectors(ids, hashes, progress)
         return np.asarray(X, dtype=np.float32)
 
     def pool_vectors(self, ids: Sequence[str], hashes: Sequence[str], progress: bool = False) -> tuple[Any, np.ndarray]:

@@ -124,16 +124,12 @@ class ItemsMixin(StoreBase):
         """Items of ``split`` with a stored image and no active label, as id / hash / review-status columns in id
         order; quarantined ones are left out unless ``include_quarantined``. The pool's rows as
         :meth:`unlabelled_pool` lists them, read in batches without a record per row."""
-        labelled = sa.select(labels.c.item_id).where(labels.c.withdrawn_at.is_(None))
         query = (
             sa.select(items.c.id, items.c.content_hash, review_tasks.c.status)
             .select_from(items.outerjoin(review_tasks, review_tasks.c.item_id == items.c.id))
-            .where(items.c.split == split, items.c.id.not_in(labelled), items.c.image_path.is_not(None),
-                   items.c.image_path != "")
+            .where(*_unlabelled(split, include_quarantined))
             .order_by(items.c.id)
         )
-        if not include_quarantined:
-            query = query.where(items.c.quarantined.is_(None))
         ids: list[str] = []
         hashes: list[str] = []
         statuses: list[str | None] = []
@@ -144,6 +140,38 @@ class ItemsMixin(StoreBase):
                     hashes.append(content_hash)
                     statuses.append(status)
         return PoolColumns(ids, hashes, statuses)
+
+    def count_unlabelled(self, split: str = "pool", include_quarantined: bool = False) -> int:
+        """How many rows :meth:`unlabelled_columns` would list, counted in the database."""
+        query = sa.select(sa.func.count()).select_from(items).where(*_unlabelled(split, include_quarantined))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def unlabelled_at(
+        self, split: str, positions: Sequence[int], include_quarantined: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """(ids, content hashes) of the rows at ``positions`` (0-based, ascending) of what
+        :meth:`unlabelled_columns` would list: a sample of a million-item pool read without reading the pool.
+
+        The database numbers the rows in id order and returns only those asked for (positions past the end are
+        left out); each batch of 50,000 positions costs one pass over the split's rows inside the database."""
+        numbered = (
+            sa.select(items.c.id, items.c.content_hash,
+                      (sa.func.row_number().over(order_by=items.c.id) - 1).label("position"))
+            .where(*_unlabelled(split, include_quarantined))
+            .subquery()
+        )
+        ids: list[str] = []
+        hashes: list[str] = []
+        with self.engine.connect() as conn:
+            for chunk in chunks([int(p) for p in positions], 50_000):
+                # The positions are our own integers: written into the statement, past any bound-parameter limit.
+                wanted = sa.bindparam("positions", list(chunk), expanding=True, literal_execute=True)
+                query = sa.select(numbered.c.id, numbered.c.content_hash).where(numbered.c.position.in_(wanted))
+                for item_id, content_hash in conn.execute(query.order_by(numbered.c.position)):
+                    ids.append(item_id)
+                    hashes.append(content_hash)
+        return ids, hashes
 
     def items_by_id(self, item_ids: Sequence[str]) -> dict[str, Item]:
         """The stored items among ``item_ids``, by id."""
@@ -166,3 +194,13 @@ def insert_items(conn: Connection, new_items: Iterable[NewItem]) -> int:
     if not rows:
         return 0
     return insert_ignore(conn, items, rows, ["id"])
+
+
+def _unlabelled(split: str, include_quarantined: bool) -> list[sa.ColumnElement[bool]]:
+    """The conditions of an unlabelled item of ``split`` with a stored image (quarantined ones unless asked)."""
+    labelled = sa.select(labels.c.item_id).where(labels.c.withdrawn_at.is_(None))
+    conditions = [items.c.split == split, items.c.id.not_in(labelled), items.c.image_path.is_not(None),
+                  items.c.image_path != ""]
+    if not include_quarantined:
+        conditions.append(items.c.quarantined.is_(None))
+    return conditions

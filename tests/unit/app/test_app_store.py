@@ -296,3 +296,23 @@ def test_second_looks_made_before_0006_become_each_items_first_look_and_more_can
             command.upgrade(_alembic_config(conn), "head")
     finally:
         store.close()
+
+
+def test_unlabelled_rows_are_counted_and_read_by_position_as_the_columns_list_them(store):
+    store.add_items([_item(n) for n in range(12)] + [NewItem("no-image", "f" * 64, "test/x", "pool", None),
+                                                      _item(20, "served"), _item(21, "served"), _item(22, "holdout")])
+    store.add_labels([NewLabel("item-1", "cat", "api"), NewLabel("item-20", "dog", "api")])
+    store.queue_reviews([_prediction("item-2")])
+    store.quarantine("item-3", "image file missing")
+    store.quarantine("item-21", "image unreadable")
+    for split, quarantined in [("pool", False), ("pool", True), ("served", True), ("served", False)]:
+        columns = store.unlabelled_columns(split, include_quarantined=quarantined)
+        n = store.count_unlabelled(split, include_quarantined=quarantined)
+        assert n == len(columns.ids)
+        positions = sorted({0, n // 2, n - 1}) if n else []
+        ids, hashes = store.unlabelled_at(split, positions + [n, n + 5], include_quarantined=quarantined)  # past the end: left out
+        assert ids == [columns.ids[p] for p in positions]
+        assert hashes == [columns.content_hashes[p] for p in positions]
+    assert store.count_unlabelled() == 10  # 12 with an image, less the labelled and the quarantined one
+    assert store.unlabelled_at("served", [0], include_quarantined=True) == (["item-21"], [f"{21:064x}"])
+    assert store.unlabelled_at("pool", []) == ([], [])

@@ -292,3 +292,38 @@ def test_caches_live_under_the_data_folder() -> None:
     from learner.cache import embedding_cache_dir
 
     assert embedding_cache_dir(Path("/srv/juicer")) == Path("/srv/juicer/embeddings")
+
+
+def test_rows_spread_thinly_over_the_file_are_read_without_mapping_it(tmp_path: Path, monkeypatch) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    expected = np.arange(300 * 3, dtype=np.float32).reshape(300, 3)
+    hashes = [f"h{i}" for i in range(300)]
+    cache.put_many(hashes, expected)
+    dense = np.random.default_rng(0).permutation(np.arange(100, 140))  # a chunk of a pool: through the memory map
+    vectors, found = cache.lookup([hashes[i] for i in dense])
+    assert found.all()
+    np.testing.assert_array_equal(vectors, expected[dense])
+
+    def no_map(*args, **kwargs):
+        raise AssertionError("a sample spread over the file is read, not memory-mapped (the map's read-around)")
+
+    monkeypatch.setattr(np, "memmap", no_map)
+    sparse = [250, 7, 7, 8, 9, 120, 299, 0]  # any order, repeats, runs of adjacent rows
+    vectors, found = cache.lookup([hashes[i] for i in sparse])
+    assert found.all()
+    np.testing.assert_array_equal(vectors, expected[sparse])
+    matrix = cache.matrix(cache.rows([hashes[i] for i in sparse]))
+    np.testing.assert_array_equal(np.asarray(matrix), expected[sparse])
+    np.testing.assert_array_equal(matrix[np.array([5, 1])], expected[[120, 7]])
+
+
+@pytest.mark.parametrize("share", ["a few", "most"])  # looked up hash by hash, or the index read whole
+def test_rows_give_each_hash_its_row_or_minus_one(tmp_path: Path, share: str) -> None:
+    cache = EmbeddingCache(tmp_path, "fake:v1")
+    hashes = [f"h{i}" for i in range(40)]
+    cache.put_many(hashes, np.arange(80, dtype=np.float32).reshape(40, 2))
+    asked = ["h3", "nope", "h3", "h39"] if share == "a few" else hashes[::-1] + ["nope", "h0"]
+    rows = cache.rows(asked)
+    assert rows.dtype == np.int64
+    assert rows.tolist() == [int(h[1:]) if h != "nope" else -1 for h in asked]
+    assert cache.rows([]).tolist() == []
