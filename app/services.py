@@ -162,7 +162,8 @@ def build_services(
     models = ModelHolder(load_last_good(store.list_models(), data_dir, backbone.id))
     if models.current is not None:
         logger.info("serving the last good model %s", models.current.version)
-    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.learner.max_image_pixels)
+    trainer = Trainer(store, embeddings, models, settings.service, data_dir, classes, settings.learner.max_image_pixels,
+                      pool_sample=settings.learner.pool_sample)
     if desk is None:
         from annotation.desk import desk_from_settings
 

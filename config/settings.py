@@ -262,6 +262,31 @@ class ServiceSettings(BaseModel):
         return self
 
 
+class PoolSampleSettings(BaseModel):
+    """How many pool rows a review round and a retrain look at, at most (``learner.pool_sample:``).
+
+    Above each size a seeded sample of the pool stands in for it, so a round's time and memory stop growing with
+    the pool; at or above the pool's size the picks are the whole-pool ones. Smaller: a faster, leaner round whose
+    picks come from fewer candidates. The defaults are learner's own (``learner.query.MARGIN_SAMPLE``,
+    ``learner.selection.MAX_ROWS``, ``learner.semi.SemiSupervisedHead``'s ``max_unlabelled``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin: int = Field(
+        100_000, ge=1, description="diverse_margin and auto score a seeded sample of this many pool rows for their "
+        "least sure ones (the whole pool below it); each row costs one prediction per round"
+    )
+    cluster: int = Field(
+        10_000, ge=1, description="typical, coverage and auto's typical picks cluster a seeded sample of this many pool "
+        "rows (coverage holds a rows x rows boolean matrix: 100 MB at 10,000)"
+    )
+    semi_head: int = Field(
+        5_000, ge=1, description="The semi-supervised head learns from a seeded sample of this many unlabelled pool "
+        "rows at each retrain (read from the embedding cache)"
+    )
+
+
 class LearnerSettings(BaseModel):
     """How images are embedded and the head is trained."""
 
@@ -271,6 +296,9 @@ class LearnerSettings(BaseModel):
     mixed_precision: bool = Field(False, description="float16 compute on a GPU (ignored on the CPU)")
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Images with more pixels are rejected from their header (uploads, datasets, the pool)"
+    )
+    pool_sample: PoolSampleSettings = Field(
+        default_factory=PoolSampleSettings, description="Pool rows a review round and a retrain look at, at most"
     )
 
 

@@ -55,6 +55,7 @@ class StrategyCurve:
             "accuracy_mean": mean.tolist(),
             "accuracy_p10": np.percentile(acc, 10, axis=0).tolist(),
             "accuracy_p90": np.percentile(acc, 90, axis=0).tolist(),
+            "accuracy_per_seed": acc.tolist(),  # [seed][round], seeds in settings.seed_list order (paired comparisons)
             "labels_to_reach": {
                 "0.85": _first_reaching(self.n_labels, mean, 0.85),
                 "0.98_of_full": _first_reaching(self.n_labels, mean, 0.98 * full_data_accuracy),

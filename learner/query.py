@@ -41,6 +41,7 @@ AUTO_SWITCH_PER_CLASS = 3.0
 SCORE_CHUNK = 8192
 #: ``diverse_margin`` and ``auto`` look for their least sure rows among a seeded sample of this many pool rows
 #: (the whole pool below it), so their cost stops growing with the pool; the modAL strategies score every row.
+#: The default of :func:`query`'s ``margin_sample`` (the service's ``learner.pool_sample.margin``).
 MARGIN_SAMPLE = 100_000
 
 
@@ -64,6 +65,8 @@ class Pick:
     X_labelled: np.ndarray | None
     n_classes: int | None
     switch_per_class: float
+    margin_sample: int | None = None  # None: MARGIN_SAMPLE
+    cluster_sample: int | None = None  # None: learner.selection.MAX_ROWS
 
 
 @dataclass(frozen=True)
@@ -85,22 +88,31 @@ def query(
     X_labelled: np.ndarray | None = None,
     n_classes: int | None = None,
     switch_per_class: float = AUTO_SWITCH_PER_CLASS,
+    margin_sample: int | None = None,
+    cluster_sample: int | None = None,
 ) -> Query:
     """Choose up to ``n_instances`` rows of ``X_pool`` (embeddings) for annotation with ``strategy``.
 
     ``X_labelled`` (the embeddings already labelled) and ``n_classes`` (how many classes exist) are used by
-    ``typical``, ``coverage`` and ``auto``; the modAL strategies ignore them.
+    ``typical``, ``coverage`` and ``auto``; the modAL strategies ignore them. ``margin_sample`` (default
+    :data:`MARGIN_SAMPLE`): ``diverse_margin`` and ``auto`` score a seeded sample of this many pool rows;
+    ``cluster_sample`` (default :data:`learner.selection.MAX_ROWS`): ``typical``, ``coverage`` and ``auto``'s
+    typical picks cluster a seeded sample of this many. At or above the pool's size the picks are the whole
+    pool's; below it a round costs the sample, not the pool.
     """
     chosen = get_strategy(strategy)
     if n_instances < 0:
         raise ValueError(f"n_instances must be >= 0, got {n_instances}")
+    for name, size in (("margin_sample", margin_sample), ("cluster_sample", cluster_sample)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+            raise ValueError(f"{name} must be a positive integer (pool rows), got {size!r}")
     if not (hasattr(X_pool, "shape") and hasattr(X_pool, "__getitem__")):
         X_pool = np.asarray(X_pool)  # a list; arrays and lazy matrices (learner.cache.CachedRows) stay as they are
     n_instances = min(int(n_instances), len(X_pool))
     if n_instances == 0:
         return Query(np.zeros(0, dtype=np.int64), np.zeros(0), strategy)
     pick = Pick(estimator, X_pool, n_instances, check_random_state(random_state), X_labelled, n_classes,
-                switch_per_class)
+                switch_per_class, margin_sample, cluster_sample)
     indices, scores = chosen.choose(pick)
     return Query(np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float64), strategy)
 
@@ -175,31 +187,42 @@ def _modal(score: Callable[..., Any], larger_is_better: bool) -> Callable[[Pick]
     return choose
 
 
+def _cluster_rows(pick: Pick) -> int:
+    """How many pool rows the clustering strategies sample: the pick's ``cluster_sample`` or the library's default."""
+    from learner.selection import MAX_ROWS
+
+    return MAX_ROWS if pick.cluster_sample is None else int(pick.cluster_sample)
+
+
 def _typical(pick: Pick, n_instances: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from learner.selection import typical_picks
 
     n = pick.n_instances if n_instances is None else n_instances
-    return _unscored(typical_picks(pick.X_pool, n, pick.X_labelled, random_state=pick.rng))
+    return _unscored(typical_picks(pick.X_pool, n, pick.X_labelled, random_state=pick.rng,
+                                   max_rows=_cluster_rows(pick)))
 
 
 def _coverage(pick: Pick) -> tuple[np.ndarray, np.ndarray]:
     from learner.selection import coverage_picks
 
-    return _unscored(coverage_picks(pick.X_pool, pick.n_instances, pick.X_labelled, random_state=pick.rng))
+    return _unscored(coverage_picks(pick.X_pool, pick.n_instances, pick.X_labelled, random_state=pick.rng,
+                                    max_rows=_cluster_rows(pick)))
 
 
 def _margin_among_clusters(pick: Pick, n_seek: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The smallest margin in each k-means cluster of the least sure rows, after ``n_seek`` typical picks.
 
-    The pool (above :data:`MARGIN_SAMPLE` rows, a seeded sample of it) is scored once, in chunks; only the
-    candidates (the least sure rows, ``CANDIDATES_PER_PICK`` per pick) are read again, for the clustering.
+    The pool (above ``pick.margin_sample`` rows, default :data:`MARGIN_SAMPLE`, a seeded sample of it) is scored
+    once, in chunks; only the candidates (the least sure rows, ``CANDIDATES_PER_PICK`` per pick) are read again,
+    for the clustering.
     """
     from learner.selection import CANDIDATES_PER_PICK, diverse_margin_from_margins
 
     seek = _typical(pick, n_seek)[0] if n_seek else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(pick.X_pool)), seek)
-    if len(rest) > MARGIN_SAMPLE:  # a seeded sample: the cost follows MARGIN_SAMPLE, not the pool
-        rest = np.sort(pick.rng.choice(rest, size=MARGIN_SAMPLE, replace=False))
+    sample = MARGIN_SAMPLE if pick.margin_sample is None else int(pick.margin_sample)
+    if len(rest) > sample:  # a seeded sample: the cost follows the sample's size, not the pool
+        rest = np.sort(pick.rng.choice(rest, size=sample, replace=False))
     n = pick.n_instances - len(seek)
     margins = pool_scores(classifier_margin, pick.estimator, pick.X_pool, rest)
     # The candidates, least sure first (ties by pool order), as diverse_margin_from_margins would choose them.
@@ -328,12 +351,15 @@ def sampled_query(
     epsilon: float = SAMPLE_EPSILON,
     power: float = SAMPLE_POWER,
     candidates: int = SAMPLE_CANDIDATES,
+    margin_sample: int | None = None,
+    cluster_sample: int | None = None,
 ) -> SampledQuery:
     """Draw ``n_instances`` rows from a proposal built on ``strategy``'s order, recording each pick's ``q``.
 
     The strategy ranks ``candidates * n_instances`` rows (:func:`query`); the proposal is
     :func:`rank_proposal` over that order (stochastic batch acquisition, Kirsch et al. 2023), so the batch
     mostly follows the strategy while every row keeps a known, positive chance. ``random`` is a uniform draw.
+    ``margin_sample`` and ``cluster_sample`` go to :func:`query`.
     """
     rng = check_random_state(random_state)
     X_pool = np.asarray(X_pool)
@@ -346,6 +372,7 @@ def sampled_query(
     else:
         wanted = min(len(X_pool), max(1, candidates) * n_instances)
         ranked = query(estimator, X_pool, wanted, strategy, random_state=rng, X_labelled=X_labelled,
-                       n_classes=n_classes, switch_per_class=switch_per_class).indices
+                       n_classes=n_classes, switch_per_class=switch_per_class, margin_sample=margin_sample,
+                       cluster_sample=cluster_sample).indices
     indices, q = draw_sequential(rank_proposal(len(X_pool), ranked, power, epsilon), n_instances, rng)
     return SampledQuery(indices, q, strategy)

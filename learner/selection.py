@@ -34,7 +34,9 @@ from sklearn.utils.validation import check_random_state
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = 10_000  # the pool is sampled down to this many rows first, so a pick costs seconds at most
+#: The pool is sampled down to this many rows first, so a pick costs seconds at most (the default of the
+#: ``max_rows`` arguments and of the service's ``learner.pool_sample.cluster``).
+MAX_ROWS = 10_000
 CANDIDATES_PER_PICK = 10  # diverse margin clusters this many of the least sure rows per pick
 BALLS_PER_PICK = 4  # the radius is sized for 4x as many balls as picks (see coverage_picks)
 PROJECTED_DIMS = 128  # k-means and distances run on a random projection to this many dimensions
@@ -186,7 +188,9 @@ def diverse_margin_from_margins(
     candidates = np.argsort(margin, kind="stable")[: min(len(margin), n * candidates_per_pick)]
     if len(candidates) <= n:
         return candidates.astype(np.int64), margin[candidates]
-    Z, _, _ = _prepare(np.asarray(X_pool[candidates], dtype=np.float32), None, rng)
+    # Every candidate is clustered (max_rows: all of them): the assignment must line up with the candidates, and
+    # their number follows the batch (candidates_per_pick x n), not the pool.
+    Z, _, _ = _prepare(np.asarray(X_pool[candidates], dtype=np.float32), None, rng, max_rows=len(candidates))
     assignment = KMeans(n_clusters=n, n_init=1, random_state=rng.randint(2**31 - 1)).fit(Z).labels_
     picks = []
     for cluster in range(n):

@@ -63,6 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     offline.add_argument("--checks", action="store_true",
                          help="check labels each round: cleanlab's suspects get a second look (another annotator, no "
                               "guess) within the same label budget; suspected holdout labels are asked again")
+    offline.add_argument("--margin-sample", type=int, default=None, metavar="N",
+                         help="diverse_margin / auto score a seeded sample of N pool rows (default: "
+                              "learner.pool_sample.margin)")
+    offline.add_argument("--cluster-sample", type=int, default=None, metavar="N",
+                         help="typical / coverage / auto's typical picks cluster a seeded sample of N pool rows "
+                              "(default: learner.pool_sample.cluster)")
+    offline.add_argument("--semi-head-sample", type=int, default=None, metavar="N",
+                         help="the semi-supervised head learns from a seeded sample of N unlabelled rows (default: "
+                              "learner.pool_sample.semi_head)")
     offline.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -180,7 +189,7 @@ def run_offline_command(args: argparse.Namespace, settings: Any) -> int:
         f"unknown strategies {', '.join(unknown)}; choose among {', '.join(STRATEGIES)}" if unknown
         else "--seeds, --batch and --labels must be at least 1" if min(args.seeds, args.batch, labels) < 1
         else "--start-per-class must be 0 or more" if args.start_per_class < 0
-        else None
+        else sample_problem(args)
     )
     if problem:
         print(f"juicer simulate: {problem}", file=sys.stderr)
@@ -190,6 +199,25 @@ def run_offline_command(args: argparse.Namespace, settings: Any) -> int:
     except (LearnerError, ValueError) as exc:
         print(f"juicer simulate: {exc}", file=sys.stderr)
         return 1
+
+
+def sample_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--margin-sample`` / ``--cluster-sample`` / ``--semi-head-sample``, or None."""
+    for flag in ("margin_sample", "cluster_sample", "semi_head_sample"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            return f"--{flag.replace('_', '-')} must be a positive number of pool rows, got {value}"
+    return None
+
+
+def pool_samples(args: argparse.Namespace, settings: Any) -> dict[str, int]:
+    """The pool samples of an offline run: the flags, else the settings' ``learner.pool_sample``."""
+    configured = settings.learner.pool_sample
+    return {
+        "margin": configured.margin if getattr(args, "margin_sample", None) is None else args.margin_sample,
+        "cluster": configured.cluster if getattr(args, "cluster_sample", None) is None else args.cluster_sample,
+        "semi_head": configured.semi_head if getattr(args, "semi_head_sample", None) is None else args.semi_head_sample,
+    }
 
 
 def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str], labels: int, out_dir: Any) -> int:
@@ -219,7 +247,9 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
     with EmbeddingCache(Path(settings.data_dir) / "embeddings", backbone.id) as cache:
         embeddings = embed_sources(backbone, cache, dataset.sources, progress=progress)
     semi = args.head == "semi"
-    make_head = (lambda seed: SemiSupervisedHead(random_state=seed)) if semi else (lambda seed: SoftmaxHead(random_state=seed))
+    samples = pool_samples(args, settings)  # the service's own settings (learner.pool_sample), or the flags
+    make_head = ((lambda seed: SemiSupervisedHead(random_state=seed, max_unlabelled=samples["semi_head"])) if semi
+                 else (lambda seed: SoftmaxHead(random_state=seed)))
     names = list(dict.fromkeys([*strategies, "random"]))
     first = args.start_per_class * len(dataset.class_names)
     rounds = 1 + -(-(labels - first) // args.batch) if labels > first else 1
@@ -230,11 +260,12 @@ def _run_offline(args: argparse.Namespace, settings: Any, strategies: list[str],
             embeddings, dataset.labels, make_head, strategies=names, seeds=range(args.seeds),
             start_per_class=args.start_per_class, n_labels=labels, batch=args.batch, semi_supervised=semi,
             progress=bar.update,
+            query_params={"margin_sample": samples["margin"], "cluster_sample": samples["cluster"]},
             annotators=Annotators(args.noise, args.accept_guess, checks=args.checks and args.noise > 0),
         )
     document = result.to_dict()
     document["settings"].update(dataset=args.dataset, backbone=spec.name, head=args.head,
-                                per_class_limit=args.per_class_limit, n_images=len(dataset))
+                                per_class_limit=args.per_class_limit, n_images=len(dataset), pool_sample=samples)
     document["timing_s"] = round(time.perf_counter() - started, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

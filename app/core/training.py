@@ -40,7 +40,7 @@ from app.core.serving import (
     save_head,
 )
 from app.store import NewModelVersion, NewPrediction, Store, utcnow
-from config.settings import ServiceSettings, invalid_setting
+from config.settings import PoolSampleSettings, ServiceSettings, invalid_setting
 from learner.images import FileImage
 
 if TYPE_CHECKING:
@@ -78,21 +78,27 @@ def decision_params(service: ServiceSettings, model: ServingModel | None = None)
     return rule_params(service.decision_rule, service.decision_threshold)
 
 
-def default_head_factory(previous: Any | None, warm_start_max_iter: int | None = None) -> Any:
-    """A copy of ``previous`` set to warm-start (at most ``warm_start_max_iter`` steps), or a fresh seeded head.
+def default_head_factory(
+    previous: Any | None, warm_start_max_iter: int | None = None, max_unlabelled: int | None = None
+) -> Any:
+    """A copy of ``previous`` set to warm-start (at most ``warm_start_max_iter`` steps), or a fresh seeded head;
+    a semi-supervised head learns from at most ``max_unlabelled`` pool rows (``learner.pool_sample.semi_head``).
 
     A warm start begins next to the previous optimum, so far fewer full-batch steps reach the same holdout
     accuracy (measured in benchmarks/retrain.py); capping them keeps a retrain on thousands of labels short.
     """
+    sample = {} if max_unlabelled is None else {"max_unlabelled": int(max_unlabelled)}
     if previous is not None:
         head = copy.deepcopy(previous)
         head.set_params(warm_start=True)
         if warm_start_max_iter is not None:
             head.set_params(max_iter=warm_start_max_iter)
+        if sample and "max_unlabelled" in head.get_params():  # a version saved under another setting follows this one
+            head.set_params(**sample)
         return head
     from learner.semi import SemiSupervisedHead
 
-    return SemiSupervisedHead(random_state=0, warm_start=True)
+    return SemiSupervisedHead(random_state=0, warm_start=True, **sample)
 
 
 def takes_unlabelled(head: Any, n_labelled: int, n_classes: int) -> int | None:
@@ -151,6 +157,7 @@ class Trainer:
         classes: Sequence[str],
         max_image_pixels: int,
         head_factory: Callable[[Any | None], Any] | None = None,
+        pool_sample: PoolSampleSettings | None = None,
     ) -> None:
         self.store = store
         self.embeddings = embeddings
@@ -160,8 +167,12 @@ class Trainer:
         self.start_classes = tuple(classes)
         self.max_image_pixels = max_image_pixels
         query_strategy(service)  # an unknown name stops start-up here, not at the first refresh
+        # How many pool rows a round and a retrain look at, at most (learner.pool_sample: the strategies' samples and
+        # the semi-supervised head's).
+        self.pool_sample = pool_sample or PoolSampleSettings()
         self.head_factory = head_factory or functools.partial(
-            default_head_factory, warm_start_max_iter=service.warm_start_max_iter
+            default_head_factory, warm_start_max_iter=service.warm_start_max_iter,
+            max_unlabelled=self.pool_sample.semi_head,
         )
         self._lock = threading.RLock()  # remeasure takes it too, also from inside retrain
 
@@ -478,7 +489,7 @@ class Trainer:
         # The strategy scores the pool (in chunks, once); the model then predicts only the rows queued below.
         chosen = fresh[
             query(model.head, X.take(fresh), n_new, strategy, random_state=model.n_labels,
-                  X_labelled=X_labelled, n_classes=len(classes)).indices
+                  X_labelled=X_labelled, n_classes=len(classes), **self._samples()).indices
         ] if len(fresh) and n_new else np.zeros(0, dtype=np.int64)
         rows = np.concatenate([np.flatnonzero(queued), chosen]).astype(np.int64)
         proba = model.proba(X[rows])
@@ -496,6 +507,10 @@ class Trainer:
         logger.info("review queue: %d new pool items chosen by %s, %d queued ones re-scored", len(chosen), strategy, int(queued.sum()))
         return len(chosen)
 
+    def _samples(self) -> dict[str, int]:
+        """The strategies' pool samples (:func:`learner.query.query`'s ``margin_sample``, ``cluster_sample``)."""
+        return {"margin_sample": self.pool_sample.margin, "cluster_sample": self.pool_sample.cluster}
+
     def _queue_cold_start(
         self, ids: list[str], X: Any, queued: np.ndarray, fresh: np.ndarray,
         X_labelled: np.ndarray | None, strategy: str,
@@ -506,7 +521,7 @@ class Trainer:
         if queued.any() or not len(fresh):
             return 0  # the first picks are still with the annotators; a model will choose the next ones
         chosen = fresh[query(None, X.take(fresh), self.service.review_batch_size, strategy, random_state=0,
-                             X_labelled=X_labelled, n_classes=len(self.classes)).indices]
+                             X_labelled=X_labelled, n_classes=len(self.classes), **self._samples()).indices]
         self.store.queue_reviews([
             NewPrediction(item_id=ids[index], model_version=COLD_START_VERSION, label="", score=0.0,
                           probabilities={}, decision="review", rule=f"query:{strategy}",

@@ -42,6 +42,19 @@ def test_offline_simulation_from_no_labels(tmp_path):
     assert document["strategies"]["random"]["n_labels"] == [10]
 
 
+def test_offline_simulation_takes_the_pool_samples_and_records_each_seed(tmp_path):
+    out, flags = tmp_path / "out", ["--margin-sample", "50", "--cluster-sample", "40", "--semi-head-sample", "60"]
+    rc = juicer(["simulate", "--offline", "--per-class-limit", "30", "--seeds", "2", "--labels", "30", "--batch", "10",
+                 "--strategies", "auto,coverage", *flags, "--out", str(out), "--no-progress"])
+    assert rc == 0
+    document = json.loads((out / "simulate.json").read_text())
+    assert document["settings"]["pool_sample"] == {"margin": 50, "cluster": 40, "semi_head": 60}
+    for entry in document["strategies"].values():
+        per_seed = entry["accuracy_per_seed"]
+        assert len(per_seed) == 2 and all(len(row) == len(entry["n_labels"]) for row in per_seed)
+        assert [sum(column) / 2 for column in zip(*per_seed)] == pytest.approx(entry["accuracy_mean"])
+
+
 def test_offline_simulation_refuses_an_unknown_strategy(capsys):
     assert juicer(["simulate", "--offline", "--strategies", "clairvoyant"]) == 2
     assert "unknown strategies clairvoyant" in capsys.readouterr().err

@@ -111,3 +111,54 @@ def test_diverse_margin_scores_a_seeded_sample_of_a_large_pool(fitted, monkeypat
     first = query(head, pool, 10, "diverse_margin", random_state=0)
     assert pool.read == 1_000 + 10 * 10  # the sample scored, then the 100 least sure of it clustered
     assert query(head, X_pool, 10, "diverse_margin", random_state=0).indices.tolist() == first.indices.tolist()
+
+
+@pytest.mark.parametrize("strategy", ["typical", "coverage"])
+def test_the_cluster_sample_reaches_the_clustering_strategies(strategy):
+    X, _ = clustered_pool(2_000)
+    whole, sampled = CountingRows(X), CountingRows(X)
+    first = query(None, whole, 6, strategy, random_state=3)
+    assert whole.read == len(X)  # the default sample (10,000) holds this pool: every row clustered
+    picked = query(None, sampled, 6, strategy, random_state=3, cluster_sample=300)
+    assert sampled.read == 300  # the setting, not the pool, sets what is read
+    assert picked.indices.tolist() != first.indices.tolist()
+    assert query(None, X, 6, strategy, random_state=3, cluster_sample=300).indices.tolist() == picked.indices.tolist()
+
+
+def test_the_cluster_sample_reaches_autos_typical_picks(fitted):
+    head, X_pool, X_labelled = fitted
+    pool = CountingRows(X_pool)
+    query(head, pool, 6, "auto", random_state=1, X_labelled=X_labelled[:3], n_classes=4, cluster_sample=200)
+    assert pool.read == 200  # 3 labels for 4 classes: still typical picks, on a 200-row sample
+
+
+def test_the_margin_sample_reaches_diverse_margin_and_auto(fitted):
+    head, X_pool, X_labelled = fitted
+    for strategy, kwargs in (("diverse_margin", {}), ("auto", {"X_labelled": X_labelled, "n_classes": 4})):
+        pool = CountingRows(X_pool)
+        picked = query(head, pool, 10, strategy, random_state=0, margin_sample=700, **kwargs)
+        assert pool.read == 700 + 10 * 10  # the sample scored, then the 100 least sure of it clustered
+        whole = query(head, X_pool, 10, strategy, random_state=0, **kwargs)
+        assert picked.indices.tolist() != whole.indices.tolist()
+        # At or above the pool's size the sample is the pool: the whole pool's picks.
+        assert query(head, X_pool, 10, strategy, random_state=0, margin_sample=len(X_pool),
+                     **kwargs).indices.tolist() == whole.indices.tolist()
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, "100", True])
+@pytest.mark.parametrize("name", ["margin_sample", "cluster_sample"])
+def test_a_pool_sample_must_be_a_positive_integer(fitted, name, size):
+    head, X_pool, _ = fitted
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        query(head, X_pool, 3, "auto", random_state=0, **{name: size})
+
+
+def test_diverse_margin_clusters_every_candidate_of_a_large_batch():
+    from learner.selection import MAX_ROWS, diverse_margin_from_margins
+
+    rng = np.random.default_rng(0)
+    n = MAX_ROWS // 10 + 1  # candidates (10 a pick) above the clustering's default row cap
+    X = rng.normal(size=(n * 10 + 50, 4)).astype(np.float32)
+    picks, margins = diverse_margin_from_margins(rng.uniform(size=len(X)), X, n, random_state=0)
+    assert len(picks) == n and len(set(picks.tolist())) == n
+    assert np.all(np.diff(margins) >= 0)
