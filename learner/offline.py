@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from learner.budget import DEFAULT_RANK, RANKS
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
 from learner.rules import proba_in_order
@@ -214,10 +215,6 @@ def run_offline(
     )
 
 
-#: How the suspects are ordered for second looks: ActiveLab's scores, or cleanlab's self-confidence (low first).
-RANKS = ("activelab", "self_confidence")
-
-
 @dataclass(frozen=True)
 class Annotators:
     """Who answers in the offline loop: the error model and whether the loop checks labels (issue 20)."""
@@ -227,7 +224,7 @@ class Annotators:
     checks: bool = False  # suspects -> second looks (training) and re-asks (holdout), settled by consensus
     max_second_look_share: float = 0.2  # :func:`learner.budget.split_batch`'s share
     rule: str = "share"  # split_batch's rule: "share" (measured best) or "activelab"
-    rank: str = "activelab"  # which suspects get the second looks first: "activelab" scores or "self_confidence"
+    rank: str = DEFAULT_RANK  # rule "share": which suspects get the second looks first, "self_confidence" or "activelab"
     leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
@@ -238,8 +235,6 @@ class Annotators:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, not {self.rank!r}")
         if not 0.0 <= self.leave_out <= 1.0:
             raise ValueError(f"leave_out must be in [0, 1], got {self.leave_out}")
-        if self.rank == "self_confidence" and self.rule == "activelab":
-            raise ValueError("rule 'activelab' compares ActiveLab's scores with the pool's: it needs rank 'activelab'")
 
     @property
     def noisy(self) -> bool:
@@ -372,7 +367,8 @@ def _one_run(
         if checking and oof is not None and len(suspects):
             n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, observed[labelled],
                                   classes, n, annotators)
-            record["split"] = {"new": n_new, "second_looks": len(looks)}
+            looked_wrong = int((observed[labelled[looks]] != labels[labelled[looks]]).sum())
+            record["split"] = {"new": n_new, "second_looks": len(looks), "second_looks_at_wrong_labels": looked_wrong}
         if n_new:
             pick = query if sample_params is None else sampled_query
             picked = pick(
@@ -435,14 +431,16 @@ def _split(
     """:func:`learner.budget.split_batch` on the suspects not looked at twice, ranked by ActiveLab's scores (or by
     self-confidence, ``annotators.rank``): (new items, rows of ``labelled`` to look at again). ``given``: the
     labels ``oof`` was computed against."""
-    from learner.budget import split_batch
+    from learner.budget import self_confidence, split_batch
     from learner.label_issues import second_look_scores
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
     with contextlib.redirect_stdout(io.StringIO()):  # CROWDLAB prints cautions about rare classes
         labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
-    if annotators.rank == "self_confidence":  # cleanlab's label quality: the out-of-fold probability of the label
-        labelled_scores = oof[np.arange(len(labelled)), given]
+    # cleanlab's label quality, the out-of-fold probability of the label (rule "activelab" compares ActiveLab's
+    # scores with the pool's: its own ranking)
+    if annotators.rank == "self_confidence" and annotators.rule == "share":
+        labelled_scores = self_confidence(oof, given)
     candidates = np.full(len(labelled), np.nan)
     eligible = suspects[~answers.looked_twice(labelled[suspects])]
     candidates[eligible] = labelled_scores[eligible]

@@ -88,6 +88,10 @@ def test_self_confidence_ranking_spends_the_same_budget_and_leaves_fewer_wrong_l
     assert checked.n_labels == noisy.n_labels
     wrong_share = lambda curve: np.mean([r[-1]["train_wrong"] / r[-1]["n_items"] for r in curve.rounds])
     assert wrong_share(checked) < wrong_share(noisy) - 0.05
+    # the second looks went mostly to the labels that were wrong (20% of all labels are)
+    splits = [r["split"] for seed_rounds in checked.rounds for r in seed_rounds if "split" in r]
+    looks = sum(s["second_looks"] for s in splits)
+    assert looks > 0 and sum(s["second_looks_at_wrong_labels"] for s in splits) / looks >= 0.5
 
 
 def test_bad_check_settings_are_refused():
@@ -95,5 +99,3 @@ def test_bad_check_settings_are_refused():
         Annotators(0.1, checks=True, rank="loudest")
     with pytest.raises(ValueError, match="leave_out"):
         Annotators(0.1, checks=True, leave_out=1.5)
-    with pytest.raises(ValueError, match="activelab"):
-        Annotators(0.1, checks=True, rank="self_confidence", rule="activelab")
