@@ -41,8 +41,12 @@ ranking the suspects by self-confidence +0.55 / +0.4 pp (least-confidence picks)
 picks), positive in all four; ActiveLab's ranking (the earlier default) -1.2 / -0.05 and +0.6 / +0.85 pp. A 40%
 share (seeds 100-102) lost 1.9-2.1 pp with least-confidence picks; leaving the unsettled suspects out of the
 fit (clean learning, ``learner.offline.Annotators.leave_out``) lost 1.5-4.4 pp there (all of them) or came
-out below the ranking alone (the most suspect half): not taken. Figures: /work/tools/fig-noise2.md (the
-closing note of session 19).
+out below the ranking alone (the most suspect half): not taken. On the reporting seeds 0-4 the two rankings
+came out level with least-confidence picks (79.8 / 82.8% both) and split with random picks (-1.0 / +0.7 pp):
+the tuning gain did not replicate beyond seed noise, and the checks still cost accuracy at 300 labels with
+least-confidence picks (noise cost there only 1.0 / 1.5 pp; suspects' precision 22%). Self-confidence stays the
+default: it won where the rule was chosen, and it needs no pool scores (ActiveLab's need the pool embedded and
+scored, 0.47 s at 6,000 labels). Figures: the closing note of session 19.
 """
 
 from __future__ import annotations
