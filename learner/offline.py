@@ -16,6 +16,9 @@ labels only) and cleanlab's suspects (:func:`learner.label_issues.find_suspects`
 splits the next batch between new picks and second looks at suspects (another annotator, no guess shown, one
 label each from the same budget), and CROWDLAB's consensus settles an item with two answers. Suspected holdout
 labels are asked again the same way (counted apart: the offline holdout is given, not bought from the budget).
+``Annotators.rank`` orders the suspects for second looks (ActiveLab's scores or cleanlab's self-confidence) and
+``Annotators.leave_out`` keeps the most suspect share of the suspects not yet settled by a second look out of
+the round's fit (clean learning, cleanlab's ``CleanLearning`` idea: the suspects are computed before the fit).
 
 :func:`run_offline` returns an :class:`OfflineResult`; :meth:`OfflineResult.to_dict` is ``simulate.json``.
 """
@@ -23,12 +26,14 @@ labels are asked again the same way (counted apart: the offline holdout is given
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from learner.budget import DEFAULT_RANK, RANKS
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
 from learner.rules import proba_in_order
@@ -218,9 +223,17 @@ class Annotators:
     checks: bool = False  # suspects -> second looks (training) and re-asks (holdout), settled by consensus
     max_second_look_share: float = 0.2  # :func:`learner.budget.split_batch`'s share
     rule: str = "share"  # split_batch's rule: "share" (measured best) or "activelab"
+    rank: str = DEFAULT_RANK  # rule "share": which suspects get the second looks first, "self_confidence" or "activelab"
+    leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
+
+    def __post_init__(self) -> None:
+        if self.rank not in RANKS:
+            raise ValueError(f"rank must be one of {', '.join(RANKS)}, not {self.rank!r}")
+        if not 0.0 <= self.leave_out <= 1.0:
+            raise ValueError(f"leave_out must be in [0, 1], got {self.leave_out}")
 
     @property
     def noisy(self) -> bool:
@@ -228,7 +241,8 @@ class Annotators:
 
     def to_dict(self) -> dict[str, Any]:
         return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
-                "max_second_look_share": self.max_second_look_share, "rule": self.rule, "folds": self.folds,
+                "max_second_look_share": self.max_second_look_share, "rule": self.rule, "rank": self.rank,
+                "leave_out": self.leave_out, "folds": self.folds,
                 "holdout_checks_per_round": self.holdout_checks_per_round}
 
 
@@ -306,11 +320,23 @@ def _one_run(
     head = None
     holdout_rechecked = 0
     rng = np.random.default_rng([seed, 1])
+    checking = annotators.checks and annotators.noisy
     while True:
         unlabelled = np.flatnonzero(in_pool)
         record: dict[str, Any] = {}
+        oof = None
+        suspects = np.zeros(0, np.int64)
+        diagnose = rounds is not None and (not annotators.diagnose_at or spent in annotators.diagnose_at)
+        if annotators.noisy and len(labelled) and (checking or diagnose):
+            # Before the fit: the out-of-fold heads never see the round's head, and leave_out needs the suspects.
+            oof, suspects = _suspects(make_head, seed, embeddings, observed, labelled, n_classes, annotators.folds)
         if len(labelled):
-            head, accuracy = _fit_and_score(make_head, seed, embeddings, observed, labelled, unlabelled, holdout,
+            train, left_out = labelled, np.zeros(0, np.int64)
+            if checking and annotators.leave_out and len(suspects):
+                left_out = _left_out(suspects, labelled, answers, annotators.leave_out)
+                train = np.delete(labelled, left_out)
+            head, accuracy = _fit_and_score(make_head, seed, embeddings, observed, train,
+                                            np.concatenate([unlabelled, labelled[left_out]]), holdout,
                                             classes, semi_supervised, truth=labels)
             counts.append(spent)
             accuracies.append(accuracy)
@@ -318,16 +344,15 @@ def _one_run(
                 progress(1)
             if annotators.noisy and rounds is not None:
                 record = _round_record(head, embeddings, labels, observed, labelled, holdout, classes, spent, accuracy)
-        oof = None
-        suspects = np.zeros(0, np.int64)
-        diagnose = rounds is not None and (not annotators.diagnose_at or spent in annotators.diagnose_at)
-        if annotators.noisy and head is not None and (annotators.checks or diagnose):
-            oof, suspects = _suspects(make_head, seed, embeddings, observed, labelled, n_classes, annotators.folds)
+                if checking:  # clean learning: how many labels sat out this fit, and how many of them were wrong
+                    record["n_left_out"] = len(left_out)
+                    record["left_out_wrong"] = int((observed[labelled[left_out]] != labels[labelled[left_out]]).sum())
+        if oof is not None:
             wrong = observed[labelled] != labels[labelled]
             record["suspect_precision"], record["suspect_recall"] = _precision_recall(suspects, wrong)
             record["n_suspects"] = len(suspects)
             record["n_wrong"] = int(wrong.sum())
-        if annotators.checks and annotators.noisy and head is not None:
+        if checking and head is not None:
             holdout_rechecked += _check_holdout(head, embeddings, labels, observed, holdout, classes, answers, second,
                                                  annotators.holdout_checks_per_round)
             record["holdout_rechecked"] = holdout_rechecked
@@ -337,9 +362,11 @@ def _one_run(
             return counts, accuracies
         n = min(batch, n_labels - spent)
         n_new, looks = n, np.zeros(0, np.int64)
-        if annotators.checks and oof is not None and len(suspects):
-            n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, classes, n, annotators)
-            record["split"] = {"new": n_new, "second_looks": len(looks)}
+        if checking and oof is not None and len(suspects):
+            n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, observed[labelled],
+                                  classes, n, annotators)
+            looked_wrong = int((observed[labelled[looks]] != labels[labelled[looks]]).sum())
+            record["split"] = {"new": n_new, "second_looks": len(looks), "second_looks_at_wrong_labels": looked_wrong}
         if n_new:
             pick = query if sample_params is None else sampled_query
             picked = pick(
@@ -361,6 +388,13 @@ def _one_run(
             answers.give(rows, 1, second.answers(labels[rows], None, n_classes))
             observed[labelled] = _settle(answers, labelled, observed[labelled], _pad(oof, len(labelled), n_classes))
         spent += n_new + len(looks)
+
+
+def _left_out(suspects: np.ndarray, labelled: np.ndarray, answers: _Answers, share: float) -> np.ndarray:
+    """Rows of ``labelled`` kept out of the fit (clean learning): the most suspect ``share`` of the suspects
+    not settled by a second look yet (``suspects`` is most suspect first)."""
+    unsettled = suspects[~answers.looked_twice(labelled[suspects])]
+    return unsettled[: math.ceil(share * len(unsettled))].astype(np.int64)
 
 
 def _pad(oof: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
@@ -390,14 +424,20 @@ def _suspects(
 
 def _split(
     head: Any, embeddings: np.ndarray, labelled: np.ndarray, unlabelled: np.ndarray, suspects: np.ndarray,
-    answers: _Answers, oof: np.ndarray, classes: np.ndarray, n: int, annotators: Annotators,
+    answers: _Answers, oof: np.ndarray, given: np.ndarray, classes: np.ndarray, n: int, annotators: Annotators,
 ) -> tuple[int, np.ndarray]:
-    """:func:`learner.budget.split_batch` on ActiveLab's scores: (new items, rows of ``labelled`` to look at again)."""
-    from learner.budget import split_batch
+    """:func:`learner.budget.split_batch` on the suspects not looked at twice, ranked by ActiveLab's scores (or by
+    self-confidence, ``annotators.rank``): (new items, rows of ``labelled`` to look at again). ``given``: the
+    labels ``oof`` was computed against."""
+    from learner.budget import self_confidence, split_batch
     from learner.label_issues import second_look_scores
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
     labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
+    # cleanlab's label quality, the out-of-fold probability of the label (rule "activelab" compares ActiveLab's
+    # scores with the pool's: its own ranking)
+    if annotators.rank == "self_confidence" and annotators.rule == "share":
+        labelled_scores = self_confidence(oof, given)
     candidates = np.full(len(labelled), np.nan)
     eligible = suspects[~answers.looked_twice(labelled[suspects])]
     candidates[eligible] = labelled_scores[eligible]

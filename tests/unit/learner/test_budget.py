@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from learner.budget import Split, split_batch
+from learner.budget import DEFAULT_RANK, RANKS, Split, self_confidence, split_batch
 
 
 def total(split: Split) -> int:
@@ -66,3 +66,15 @@ def test_bad_arguments_are_refused():
 def test_the_split_reads_as_a_dict_for_the_report():
     d = split_batch(6, 1, np.array([0.2, 0.3])).as_dict()
     assert d["new"] + d["second_looks"] + d["holdout"] == 6 and d["rule"]
+
+
+def test_self_confidence_is_the_probability_of_the_label_given_and_the_least_confident_go_first():
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    given = np.array([0, 0, 1, 1])  # rows 1 and 2 disagree with the model, row 1 the most
+    scores = self_confidence(proba, given)
+    assert scores.tolist() == [0.9, 0.2, 0.4, 0.95]
+    split = split_batch(10, 0, scores, max_second_look_share=0.2)
+    assert split.second_looks.tolist() == [1, 2]
+    assert DEFAULT_RANK == "self_confidence" and DEFAULT_RANK in RANKS
+    with pytest.raises(ValueError, match="one probability row per label"):
+        self_confidence(proba, given[:3])

@@ -53,3 +53,49 @@ def test_checks_spend_the_same_budget_and_leave_fewer_wrong_labels(clusters):
     for noisy_rounds, checked_rounds in zip(noisy.rounds, checked.rounds):
         assert checked_rounds[-1]["holdout_rechecked"] > 0
         assert checked_rounds[-1]["holdout_wrong"] < noisy_rounds[-1]["holdout_wrong"]
+
+
+def test_clean_learning_leaves_the_unsettled_suspects_out_of_the_fit_and_they_are_mostly_the_wrong_labels(clusters):
+    noisy = run(clusters, Annotators(0.2))
+    clean = run(clusters, Annotators(0.2, checks=True, leave_out=1.0))
+    assert clean.n_labels == noisy.n_labels  # leaving a label out of a fit costs no budget
+    late = [record for seed_rounds in clean.rounds for record in seed_rounds if record["n_labels"] >= 60]
+    left_out = sum(r["n_left_out"] for r in late)
+    assert left_out > 0
+    assert sum(r["left_out_wrong"] for r in late) / left_out >= 0.6  # 20% of the labels are wrong
+    assert all(r["n_left_out"] <= r["n_items"] for r in late)
+    # without leave_out every label trains
+    plain = run(clusters, Annotators(0.2, checks=True))
+    assert all(r["n_left_out"] == 0 for seed_rounds in plain.rounds for r in seed_rounds)
+
+
+def test_leave_out_takes_the_most_suspect_share_of_the_suspects_not_looked_at_twice():
+    from learner.offline import _Answers, _left_out
+
+    labelled = np.array([10, 11, 12, 13, 14])
+    answers = _Answers(20)
+    answers.give(labelled, 0, np.array([0, 1, 2, 3, 0]))
+    answers.give(np.array([12]), 1, np.array([2]))  # row 2 was looked at twice: settled
+    suspects = np.array([2, 4, 0, 1])  # most suspect first
+    assert _left_out(suspects, labelled, answers, 1.0).tolist() == [4, 0, 1]
+    assert _left_out(suspects, labelled, answers, 0.5).tolist() == [4, 0]  # ceil(1.5)
+    assert _left_out(suspects, labelled, answers, 0.0).tolist() == []
+
+
+def test_self_confidence_ranking_spends_the_same_budget_and_leaves_fewer_wrong_labels(clusters):
+    noisy = run(clusters, Annotators(0.2))
+    checked = run(clusters, Annotators(0.2, checks=True, max_second_look_share=0.5, rank="self_confidence"))
+    assert checked.n_labels == noisy.n_labels
+    wrong_share = lambda curve: np.mean([r[-1]["train_wrong"] / r[-1]["n_items"] for r in curve.rounds])
+    assert wrong_share(checked) < wrong_share(noisy) - 0.05
+    # the second looks went mostly to the labels that were wrong (20% of all labels are)
+    splits = [r["split"] for seed_rounds in checked.rounds for r in seed_rounds if "split" in r]
+    looks = sum(s["second_looks"] for s in splits)
+    assert looks > 0 and sum(s["second_looks_at_wrong_labels"] for s in splits) / looks >= 0.5
+
+
+def test_bad_check_settings_are_refused():
+    with pytest.raises(ValueError, match="rank"):
+        Annotators(0.1, checks=True, rank="loudest")
+    with pytest.raises(ValueError, match="leave_out"):
+        Annotators(0.1, checks=True, leave_out=1.5)
