@@ -46,8 +46,6 @@ logger = logging.getLogger(__name__)
 SUMMARY_KEY = "label_checks"
 #: The meta key holding each checked version's review batch split (new items, second looks, holdout): the report's.
 SPLITS_KEY = "batch_splits"
-#: At most this many pool items are scored for the budget's comparison (a seeded sample above it).
-POOL_SAMPLE = 2000
 
 
 def check_head_factory() -> Any:
@@ -256,7 +254,7 @@ def check_labels(trainer: Trainer, force: bool = False) -> CheckResult | None:
     result.consensus_changed = sum(1 for item, (label, _) in agreed.items() if before.get(item) != label)
     in_doubt = {row.item_id: classes[int(y_checked[i])] for i, row in enumerate(newest)}
     ties = tie_asks(store, answers, in_doubt, trainer.service.max_looks_per_item)
-    split = split_budget(trainer, model, matrix, answered, proba, [newest[i].item_id for i in suspects.indices.tolist()], newest,
+    split = split_budget(trainer, proba, y_checked, [newest[i].item_id for i in suspects.indices.tolist()], newest,
                          n_holdout_asks=len(holdout_asks), ties={ask.item_id for ask in ties})  # fmt: skip
     result.batch_split = split.as_dict()
     # The holdout first (it is the measure the owner decides from), then the training looks the split chose.
@@ -324,8 +322,8 @@ def check_holdout(trainer: Trainer, model: Any, index: dict[str, int]) -> tuple[
 
 
 def split_budget(
-    trainer: Trainer, model: Any, matrix: np.ndarray, answered: np.ndarray, proba: np.ndarray, suspects: list[str],
-    newest: list[LabelledItem], n_holdout_asks: int = 0, ties: set[str] | frozenset[str] = frozenset(),
+    trainer: Trainer, proba: np.ndarray, given: np.ndarray, suspects: list[str], newest: list[LabelledItem],
+    n_holdout_asks: int = 0, ties: set[str] | frozenset[str] = frozenset(),
 ) -> Any:
     """The next review batch split (:func:`learner.budget.split_batch`, its measured default rule).
 
@@ -335,12 +333,12 @@ def split_budget(
     accuracy's error from about -7.5 points to within about 1-3: ``benchmarks/label_noise.py``); the cap keeps a
     noisy holdout from starving the training labels. Then holdout top-ups; then training second looks, at most
     ``service.second_look_share`` of the rest: items whose answers tie after a look (``ties``) first, then the
-    suspects ActiveLab ranks most worth a second answer (letting ActiveLab's scores against the pool decide alone
-    took about one second look in a hundred labels and recovered nothing). Only suspects never looked at again are
-    candidates; the rest of the batch goes to new items."""
+    suspects with the lowest self-confidence (the out-of-fold probability of the label they were given, ``given``
+    against ``proba``: :func:`learner.budget.self_confidence`; it beat ActiveLab's ranking on the tuning seeds of
+    ``benchmarks/label_noise.py`` and scores no pool). Only suspects never looked at again are candidates; the rest
+    of the batch goes to new items."""
     from app.core.holdout import holdout_tasks_to_queue, per_refresh
-    from learner.budget import split_batch
-    from learner.label_issues import second_look_scores
+    from learner.budget import self_confidence, split_batch
 
     store, service = trainer.store, trainer.service
     counts = store.holdout_counts()
@@ -348,30 +346,14 @@ def split_budget(
         counts.n_labelled, counts.n_open, counts.n_items - counts.n_labelled - counts.n_open, service.holdout.min_labels,
         per_refresh(service.holdout, service.review_batch_size),
     ) if service.holdout.reserve else 0  # fmt: skip
-    # The pool as columns (a million items cost three lists, no record per row); ids sampled before any vector is read.
-    pool = store.unlabelled_columns("pool")
-    fresh = np.fromiter((i for i, status in enumerate(pool.statuses) if status not in ("pending", "sent", "failed")), dtype=np.int64)
-    if len(fresh) > POOL_SAMPLE:
-        fresh = np.sort(np.random.default_rng(model.max_label_id).choice(fresh, size=POOL_SAMPLE, replace=False))
-    X_pool = None
-    if len(fresh):
-        X_lazy, _ = trainer.pool_vectors([pool.ids[i] for i in fresh.tolist()], [pool.content_hashes[i] for i in fresh.tolist()])
-        X_pool = np.asarray(X_lazy, dtype=np.float32)
+    scores = self_confidence(proba, given)
     candidates = np.full(len(newest), np.nan)
-    looked = store.second_looked(suspects)
-    rows = np.flatnonzero(answered)
-    if X_pool is not None and len(X_pool) and len(rows):
-        labelled_scores, pool_scores = second_look_scores(matrix[rows], proba[rows], model.proba(X_pool))
-    else:  # no pool to compare with: the suspects by self-confidence (low first), up to the cap
-        given = np.nan_to_num(np.nanmax(matrix[rows], axis=1)).astype(np.int64)
-        labelled_scores, pool_scores = proba[rows, given], None
-    eligible = set(suspects) - looked
-    for k, i in enumerate(rows):
-        if newest[i].item_id in eligible:
-            candidates[i] = labelled_scores[k]
+    eligible = set(suspects) - store.second_looked(suspects)
     for i, row in enumerate(newest):
         if row.item_id in ties:
-            candidates[i] = -1.0  # below every ActiveLab score: an open disagreement is settled first
+            candidates[i] = -1.0  # below every probability: an open disagreement is settled first
+        elif row.item_id in eligible:
+            candidates[i] = scores[i]
     holdout_asks = min(n_holdout_asks, math.floor(service.second_look_share * service.review_batch_size))
-    return split_batch(service.review_batch_size, holdout, candidates, pool_scores, n_holdout_checks=holdout_asks,
+    return split_batch(service.review_batch_size, holdout, candidates, None, n_holdout_checks=holdout_asks,
                        max_second_look_share=service.second_look_share)

@@ -245,27 +245,23 @@ def test_the_vote_takes_the_majority_and_a_tie_goes_to_the_newest():
     assert vote([Answer("x", "1", "red", 1), Answer("x", "2", "blue", 2), Answer("x", "2", "red", 3)]) == ("red", False)
 
 
-def test_the_split_reads_the_pool_as_columns_and_embeds_only_a_sample(services, monkeypatch):
-    import app.core.checks as checks
-
+def test_the_split_ranks_suspects_by_self_confidence_and_reads_no_pool(services, monkeypatch):
     _share(services, 0.5)
     _labelled(services, wrong={"red-3": "blue"})
     for k, name in enumerate(CLASSES):
         for i in range(4):
             add_png_item(services.store, services.data_dir, f"pool-{name}-{i}", png(COLOURS[name], seed=700 + 10 * k + i), "pool")
 
-    def refused():
-        raise AssertionError("the checks read the pool a record per row")
+    def refused(*args, **kwargs):
+        raise AssertionError("the checks' split read the pool")
 
     monkeypatch.setattr(services.store, "unlabelled_pool", refused)
-    monkeypatch.setattr(checks, "POOL_SAMPLE", 5)
-    asked: list[int] = []
-    pool_vectors = services.trainer.pool_vectors
-    monkeypatch.setattr(services.trainer, "pool_vectors", lambda ids, hashes, *a: (asked.append(len(ids)), pool_vectors(ids, hashes, *a))[1])
+    monkeypatch.setattr(services.store, "unlabelled_columns", refused)
+    monkeypatch.setattr(services.trainer, "pool_vectors", refused)
     result = check_labels(services.trainer)
-    assert asked == [5]  # 12 pool items, a sample of 5 read
     split = result.batch_split
     assert split["new"] + split["second_looks"] + split["holdout"] == 2
+    assert split["second_looks"] == 1 and services.store.second_looked(["red-3"]) == {"red-3"}  # the wrong one
 
 
 def test_the_holdout_measure_reads_the_majority_answer_not_the_newest(services):
