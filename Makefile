@@ -61,7 +61,7 @@ serve: setup
 
 test: setup
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=30  # the 30 slowest tests and fixtures: where CI's time goes
 
 unit: venv
 	$(VENV)/bin/python -m pytest tests/unit

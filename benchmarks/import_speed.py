@@ -232,7 +232,7 @@ def main() -> int:
         floor(args.floor_of, [int(mark) for mark in args.marks.split(",") if mark])
         return 0
     if args.smoke:
-        args.n, args.resume_n = 64, 300  # the resumed import needs more than two chunks (128 images each)
+        args.n, args.resume_n = 64, 200  # the kill (at 100 items) lands after the first chunk of 128, before the last
     with tempfile.TemporaryDirectory(prefix="juicer-import-bench-") as tmp:
         root = Path(tmp)
         images = root / "images"

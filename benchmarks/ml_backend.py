@@ -55,7 +55,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
     if args.smoke:
-        args.sizes = "10"
+        args.sizes = "4"
     sizes = [int(n) for n in args.sizes.split(",")]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from label_studio_sdk import LabelStudio

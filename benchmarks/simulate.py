@@ -49,7 +49,7 @@ def wait_ready(url: str, process: subprocess.Popen, deadline_s: float, log: Path
                     return
         except OSError:
             pass
-        time.sleep(2)
+        time.sleep(0.5)
     raise RuntimeError(f"juicer serve was not ready within {deadline_s:g} s; log {log}:\n{log.read_text()[-3000:]}")
 
 

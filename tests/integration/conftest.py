@@ -61,9 +61,10 @@ def lite0_backbone_dir(tmp_path_factory) -> Path:
     return ensure_backbone("efficientnet-lite0", tmp_path_factory.mktemp("data"))[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def backbone(lite0_backbone_dir, tmp_path_factory):
-    """The real EfficientNet-Lite0, loaded once per test module that uses it."""
+    """The real EfficientNet-Lite0, loaded once for the session (read only: embedding keeps no state a test could
+    see but ``calls``, which tests read as a difference)."""
     from learner.backbones import load_backbone, resolve_backbone
 
     spec = resolve_backbone(str(lite0_backbone_dir), tmp_path_factory.mktemp("unused-data"))

@@ -73,13 +73,15 @@ def smoke_run(script: Path) -> SmokeRun:
 @pytest.fixture(scope="module")
 def smoke_runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Future]]:
     """The selected scripts' smoke runs, queued at once and run as many at a time as there are CPUs (most of a
-    run is Python and TensorFlow starting, one core each)."""
+    run is Python and TensorFlow starting, one core each); the slow ones first, so no CPU idles at the end while
+    one of them still runs."""
     selected = [
         item.callspec.params["script"] for item in request.session.items
         if getattr(item, "originalname", None) == "test_benchmark_runs_in_smoke_mode" and hasattr(item, "callspec")
     ]  # fmt: skip
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="smoke") as pool:
-        runs = {script.name: pool.submit(smoke_run, script) for script in selected if script.name not in NEVER_HERE}
+        slow_first = sorted(selected, key=lambda script: -SLOW_TIMEOUT_S.get(script.name, TIMEOUT_S))  # stable: by name
+        runs = {script.name: pool.submit(smoke_run, script) for script in slow_first if script.name not in NEVER_HERE}
         yield runs
         for future in runs.values():
             future.cancel()

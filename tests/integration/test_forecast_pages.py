@@ -29,7 +29,7 @@ BROWSER_LOGIN = {"username": "juicer", "password": TOKEN}  # what a person types
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, free_port):
+def served(tmp_path_factory, free_port, backbone):
     """A juicer HTTP server on a free port with six model versions; yields its base URL and services."""
     from werkzeug.serving import make_server
 
@@ -38,7 +38,6 @@ def served(tmp_path_factory, free_port):
     from app.services import build_services
     from app.store import Store
     from config import load_settings
-    from learner.backbones import load_backbone, resolve_backbone
     from learner.datasets import load_fashion_mnist
 
     data_dir = tmp_path_factory.mktemp("pages") / "data"
@@ -56,7 +55,6 @@ def served(tmp_path_factory, free_port):
     store = Store.open(data_dir)
     store.set_meta("classes", list(dataset.class_names))
     seed_demo(store, data_dir, dataset, n_pool=320, n_holdout=200, seed=6)
-    backbone = load_backbone(resolve_backbone("efficientnet-lite0", REPO / "data"), batch_size=32)
     services = build_services(settings, store=store, backbone=backbone)
     app = create_app(services=services)
     http = make_server("127.0.0.1", port, app, threaded=True)

@@ -9,52 +9,27 @@ stored version is re-measured on it.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
+from tests.support.in_process import in_process_juicer
 from tests.support.wait import poll
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, free_port, tmp_path_factory):
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from app.core.demo import seed_demo
-    from app.services import build_services
-    from app.store import Store
-    from config import load_settings
+def juicer(label_studio, backbone, tmp_path_factory):
     from learner.datasets import load_fashion_mnist
 
     dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=12, seed=4)
-    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
-    port = free_port()
-    settings = load_settings(
-        environ={},
-        data_dir=data_dir,
-        service={"retrain_after_labels": 1000, "review_batch_size": 10, "port": port, "pull_interval_s": 3600,
-                 "deliver_interval_s": 3600, "holdout": {"min_labels": 6, "share": 0.1, "max_pool_share": 0.2}},
-        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-456",
-                      "project_title": label_studio.project_title("juicer holdout")},
-        store={"url": f"sqlite:///{tmp_path_factory.mktemp('holdout-store')}/juicer.db"},
-    )
-    store = Store.from_settings(settings)
-    store.set_meta("classes", list(dataset.class_names))
-    seed_demo(store, data_dir, dataset, n_pool=100, n_holdout=0, seed=5)  # no labelled holdout: juicer reserves one
-    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
-    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
-    http = make_server("127.0.0.1", port, create_app(services=services), threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
-    try:
-        yield services, dict(zip(dataset.item_ids, dataset.label_names))
-    finally:
-        http.shutdown()
-        store.close()
+    with in_process_juicer(
+        label_studio, backbone, dataset, title="juicer holdout", webhook_secret="it-secret-456",
+        service={"retrain_after_labels": 1000, "review_batch_size": 10, "deliver_interval_s": 3600,
+                 "holdout": {"min_labels": 6, "share": 0.1, "max_pool_share": 0.2}},
+        seed={"n_pool": 100, "n_holdout": 0, "seed": 5},  # no labelled holdout: juicer reserves one
+        store_url=f"sqlite:///{tmp_path_factory.mktemp('holdout-store')}/juicer.db",
+    ) as running:  # fmt: skip
+        yield running.services, running.truth
 
 
 def test_holdout_tasks_arrive_in_label_studio_without_a_prediction_and_their_answers_measure(juicer):

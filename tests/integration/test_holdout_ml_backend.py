@@ -9,11 +9,10 @@ guess for them either; an annotation on one comes back through the ML backend's 
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
+from tests.support.in_process import in_process_juicer
 from tests.support.wait import poll
 
 pytestmark = pytest.mark.integration
@@ -26,41 +25,19 @@ CONFIG_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, free_port, tmp_path_factory):
+def juicer(label_studio, backbone, tmp_path_factory):
     """A juicer with a first model, a pool and no labelled holdout, its own project, on a free loopback port."""
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from app.core.demo import seed_demo
-    from app.services import build_services
-    from app.store import Store
-    from config import load_settings
     from learner.datasets import load_fashion_mnist
 
     dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=8, seed=21)
-    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
-    port = free_port()
-    settings = load_settings(
-        environ={},
-        data_dir=data_dir,
-        service={"api_token": TOKEN, "port": port, "retrain_after_labels": 1000, "review_batch_size": 5,
-                 "pull_interval_s": 3600, "holdout": {"min_labels": 4, "share": 0.1, "max_pool_share": 0.2}},
-        label_studio={"url": label_studio.url, "token": label_studio.token,
-                      "project_title": label_studio.project_title("juicer own")},
-        store={"url": f"sqlite:///{tmp_path_factory.mktemp('holdout-elsewhere-store')}/juicer.db"},
-    )  # fmt: skip
-    store = Store.from_settings(settings)
-    store.set_meta("classes", list(dataset.class_names))
-    seed_demo(store, data_dir, dataset, n_pool=60, n_holdout=0, seed=6)  # no labelled holdout: juicer reserves one
-    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
-    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
-    http = make_server("127.0.0.1", port, create_app(services=services), threaded=True)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    try:
-        yield services, f"http://127.0.0.1:{port}", dataset
-    finally:
-        http.shutdown()
-        store.close()
+    with in_process_juicer(
+        label_studio, backbone, dataset, title="juicer own",
+        service={"api_token": TOKEN, "retrain_after_labels": 1000, "review_batch_size": 5,
+                 "holdout": {"min_labels": 4, "share": 0.1, "max_pool_share": 0.2}},
+        seed={"n_pool": 60, "n_holdout": 0, "seed": 6},  # no labelled holdout: juicer reserves one
+        store_url=f"sqlite:///{tmp_path_factory.mktemp('holdout-elsewhere-store')}/juicer.db",
+    ) as running:  # fmt: skip
+        yield running.services, running.url, dataset
 
 
 def test_holdout_tasks_are_created_blind_in_a_project_juicer_did_not_create_and_their_answer_lands_in_the_holdout(

@@ -36,7 +36,7 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_dir):
+def juicer(label_studio, dataset, free_port, tmp_path_factory, backbone):
     """A running juicer with a first model (2 labels per class) and its scheduler, on a free loopback port."""
     from werkzeug.serving import make_server
 
@@ -46,7 +46,6 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
     from app.services import build_services
     from app.store import Store
     from config import load_settings
-    from learner.backbones import load_backbone, resolve_backbone
 
     data_dir = tmp_path_factory.mktemp("juicer-ml")
     port = free_port()
@@ -58,7 +57,6 @@ def juicer(label_studio, dataset, free_port, tmp_path_factory, lite0_backbone_di
     store = Store.open(data_dir)
     store.set_meta("classes", list(dataset.class_names))
     seed_demo(store, data_dir, dataset, n_pool=0, n_holdout=50, seed=2)
-    backbone = load_backbone(resolve_backbone(str(lite0_backbone_dir), data_dir), batch_size=32)
     services = build_services(settings, store=store, backbone=backbone)
     assert services.trainer.retrain(reason="first model").version == "v0001"
     app = create_app(services=services)

@@ -10,12 +10,12 @@ A suspected holdout label goes back the same way; its answer changes what the ho
 
 from __future__ import annotations
 
-import threading
 from urllib.parse import urlparse
 
 import pytest
 
 from tests.support.browser import ARTIFACTS, chromium, log_in_to_label_studio, loopback_only
+from tests.support.in_process import in_process_juicer
 from tests.support.wait import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -25,45 +25,18 @@ SECOND = ("second-look@example.com", "second-look-pw-1")
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, free_port, tmp_path_factory):
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from app.core.demo import seed_demo
-    from app.services import build_services
-    from app.store import Store
-    from config import load_settings
+def juicer(label_studio, backbone, tmp_path_factory):
     from learner.datasets import load_fashion_mnist
 
     dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=PER_CLASS, seed=6)
-    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
-    port = free_port()
-    settings = load_settings(
-        environ={},
-        data_dir=data_dir,
-        service={"retrain_after_labels": 1000, "review_batch_size": 20, "second_look_share": 1.0, "port": port,
-                 "pull_interval_s": 3600, "deliver_interval_s": 3600, "holdout": {"reserve": False}},
-        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-789",
-                      "project_title": label_studio.project_title("juicer second look")},
-        store={"url": f"sqlite:///{tmp_path_factory.mktemp('second-look-store')}/juicer.db"},
-    )
-    store = Store.from_settings(settings)
-    store.set_meta("classes", list(dataset.class_names))
-    seed_demo(store, data_dir, dataset, n_pool=PER_CLASS * len(dataset.class_names), n_holdout=0, seed=7, seed_per_class=0)
-    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
-    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
-    app = create_app(services=services)
-    http = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {services.settings.service.api_token.get_secret_value()}"
-    try:
-        yield services, client, dict(zip(dataset.item_ids, dataset.label_names))
-    finally:
-        http.shutdown()
-        store.close()
+    with in_process_juicer(
+        label_studio, backbone, dataset, title="juicer second look", webhook_secret="it-secret-789",
+        service={"retrain_after_labels": 1000, "review_batch_size": 20, "second_look_share": 1.0,
+                 "deliver_interval_s": 3600, "holdout": {"reserve": False}},
+        seed={"n_pool": PER_CLASS * len(dataset.class_names), "n_holdout": 0, "seed": 7, "seed_per_class": 0},
+        store_url=f"sqlite:///{tmp_path_factory.mktemp('second-look-store')}/juicer.db",
+    ) as running:  # fmt: skip
+        yield running.services, running.client, running.truth
 
 
 def _open_in_chromium(label_studio, project_id: int, task_id: int, token_login: tuple[str, str]) -> int:

@@ -11,11 +11,11 @@ The module runs twice: on the SQLite store and on a real PostgreSQL (marked ``po
 from __future__ import annotations
 
 import base64
-import threading
 
 import httpx
 import pytest
 
+from tests.support.in_process import in_process_juicer
 from tests.support.wait import poll
 
 pytestmark = pytest.mark.integration
@@ -35,47 +35,15 @@ def store_url(request):
 
 
 @pytest.fixture(scope="module")
-def juicer(label_studio, backbone, dataset, free_port, store_url):
+def juicer(label_studio, backbone, dataset, store_url):
     """A running juicer: services, its HTTP server on a free port (for Label Studio's webhooks), a test client."""
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from app.core.demo import seed_demo
-    from app.services import build_services
-    from app.store import Store
-    from config import load_settings
-
-    data_dir = label_studio.files_root.parent.parent  # Label Studio serves <data_dir>/files/images
-    port = free_port()
-    settings = load_settings(
-        environ={},
-        data_dir=data_dir,
-        service={"retrain_after_labels": 1000, "review_batch_size": 30, "port": port, "pull_interval_s": 3600,
-                 "deliver_interval_s": 3600, "retry_backoff_s": 0.2, "retry_backoff_max_s": 1},
-        label_studio={"url": label_studio.url, "token": label_studio.token, "webhook_secret": "it-secret-123",
-                      "project_title": label_studio.project_title("juicer loop")},
-        store={"url": store_url},
-    )
-    store = Store.from_settings(settings)
-    store.set_meta("classes", list(dataset.class_names))
-    seed_demo(store, data_dir, dataset, n_pool=120, n_holdout=200, seed=5)
-    services = build_services(settings, store=store, backbone=backbone, desk=label_studio.desk())
-    services.project = services.desk.ensure_project(list(services.classes), settings.label_studio.project_title)
-    app = create_app(services=services)
-    http = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    services.desk.register_webhook(services.project, f"http://127.0.0.1:{port}/v1/webhooks/label-studio", services.webhook_secret)
-    truth = dict(zip(dataset.item_ids, dataset.label_names))
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {services.settings.service.api_token.get_secret_value()}"  # generated
-    try:
-        yield services, client, truth
-    finally:
-        if services.scheduler is not None:
-            services.scheduler.shutdown()
-        http.shutdown()
-        store.close()
+    with in_process_juicer(
+        label_studio, backbone, dataset, title="juicer loop", webhook_secret="it-secret-123", store_url=store_url,
+        service={"retrain_after_labels": 1000, "review_batch_size": 30, "deliver_interval_s": 3600,
+                 "retry_backoff_s": 0.2, "retry_backoff_max_s": 1},
+        seed={"n_pool": 120, "n_holdout": 200, "seed": 5},
+    ) as running:  # fmt: skip
+        yield running.services, running.client, running.truth
 
 
 @pytest.fixture

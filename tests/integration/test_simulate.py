@@ -1,8 +1,9 @@
-"""The main job end to end: `juicer serve` (its own Label Studio, the Fashion-MNIST demo) and `juicer simulate`.
+"""The main job end to end: `juicer serve` (the Fashion-MNIST demo) and `juicer simulate`.
 
-Starts the real service as a user does, on free loopback ports in a fresh data folder, plays annotators through
-the real Label Studio with `juicer simulate`, and checks that each retrain adds a report point with more labels
-and that accuracy grows from 1 label per class.
+Starts the real service as a user does, on free loopback ports in a fresh data folder, connected to the session's
+real Label Studio (a project of its own; `juicer serve` starting a Label Studio of its own is the hostile suite's
+setup and `benchmarks/simulate.py`'s), plays annotators through it with `juicer simulate`, and checks that each
+retrain adds a report point with more labels and that accuracy grows from 1 label per class.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.served import ServedJuicer, link_built_backbones, subprocess_env
+from tests.support.served import ServedJuicer, data_folder, link_built_backbones, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, free_port):
-    """`juicer serve` with a small demo, until /readyz answers 200; stopped (with its Label Studio) afterwards."""
-    data_dir = tmp_path_factory.mktemp("simulate") / "data"
-    data_dir.mkdir()
+def served(free_port, label_studio):
+    """`juicer serve` with a small demo on the session's Label Studio, until /readyz answers 200; stopped afterwards."""
+    # Label Studio serves local files only under its document root: the data folder lives there.
+    data_dir = data_folder(label_studio.files_root.parent / f"simulate-{label_studio.project_title('d').split()[-1]}")
     link_built_backbones(data_dir)
     port = free_port()
     env = subprocess_env(
@@ -34,8 +35,9 @@ def served(tmp_path_factory, free_port):
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains, at known label counts
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
         JUICER_SERVICE__SECOND_LOOK_SHARE="0",  # every label a new item: versions at known label counts (second looks: test_second_look)
-        JUICER_LABEL_STUDIO__PORT=str(free_port()),
-        JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
+        JUICER_LABEL_STUDIO__URL=label_studio.url,
+        JUICER_LABEL_STUDIO__TOKEN=label_studio.token,
+        JUICER_LABEL_STUDIO__PROJECT_TITLE=label_studio.project_title("simulate"),
     )
     with ServedJuicer(data_dir, port, env, ["--demo-pool", "80", "--holdout", "100"]) as service:
         yield service

@@ -1,9 +1,9 @@
 """`juicer serve --workers 4` on a real PostgreSQL: the end-to-end loop with one scheduler and every worker swapping.
 
-Starts the real service as a user does (its own Label Studio, the Fashion-MNIST demo) with ``store.url`` on the
-session's PostgreSQL, plays 100 labels through Label Studio with `juicer simulate`, and checks from the aggregated
-``/metrics`` that exactly one of the four worker processes ran the scheduler and that each of them served with the
-newest model afterwards.
+Starts the real service as a user does (the Fashion-MNIST demo, the session's Label Studio: a project of its own)
+with ``store.url`` on the session's PostgreSQL, plays 100 labels through Label Studio with `juicer simulate`, and
+checks from the aggregated ``/metrics`` that exactly one of the four worker processes ran the scheduler and that
+each of them served with the newest model afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.served import ServedJuicer, answers_ready, link_built_backbones, subprocess_env
+from tests.support.served import ServedJuicer, answers_ready, data_folder, link_built_backbones, subprocess_env
 from tests.support.wait import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -48,10 +48,9 @@ def per_worker(url: str) -> dict[str, dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, free_port, postgres):
+def served(free_port, postgres, label_studio):
     """`juicer serve --workers 4` on PostgreSQL, until /readyz answers and every worker has loaded."""
-    data_dir = tmp_path_factory.mktemp("workers") / "data"
-    data_dir.mkdir()
+    data_dir = data_folder(label_studio.files_root.parent / f"workers-{label_studio.project_title('d').split()[-1]}")
     link_built_backbones(data_dir)
     port = free_port()
     env = subprocess_env(
@@ -63,8 +62,9 @@ def served(tmp_path_factory, free_port, postgres):
         JUICER_SERVICE__RETRAIN_AFTER_LABELS="100000",  # only the simulation's retrains
         JUICER_SERVICE__REVIEW_BATCH_SIZE="20",
         JUICER_SERVICE__SECOND_LOOK_SHARE="0",  # every label a new item: versions at known label counts (second looks: test_second_look)
-        JUICER_LABEL_STUDIO__PORT=str(free_port()),
-        JUICER_LABEL_STUDIO__VENV=str(REPO / ".venv-ls"),
+        JUICER_LABEL_STUDIO__URL=label_studio.url,
+        JUICER_LABEL_STUDIO__TOKEN=label_studio.token,
+        JUICER_LABEL_STUDIO__PROJECT_TITLE=label_studio.project_title("workers"),
     )
 
     def every_worker_ready(url: str) -> bool:
