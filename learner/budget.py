@@ -65,6 +65,9 @@ RULES = ("share", "activelab")
 #: or "activelab" (:func:`learner.label_issues.second_look_scores`' labelled-item scores).
 RANKS = ("self_confidence", "activelab")
 DEFAULT_RANK = "self_confidence"
+#: A suspect is a candidate for a second look only when its self-confidence (:func:`self_confidence`) is at most
+#: this; 1.0 lets every suspect in (the share stays the maximum either way).
+DEFAULT_MAX_SELF_CONFIDENCE = 1.0
 
 
 def self_confidence(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -75,6 +78,28 @@ def self_confidence(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
     if proba.ndim != 2 or len(proba) != len(given):
         raise ValueError(f"need one probability row per label; got {proba.shape} for {len(given)} labels")
     return proba[np.arange(len(given)), given]
+
+
+def second_look_candidates(
+    confidence: np.ndarray, eligible: np.ndarray, ranking: np.ndarray | None = None,
+    max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE,
+) -> np.ndarray:
+    """``split_batch(second_look_scores=...)``: per labelled item, its ranking score (``ranking``, default the
+    self-confidence itself, low first) where it may get a second look, NaN where not. A candidate is ``eligible``
+    (a bool mask: a suspect not looked at again yet) and its ``confidence`` (:func:`self_confidence`) is at most
+    ``max_self_confidence``: a suspect whose label the model finds merely uncertain is left alone, so second looks
+    go where they are likely to hit an error. The offline loop and the service both filter through this."""
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    eligible = np.asarray(eligible, dtype=bool).ravel()
+    if len(eligible) != len(confidence):
+        raise ValueError(f"need one eligibility flag per item; got {len(eligible)} for {len(confidence)} items")
+    if not 0.0 <= max_self_confidence <= 1.0:
+        raise ValueError(f"max_self_confidence must be in [0, 1], got {max_self_confidence}")
+    ranking = confidence if ranking is None else np.asarray(ranking, dtype=np.float64).ravel()
+    if len(ranking) != len(confidence):
+        raise ValueError(f"need one ranking score per item; got {len(ranking)} for {len(confidence)} items")
+    keep = eligible & (confidence <= max_self_confidence)
+    return np.where(keep, ranking, np.nan)
 
 
 @dataclass(frozen=True)
