@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from learner.budget import DEFAULT_RANK, RANKS, Split, self_confidence, split_batch
+from learner.budget import (
+    DEFAULT_MAX_SELF_CONFIDENCE,
+    DEFAULT_RANK,
+    RANKS,
+    Split,
+    second_look_candidates,
+    self_confidence,
+    split_batch,
+)
 
 
 def total(split: Split) -> int:
@@ -78,3 +86,28 @@ def test_self_confidence_is_the_probability_of_the_label_given_and_the_least_con
     assert DEFAULT_RANK == "self_confidence" and DEFAULT_RANK in RANKS
     with pytest.raises(ValueError, match="one probability row per label"):
         self_confidence(proba, given[:3])
+
+
+def test_a_suspect_is_a_candidate_only_below_the_self_confidence_ceiling():
+    confidence = np.array([0.01, 0.3, 0.04, 0.9, 0.02])
+    eligible = np.array([True, True, True, True, False])  # row 4: looked at again already
+    every = second_look_candidates(confidence, eligible, max_self_confidence=1.0)
+    assert np.isnan(every[4]) and every[:4].tolist() == [0.01, 0.3, 0.04, 0.9]
+    few = second_look_candidates(confidence, eligible, max_self_confidence=0.05)
+    assert np.flatnonzero(~np.isnan(few)).tolist() == [0, 2]  # 0.3 and 0.9 look uncertain, not wrong; 4 is done
+    # the ceiling filters, the share still caps: 50% of 10 would be 5 looks, only 2 candidates are left
+    split = split_batch(10, 0, few, max_second_look_share=0.5)
+    assert split.second_looks.tolist() == [0, 2] and split.new == 8
+    # another ranking (ActiveLab's scores) orders the candidates; the ceiling is still on self-confidence
+    ranked = second_look_candidates(confidence, eligible, np.array([5.0, 1.0, 3.0, 0.0, 0.0]), 0.05)
+    assert np.flatnonzero(~np.isnan(ranked)).tolist() == [0, 2] and ranked[[0, 2]].tolist() == [5.0, 3.0]
+    assert 0.0 <= DEFAULT_MAX_SELF_CONFIDENCE <= 1.0
+
+
+def test_bad_candidate_arguments_are_refused():
+    with pytest.raises(ValueError, match="eligibility"):
+        second_look_candidates(np.array([0.1, 0.2]), np.array([True]))
+    with pytest.raises(ValueError, match="ranking"):
+        second_look_candidates(np.array([0.1, 0.2]), np.array([True, True]), np.array([1.0]))
+    with pytest.raises(ValueError, match="max_self_confidence"):
+        second_look_candidates(np.array([0.1]), np.array([True]), max_self_confidence=1.5)
