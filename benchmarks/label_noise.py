@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE
+from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE
 
 SCENARIOS = {"random": (0.1, 0.0), "guess": (0.1, 0.5)}
 
@@ -98,16 +98,18 @@ def mean_sd(values) -> str:
     return "-" if not len(v) else f"{v.mean():.1%} ± {v.std():.1%}"
 
 
-#: A checks variant: ``key=value`` pairs joined by ``,`` (keys: share, rule, rank, leave_out, max_sc), e.g.
-#: ``share=0.3,leave_out=1``; the flags ``--share --rule --rank --leave-out --max-sc`` give the values not named.
+#: A checks variant: ``key=value`` pairs joined by ``,`` (keys: share, rule, rank, leave_out, max_sc, min_top),
+#: e.g. ``share=0.3,leave_out=1``; the flags ``--share --rule --rank --leave-out --max-sc --min-top`` give the
+#: values not named.
 VARIANT_KEYS = {"share": ("max_second_look_share", float), "rule": ("rule", str), "rank": ("rank", str),
-                "leave_out": ("leave_out", float), "max_sc": ("max_self_confidence", float)}
+                "leave_out": ("leave_out", float), "max_sc": ("max_self_confidence", float),
+                "min_top": ("min_top_confidence", float)}
 
 
 def variants(args) -> dict[str, dict]:
     """``--variants`` as {name: Annotators keyword arguments}; one variant (named "checks") from the flags by default."""
     base = {"max_second_look_share": args.share, "rule": args.rule, "rank": args.rank, "leave_out": args.leave_out,
-            "max_self_confidence": args.max_sc}
+            "max_self_confidence": args.max_sc, "min_top_confidence": args.min_top}
     if not args.variants:
         return {"checks": base}
     out = {}
@@ -126,7 +128,8 @@ def variants(args) -> dict[str, dict]:
 def describe(kwargs: dict) -> str:
     return (f"share {kwargs['max_second_look_share']:.0%}, rule {kwargs['rule']}, rank {kwargs['rank']}, "
             f"leave out {kwargs['leave_out']:.0%} of the unsettled suspects, "
-            f"second looks only at self-confidence <= {kwargs['max_self_confidence']:g}")
+            f"second looks only at self-confidence <= {kwargs['max_self_confidence']:g} and top class >= "
+            f"{kwargs['min_top_confidence']:g}")
 
 
 def run_arms(X, y, args) -> dict:
@@ -266,9 +269,12 @@ def main() -> int:
     parser.add_argument("--max-sc", type=float, default=DEFAULT_MAX_SELF_CONFIDENCE,
                         help="a suspect is a candidate for a second look only when its self-confidence (out-of-fold "
                              "probability of its given label) is at most this (1: every suspect)")
+    parser.add_argument("--min-top", type=float, default=DEFAULT_MIN_TOP_CONFIDENCE,
+                        help="... and only when the model's top class has at least this out-of-fold probability "
+                             "(0: no floor)")
     parser.add_argument("--variants", default="",
                         help="several checks arms side by side, ';'-separated, each 'key=value,...' over share, rule, "
-                             "rank, leave_out, max_sc (tuning: e.g. 'share=0.2;share=0.4;leave_out=1')")
+                             "rank, leave_out, max_sc, min_top (tuning: e.g. 'share=0.2;share=0.4;leave_out=1')")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds first-seed .. first-seed+seeds-1 (the figures: 0..4; tuning: 100..102)")
     parser.add_argument("--scenarios", default="random,guess", help="noise scenarios to run (random, guess)")

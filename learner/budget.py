@@ -68,6 +68,8 @@ DEFAULT_RANK = "self_confidence"
 #: A suspect is a candidate for a second look only when its self-confidence (:func:`self_confidence`) is at most
 #: this; 1.0 lets every suspect in (the share stays the maximum either way).
 DEFAULT_MAX_SELF_CONFIDENCE = 1.0
+#: ... and only when the model's top class has at least this out-of-fold probability (0: no floor).
+DEFAULT_MIN_TOP_CONFIDENCE = 0.0
 
 
 def self_confidence(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -81,24 +83,27 @@ def self_confidence(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
 
 
 def second_look_candidates(
-    confidence: np.ndarray, eligible: np.ndarray, ranking: np.ndarray | None = None,
-    max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE,
+    proba: np.ndarray, given: np.ndarray, eligible: np.ndarray, ranking: np.ndarray | None = None,
+    max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE, min_top_confidence: float = DEFAULT_MIN_TOP_CONFIDENCE,
 ) -> np.ndarray:
-    """``split_batch(second_look_scores=...)``: per labelled item, its ranking score (``ranking``, default the
-    self-confidence itself, low first) where it may get a second look, NaN where not. A candidate is ``eligible``
-    (a bool mask: a suspect not looked at again yet) and its ``confidence`` (:func:`self_confidence`) is at most
-    ``max_self_confidence``: a suspect whose label the model finds merely uncertain is left alone, so second looks
-    go where they are likely to hit an error. The offline loop and the service both filter through this."""
-    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    """``split_batch(second_look_scores=...)``: per labelled item, its ranking score (``ranking``, default its
+    self-confidence, low first) where it may get a second look, NaN where not. A candidate is ``eligible`` (a bool
+    mask: a suspect not looked at again yet), its self-confidence (``proba`` of the label ``given``:
+    :func:`self_confidence`) is at most ``max_self_confidence`` and the model's top class has a probability of at
+    least ``min_top_confidence``: a suspect the model is merely unsure about is left alone, so second looks go where
+    they are likely to hit an error. The offline loop and the service both filter through this."""
+    confidence = self_confidence(proba, given)
     eligible = np.asarray(eligible, dtype=bool).ravel()
     if len(eligible) != len(confidence):
-        raise ValueError(f"need one eligibility flag per item; got {len(eligible)} for {len(confidence)} items")
-    if not 0.0 <= max_self_confidence <= 1.0:
-        raise ValueError(f"max_self_confidence must be in [0, 1], got {max_self_confidence}")
+        raise ValueError(f"need one eligibility flag per label; got {len(eligible)} for {len(confidence)} labels")
+    for name, value in (("max_self_confidence", max_self_confidence), ("min_top_confidence", min_top_confidence)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
     ranking = confidence if ranking is None else np.asarray(ranking, dtype=np.float64).ravel()
     if len(ranking) != len(confidence):
-        raise ValueError(f"need one ranking score per item; got {len(ranking)} for {len(confidence)} items")
-    keep = eligible & (confidence <= max_self_confidence)
+        raise ValueError(f"need one ranking score per label; got {len(ranking)} for {len(confidence)} labels")
+    top = np.asarray(proba, dtype=np.float64).max(axis=1)
+    keep = eligible & (confidence <= max_self_confidence) & (top >= min_top_confidence)
     return np.where(keep, ranking, np.nan)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_RANK, RANKS
+from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE, DEFAULT_RANK, RANKS
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
 from learner.rules import proba_in_order
@@ -226,6 +226,7 @@ class Annotators:
     rank: str = DEFAULT_RANK  # rule "share": which suspects get the second looks first, "self_confidence" or "activelab"
     leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
     max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE  # a suspect above this self-confidence gets no second look
+    min_top_confidence: float = DEFAULT_MIN_TOP_CONFIDENCE  # ... nor one whose top class is less likely than this
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
@@ -237,6 +238,8 @@ class Annotators:
             raise ValueError(f"leave_out must be in [0, 1], got {self.leave_out}")
         if not 0.0 <= self.max_self_confidence <= 1.0:
             raise ValueError(f"max_self_confidence must be in [0, 1], got {self.max_self_confidence}")
+        if not 0.0 <= self.min_top_confidence <= 1.0:
+            raise ValueError(f"min_top_confidence must be in [0, 1], got {self.min_top_confidence}")
 
     @property
     def noisy(self) -> bool:
@@ -245,7 +248,8 @@ class Annotators:
     def to_dict(self) -> dict[str, Any]:
         return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
                 "max_second_look_share": self.max_second_look_share, "rule": self.rule, "rank": self.rank,
-                "leave_out": self.leave_out, "max_self_confidence": self.max_self_confidence, "folds": self.folds,
+                "leave_out": self.leave_out, "max_self_confidence": self.max_self_confidence,
+                "min_top_confidence": self.min_top_confidence, "folds": self.folds,
                 "holdout_checks_per_round": self.holdout_checks_per_round}
 
 
@@ -437,14 +441,14 @@ def _split(
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
     labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
-    confidence = self_confidence(oof, given)
     # cleanlab's label quality, the out-of-fold probability of the label (rule "activelab" compares ActiveLab's
     # scores with the pool's: its own ranking)
     if annotators.rank == "self_confidence" and annotators.rule == "share":
-        labelled_scores = confidence
+        labelled_scores = self_confidence(oof, given)
     eligible = np.zeros(len(labelled), dtype=bool)
     eligible[suspects[~answers.looked_twice(labelled[suspects])]] = True
-    candidates = second_look_candidates(confidence, eligible, labelled_scores, annotators.max_self_confidence)
+    candidates = second_look_candidates(oof, given, eligible, labelled_scores, annotators.max_self_confidence,
+                                        annotators.min_top_confidence)
     split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share,
                         rule=annotators.rule)
     return split.new, split.second_looks

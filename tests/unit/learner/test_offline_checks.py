@@ -101,6 +101,8 @@ def test_bad_check_settings_are_refused():
         Annotators(0.1, checks=True, leave_out=1.5)
     with pytest.raises(ValueError, match="max_self_confidence"):
         Annotators(0.1, checks=True, max_self_confidence=-0.1)
+    with pytest.raises(ValueError, match="min_top_confidence"):
+        Annotators(0.1, checks=True, min_top_confidence=2.0)
 
 
 def test_a_self_confidence_ceiling_spends_fewer_second_looks_and_they_hit_wrong_labels(clusters):
