@@ -191,6 +191,16 @@ def tables(results: dict, args) -> str:
                     out.append(f"| {scenario} | {s} | {c} | {variant} | {p:.1%} | {n:.1%} | {k:.1%} | {recovered} | "
                                f"{per_seed} | {n_looks:.1f} | {looks_at_wrong(curve, c):.1f} | {left_out:.1f} |")
     out.append("")
+    out.append("(b2) checks - noisy, holdout accuracy against the true labels, pp (mean over seeds); the sum over the "
+               "cells is what a rule is chosen by")
+    cells = [(scenario, s, c) for scenario in args.scenarios for s in strategies for c in late]
+    out.append("| checks | " + " | ".join(f"{scenario} {s} {c}" for scenario, s, c in cells) + " | sum |")
+    out.append("|---|" + "---|" * (len(cells) + 1))
+    for variant in args.checks:
+        gains = [100 * (np.mean(at(results[f"{scenario}/{variant}"].strategies[s], c))
+                        - np.mean(at(results[f"{scenario}/noisy"].strategies[s], c))) for scenario, s, c in cells]
+        out.append(f"| {variant} | " + " | ".join(f"{g:+.2f}" for g in gains) + f" | {sum(gains):+.2f} |")
+    out.append("")
     out.append("(c) error of the reported holdout accuracy (noisy holdout labels) against the true one, reported - true")
     out.append("| scenario | picks | labels | no check | with holdout check | holdout labels asked again | wrong holdout labels left (no check -> check) |")
     out.append("|---|---|---|---|---|---|---|")
