@@ -66,10 +66,11 @@ RULES = ("share", "activelab")
 RANKS = ("self_confidence", "activelab")
 DEFAULT_RANK = "self_confidence"
 #: A suspect is a candidate for a second look only when its self-confidence (:func:`self_confidence`) is at most
-#: this; 1.0 lets every suspect in (the share stays the maximum either way). Measured (``label_noise.py --variants
-#: "max_sc=1;max_sc=0.02;max_sc=0.05;max_sc=0.1;max_sc=0.2;min_top=0.5;min_top=0.7;min_top=0.9"``, tuning seeds
-#: 100-105, random noise, checks minus noisy summed over both pickers at 300 and 500 labels): no filter beat
-#: letting every suspect in (+2.4 pp; ceilings 0.02-0.2: +1.35..+1.95; top-class floors 0.5-0.9: -0.3..+2.1).
+#: this; 1.0 lets every suspect in (the share stays the maximum either way). Measured (``label_noise.py --variants``
+#: with ``max_sc`` 0.02-0.2 and ``min_top`` 0.5-0.9, tuning seeds 100-105, random noise, checks minus noisy summed
+#: over both pickers at 300 and 500 labels; figures in the closing note of session 19): no filter beat letting
+#: every suspect in (+2.4 pp; ceilings 0.02-0.2: +1.35..+1.95; top-class floors 0.5-0.9: -0.3..+2.1; on the
+#: reporting seeds 0-4 the floor 0.7 also summed lower, +2.4 against +3.95 pp).
 #: With least-confidence picks even labels under 2% self-confidence were right more often than not (41-44% of
 #: those looks hit an error): a hard item is unlikely in every class. So both stay off by default.
 DEFAULT_MAX_SELF_CONFIDENCE = 1.0
