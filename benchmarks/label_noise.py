@@ -50,6 +50,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
+from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE
+
 SCENARIOS = {"random": (0.1, 0.0), "guess": (0.1, 0.5)}
 
 
@@ -84,21 +86,30 @@ def at(curve, n: int, key: str = "accuracy") -> list[float]:
     return values
 
 
+def looks_at_wrong(curve, n: int) -> float:
+    """Mean over seeds: second looks (up to ``n`` labels spent) that re-asked a label that was wrong."""
+    return float(np.mean([sum(r["split"]["second_looks_at_wrong_labels"] for r in seed_rounds
+                              if "split" in r and r.get("n_labels", n + 1) < n) for seed_rounds in curve.rounds]))
+
+
 def mean_sd(values) -> str:
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     return "-" if not len(v) else f"{v.mean():.1%} ± {v.std():.1%}"
 
 
-#: A checks variant: ``key=value`` pairs joined by ``,`` (keys: share, rule, rank, leave_out), e.g.
-#: ``share=0.3,leave_out=1``; the flags ``--share --rule --rank --leave-out`` give the values not named.
+#: A checks variant: ``key=value`` pairs joined by ``,`` (keys: share, rule, rank, leave_out, max_sc, min_top),
+#: e.g. ``share=0.3,leave_out=1``; the flags ``--share --rule --rank --leave-out --max-sc --min-top`` give the
+#: values not named.
 VARIANT_KEYS = {"share": ("max_second_look_share", float), "rule": ("rule", str), "rank": ("rank", str),
-                "leave_out": ("leave_out", float)}
+                "leave_out": ("leave_out", float), "max_sc": ("max_self_confidence", float),
+                "min_top": ("min_top_confidence", float)}
 
 
 def variants(args) -> dict[str, dict]:
     """``--variants`` as {name: Annotators keyword arguments}; one variant (named "checks") from the flags by default."""
-    base = {"max_second_look_share": args.share, "rule": args.rule, "rank": args.rank, "leave_out": args.leave_out}
+    base = {"max_second_look_share": args.share, "rule": args.rule, "rank": args.rank, "leave_out": args.leave_out,
+            "max_self_confidence": args.max_sc, "min_top_confidence": args.min_top}
     if not args.variants:
         return {"checks": base}
     out = {}
@@ -116,7 +127,9 @@ def variants(args) -> dict[str, dict]:
 
 def describe(kwargs: dict) -> str:
     return (f"share {kwargs['max_second_look_share']:.0%}, rule {kwargs['rule']}, rank {kwargs['rank']}, "
-            f"leave out {kwargs['leave_out']:.0%} of the unsettled suspects")
+            f"leave out {kwargs['leave_out']:.0%} of the unsettled suspects, "
+            f"second looks only at self-confidence <= {kwargs['max_self_confidence']:g} and top class >= "
+            f"{kwargs['min_top_confidence']:g}")
 
 
 def run_arms(X, y, args) -> dict:
@@ -158,8 +171,8 @@ def tables(results: dict, args) -> str:
     out.append("")
     out.append("(b) holdout accuracy against the TRUE labels, same label budget (a second look costs one label)")
     out.append("| scenario | picks | labels | checks | perfect | noisy | checks | recovered (checks-noisy)/(perfect-noisy) "
-               "| recovered per seed | second looks | left out of training |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+               "| recovered per seed | second looks | of them at wrong labels | left out of training |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario in args.scenarios:
         for s in strategies:
             for c in late:
@@ -176,7 +189,17 @@ def tables(results: dict, args) -> str:
                     per_seed = " ".join(f"{(a - b) / (q - b):.0%}" if q - b > 0.002 else "-"
                                         for q, b, a in zip(per_p, per_n, per_k))
                     out.append(f"| {scenario} | {s} | {c} | {variant} | {p:.1%} | {n:.1%} | {k:.1%} | {recovered} | "
-                               f"{per_seed} | {n_looks:.1f} | {left_out:.1f} |")
+                               f"{per_seed} | {n_looks:.1f} | {looks_at_wrong(curve, c):.1f} | {left_out:.1f} |")
+    out.append("")
+    out.append("(b2) checks - noisy, holdout accuracy against the true labels, pp (mean over seeds); the sum over the "
+               "cells is what a rule is chosen by")
+    cells = [(scenario, s, c) for scenario in args.scenarios for s in strategies for c in late]
+    out.append("| checks | " + " | ".join(f"{scenario} {s} {c}" for scenario, s, c in cells) + " | sum |")
+    out.append("|---|" + "---|" * (len(cells) + 1))
+    for variant in args.checks:
+        gains = [100 * (np.mean(at(results[f"{scenario}/{variant}"].strategies[s], c))
+                        - np.mean(at(results[f"{scenario}/noisy"].strategies[s], c))) for scenario, s, c in cells]
+        out.append(f"| {variant} | " + " | ".join(f"{g:+.2f}" for g in gains) + f" | {sum(gains):+.2f} |")
     out.append("")
     out.append("(c) error of the reported holdout accuracy (noisy holdout labels) against the true one, reported - true")
     out.append("| scenario | picks | labels | no check | with holdout check | holdout labels asked again | wrong holdout labels left (no check -> check) |")
@@ -253,9 +276,15 @@ def main() -> int:
                              "100-105)")
     parser.add_argument("--leave-out", type=float, default=0.0,
                         help="share of the suspects not yet looked at twice left out of training (clean learning)")
+    parser.add_argument("--max-sc", type=float, default=DEFAULT_MAX_SELF_CONFIDENCE,
+                        help="a suspect is a candidate for a second look only when its self-confidence (out-of-fold "
+                             "probability of its given label) is at most this (1: every suspect)")
+    parser.add_argument("--min-top", type=float, default=DEFAULT_MIN_TOP_CONFIDENCE,
+                        help="... and only when the model's top class has at least this out-of-fold probability "
+                             "(0: no floor)")
     parser.add_argument("--variants", default="",
                         help="several checks arms side by side, ';'-separated, each 'key=value,...' over share, rule, "
-                             "rank, leave_out (tuning: e.g. 'share=0.2;share=0.4;leave_out=1')")
+                             "rank, leave_out, max_sc, min_top (tuning: e.g. 'share=0.2;share=0.4;leave_out=1')")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds first-seed .. first-seed+seeds-1 (the figures: 0..4; tuning: 100..102)")
     parser.add_argument("--scenarios", default="random,guess", help="noise scenarios to run (random, guess)")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from learner.budget import DEFAULT_RANK, RANKS
+from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE, DEFAULT_RANK, RANKS
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
 from learner.rules import proba_in_order
@@ -225,6 +225,8 @@ class Annotators:
     rule: str = "share"  # split_batch's rule: "share" (measured best) or "activelab"
     rank: str = DEFAULT_RANK  # rule "share": which suspects get the second looks first, "self_confidence" or "activelab"
     leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
+    max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE  # a suspect above this self-confidence gets no second look
+    min_top_confidence: float = DEFAULT_MIN_TOP_CONFIDENCE  # ... nor one whose top class is less likely than this
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
@@ -234,6 +236,10 @@ class Annotators:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, not {self.rank!r}")
         if not 0.0 <= self.leave_out <= 1.0:
             raise ValueError(f"leave_out must be in [0, 1], got {self.leave_out}")
+        if not 0.0 <= self.max_self_confidence <= 1.0:
+            raise ValueError(f"max_self_confidence must be in [0, 1], got {self.max_self_confidence}")
+        if not 0.0 <= self.min_top_confidence <= 1.0:
+            raise ValueError(f"min_top_confidence must be in [0, 1], got {self.min_top_confidence}")
 
     @property
     def noisy(self) -> bool:
@@ -242,7 +248,8 @@ class Annotators:
     def to_dict(self) -> dict[str, Any]:
         return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
                 "max_second_look_share": self.max_second_look_share, "rule": self.rule, "rank": self.rank,
-                "leave_out": self.leave_out, "folds": self.folds,
+                "leave_out": self.leave_out, "max_self_confidence": self.max_self_confidence,
+                "min_top_confidence": self.min_top_confidence, "folds": self.folds,
                 "holdout_checks_per_round": self.holdout_checks_per_round}
 
 
@@ -429,7 +436,7 @@ def _split(
     """:func:`learner.budget.split_batch` on the suspects not looked at twice, ranked by ActiveLab's scores (or by
     self-confidence, ``annotators.rank``): (new items, rows of ``labelled`` to look at again). ``given``: the
     labels ``oof`` was computed against."""
-    from learner.budget import self_confidence, split_batch
+    from learner.budget import second_look_candidates, self_confidence, split_batch
     from learner.label_issues import second_look_scores
 
     pool_proba = proba_in_order(head, embeddings[unlabelled], classes)
@@ -438,9 +445,10 @@ def _split(
     # scores with the pool's: its own ranking)
     if annotators.rank == "self_confidence" and annotators.rule == "share":
         labelled_scores = self_confidence(oof, given)
-    candidates = np.full(len(labelled), np.nan)
-    eligible = suspects[~answers.looked_twice(labelled[suspects])]
-    candidates[eligible] = labelled_scores[eligible]
+    eligible = np.zeros(len(labelled), dtype=bool)
+    eligible[suspects[~answers.looked_twice(labelled[suspects])]] = True
+    candidates = second_look_candidates(oof, given, eligible, labelled_scores, annotators.max_self_confidence,
+                                        annotators.min_top_confidence)
     split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share,
                         rule=annotators.rule)
     return split.new, split.second_looks

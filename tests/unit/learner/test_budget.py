@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from learner.budget import DEFAULT_RANK, RANKS, Split, self_confidence, split_batch
+from learner.budget import (
+    DEFAULT_MAX_SELF_CONFIDENCE,
+    DEFAULT_MIN_TOP_CONFIDENCE,
+    DEFAULT_RANK,
+    RANKS,
+    Split,
+    second_look_candidates,
+    self_confidence,
+    split_batch,
+)
 
 
 def total(split: Split) -> int:
@@ -78,3 +87,34 @@ def test_self_confidence_is_the_probability_of_the_label_given_and_the_least_con
     assert DEFAULT_RANK == "self_confidence" and DEFAULT_RANK in RANKS
     with pytest.raises(ValueError, match="one probability row per label"):
         self_confidence(proba, given[:3])
+
+
+def test_a_suspect_is_a_candidate_only_below_the_self_confidence_ceiling_and_above_the_top_class_floor():
+    proba = np.array([[0.99, 0.01], [0.7, 0.3], [0.96, 0.04], [0.1, 0.9], [0.98, 0.02], [0.55, 0.45]])
+    given = np.array([1, 1, 1, 1, 1, 1])  # self-confidence 0.01, 0.3, 0.04, 0.9, 0.02, 0.45
+    eligible = np.array([True, True, True, True, False, True])  # row 4: looked at again already
+    every = second_look_candidates(proba, given, eligible, max_self_confidence=1.0)
+    assert np.isnan(every[4]) and np.round(every[[0, 1, 2, 3, 5]], 6).tolist() == [0.01, 0.3, 0.04, 0.9, 0.45]
+    few = second_look_candidates(proba, given, eligible, max_self_confidence=0.05)
+    assert np.flatnonzero(~np.isnan(few)).tolist() == [0, 2]  # 0.3, 0.9 and 0.45 look uncertain, not wrong; 4 is done
+    sure = second_look_candidates(proba, given, eligible, min_top_confidence=0.6)
+    assert np.flatnonzero(~np.isnan(sure)).tolist() == [0, 1, 2, 3]  # row 5: the model's top class is only 55%
+    # the filter narrows, the share still caps: 50% of 10 would be 5 looks, only 2 candidates are left
+    split = split_batch(10, 0, few, max_second_look_share=0.5)
+    assert split.second_looks.tolist() == [0, 2] and split.new == 8
+    # another ranking (ActiveLab's scores) orders the candidates; the filter is still on the probabilities
+    ranked = second_look_candidates(proba, given, eligible, np.array([5.0, 1.0, 3.0, 0.0, 0.0, 0.0]), 0.05)
+    assert np.flatnonzero(~np.isnan(ranked)).tolist() == [0, 2] and ranked[[0, 2]].tolist() == [5.0, 3.0]
+    assert 0.0 <= DEFAULT_MIN_TOP_CONFIDENCE <= DEFAULT_MAX_SELF_CONFIDENCE <= 1.0
+
+
+def test_bad_candidate_arguments_are_refused():
+    proba, given = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])
+    with pytest.raises(ValueError, match="eligibility"):
+        second_look_candidates(proba, given, np.array([True]))
+    with pytest.raises(ValueError, match="ranking"):
+        second_look_candidates(proba, given, np.array([True, True]), np.array([1.0]))
+    with pytest.raises(ValueError, match="max_self_confidence"):
+        second_look_candidates(proba, given, np.array([True, True]), max_self_confidence=1.5)
+    with pytest.raises(ValueError, match="min_top_confidence"):
+        second_look_candidates(proba, given, np.array([True, True]), min_top_confidence=-1)

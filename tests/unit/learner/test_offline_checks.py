@@ -99,3 +99,19 @@ def test_bad_check_settings_are_refused():
         Annotators(0.1, checks=True, rank="loudest")
     with pytest.raises(ValueError, match="leave_out"):
         Annotators(0.1, checks=True, leave_out=1.5)
+    with pytest.raises(ValueError, match="max_self_confidence"):
+        Annotators(0.1, checks=True, max_self_confidence=-0.1)
+    with pytest.raises(ValueError, match="min_top_confidence"):
+        Annotators(0.1, checks=True, min_top_confidence=2.0)
+
+
+def test_a_self_confidence_ceiling_spends_fewer_second_looks_and_they_hit_wrong_labels(clusters):
+    every = run(clusters, Annotators(0.2, checks=True, max_second_look_share=0.5, max_self_confidence=1.0))
+    sure = run(clusters, Annotators(0.2, checks=True, max_second_look_share=0.5, max_self_confidence=0.05))
+    splits = lambda curve: [r["split"] for seed_rounds in curve.rounds for r in seed_rounds if "split" in r]
+    looks = lambda curve: sum(s["second_looks"] for s in splits(curve))
+    hits = lambda curve: sum(s["second_looks_at_wrong_labels"] for s in splits(curve))
+    assert sure.n_labels == every.n_labels  # the same budget: a look not spent goes to a new item
+    assert 0 < looks(sure) <= looks(every)
+    assert hits(sure) / looks(sure) >= hits(every) / looks(every)
+    assert hits(sure) / looks(sure) >= 0.8  # a label the model finds under 5% likely is mostly wrong here
