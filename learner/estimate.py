@@ -94,15 +94,12 @@ def weighted_accuracy(correct: np.ndarray, q: np.ndarray, n_pool: int) -> Weight
 def oof_correct(make_head: Callable[[], Any], X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0,
                X_unlabelled: np.ndarray | None = None) -> np.ndarray:
     """Whether each labelled row's out-of-fold prediction is right (:func:`learner.oof.out_of_fold_proba`)."""
-    from learner.oof import DEFAULT_FOLDS, out_of_fold_proba
+    from learner.oof import out_of_fold_proba
 
     y = np.asarray(y, dtype=np.int64)
-    largest = int(np.bincount(y).max()) if len(y) else 0
-    if largest < 2:  # every class a singleton: no head that never saw a row's class can get it right
-        return np.zeros(len(y), dtype=bool)
-    # StratifiedKFold refuses more folds than the largest class has rows (early in a project, few labels a class).
-    folds = min(DEFAULT_FOLDS, largest)
-    proba = out_of_fold_proba(make_head, X, y, n_classes, folds=folds, seed=seed, X_unlabelled=X_unlabelled)
+    if not len(y) or int(np.bincount(y).max()) < 2:  # every class a singleton: no head that never saw a row's class
+        return np.zeros(len(y), dtype=bool)        # can get it right, so no fit is needed to say so
+    proba = out_of_fold_proba(make_head, X, y, n_classes, seed=seed, X_unlabelled=X_unlabelled)
     return np.argmax(proba, axis=1) == np.asarray(y)
 
 

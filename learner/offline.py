@@ -420,12 +420,9 @@ def _suspects(
     from learner.oof import out_of_fold_proba
 
     y = observed[labelled]
-    # StratifiedKFold refuses more folds than the largest class has rows (early rounds: 1 label per class).
-    most = int(np.bincount(y).max()) if len(y) else 0
-    if most < 2:
+    if not len(y) or int(np.bincount(y).max()) < 2:  # one label a class: nothing to find, no fits spent on it
         return np.full((len(y), n_classes), 1.0 / n_classes), np.zeros(0, np.int64)
-    oof = out_of_fold_proba(lambda: make_head(seed), embeddings[labelled], y, n_classes, folds=min(folds, most),
-                            seed=seed)
+    oof = out_of_fold_proba(lambda: make_head(seed), embeddings[labelled], y, n_classes, folds=folds, seed=seed)
     return oof, find_suspects(y, oof).indices
 
 

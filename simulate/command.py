@@ -33,8 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--order",
         choices=ORDERS,
         default="uncertainty",
-        help="uncertainty: take Label Studio's next task (least certain first); random: a random open task; "
-        "blind-first: the tasks shown with no guess (the holdout's) first, then Label Studio's next task",
+        help="uncertainty: take Label Studio's next task (least certain first); random: a random open task",
     )
     parser.add_argument("--service", metavar="URL", help="the juicer service (default: service.public_url or host:port)")
     parser.add_argument("--retrain-every", type=int, default=10, metavar="K", help="ask for a retrain every K labels (default 10)")

@@ -31,12 +31,7 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-#: How a simulated person picks the next task: ``uncertainty`` takes Label Studio's stream ("Label All Tasks":
-#: Uncertainty sampling, the least certain prediction of the project's model version first); ``random`` a random
-#: task from the open-task list; ``blind-first`` the open tasks shown with no guess first (the holdout's, which
-#: juicer sends blind), oldest first, then the stream. Label Studio's stream alone serves blind tasks only when
-#: no task carries a prediction of the current version, so once a model exists the holdout waits behind every pick.
-ORDERS = ("uncertainty", "random", "blind-first")
+ORDERS = ("uncertainty", "random")
 T = TypeVar("T")
 
 
@@ -308,12 +303,7 @@ class Simulation:
         raise AssertionError("unreachable")
 
     def _take_task(self) -> Task | None:
-        if self.order == "blind-first":
-            listed = self._desk("listing open tasks", self.desk.open_tasks, self.project)
-            blind = [t for t in listed if t.model_version is None and t.task_id not in self._skipped]
-            if blind:
-                return min(blind, key=lambda t: t.task_id)
-        if self.order in ("uncertainty", "blind-first"):
+        if self.order == "uncertainty":
             task = self._desk("taking the next task", self.desk.next_task, self.project)
             return None if task is None or task.task_id in self._skipped else task
         # One listing per round (it is the heaviest call here): a person scanning the task list picks from it

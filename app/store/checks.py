@@ -1,7 +1,7 @@
 """The label checks' state: each version's suspected label errors and consensus labels, and the second looks.
 
 :meth:`ChecksMixin.record_label_checks` replaces what one version's checks found (a re-run writes the same rows);
-readers ask for the newest checked version's. A consensus label (CROWDLAB over several answers) holds only while
+readers ask for the last checked version's (recorded apart, so a check that found nothing counts). A consensus label (CROWDLAB over several answers) holds only while
 the item's newest answer is the one the checks saw (``newest_label_id``): a later answer waits for the next check.
 Second looks are an outbox of their own beside ``review_tasks`` (one item, one review task there; a second look is
 another Label Studio task for the same item, with no guess), delivered and retried as review tasks are. An item may
@@ -15,16 +15,19 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from app.store.base import StoreBase, chunks, insert_ignore, records, utcnow
+from app.store.base import StoreBase, chunks, insert_ignore, records, upsert, utcnow
 from app.store.records import Answer, DueSecondLook, LabelCheck, SecondLook
 from app.store.schema import (
     REVIEW_STATUSES,
     items,
     label_checks,
     labels,
-    model_versions,
+    meta,
     second_looks,
 )
+
+#: The meta key naming the model version whose labels were checked last.
+CHECKED_VERSION_KEY = "label_checks_version"
 
 
 class ChecksMixin(StoreBase):
@@ -53,17 +56,12 @@ class ChecksMixin(StoreBase):
             conn.execute(label_checks.delete().where(label_checks.c.model_version == version))
             for chunk in chunks(rows, 500):
                 conn.execute(label_checks.insert(), list(chunk))
+            # Recorded even when the check found nothing: a version with no suspects is checked all the same.
+            upsert(conn, meta, {"key": CHECKED_VERSION_KEY, "value": version}, ["key"], ["value"])
 
     def checked_version(self) -> str | None:
-        """The newest model version whose labels were checked (None before the first check)."""
-        query = (
-            sa.select(model_versions.c.version)
-            .where(model_versions.c.version.in_(sa.select(label_checks.c.model_version)))
-            .order_by(model_versions.c.seq.desc())
-            .limit(1)
-        )
-        with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+        """The model version whose labels were checked last (None before the first check)."""
+        return self.get_meta(CHECKED_VERSION_KEY)
 
     def label_checks(
         self, version: str | None = None, split: str | None = None, suspect: bool | None = None, limit: int = 10**9, offset: int = 0

@@ -44,6 +44,15 @@ def test_a_label_made_wrong_on_purpose_is_suspected_and_listed(services, client)
     assert check_labels(services.trainer) is None  # once per version
 
 
+def test_a_check_that_finds_nothing_still_checks_the_version_once(services, client):
+    _labelled(services)  # every label right
+    result = check_labels(services.trainer)
+    assert result is not None and result.n_suspects == 0 and result.n_consensus == 0
+    assert check_labels(services.trainer) is None  # checked: not again every tick of the job
+    body = client.get("/v1/items?suspect=true").json
+    assert body["model_version"] == "v0001" and body["items"] == []
+
+
 def test_the_holdout_is_checked_by_the_version_and_reported_apart(services, client):
     _labelled(services)
     store = services.store

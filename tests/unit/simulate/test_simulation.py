@@ -370,14 +370,3 @@ def test_truth_from_a_folder_names_the_items_an_unlabelled_import_makes(tmp_path
     assert sorted(truth.labels.values()) == ["cat"] * 3 + ["cup"] * 3
     assert truth.label_of(next(iter(imported))) in ("cat", "cup") and truth.label_of("img-unknown") is None
 
-
-def test_blind_first_order_takes_the_tasks_shown_without_a_guess_first_then_the_stream():
-    simulation, service, desk, _ = make(n_tasks=12, order="blind-first", retrain_every=100)
-    blind = [104, 109, 102]
-    for task_id in blind:
-        desk.tasks[task_id].model_version = None  # juicer's holdout tasks: no prediction
-    simulation.run(6)
-    taken = [task_id for task_id, _ in desk.submitted]
-    assert taken[:3] == sorted(blind)  # the blind ones first, oldest first
-    rest = [desk.tasks[t].score for t in taken[3:]]
-    assert rest == sorted(rest) and not set(taken[3:]) & set(blind)  # then the stream, least certain first
