@@ -68,6 +68,7 @@ def report_plot() -> Response:
 # -- the gallery ------------------------------------------------------------------------------------
 def _gallery() -> Any:
     """The gallery of the current versions, rebuilt only when a version was added (heads load once per set)."""
+    from app.core.checks import holdout_labels
     from app.http.gallery import build_gallery
 
     svc = services()
@@ -77,7 +78,8 @@ def _gallery() -> Any:
     cached = svc.gallery
     if cached is not None and cached[0] == key:
         return cached[1]
-    gallery = build_gallery(rows, svc.store.current_labels(holdout=True), svc.embeddings.cache, svc.data_dir, size,
+    # Each holdout image under the label the measure reads (its majority answer), not its newest answer.
+    gallery = build_gallery(rows, holdout_labels(svc.store), svc.embeddings.cache, svc.data_dir, size,
                             backbone_id=svc.embeddings.backbone_id)  # fmt: skip
     svc.gallery = (key, gallery)
     return gallery

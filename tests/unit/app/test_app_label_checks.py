@@ -218,6 +218,14 @@ def test_a_suspected_holdout_label_is_asked_again_blind_and_measures_by_vote_but
     deliver_outbox(services)
     _answer(services, "holdout-2#second-look-2", 602, "blue", "3")
     assert {row.item_id: row.label for row in holdout_labels(store)}["holdout-2"] == "blue"  # two against one
+    _answer(services, "holdout-2#second-look-2", 603, "blue", "4")  # two more people answer that task
+    _answer(services, "holdout-2#second-look-2", 604, "green", "5")  # the newest answer, outvoted three to two
+    assert {row.item_id: row.label for row in store.current_labels(holdout=True)}["holdout-2"] == "green"
+    assert {row.item_id: row.label for row in holdout_labels(store)}["holdout-2"] == "blue"
+    with client.application.app_context():  # the gallery captions the holdout as the measure reads it
+        from app.http.pages import _gallery
+
+        assert {item.item_id: item.truth for item in _gallery().items}["holdout-2"] == "blue"
     settled = check_labels(services.trainer, force=True)
     assert settled.holdout_second_looks == 0 and len(store.second_looks_of("holdout")) == 2  # agreed: asked no more
 
