@@ -214,6 +214,11 @@ def run_offline(
     )
 
 
+#: A rank only a simulation has: second looks go to labels known to be wrong (every labelled item, suspect or
+#: not), most suspect first. Not a rule: the upper bound of what any detection could buy with the same share.
+ORACLE = "oracle"
+
+
 @dataclass(frozen=True)
 class Annotators:
     """Who answers in the offline loop: the error model and whether the loop checks labels (issue 20)."""
@@ -227,19 +232,22 @@ class Annotators:
     leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
     max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE  # a suspect above this self-confidence gets no second look
     min_top_confidence: float = DEFAULT_MIN_TOP_CONFIDENCE  # ... nor one whose top class is less likely than this
+    looks_from_per_class: float = 0.0  # second looks only once labels spent reach this many per class (0: from the start)
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)
 
     def __post_init__(self) -> None:
-        if self.rank not in RANKS:
-            raise ValueError(f"rank must be one of {', '.join(RANKS)}, not {self.rank!r}")
+        if self.rank not in (*RANKS, ORACLE):
+            raise ValueError(f"rank must be one of {', '.join((*RANKS, ORACLE))}, not {self.rank!r}")
         if not 0.0 <= self.leave_out <= 1.0:
             raise ValueError(f"leave_out must be in [0, 1], got {self.leave_out}")
         if not 0.0 <= self.max_self_confidence <= 1.0:
             raise ValueError(f"max_self_confidence must be in [0, 1], got {self.max_self_confidence}")
         if not 0.0 <= self.min_top_confidence <= 1.0:
             raise ValueError(f"min_top_confidence must be in [0, 1], got {self.min_top_confidence}")
+        if self.looks_from_per_class < 0:
+            raise ValueError(f"looks_from_per_class must be >= 0, got {self.looks_from_per_class}")
 
     @property
     def noisy(self) -> bool:
@@ -249,7 +257,8 @@ class Annotators:
         return {"noise": self.noise, "accept_guess": self.accept_guess, "checks": self.checks,
                 "max_second_look_share": self.max_second_look_share, "rule": self.rule, "rank": self.rank,
                 "leave_out": self.leave_out, "max_self_confidence": self.max_self_confidence,
-                "min_top_confidence": self.min_top_confidence, "folds": self.folds,
+                "min_top_confidence": self.min_top_confidence, "looks_from_per_class": self.looks_from_per_class,
+                "folds": self.folds,
                 "holdout_checks_per_round": self.holdout_checks_per_round}
 
 
@@ -369,9 +378,9 @@ def _one_run(
             return counts, accuracies
         n = min(batch, n_labels - spent)
         n_new, looks = n, np.zeros(0, np.int64)
-        if checking and oof is not None and len(suspects):
+        if checking and oof is not None and len(suspects) and spent >= annotators.looks_from_per_class * n_classes:
             n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, observed[labelled],
-                                  classes, n, annotators)
+                                  classes, n, annotators, truth=labels[labelled])
             looked_wrong = int((observed[labelled[looks]] != labels[labelled[looks]]).sum())
             record["split"] = {"new": n_new, "second_looks": len(looks), "second_looks_at_wrong_labels": looked_wrong}
         if n_new:
@@ -429,10 +438,11 @@ def _suspects(
 def _split(
     head: Any, embeddings: np.ndarray, labelled: np.ndarray, unlabelled: np.ndarray, suspects: np.ndarray,
     answers: _Answers, oof: np.ndarray, given: np.ndarray, classes: np.ndarray, n: int, annotators: Annotators,
+    truth: np.ndarray | None = None,
 ) -> tuple[int, np.ndarray]:
     """:func:`learner.budget.split_batch` on the suspects not looked at twice, ranked by ActiveLab's scores (or by
     self-confidence, ``annotators.rank``): (new items, rows of ``labelled`` to look at again). ``given``: the
-    labels ``oof`` was computed against."""
+    labels ``oof`` was computed against; ``truth``: the true labels (rank :data:`ORACLE` only)."""
     from learner.budget import second_look_candidates, self_confidence, split_batch
     from learner.label_issues import second_look_scores
 
@@ -440,10 +450,13 @@ def _split(
     labelled_scores, pool_scores = second_look_scores(answers.table[labelled], oof, pool_proba)
     # cleanlab's label quality, the out-of-fold probability of the label (rule "activelab" compares ActiveLab's
     # scores with the pool's: its own ranking)
-    if annotators.rank == "self_confidence" and annotators.rule == "share":
+    if annotators.rank in ("self_confidence", ORACLE) and annotators.rule == "share":
         labelled_scores = self_confidence(oof, given)
     eligible = np.zeros(len(labelled), dtype=bool)
-    eligible[suspects[~answers.looked_twice(labelled[suspects])]] = True
+    if annotators.rank == ORACLE:  # every wrong label not looked at twice: perfect detection
+        eligible[(given != truth) & ~answers.looked_twice(labelled)] = True
+    else:
+        eligible[suspects[~answers.looked_twice(labelled[suspects])]] = True
     candidates = second_look_candidates(oof, given, eligible, labelled_scores, annotators.max_self_confidence,
                                         annotators.min_top_confidence)
     split = split_batch(n, 0, candidates, pool_scores, max_second_look_share=annotators.max_second_look_share,

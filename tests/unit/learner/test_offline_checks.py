@@ -115,3 +115,20 @@ def test_a_self_confidence_ceiling_spends_fewer_second_looks_and_they_hit_wrong_
     assert 0 < looks(sure) <= looks(every)
     assert hits(sure) / looks(sure) >= hits(every) / looks(every)
     assert hits(sure) / looks(sure) >= 0.8  # a label the model finds under 5% likely is mostly wrong here
+
+
+def test_second_looks_wait_until_the_labels_reach_looks_from_per_class(clusters):
+    checked = run(clusters, Annotators(0.2, checks=True, max_second_look_share=0.5, looks_from_per_class=15))
+    for seed_rounds in checked.rounds:
+        splits = [(r["n_labels"], r["split"]["second_looks"]) for r in seed_rounds if "split" in r]
+        assert splits and all(spent >= 60 for spent, _ in splits)  # no split before 4 classes x 15 labels
+        assert sum(looks for _, looks in splits) > 0
+    with pytest.raises(ValueError, match="looks_from_per_class"):
+        Annotators(0.2, checks=True, looks_from_per_class=-1)
+
+
+def test_the_oracle_bound_looks_again_only_at_labels_that_are_wrong(clusters):
+    oracle = run(clusters, Annotators(0.2, checks=True, rank="oracle"))
+    splits = [r["split"] for seed_rounds in oracle.rounds for r in seed_rounds if "split" in r]
+    assert sum(s["second_looks"] for s in splits) > 0
+    assert all(s["second_looks_at_wrong_labels"] == s["second_looks"] for s in splits)
