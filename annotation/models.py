@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Mapping
 
 LabelAction = Literal["set", "withdrawn"]
+
+
+def version_seq(model_version: str | None) -> int | None:
+    """The training sequence number in a model version's name: juicer names every version ``v{seq:04d}``
+    (``v0007`` -> 7; :meth:`app.core.training.Trainer.retrain`); None for any other name (the cold start's
+    ``none``, someone else's model). The one parser of the name: the serving swap and the desk both order by it."""
+    match = re.fullmatch(r"v(\d+)", model_version or "")
+    return int(match.group(1)) if match else None
+
+
+def version_rank(model_version: str | None) -> int:
+    """Where a model version comes in training order (:func:`version_seq`); any other name ranks before them all
+    (-1)."""
+    seq = version_seq(model_version)
+    return -1 if seq is None else seq
 
 
 @dataclass(frozen=True)

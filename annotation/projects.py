@@ -8,7 +8,6 @@ the editor's queue follows, and the local-files storage that serves juicer's ima
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -18,17 +17,10 @@ from label_studio_sdk.core.api_error import ApiError
 from annotation.client import LabelStudioClient, error_detail
 from annotation.errors import ProjectConfigError
 from annotation.labelconfig import CHOICES_NAME, label_config
-from annotation.models import Project
+from annotation.models import Project, version_rank
 from config.settings import check_class_names
 
 logger = logging.getLogger(__name__)
-
-
-def version_rank(model_version: str | None) -> int:
-    """Where a model version comes in training order: juicer names them ``v0001``, ``v0002``, ... (the number);
-    any other name (the cold start's ``none``, a version of someone else's) ranks before them all (-1)."""
-    match = re.fullmatch(r"v(\d+)", model_version or "")
-    return int(match.group(1)) if match else -1
 
 
 SAMPLING = "Uncertainty sampling"  # Label Studio serves the lowest prediction score first

@@ -27,8 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from annotation.client import BULK_TIMEOUT_FACTOR, PAGE_SIZE, LabelStudioClient
 from annotation.errors import LabelStudioUnavailable, ProjectConfigError
 from annotation.labelconfig import IMAGE_KEY, JUICER_CONFIG
-from annotation.models import Project, ReviewRequest, ReviewTask
-from annotation.projects import Projects, version_rank
+from annotation.models import Project, ReviewRequest, ReviewTask, version_rank
+from annotation.projects import Projects
 from annotation.webhooks import annotation_label
 
 logger = logging.getLogger(__name__)

@@ -84,6 +84,11 @@ class AnnotatorDesk(LabelStudioDesk):
             prediction_id=prediction.get("id"),
         )
 
+    def queue_version(self, project: Project) -> str | None:
+        """The model version whose predictions the project's queue serves (Uncertainty sampling orders by it), None
+        before the first. Read from the project: unlike :meth:`next_task` it locks no task to this user."""
+        return self.projects.model_version(project.id)
+
     def open_tasks(self, project: Project) -> list[NextTask]:
         """Every task of ``project`` nobody has annotated or skipped yet, with its latest prediction (any order).
 

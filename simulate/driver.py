@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import httpx
 
+from annotation.models import version_rank
+
 logger = logging.getLogger(__name__)
 
 ORDERS = ("uncertainty", "random")
@@ -64,6 +66,8 @@ class Desk(Protocol):
     def next_task(self, project: Any) -> Task | None: ...
 
     def open_tasks(self, project: Any) -> Sequence[Task]: ...
+
+    def queue_version(self, project: Any) -> str | None: ...
 
     def submit_annotation(self, task_id: int, label: str | None) -> int: ...
 
@@ -357,9 +361,17 @@ class Simulation:
             self._open = [t for t in listed if t.task_id not in self._skipped]
             return
 
+        # Not by polling /next: Label Studio (1.23.2, projects/functions/next_task.py) locks the task a /next hands
+        # out to the user for TASK_LOCK_TTL (24 h) and hands that locked task out first on every later /next until it
+        # is answered. A poll before the re-score lands would lock the old version's least certain task: the
+        # simulator then answered it first whatever the new version's order, and waited to the deadline whenever it
+        # held no prediction of the new version (/next serves only the project's model version's predictions).
+        # Uncertainty sampling orders by the project's model version, which the desk moves only once that
+        # version's predictions are in (and never back): reading it takes no lock. A newer one (the service
+        # retrained by itself meanwhile) will do.
         def refreshed() -> bool | None:
-            task = self._desk("taking the next task", self.desk.next_task, self.project)
-            return True if task is None or task.model_version == version else None
+            current = self._desk("reading the project's model version", self.desk.queue_version, self.project)
+            return True if version_rank(current) >= version_rank(version) else None
 
         try:
             poll(refreshed, deadline_s=self.queue_wait_s, what=f"review tasks scored by {version}", clock=self.clock)

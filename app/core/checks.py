@@ -158,23 +158,28 @@ class Ask:
     reason: str
 
 
+def looks_allowed(reason: str, max_looks_per_item: int) -> int:
+    """How many second looks an item may have when asked for ``reason``: a suspect one ever (a look already taken
+    answered the doubt; a tie after it is the way to a further one), a tie up to ``service.max_looks_per_item``."""
+    return max_looks_per_item if reason == "tie" else 1
+
+
 def askable(store: Any, asks: list[Ask], max_looks: int) -> list[Ask]:
-    """The ``asks`` the store would queue: suspects never looked at again, ties below ``max_looks`` looks, none with
-    a look still open."""
-    state = store.second_look_state([ask.item_id for ask in asks])
-    limit = {"suspect": 1, "tie": max_looks}
-    return [ask for ask in asks if state.get(ask.item_id, (0, 0))[0] < limit[ask.reason] and not state.get(ask.item_id, (0, 0))[1]]
+    """The ``asks`` the store would queue (:meth:`app.store.Store.may_look_again`, under :func:`looks_allowed`)."""
+    eligible = store.may_look_again({ask.item_id: looks_allowed(ask.reason, max_looks) for ask in asks})
+    return [ask for ask in asks if ask.item_id in eligible]
 
 
 def queue_asks(trainer: Trainer, version: str, asks: list[Ask], split: str) -> int:
-    """Queue ``asks`` as second looks of ``split`` (suspects once ever, ties up to ``service.max_looks_per_item``)."""
+    """Queue ``asks`` as second looks of ``split``, each under :func:`looks_allowed` for its reason."""
     queued = 0
-    for reason, max_looks in (("tie", trainer.service.max_looks_per_item), ("suspect", 1)):
+    for reason in ("tie", "suspect"):
         chosen = [ask for ask in asks if ask.reason == reason]
         if chosen:
             queued += trainer.store.queue_second_looks(
                 version, {ask.item_id: ask.not_for for ask in chosen}, split=split, reason=reason,
-                labels={ask.item_id: ask.label for ask in chosen}, max_looks=max_looks,
+                labels={ask.item_id: ask.label for ask in chosen},
+                max_looks=looks_allowed(reason, trainer.service.max_looks_per_item),
             )  # fmt: skip
     return queued
 
@@ -335,8 +340,8 @@ def split_budget(
     ``service.second_look_share`` of the rest: items whose answers tie after a look (``ties``) first, then the
     suspects with the lowest self-confidence (the out-of-fold probability of the label they were given, ``given``
     against ``proba``: :func:`learner.budget.self_confidence`; it beat ActiveLab's ranking on the tuning seeds of
-    ``benchmarks/label_noise.py`` and scores no pool). Only suspects never looked at again are candidates; the rest
-    of the batch goes to new items."""
+    ``benchmarks/label_noise.py`` and scores no pool). Only suspects the store would queue are candidates
+    (:meth:`app.store.Store.may_look_again`, as :func:`queue_asks` inserts); the rest of the batch goes to new items."""
     from app.core.holdout import holdout_tasks_to_queue, per_refresh
     from learner.budget import self_confidence, split_batch
 
@@ -348,7 +353,7 @@ def split_budget(
     ) if service.holdout.reserve else 0  # fmt: skip
     scores = self_confidence(proba, given)
     candidates = np.full(len(newest), np.nan)
-    eligible = set(suspects) - store.second_looked(suspects)
+    eligible = store.may_look_again({item: looks_allowed("suspect", service.max_looks_per_item) for item in suspects})
     for i, row in enumerate(newest):
         if row.item_id in ties:
             candidates[i] = -1.0  # below every probability: an open disagreement is settled first

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import pickle
 import queue
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from annotation.models import version_seq
 from app.core.files import write_atomic
 from app.store import ModelVersion, NewPrediction, Store
 from learner.cache import EmbeddingCache, Embedder, embed_sources
@@ -77,13 +77,6 @@ def prediction_record(
         rule=rule,
         reason=reason,
     )
-
-
-def version_seq(version: str) -> int | None:
-    """The training sequence number in a version's name (``v0002`` -> 2: :meth:`app.core.training.Trainer.retrain`
-    names every version ``v{seq:04d}``); None for any other name."""
-    match = re.fullmatch(r"v(\d+)", version)
-    return int(match.group(1)) if match else None
 
 
 def is_newer(model: ServingModel, than: ServingModel | None) -> bool:

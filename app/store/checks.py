@@ -105,19 +105,32 @@ class ChecksMixin(StoreBase):
                 state.update({item_id: (int(n), int(n_open or 0)) for item_id, n, n_open in conn.execute(query)})
         return state
 
+    def may_look_again(self, max_looks: dict[str, int]) -> dict[str, int]:
+        """The one eligibility rule for a second look: item id -> the number its next look would have, for the items
+        of ``max_looks`` (item id -> looks allowed) with fewer looks queued than allowed and none still open.
+
+        The checks' split counts with it, the checks filter their asks with it and :meth:`queue_second_looks`
+        inserts by it, so what the split counts is what gets queued."""
+        state = self.second_look_state(list(max_looks))
+        return {
+            item_id: looks + 1
+            for item_id, allowed in max_looks.items()
+            for looks, n_open in [state.get(item_id, (0, 0))]
+            if looks < allowed and not n_open
+        }
+
     def queue_second_looks(
         self, version: str, not_for: dict[str, list[str]], limit: int | None = None, *, split: str = "training",
         reason: str = "suspect", labels: dict[str, str] | None = None, max_looks: int = 1,
     ) -> int:
-        """Queue one more second look for the first ``limit`` items (in the order given) that have fewer than
-        ``max_looks`` and none still open (a suspect: ``max_looks`` 1, one ever; a tie: up to the setting).
-        ``not_for``: who answered each already; ``labels``: the label in doubt. Returns how many were queued."""
+        """Queue one more second look for the first ``limit`` items (in the order given) that :meth:`may_look_again`
+        with ``max_looks`` (a suspect: 1, one ever; a tie: up to the setting). ``not_for``: who answered each
+        already; ``labels``: the label in doubt. Returns how many were queued."""
         now = utcnow()
-        state = self.second_look_state(list(not_for))
-        fresh = [item_id for item_id in not_for if state.get(item_id, (0, 0))[0] < max_looks and not state.get(item_id, (0, 0))[1]]
-        fresh = fresh[: limit if limit is not None else None]
+        next_look = self.may_look_again(dict.fromkeys(not_for, max_looks))
+        fresh = [item_id for item_id in not_for if item_id in next_look][: limit if limit is not None else None]
         rows = [
-            {"item_id": item_id, "look": state.get(item_id, (0, 0))[0] + 1, "split": split, "reason": reason,
+            {"item_id": item_id, "look": next_look[item_id], "split": split, "reason": reason,
              "label": (labels or {}).get(item_id), "model_version": version, "status": "pending",
              "not_for": sorted(not_for[item_id]), "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
             for item_id in fresh

@@ -73,3 +73,29 @@ def test_simulate_random_order_takes_open_tasks(served):
     after = json.loads(result.stdout[result.stdout.index("{") :])["points"]
     assert len(after) == len(before) + 1
     assert after[-1]["n_labels"] == before[-1]["n_labels"] + 10
+
+
+def test_label_studio_hands_a_user_their_locked_task_first_so_the_wait_reads_the_projects_version(label_studio):
+    """What the simulator's wait for a re-scored queue works around (Label Studio 1.23.2): a /next locks the task it
+    hands out, and that user gets the locked task first whatever the new version's order; a locked task with no
+    prediction of the project's version comes back with none. The project's model version moves with the re-score
+    and reading it locks nothing."""
+    from annotation.models import ReviewRequest
+
+    images = label_studio.images
+    with label_studio.desk() as desk:
+        project = desk.ensure_project(["cat", "cup", "person"], label_studio.project_title("locks"))
+        first = [ReviewRequest("a", images["coffee"], "cup", 0.2, "v0001"), ReviewRequest("b", images["chelsea"], "cat", 0.7, "v0001"),
+                 ReviewRequest("c", images["astronaut"], "person", 0.5, "v0001")]  # fmt: skip
+        desk.send_for_review(project, first)
+        assert desk.queue_version(project) == "v0001"
+        polled = desk.next_task(project)  # a poll made before the re-score landed: "a", now locked to this user
+        desk.send_for_review(project, [ReviewRequest("b", images["chelsea"], "cat", 0.1, "v0002"),
+                                       ReviewRequest("c", images["astronaut"], "person", 0.3, "v0002")])  # fmt: skip
+        assert desk.queue_version(project) == "v0002"
+        again = desk.next_task(project)
+        desk.submit_annotation(again.task_id, "cup")  # answering it releases the lock
+        after = desk.next_task(project)
+    assert polled.item_id == "a" and again.task_id == polled.task_id  # the locked task, though v0002 ranks "b" first
+    assert again.model_version is None  # no v0002 prediction: a wait on /next for v0002 would run to its deadline
+    assert (after.item_id, after.model_version) == ("b", "v0002")

@@ -60,6 +60,27 @@ def test_a_batch_mixing_versions_moves_the_project_to_the_newest():
 
 @pytest.mark.parametrize(("older", "newer"), [("none", "v0001"), ("v0009", "v0010"), ("v9999", "v10000"), ("", "v1")])
 def test_versions_rank_in_training_order(older, newer):
-    from annotation.projects import version_rank
+    from annotation.models import version_rank
 
     assert version_rank(older) < version_rank(newer)
+
+
+@pytest.mark.parametrize(
+    ("name", "seq"), [("v0007", 7), ("v10000", 10000), ("v1", 1), ("none", None), ("", None), (None, None),
+                      ("v0007-other", None), ("V0007", None), ("model-v0007", None)],
+)  # fmt: skip
+def test_one_parser_reads_a_version_names_training_number(name, seq):
+    """The desk's project version and the serving swap order versions by the same parse of the name."""
+    from annotation.models import version_seq
+
+    assert version_seq(name) == seq
+
+
+def test_the_serving_swap_orders_versions_by_the_same_number():
+    from app.core.serving import ServingModel, is_newer
+
+    def model(version: str) -> ServingModel:
+        return ServingModel(version, ("cat",), head=None, backbone_id="b", n_labels=1, max_label_id=1)
+
+    assert is_newer(model("v10000"), model("v9999")) and not is_newer(model("v0009"), model("v0010"))
+    assert is_newer(model("v0001"), model("none")) and not is_newer(model("none"), model("v0001"))

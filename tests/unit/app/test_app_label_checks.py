@@ -288,3 +288,45 @@ def test_the_holdout_measure_reads_the_majority_answer_not_the_newest(services):
                       for who, label in (("1", "blue"), ("2", "blue"), ("3", "green"))])  # fmt: skip
     assert store.current_labels(holdout=True)[0].label == "green"  # the newest answer
     assert services.trainer.holdout_data().y_true == ["blue"]  # what the measure reads: two against one
+
+
+def test_what_the_split_counts_is_what_gets_queued_whatever_each_items_looks(services):
+    """One eligibility rule for the split and the queue: a suspect never looked at is counted and queued; a suspect
+    whose one look was given up (failed: a look all the same), one with a look still open, and an item whose answers
+    tie at ``max_looks_per_item`` looks are neither."""
+    update = {"second_look_share": 1.0, "review_batch_size": 10}
+    services.trainer.service = services.trainer.service.model_copy(update=update)
+    _labelled(services, wrong={"red-3": "blue", "green-2": "blue", "red-5": "green", "blue-1": "red"})
+    store = services.store
+    assert store.queue_second_looks("v0001", {"green-2": ["1"]}) == 1
+    store.mark_second_look_failed([store.second_looks_of()[0].id], "Label Studio refused it", None)  # given up: looked
+    assert store.queue_second_looks("v0001", {"red-3": ["1"], "red-5": ["1"]}) == 2
+    deliver_outbox(services)
+    _answer(services, "red-3#second-look", 801, "red", "2")  # disagrees with annotator 1's "blue": a tie
+    assert store.queue_second_looks("v0001", {"red-3": ["1", "2"]}, reason="tie", max_looks=2) == 1
+    deliver_outbox(services)
+    _answer(services, "red-3#second-look-2", 802, "green", "3")  # blue, red, green: still a tie, at 2 looks (the cap)
+    before = {(look.item_id, look.look) for look in store.second_looks_of()}
+
+    result = check_labels(services.trainer, force=True)
+    suspects = {row.item_id for row in store.label_checks(split="training") if row.suspect}
+    assert {"green-2", "red-5", "blue-1"} <= suspects  # red-5's look is still open (sent, unanswered)
+    queued = {(look.item_id, look.look) for look in store.second_looks_of()} - before
+    assert queued == {("blue-1", 1)}
+    assert result.batch_split["second_looks"] == result.second_looks == len(queued)
+    assert result.tie_looks == 0
+
+
+def test_may_look_again_allows_fewer_looks_than_allowed_and_none_open(services):
+    store = services.store
+    for item_id in ("a", "b", "c"):
+        add_png_item(store, services.data_dir, item_id, png(COLOURS["red"], seed=hash(item_id) % 97), "pool")
+    assert store.queue_second_looks("v0001", {"a": ["1"], "b": ["1"]}) == 2
+    [look_a] = [look for look in store.second_looks_of() if look.item_id == "a"]
+    store.mark_second_looks_delivered({look_a.id: 900 + look_a.id})
+    event = LabelEvent("a", 900 + look_a.id, 1, "red", "2", utcnow(), "set")
+    assert store.apply_label_events([event]) == 1  # a: one look, answered; b: one look, open; c: none
+    assert store.may_look_again({"a": 1, "b": 1, "c": 1}) == {"c": 1}
+    assert store.may_look_again({"a": 2, "b": 2, "c": 2}) == {"a": 2, "c": 1}
+    assert store.queue_second_looks("v0001", {"a": ["1", "2"], "b": ["1"]}, reason="tie", max_looks=2) == 1
+    assert store.may_look_again({"a": 2, "b": 2}) == {}

@@ -1,7 +1,7 @@
 """The simulation loop against a fake Label Studio desk and a fake service behind httpx.MockTransport."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import httpx
@@ -109,6 +109,7 @@ class FakeDesk:
         self.submitted = []  # (task id, label)
         self.listings = 0
         self.failures = []  # exceptions the next submissions raise, in order
+        self.version = "v0001"  # the project's model version: the one its queue orders by
 
     def next_task(self, project):
         open_ = self._open()
@@ -130,15 +131,68 @@ class FakeDesk:
             self.service.deliver(self.tasks[task_id].item_id, label)
         return len(self.submitted)
 
+    def queue_version(self, project):
+        return self.version
+
     def rescore(self, version):
         for task in self.tasks.values():
             task.model_version = version
+        self.version = version
 
 
-def make(n_tasks=20, order="uncertainty", retrain_every=5, service=None, truth=None, **kwargs):
+class LockingDesk(FakeDesk):
+    """Label Studio 1.23.2's ``/next`` (projects/functions/next_task.py): a /next locks the task it hands out to the
+    user and the user's locked task comes first on every later /next until an annotation releases it; only tasks
+    with a prediction of the project's model version are ordered by score, and only that version's prediction is
+    served. The re-score lands ``delay`` desk calls after the retrain job is done (another process delivers it),
+    and turns the order round."""
+
+    def __init__(self, service, tasks, delay):
+        super().__init__(service, tasks)
+        self.delay = delay
+        self.landing = None  # [version, desk calls left]
+        self.locked = None
+        self.handed_out = []  # task ids /next handed out, in order
+
+    def _tick(self):
+        if self.landing is not None:
+            self.landing[1] -= 1
+            if self.landing[1] <= 0:
+                version, self.landing = self.landing[0], None
+                for task in self.tasks.values():
+                    task.score = 1.0 - task.score
+                super().rescore(version)
+
+    def rescore(self, version):
+        self.landing = [version, self.delay]
+
+    def next_task(self, project):
+        self._tick()
+        open_ = self._open()
+        if not open_:
+            return None
+        task = next((t for t in open_ if t.task_id == self.locked), None)
+        if task is None:
+            current = [t for t in open_ if t.model_version == self.version]
+            task = min(current or open_, key=lambda t: t.score)
+            self.locked = task.task_id
+        self.handed_out.append(task.task_id)
+        return replace(task, model_version=task.model_version if task.model_version == self.version else None)
+
+    def queue_version(self, project):
+        self._tick()
+        return self.version
+
+    def submit_annotation(self, task_id, label):
+        if task_id == self.locked:
+            self.locked = None
+        return super().submit_annotation(task_id, label)
+
+
+def make(n_tasks=20, order="uncertainty", retrain_every=5, service=None, truth=None, desk_delay=None, **kwargs):
     service = service or FakeService()
     tasks = [FakeTask(f"fm/{i:03d}", 100 + i, "v0001", score=((i * 7) % n_tasks) / n_tasks) for i in range(n_tasks)]
-    desk = FakeDesk(service, tasks)
+    desk = FakeDesk(service, tasks) if desk_delay is None else LockingDesk(service, tasks, desk_delay)
     service.on_retrain = desk.rescore
     truth = truth or DatasetTruth({t.item_id: "a" if i % 2 else "b" for i, t in enumerate(tasks)})
     lines = []
@@ -162,6 +216,26 @@ def test_uncertainty_order_labels_least_certain_first_and_retrains_every_k():
     assert [v["n_labels"] for v in result.versions] == [2, 7, 12, 14]
     assert result.n_labels == 12 and result.report["points"][-1]["model_version"] == "v0004"
     assert all(auth == "Bearer tok" for _, _, auth in service.requests)
+
+
+def test_after_a_retrain_the_new_versions_least_certain_task_comes_first_and_the_wait_locks_nothing(caplog):
+    """The wait for the re-scored queue reads the project's version, not /next: a /next before the re-score landed
+    would lock the old version's least certain task, which Label Studio then hands out first."""
+    simulation, _, desk, _ = make(n_tasks=20, retrain_every=5, desk_delay=3)
+    simulation.run(6)
+    sixth = desk.submitted[5][0]
+    open_then = [t for t in desk.tasks.values() if t.task_id not in {task_id for task_id, _ in desk.submitted[:5]}]
+    assert desk.tasks[sixth].model_version == "v0002"
+    assert sixth == min(open_then, key=lambda t: t.score).task_id  # v0002's least certain, not v0001's
+    assert desk.handed_out == [task_id for task_id, _ in desk.submitted]  # every task /next handed out was answered
+    assert "going on with the older predictions" not in caplog.text
+
+
+def test_the_wait_for_the_queue_gives_up_at_its_deadline_and_goes_on(caplog):
+    simulation, _, desk, _ = make(n_tasks=20, retrain_every=5, desk_delay=10**6, queue_wait_s=5)
+    result = simulation.run(6)
+    assert result.n_labels == 6 and "review tasks scored by v0002" in caplog.text
+    assert desk.handed_out == [task_id for task_id, _ in desk.submitted]
 
 
 def test_a_retrain_the_service_already_made_is_not_asked_for_twice():
