@@ -43,7 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PARTS = ("request", "decode", "backbone", "cache write", "head", "rules", "store write", "JSON")
+PARTS = ("guards", "request checks", "request", "decode", "backbone", "cache lookup", "cache write", "head", "rules",
+         "store write", "JSON", "response checks")
 
 
 def _free_port() -> int:
@@ -138,7 +139,8 @@ def main() -> int:
     from app.core.datadir import write_image
     from app.core.demo import encode_png, seed_demo
     from app.core.secrets import api_token, resolve_secrets
-    from app.core.serving import ServingModel
+    from app.core.serving import HeldVectors, ServingModel
+    from app.http.openapi import _Checks
     from app.services import build_services
     from app.store import NewItem, NewLabel, Store
     from config import load_settings
@@ -214,9 +216,13 @@ def main() -> int:
         split.patch(predict_route, "items_for_uploads", "store write")
         split.patch(services.store, "record_predictions", "store write")
         split.patch(predict_route, "jsonify", "JSON")
+        split.patch(HeldVectors, "lookup", "cache lookup")
+        split.patch(_Checks, "request_validation", "request checks")
+        split.patch(_Checks, "validate_response", "response checks")
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in the table
         app = create_app(services=services)
+        app.preprocess_request = split.wrap(app.preprocess_request, "guards")  # Host, token, origin, metrics
         app.wsgi_app = split.middleware(app.wsgi_app)
         http = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=http.serve_forever, daemon=True).start()
@@ -287,7 +293,8 @@ def main() -> int:
                     "rules": direct_parts["rules"]}  # fmt: skip
     http_named = dict(split.seconds)
     http_named["decode + backbone"] = http_named.pop("decode", 0.0) + http_named.pop("backbone", 0.0)
-    rows = ["request", "decode + backbone", "cache write", "head", "rules", "store write", "JSON"]
+    rows = ["guards", "request checks", "request", "decode + backbone", "cache lookup", "cache write", "head", "rules",
+            "store write", "JSON", "response checks"]
     for part in rows:
         left = f"{direct_named[part] / n * 1000:>8.2f}" if part in direct_named else f"{'':>8}"
         print(f"{part:<20} {left} {http_named.get(part, 0.0) / n * 1000:>8.2f}")

@@ -169,12 +169,15 @@ def decide(proba: np.ndarray, rule: str = "threshold", **params: float | None) -
     return [Decision(ACCEPT if ok else REVIEW, rule, reason) for ok, reason in zip(accept, reasons)]
 
 
-def proba_in_order(head: Any, X: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+def proba_in_order(
+    head: Any, X: np.ndarray, classes: Sequence[Any], predict_proba: Callable[[Any], np.ndarray] | None = None
+) -> np.ndarray:
     """``head.predict_proba(X)`` with its columns in ``classes`` order; a class the head never saw gets 0.
 
+    ``predict_proba``: the head's own, or one giving the same numbers faster (``SoftmaxHead.serving_proba``).
     Raises ``ValueError`` if the head knows a class that ``classes`` does not.
     """
-    proba = np.asarray(head.predict_proba(X), dtype=np.float64)
+    proba = np.asarray((predict_proba or head.predict_proba)(X), dtype=np.float64)
     known = list(head.classes_)
     if known == list(classes):
         return proba

@@ -327,6 +327,12 @@ class SemiSupervisedHead(ClassifierMixin, BaseEstimator):
         validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return self.head_.predict_proba(X)
 
+    def serving_proba(self) -> Any:
+        """:meth:`predict_proba` without scikit-learn's per-call checks (the softmax head's
+        :meth:`learner.head.SoftmaxHead.serving_proba`: this head predicts with it alone)."""
+        check_is_fitted(self)
+        return self.head_.serving_proba()
+
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Natural log of :meth:`predict_proba`."""
         with np.errstate(divide="ignore"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any, Iterable, Sequence
@@ -9,7 +10,7 @@ from typing import Any, Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.store.base import StoreBase, chunks, dialect_insert, records, require_items, utcnow
+from app.store.base import StoreBase, chunks, records, require_items, utcnow
 from app.store.items import insert_items
 from app.store.records import DueReview, NewItem, NewPrediction
 from app.store.schema import REVIEW_STATUSES, items, labels, predictions, review_tasks, second_looks
@@ -171,15 +172,17 @@ class OutboxMixin(StoreBase):
 
 
 
-def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datetime) -> None:
-    """Upsert outbox rows: new -> pending; already queued and not labelled -> pending with the new prediction."""
-    # One row per item (the last prediction wins): PostgreSQL refuses an upsert that touches a row twice.
-    latest = list({prediction.item_id: prediction for prediction in queued}.values())
-    # The rows go as parameters, not as a VALUES list in the statement: its compiled form is then cached (a
-    # multi-row VALUES statement is compiled again on every call, most of the cost of /v1/predict's one-row write).
-    statement = dialect_insert(conn, review_tasks)
+@functools.cache
+def _upsert_review_statement(dialect: str) -> Any:
+    """The outbox upsert of one dialect, built once: building its ``excluded`` columns cost about half a millisecond
+    on every call (a third of a one-image prediction's write); the statement is immutable, so it is shared."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(review_tasks)
     excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=["item_id"],
         set_={
             "status": "pending",
@@ -192,6 +195,15 @@ def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datet
         },
         where=review_tasks.c.status != "labelled",
     )
+
+
+def upsert_reviews(conn: Connection, queued: Sequence[NewPrediction], now: datetime) -> None:
+    """Upsert outbox rows: new -> pending; already queued and not labelled -> pending with the new prediction."""
+    # One row per item (the last prediction wins): PostgreSQL refuses an upsert that touches a row twice.
+    latest = list({prediction.item_id: prediction for prediction in queued}.values())
+    # The rows go as parameters, not as a VALUES list in the statement: its compiled form is then cached (a
+    # multi-row VALUES statement is compiled again on every call, most of the cost of /v1/predict's one-row write).
+    statement = _upsert_review_statement(conn.dialect.name)
     for chunk in chunks(latest, 500):
         conn.execute(
             statement,

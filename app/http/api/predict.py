@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 
 from flask import Response, after_this_request, current_app, jsonify
 from pydantic import BaseModel
@@ -55,11 +56,18 @@ def predict(json: ImagesBody, form: ImageFiles) -> Response:
     uploads = request_uploads(svc, json)
     model = serving_model()
     # Every image is decoded before anything is written (a bad one is an ImageError, a 4xx); then the new images'
-    # files are written (fsync) on an I/O thread while the backbone runs: disk waits and CPU work overlap.
+    # files are written (fsync) on an I/O thread while the backbone runs: disk waits and CPU work overlap. The
+    # writes start once the embedding cache was looked up (embed_held), not before: the I/O thread's Python
+    # work would hold the interpreter lock while the lookup waits for it.
     sources = svc.embeddings.decode_new([upload.image for upload in uploads])
     new_items: dict[str, NewItem] = {}
-    stored = beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items)
-    X, held = svc.embeddings.embed_held(sources)
+    writes: list[Future] = []
+
+    def start_writes() -> None:
+        writes.append(beside(items_for_uploads, svc.store, svc.data_dir, uploads, "served", new_items))
+
+    X, held = svc.embeddings.embed_held(sources, before_backbone=start_writes)
+    stored = writes[0]
     proba = model.proba(X)
     decisions = decide(proba, limits.decision_rule, **decision_params(limits, model))
     item_ids = [item_id for item_id, _ in stored.result()]

@@ -102,3 +102,25 @@ def _gated(write, gate):
         write(group)
 
     return gated
+
+
+def test_the_writes_start_after_the_cache_lookup_and_before_the_backbone_and_also_for_a_remembered_image(
+    client, trained, monkeypatch
+):
+    import app.http.api.predict as route
+
+    order = []
+    lookup, embed, beside = trained.embeddings.cache.lookup, trained.embeddings.backbone.embed, route.beside
+    monkeypatch.setattr(trained.embeddings.cache, "lookup", lambda hashes: (order.append("lookup"), lookup(hashes))[1])
+    monkeypatch.setattr(trained.embeddings.backbone, "embed", lambda pixels: (order.append("backbone"), embed(pixels))[1])
+    monkeypatch.setattr(route, "beside", lambda function, *args: (order.append("writes"), beside(function, *args))[1])
+    data = png(COLOURS["red"], seed=306)
+    response = client.post("/v1/predict", json={"image": b64(data)})
+    assert response.status_code == 200, response.json
+    assert order == ["lookup", "writes", "backbone"]
+    order.clear()
+    again = client.post("/v1/predict", json={"image": b64(data)})  # in the memo: no lookup, no backbone
+    assert again.status_code == 200, again.json
+    assert order == ["writes"]
+    assert again.json["predictions"][0]["item_id"] == response.json["predictions"][0]["item_id"]
+    assert trained.store.get_item(response.json["predictions"][0]["item_id"]).image_path.split("/")[-1] in images_on_disk(trained)

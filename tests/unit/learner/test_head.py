@@ -117,3 +117,27 @@ def test_zero_rows_do_not_produce_nan():
     X[0] = 0.0
     proba = SoftmaxHead(random_state=0).fit(X, y).predict_proba(X)
     assert np.all(np.isfinite(proba))
+
+
+@pytest.mark.parametrize("power, normalize", [(1.0, True), (0.5, True), (1.0, False)])
+def test_serving_proba_gives_predict_probas_numbers_exactly(power, normalize):
+    X, y = _blobs(labels=["coat", "bag", "shirt"])
+    head = SoftmaxHead(random_state=0, power=power, normalize=normalize).fit(X, y)
+    fast = head.serving_proba()
+    for rows in (X[:1], X[:7], X.astype(np.float64)[:3]):
+        assert np.array_equal(fast(rows), head.predict_proba(rows))  # the same bits, not just close
+
+
+def test_serving_proba_leaves_what_is_not_a_plain_finite_batch_to_predict_proba():
+    X, y = _blobs()
+    head = SoftmaxHead(random_state=0).fit(X, y)
+    fast = head.serving_proba()
+    assert np.array_equal(fast(X[:2].tolist()), head.predict_proba(X[:2]))  # a list: checked and converted
+    bad = X[:2].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fast(bad)
+    with pytest.raises(ValueError, match="features"):
+        fast(X[:2, :5])
+    with pytest.raises(NotFittedError):
+        SoftmaxHead().serving_proba()

@@ -124,3 +124,16 @@ def test_unlabelled_mask():
     assert unlabelled_mask(np.array([1, -1, 2])).tolist() == [False, True, False]
     assert unlabelled_mask(np.array(["a", -1, "b"], dtype=object)).tolist() == [False, True, False]
     assert unlabelled_mask(np.array(["a", "b"])).tolist() == [False, False]
+
+
+def test_serving_proba_gives_predict_probas_numbers_exactly():
+    X, y = _clusters(n_per_class=40)
+    rng = np.random.default_rng(1)
+    y_fit = y.copy()
+    y_fit[rng.random(len(y)) < 0.7] = -1  # most rows unlabelled
+    head = SemiSupervisedHead(random_state=0).fit(X, y_fit)
+    fast = head.serving_proba()
+    for rows in (X[:1], X[:9]):
+        assert np.array_equal(fast(rows), head.predict_proba(rows))
+    with pytest.raises(NotFittedError):
+        SemiSupervisedHead().serving_proba()
