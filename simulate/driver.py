@@ -369,6 +369,9 @@ class Simulation:
         # Uncertainty sampling orders by the project's model version, which the desk moves only once that
         # version's predictions are in (and never back): reading it takes no lock. A newer one (the service
         # retrained by itself meanwhile) will do.
+        if not self._desk("listing open tasks", self.desk.open_tasks, self.project):
+            return  # nothing left to re-score: the project's version may never move
+
         def refreshed() -> bool | None:
             current = self._desk("reading the project's model version", self.desk.queue_version, self.project)
             return True if version_rank(current) >= version_rank(version) else None

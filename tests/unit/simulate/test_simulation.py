@@ -238,6 +238,13 @@ def test_the_wait_for_the_queue_gives_up_at_its_deadline_and_goes_on(caplog):
     assert desk.handed_out == [task_id for task_id, _ in desk.submitted]
 
 
+def test_with_no_open_task_left_the_simulator_does_not_wait_for_a_re_score(caplog):
+    simulation, _, desk, _ = make(n_tasks=10, retrain_every=5, desk_delay=10**6, queue_wait_s=5)
+    result = simulation.run(15)  # more than the pool holds
+    assert result.n_labels == 10 and not desk._open()
+    assert caplog.text.count("going on with the older predictions") == 1  # after 5 labels; none once all are done
+
+
 def test_a_retrain_the_service_already_made_is_not_asked_for_twice():
     simulation, service, _, lines = make(service=FakeService(retrains_by_itself=True), retrain_every=3)
     result = simulation.run(6)
