@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE
+from learner.budget import DEFAULT_LOOKS_FROM_PER_CLASS, DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE
 
 SCENARIOS = {"random": (0.1, 0.0), "guess": (0.1, 0.5)}
 
@@ -300,8 +300,9 @@ def main() -> int:
     parser.add_argument("--min-top", type=float, default=DEFAULT_MIN_TOP_CONFIDENCE,
                         help="... and only when the model's top class has at least this out-of-fold probability "
                              "(0: no floor)")
-    parser.add_argument("--looks-from", type=float, default=0.0,
-                        help="second looks only once this many labels per class are spent (0: from the first round)")
+    parser.add_argument("--looks-from", type=float, default=DEFAULT_LOOKS_FROM_PER_CLASS,
+                        help="second looks only once this many labels per class are spent (0: from the first round; "
+                             "default: the service's, learner.budget.DEFAULT_LOOKS_FROM_PER_CLASS)")
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="share of every class held out (0.1: 400 of 4,000 at --per-class 400; a larger holdout "
                              "measures a 1 pp difference with less noise: --per-class 1000 --holdout-fraction 0.64 "

@@ -144,6 +144,11 @@ class ServiceSettings(BaseModel):
         0.2, ge=0.0, le=1.0, description="Suspected label errors sent back to annotators blind after each check, as a "
         "share of review_batch_size (0 sends none); suspected holdout labels are asked again first, within the same share",
     )
+    second_looks_from_per_class: float = Field(
+        10.0, ge=0.0, le=100_000, description="Second looks at suspected training labels start once the serving "
+        "version trained on this many labels per class (0: from the first check); before, the whole batch goes to new "
+        "items and the holdout (chosen on tuning seeds: benchmarks/label_noise.py, learner.budget)",
+    )
     max_looks_per_item: int = Field(
         2, ge=1, le=10, description="Second looks one item may get: a suspect gets one; while its answers tie (one "
         "against one), another annotator is asked again, up to this many",

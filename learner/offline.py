@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from learner.budget import DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE, DEFAULT_RANK, RANKS
+from learner.budget import (
+    DEFAULT_LOOKS_FROM_PER_CLASS, DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE, DEFAULT_RANK, RANKS,
+)
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
 from learner.rules import proba_in_order
@@ -232,7 +234,7 @@ class Annotators:
     leave_out: float = 0.0  # share of the suspects not yet looked at twice left out of training (most suspect first)
     max_self_confidence: float = DEFAULT_MAX_SELF_CONFIDENCE  # a suspect above this self-confidence gets no second look
     min_top_confidence: float = DEFAULT_MIN_TOP_CONFIDENCE  # ... nor one whose top class is less likely than this
-    looks_from_per_class: float = 0.0  # second looks only once labels spent reach this many per class (0: from the start)
+    looks_from_per_class: float = DEFAULT_LOOKS_FROM_PER_CLASS  # second looks only from this many labels spent a class
     folds: int = 5  # out-of-fold probabilities for the checks
     holdout_checks_per_round: int = 2  # at most this many suspected holdout labels asked again per round
     diagnose_at: tuple[int, ...] = ()  # without checks: label counts at which to list suspects (empty: every round)

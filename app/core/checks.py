@@ -341,7 +341,8 @@ def split_budget(
     suspects with the lowest self-confidence (the out-of-fold probability of the label they were given, ``given``
     against ``proba``: :func:`learner.budget.self_confidence`; it beat ActiveLab's ranking on the tuning seeds of
     ``benchmarks/label_noise.py`` and scores no pool). Only suspects the store would queue are candidates
-    (:meth:`app.store.Store.may_look_again`, as :func:`queue_asks` inserts); the rest of the batch goes to new items."""
+    (:meth:`app.store.Store.may_look_again`, as :func:`queue_asks` inserts), and only once the training labels reach
+    ``service.second_looks_from_per_class`` per class; the rest of the batch goes to new items."""
     from app.core.holdout import holdout_tasks_to_queue, per_refresh
     from learner.budget import self_confidence, split_batch
 
@@ -353,6 +354,10 @@ def split_budget(
     ) if service.holdout.reserve else 0  # fmt: skip
     scores = self_confidence(proba, given)
     candidates = np.full(len(newest), np.nan)
+    n_classes = max(len(trainer.classes), 1)
+    early = len(newest) < service.second_looks_from_per_class * n_classes
+    if early:
+        suspects = []  # too few labels yet: a new pick is worth more than a second look (learner.budget)
     eligible = store.may_look_again({item: looks_allowed("suspect", service.max_looks_per_item) for item in suspects})
     for i, row in enumerate(newest):
         if row.item_id in ties:
@@ -360,5 +365,12 @@ def split_budget(
         elif row.item_id in eligible:
             candidates[i] = scores[i]
     holdout_asks = min(n_holdout_asks, math.floor(service.second_look_share * service.review_batch_size))
-    return split_batch(service.review_batch_size, holdout, candidates, None, n_holdout_checks=holdout_asks,
-                       max_second_look_share=service.second_look_share)
+    split = split_batch(service.review_batch_size, holdout, candidates, None, n_holdout_checks=holdout_asks,
+                        max_second_look_share=service.second_look_share)
+    if early:
+        import dataclasses
+
+        split = dataclasses.replace(split, rule=f"{split.rule}; no second looks at suspected training labels before "
+                                    f"{service.second_looks_from_per_class:g} labels per class "
+                                    f"({len(newest) / n_classes:.1f} now)")
+    return split

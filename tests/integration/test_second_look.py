@@ -31,7 +31,7 @@ def juicer(label_studio, backbone, tmp_path_factory):
     dataset = load_fashion_mnist("/usr/share/datasets/fashion-mnist", per_class_limit=PER_CLASS, seed=6)
     with in_process_juicer(
         label_studio, backbone, dataset, title="juicer second look", webhook_secret="it-secret-789",
-        service={"retrain_after_labels": 1000, "review_batch_size": 20, "second_look_share": 1.0,
+        service={"retrain_after_labels": 1000, "review_batch_size": 20, "second_look_share": 1.0, "second_looks_from_per_class": 0,
                  "deliver_interval_s": 3600, "holdout": {"reserve": False}},
         seed={"n_pool": PER_CLASS * len(dataset.class_names), "n_holdout": 0, "seed": 7, "seed_per_class": 0},
         store_url=f"sqlite:///{tmp_path_factory.mktemp('second-look-store')}/juicer.db",

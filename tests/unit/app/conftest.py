@@ -149,7 +149,9 @@ def settings(tmp_path):
         service={"classes": list(CLASSES), "retrain_after_labels": 3, "review_batch_size": 2, "max_request_bytes": 200_000,
                  "max_images_per_request": 4, "max_request_pixels": 2_000_000, "api_token": "s3cret",
                  # these fixtures count the active picks exactly; test_app_holdout.py turns the reserved holdout on
-                 "holdout": {"reserve": False}},
+                 "holdout": {"reserve": False},
+                 # the label checks' tests ask again with a handful of labels a class (one tests the default's gate)
+                 "second_looks_from_per_class": 0},
         learner={"max_image_pixels": 1_000_000},
         label_studio={"webhook_secret": "hook-secret-123", "token": "ls-token-for-tests"},
     )

@@ -137,6 +137,18 @@ def test_no_second_looks_when_the_share_is_zero(services):
     assert sum(services.store.second_look_counts().values()) == 0
 
 
+def test_training_labels_get_no_second_look_before_second_looks_from_per_class(services):
+    _share(services, 0.5)
+    services.trainer.service = services.trainer.service.model_copy(update={"second_looks_from_per_class": PER_CLASS + 1})
+    _labelled(services, wrong={"red-3": "blue"})  # PER_CLASS labels a class: one short
+    early = check_labels(services.trainer, force=True)
+    assert early.n_suspects >= 1 and early.second_looks == 0  # listed as a suspect, not asked again yet
+    assert early.batch_split["second_looks"] == 0 and early.batch_split["new"] == 2
+    assert f"before {PER_CLASS + 1} labels per class ({PER_CLASS:.1f} now)" in early.batch_split["rule"]
+    services.trainer.service = services.trainer.service.model_copy(update={"second_looks_from_per_class": PER_CLASS})
+    assert check_labels(services.trainer, force=True).second_looks == 1  # at the line: asked again
+
+
 def test_a_second_look_task_carries_no_guess():
     request = ReviewRequest("red-3", "a.png", None, 0.0, "v0001", blind=True, second_look=True, not_for=("1",))
     body = task_body("http://ls/data/a.png", request)
