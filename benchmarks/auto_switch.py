@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that the benchmark runs")
     args = parser.parse_args()
     if args.smoke:
-        args.seeds, args.switch, args.labels = "100", [1, 2], 30
+        args.seeds, args.switch, args.labels = "100", [1], 20  # one switch, two rounds: the code paths, not a figure
     from semi_head import fashion_embeddings, seed_range
 
     from learner.offline import run_offline

@@ -37,6 +37,7 @@ from config.settings import HoldoutSettings
 from simulate.driver import DatasetTruth, ServiceClient, Simulation
 from tests.support.browser import ARTIFACTS, chromium, log_in_to_label_studio, loopback_only
 from tests.support.served import REPO, ServedJuicer, data_folder, service_env
+from tests.support.wait import poll
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -205,11 +206,20 @@ def _split(world, item_id: str) -> str:
 
 def test_a_holdout_task_shows_no_guess_in_label_studio_and_an_active_pick_does(world, label_studio, browser):
     playwright, launched = browser
+
+    def open_tasks() -> tuple | None:
+        """An open holdout task and an open task with a guess. The annotators may have just answered every open
+        holdout task: the last refresh queues more (service.holdout.share of a batch), delivered by the outbox."""
+        with label_studio.desk() as desk:
+            tasks = desk.open_tasks(_project(world, desk))
+        blind = next((t for t in tasks if _split(world, t.item_id) == "holdout"), None)
+        guessed = next((t for t in tasks if t.predicted_label is not None), None)
+        return (blind, guessed) if blind is not None and guessed is not None else None
+
+    blind, guessed = poll(open_tasks, timeout_s=90, what="an open holdout task and an open task with a guess",
+                          interval_s=2)
     with label_studio.desk() as desk:
         project = _project(world, desk)
-        tasks = desk.open_tasks(project)
-    blind = next(t for t in tasks if _split(world, t.item_id) == "holdout")
-    guessed = next(t for t in tasks if t.predicted_label is not None)
     assert blind.predicted_label is None  # an empty placeholder at most: nothing pre-selected
     page = launched.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
