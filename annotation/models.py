@@ -11,6 +11,11 @@ from typing import Literal, Mapping
 LabelAction = Literal["set", "withdrawn"]
 
 
+def version_name(seq: int) -> str:
+    """The name of the ``seq``-th trained version (``7`` -> ``v0007``); :func:`version_seq` reads it back."""
+    return f"v{seq:04d}"
+
+
 def version_seq(model_version: str | None) -> int | None:
     """The training sequence number in a model version's name: juicer names every version ``v{seq:04d}``
     (``v0007`` -> 7; :meth:`app.core.training.Trainer.retrain`); None for any other name (the cold start's

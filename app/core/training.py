@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from annotation.models import version_name
 from app.core.checks import holdout_labels, trained_labels
 from app.core.datadir import image_file
 from app.core.holdout import queue_holdout_tasks, reserve_holdout
@@ -270,7 +271,7 @@ class Trainer:
             labels_per_class = {name: 0 for name in classes}
             labels_per_class.update(Counter(y.tolist()))
             seq = self.store.next_model_seq()
-            version = f"v{seq:04d}"
+            version = version_name(seq)
             candidate = ServingModel(
                 version=version,
                 classes=classes,

@@ -76,6 +76,15 @@ def test_one_parser_reads_a_version_names_training_number(name, seq):
     assert version_seq(name) == seq
 
 
+@pytest.mark.parametrize("seq", [1, 7, 9999, 10000, 123456])
+def test_a_version_name_reads_back_to_its_number_and_sorts_in_training_order(seq):
+    from annotation.models import version_name, version_rank, version_seq
+
+    assert version_seq(version_name(seq)) == seq
+    assert version_rank(version_name(seq)) < version_rank(version_name(seq + 1))
+    assert version_name(7) == "v0007"
+
+
 def test_the_serving_swap_orders_versions_by_the_same_number():
     from app.core.serving import ServingModel, is_newer
 
