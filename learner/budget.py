@@ -90,6 +90,12 @@ DEFAULT_MIN_TOP_CONFIDENCE = 0.0
 DEFAULT_LOOKS_FROM_PER_CLASS = 10.0
 
 
+def second_looks_open(n_labels: int, n_classes: int, from_per_class: float = DEFAULT_LOOKS_FROM_PER_CLASS) -> bool:
+    """Whether suspected training labels may be asked again yet: ``n_labels`` reached ``from_per_class`` per class
+    (:data:`DEFAULT_LOOKS_FROM_PER_CLASS`). The offline loop and the service both gate their second looks here."""
+    return n_labels >= from_per_class * max(n_classes, 1)
+
+
 def self_confidence(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
     """Each labelled item's out-of-fold probability of the label it was given: low = most suspect (cleanlab's
     ``self_confidence`` label quality), the :data:`DEFAULT_RANK` scores for ``split_batch(second_look_scores=...)``."""

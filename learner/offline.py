@@ -34,7 +34,12 @@ from typing import Any
 import numpy as np
 
 from learner.budget import (
-    DEFAULT_LOOKS_FROM_PER_CLASS, DEFAULT_MAX_SELF_CONFIDENCE, DEFAULT_MIN_TOP_CONFIDENCE, DEFAULT_RANK, RANKS,
+    DEFAULT_LOOKS_FROM_PER_CLASS,
+    DEFAULT_MAX_SELF_CONFIDENCE,
+    DEFAULT_MIN_TOP_CONFIDENCE,
+    DEFAULT_RANK,
+    RANKS,
+    second_looks_open,
 )
 from learner.curve import Budget, budget_picks, holdout_split
 from learner.query import STRATEGIES, query, sampled_query
@@ -380,7 +385,8 @@ def _one_run(
             return counts, accuracies
         n = min(batch, n_labels - spent)
         n_new, looks = n, np.zeros(0, np.int64)
-        if checking and oof is not None and len(suspects) and spent >= annotators.looks_from_per_class * n_classes:
+        if (checking and oof is not None and len(suspects)
+                and second_looks_open(spent, n_classes, annotators.looks_from_per_class)):
             n_new, looks = _split(head, embeddings, labelled, unlabelled, suspects, answers, oof, observed[labelled],
                                   classes, n, annotators, truth=labels[labelled])
             looked_wrong = int((observed[labelled[looks]] != labels[labelled[looks]]).sum())

@@ -25,6 +25,7 @@ When a consensus changes a label the serving version trained on, the check retra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -81,8 +82,6 @@ class CheckResult:
 
 def trained_labels(store: Any, labelled: list[LabelledItem]) -> list[LabelledItem]:
     """``labelled`` (each item's newest answer) with the stored consensus where it still holds: what trains."""
-    import dataclasses
-
     consensus = store.consensus_labels()
     return [
         dataclasses.replace(row, label=consensus[row.item_id][0])
@@ -126,8 +125,6 @@ def holdout_votes(store: Any) -> dict[str, tuple[str, bool]]:
 
 def holdout_labels(store: Any) -> list[LabelledItem]:
     """The labelled holdout as the measure reads it: each item's majority answer (:func:`vote`), not its newest."""
-    import dataclasses
-
     votes = holdout_votes(store)
     return [
         dataclasses.replace(row, label=votes[row.item_id][0]) if row.item_id in votes else row
@@ -344,7 +341,7 @@ def split_budget(
     (:meth:`app.store.Store.may_look_again`, as :func:`queue_asks` inserts), and only once the training labels reach
     ``service.second_looks_from_per_class`` per class; the rest of the batch goes to new items."""
     from app.core.holdout import holdout_tasks_to_queue, per_refresh
-    from learner.budget import self_confidence, split_batch
+    from learner.budget import second_looks_open, self_confidence, split_batch
 
     store, service = trainer.store, trainer.service
     counts = store.holdout_counts()
@@ -355,7 +352,7 @@ def split_budget(
     scores = self_confidence(proba, given)
     candidates = np.full(len(newest), np.nan)
     n_classes = max(len(trainer.classes), 1)
-    early = len(newest) < service.second_looks_from_per_class * n_classes
+    early = not second_looks_open(len(newest), n_classes, service.second_looks_from_per_class)
     if early:
         suspects = []  # too few labels yet: a new pick is worth more than a second look (learner.budget)
     eligible = store.may_look_again({item: looks_allowed("suspect", service.max_looks_per_item) for item in suspects})
@@ -368,8 +365,6 @@ def split_budget(
     split = split_batch(service.review_batch_size, holdout, candidates, None, n_holdout_checks=holdout_asks,
                         max_second_look_share=service.second_look_share)
     if early:
-        import dataclasses
-
         split = dataclasses.replace(split, rule=f"{split.rule}; no second looks at suspected training labels before "
                                     f"{service.second_looks_from_per_class:g} labels per class "
                                     f"({len(newest) / n_classes:.1f} now)")

@@ -118,3 +118,24 @@ def test_bad_candidate_arguments_are_refused():
         second_look_candidates(proba, given, np.array([True, True]), max_self_confidence=1.5)
     with pytest.raises(ValueError, match="min_top_confidence"):
         second_look_candidates(proba, given, np.array([True, True]), min_top_confidence=-1)
+
+
+def test_second_looks_open_from_the_given_labels_per_class():
+    from learner.budget import second_looks_open
+
+    assert not second_looks_open(99, 10, 10) and second_looks_open(100, 10, 10)
+    assert second_looks_open(0, 10, 0)  # 0: from the first check
+    assert second_looks_open(10, 0, 10)  # no classes counted yet: one class, not zero
+
+
+def test_the_service_defaults_are_the_measured_ones():
+    """config may not import learner, so its defaults are written twice: they must stay the measured values."""
+    from config.settings import ServiceSettings
+    from learner.budget import (
+        DEFAULT_LOOKS_FROM_PER_CLASS,
+        DEFAULT_MAX_SECOND_LOOK_SHARE,
+    )
+
+    service = ServiceSettings()
+    assert service.second_looks_from_per_class == DEFAULT_LOOKS_FROM_PER_CLASS
+    assert service.second_look_share == DEFAULT_MAX_SECOND_LOOK_SHARE
