@@ -193,7 +193,12 @@ def lock_items(conn: Connection, item_ids: Iterable[str], lock: bool = True) -> 
 
 def dialect_insert(conn: Connection, table: sa.Table) -> Any:
     """An INSERT of ``table`` in ``conn``'s dialect (both have ON CONFLICT)."""
-    if conn.dialect.name == "postgresql":
+    return insert_of(conn.dialect.name, table)
+
+
+def insert_of(dialect: str, table: sa.Table) -> Any:
+    """An INSERT of ``table`` in ``dialect`` ("postgresql", else SQLite's); for a statement built once per dialect."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.store.base import StoreBase, chunks, records, require_items, utcnow
+from app.store.base import StoreBase, chunks, insert_of, records, require_items, utcnow
 from app.store.items import insert_items
 from app.store.records import DueReview, NewItem, NewPrediction
 from app.store.schema import REVIEW_STATUSES, items, labels, predictions, review_tasks, second_looks
@@ -176,11 +176,7 @@ class OutboxMixin(StoreBase):
 def _upsert_review_statement(dialect: str) -> Any:
     """The outbox upsert of one dialect, built once: building its ``excluded`` columns cost about half a millisecond
     on every call (a third of a one-image prediction's write); the statement is immutable, so it is shared."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(review_tasks)
+    statement = insert_of(dialect, review_tasks)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=["item_id"],
