@@ -424,10 +424,12 @@ def embed_sources(
             first_source.setdefault(content_hash, source)
             positions.setdefault(content_hash, []).append(position)
     todo = list(first_source.items())
-    logger.info(
-        "embedding %d images with %s: %d cached, %d distinct to embed",
+    # A request's few images are logged at DEBUG: at INFO the prediction endpoint wrote two lines per request.
+    level = logging.INFO if progress or len(sources) > batch_size else logging.DEBUG
+    logger.log(
+        level, "embedding %d images with %s: %d cached, %d distinct to embed",
         len(sources), backbone.id, int(found.sum()), len(todo),
-    )
+    )  # fmt: skip
     if not todo:
         return out
     batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
@@ -450,5 +452,5 @@ def embed_sources(
                 del pixels
                 bar.update(len(batch))
     elapsed = time.perf_counter() - started
-    logger.info("embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
+    logger.log(level, "embedded %d images in %.1f s (%.1f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
     return out

@@ -327,3 +327,18 @@ def test_rows_give_each_hash_its_row_or_minus_one(tmp_path: Path, share: str) ->
     assert rows.dtype == np.int64
     assert rows.tolist() == [int(h[1:]) if h != "nope" else -1 for h in asked]
     assert cache.rows([]).tolist() == []
+
+
+def test_a_request_sized_call_logs_at_debug_and_a_bulk_one_at_info(tmp_path: Path, caplog) -> None:
+    """The prediction endpoint embeds a request's few images (no progress bar, one batch): two INFO lines per
+    request flooded the service's log; a bulk embedding (more than a batch, or with progress) still says so."""
+    backbone = FakeBackbone(batch_size=4)
+    cache = EmbeddingCache(tmp_path, backbone.id)
+    with caplog.at_level("DEBUG", logger="learner.cache"):
+        embed_sources(backbone, cache, [FakeSource(0)], progress=False)
+        request_levels = {record.levelname for record in caplog.records}
+        caplog.clear()
+        embed_sources(backbone, cache, [FakeSource(i) for i in range(1, 10)], progress=False)
+        bulk_levels = {record.levelname for record in caplog.records}
+    assert request_levels == {"DEBUG"}
+    assert bulk_levels == {"INFO"}
