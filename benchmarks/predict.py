@@ -52,7 +52,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
+from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,8 +159,15 @@ def http_client(port: int, token: str, kind: str) -> tuple[Callable[[list[bytes]
 
     def send(images: list[bytes]) -> None:
         body = json.dumps({"images": [base64.b64encode(data).decode() for data in images]}).encode()
-        connection.request("POST", "/v1/predict", body=body, headers=headers)
-        answer = connection.getresponse()
+        try:
+            connection.request("POST", "/v1/predict", body=body, headers=headers)
+            answer = connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, RemoteDisconnected):
+            # The server closed the kept-alive connection (idle past its keep-alive: gunicorn's 5 s, 2 s for the
+            # floor's, reached on a loaded machine): a client reconnects and sends again, and so does this one.
+            connection.close()
+            connection.request("POST", "/v1/predict", body=body, headers=headers)
+            answer = connection.getresponse()
         text = answer.read()
         if answer.status != 200:
             raise RuntimeError(f"/v1/predict answered {answer.status}: {text[:300]!r}")
