@@ -94,7 +94,8 @@ server.serve_forever()
 
 
 def fake_label_studio(tmp_path: Path) -> tuple[Path, int]:
-    """A venv whose ``label-studio`` is :data:`FAKE_LABEL_STUDIO`, and a free port to ask it for."""
+    """A venv whose ``label-studio`` is :data:`FAKE_LABEL_STUDIO`, and a port to ask it for: free, and the next one
+    (where the fake really binds) free too (a port whose neighbour was taken failed CI with EADDRINUSE once)."""
     import socket
     import sys
 
@@ -103,9 +104,16 @@ def fake_label_studio(tmp_path: Path) -> tuple[Path, int]:
     fake = venv / "bin" / "label-studio"
     fake.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
     fake.chmod(0o755)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return venv, probe.getsockname()[1]
+    for _ in range(100):
+        with socket.socket() as probe, socket.socket() as neighbour:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            try:
+                neighbour.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return venv, port
+    raise AssertionError("no free pair of neighbouring ports on 127.0.0.1")
 
 
 def test_start_reads_the_port_it_really_bound_and_stop_ends_it(tmp_path):
