@@ -9,7 +9,9 @@ row (one transaction) before it answers, and the embedding cache behind its answ
 it is sent to (the embedding cache would otherwise skip the backbone and flatter HTTP). The requests are made over
 one kept-alive connection (the standard library's, or ``--client httpx``) with the API token as an application sends
 it (``Authorization: Bearer``, generated into ``<data_dir>/secrets/api-token``, never on the command line). The
-paths are interleaved request by request, so drift on a shared machine hits them alike.
+paths are interleaved request by request, in a new random order every round, so drift on a shared machine hits them
+alike; after a request to ``juicer serve`` the benchmark spins 20 ms (its work behind the answer stays out of the next
+timing, and no path starts on an idle core).
 
 The servers (``--server both``, the default, runs the first two and the floor):
 
