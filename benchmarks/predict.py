@@ -10,8 +10,8 @@ it is sent to (the embedding cache would otherwise skip the backbone and flatter
 one kept-alive connection (the standard library's, or ``--client httpx``) with the API token as an application sends
 it (``Authorization: Bearer``, generated into ``<data_dir>/secrets/api-token``, never on the command line). The
 paths are interleaved request by request, in a new random order every round, so drift on a shared machine hits them
-alike; after a request to ``juicer serve`` the benchmark spins 20 ms (its work behind the answer stays out of the next
-timing, and no path starts on an idle core).
+alike, and no path always follows the same one; after a request to ``juicer serve`` the benchmark waits 20 ms
+(spinning), so the service's work behind its answer stays out of the next path's timing.
 
 The servers (``--server both``, the default, runs the first two and the floor):
 
@@ -382,7 +382,7 @@ def main() -> int:
                                     after=lambda: flush(services), close=lambda close=close, http=http: (close(), http.shutdown())))  # fmt: skip
                 else:  # after each request: time for what the service does behind its answer (the embedding cache
                     # write, the outbox delivery a review wakes), which would otherwise land in the next path's timing;
-                    # spent spinning, not sleeping (a path timed after an idle pause is slower)
+                    # spent spinning (this process's core kept as busy as between the other paths)
                     served = start_gunicorn(data_dir, args.backbone)
                     send, close = http_client(served.port, token, args.client)
                     arms.append(Arm("gunicorn", "HTTP, gunicorn (juicer serve's server, its own process)", send, singles, batches,
@@ -405,8 +405,8 @@ def main() -> int:
                 function(images)
                 return time.perf_counter() - started
 
-            # Interleave the paths so drift on a shared machine hits all alike, in a new random order every round (a
-            # path timed right after an idle pause is slower: TensorFlow's threads have gone to sleep). The direct
+            # Interleave the paths so drift on a shared machine hits all alike, in a new random order every round (no
+            # path always follows the same one, nor the same one's work behind its answer). The direct
             # path never writes the cache, and each server gets its own images, so each image is still new to the
             # service that gets it. The durable write alone (a new image's file and its three rows: what a
             # prediction decided review must have written before its answer leaves) is one more path, without HTTP
