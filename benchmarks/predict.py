@@ -56,19 +56,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tests.support.served import ServedJuicer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.served import ServedJuicer, free_port, link_built_backbones, subprocess_env  # noqa: E402
+from tests.support.wait import poll  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -180,14 +174,12 @@ def http_client(port: int, token: str, kind: str) -> tuple[Callable[[list[bytes]
 def start_gunicorn(data_dir: Path, backbone: str) -> ServedJuicer:
     """``juicer serve`` on ``data_dir`` (its model and API token), as a user starts it: gunicorn with juicer's worker,
     the default workers and threads, Label Studio away (nothing listens there: only juicer is measured); ready."""
-    from tests.support.served import ServedJuicer, link_built_backbones, subprocess_env
-
-    port = _free_port()
+    port = free_port()
     if not (data_dir / "backbones").exists():
         link_built_backbones(data_dir)
     env = subprocess_env(
         data_dir, JUICER_SERVICE__PORT=str(port), JUICER_SERVICE__MAX_IMAGES_PER_REQUEST="64",
-        JUICER_LEARNER__BACKBONE=backbone, JUICER_LABEL_STUDIO__URL=f"http://127.0.0.1:{_free_port()}",
+        JUICER_LEARNER__BACKBONE=backbone, JUICER_LABEL_STUDIO__URL=f"http://127.0.0.1:{free_port()}",
         JUICER_LABEL_STUDIO__TOKEN="no-label-studio-token",
     )  # fmt: skip
     served = ServedJuicer(data_dir, port, env, args=[])
@@ -218,23 +210,29 @@ def floor_app():
 
 def start_floor(folder: Path, threads: int) -> subprocess.Popen:
     """:func:`floor_app` on gunicorn with juicer's worker class and thread count, one worker; listening."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", str(threads),
                "--worker-class", "app.http.server.JuicerWorker", "benchmarks.predict:floor_app()"]  # fmt: skip
-    log = (folder / "floor.log").open("w")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with (folder / "floor.log").open("w") as log:  # the server holds its own copy of the descriptor
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     process.port = port  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 60
-    while True:
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"it exited ({process.returncode})")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
+            return True
         except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"the floor server did not start:\n{(folder / 'floor.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+            return False
+
+    try:
+        poll(listening, 60, "the floor server to listen")
+    except AssertionError as exc:
+        process.kill()
+        raise RuntimeError(f"the floor server did not start ({exc}):\n{(folder / 'floor.log').read_text()[-2000:]}") from None
+    return process
 
 
 def spin(seconds: float) -> None:
@@ -302,7 +300,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="juicer-bench-") as tmp:
         data_dir = Path(tmp) / "data"  # juicer serve's log goes beside it, in the temporary folder
         data_dir.mkdir()
-        port = _free_port()
+        port = free_port()
         settings = load_settings(environ={}, data_dir=data_dir, service={"port": port, "max_images_per_request": 64})
         settings = resolve_secrets(settings)  # the token juicer serve would generate, in <data_dir>/secrets
         token = api_token(settings)
